@@ -1,0 +1,169 @@
+// Package eventlog turns a raw TCG PC Client event log into the boot state it
+// proves. It is pure code: bytes and PCR values in, a BootState out.
+//
+// Verify is the only way to obtain a BootState from evidence: it parses the log,
+// replays its SHA-256 digests against PCR values that a verified quote vouched
+// for, and extracts the state only from events that replayed. An event log that
+// does not replay never yields a BootState.
+package eventlog
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/go-eventlog/register"
+	"github.com/google/go-eventlog/tcg"
+)
+
+// MaxLogBytes bounds the size of a log this package parses.
+const MaxLogBytes = 1 << 20
+
+// ErrMalformed reports a log that cannot be parsed at all.
+var ErrMalformed = errors.New("malformed event log")
+
+// ReplayError reports PCRs whose quoted value the log does not reproduce.
+type ReplayError struct {
+	PCRs []int
+}
+
+func (e *ReplayError) Error() string {
+	return fmt.Sprintf("event log does not replay to the quoted value of PCRs %v", e.PCRs)
+}
+
+// Bank is a set of PCR values of one hash algorithm, by PCR index.
+type Bank struct {
+	Hash crypto.Hash // crypto.SHA256, or crypto.SHA1 for old logs offline
+	PCRs map[int][]byte
+}
+
+// Verify parses raw and replays it against bank, whose values the caller has
+// verified against a quote. PCRs that have no events in the log (for example
+// PCR 10 before IMA runs) are not required to replay. On success it returns the
+// boot state the replayed events describe.
+func Verify(raw []byte, bank Bank) (*BootState, error) {
+	events, err := replay(raw, bank)
+	if err != nil {
+		return nil, err
+	}
+	st := extract(events, bank.Hash)
+	st.LogSHA256 = sha256.Sum256(raw)
+	st.PCRs = hexPCRs(bank.PCRs)
+	return st, nil
+}
+
+// Replay computes the PCR values that raw describes, for every PCR with at
+// least one event, in the SHA-256 bank or, for a log that has none, SHA-1.
+// It trusts the log: use it only where no quote exists (offline policy work),
+// then pass its result to Verify.
+func Replay(raw []byte) (Bank, error) {
+	el, err := parse(raw)
+	if err != nil {
+		return Bank{}, err
+	}
+	bank := Bank{Hash: crypto.SHA256, PCRs: map[int][]byte{}}
+	alg := register.HashSHA256
+	if !slices.Contains(el.Algs, register.HashSHA256) {
+		bank.Hash, alg = crypto.SHA1, register.HashSHA1
+	}
+	size := bank.Hash.Size()
+	locality := byte(0)
+	for _, e := range el.Events(alg) {
+		if e.Type == tcg.NoAction {
+			if e.Index == 0 && len(e.Data) == 17 && bytes.HasPrefix(e.Data, []byte("StartupLocality")) {
+				locality = e.Data[16]
+			}
+			continue
+		}
+		if len(e.Digest) != size {
+			return Bank{}, fmt.Errorf("%w: event for PCR %d has no %v digest", ErrMalformed, e.Index, bank.Hash)
+		}
+		cur, ok := bank.PCRs[e.Index]
+		if !ok {
+			cur = make([]byte, size)
+			if e.Index == 0 {
+				cur[size-1] = locality
+			}
+		}
+		if e.Type == tcg.EFIHCRTMEvent {
+			// An H-CRTM event resets PCR 0 to 4 before it extends.
+			cur = make([]byte, size)
+			cur[size-1] = 4
+		}
+		h := bank.Hash.New()
+		h.Write(cur)
+		h.Write(e.Digest)
+		bank.PCRs[e.Index] = h.Sum(nil)
+	}
+	return bank, nil
+}
+
+func parse(raw []byte) (*tcg.EventLog, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrMalformed)
+	}
+	if len(raw) > MaxLogBytes {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(raw), MaxLogBytes)
+	}
+	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{AllowPadding: true})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return el, nil
+}
+
+func replay(raw []byte, bank Bank) ([]tcg.Event, error) {
+	el, err := parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	alg, ok := bankAlgs[bank.Hash]
+	if !ok || !slices.Contains(el.Algs, alg) {
+		return nil, fmt.Errorf("%w: the log carries no %v digests", ErrMalformed, bank.Hash)
+	}
+	mrs := make([]register.MR, 0, len(bank.PCRs))
+	for _, i := range sortedKeys(bank.PCRs) {
+		if len(bank.PCRs[i]) != bank.Hash.Size() {
+			return nil, fmt.Errorf("PCR %d: digest of %d bytes, want %d", i, len(bank.PCRs[i]), bank.Hash.Size())
+		}
+		mrs = append(mrs, register.PCR{Index: i, Digest: bank.PCRs[i], DigestAlg: bank.Hash})
+	}
+	// Events for PCRs outside the bank are not replayed, and Verify does not
+	// return them: they cannot influence the state.
+	events, err := el.Verify(mrs)
+	if err != nil {
+		var re tcg.ReplayError
+		if errors.As(err, &re) {
+			return nil, &ReplayError{PCRs: slices.Clone(re.InvalidMRs)}
+		}
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return events, nil
+}
+
+var bankAlgs = map[crypto.Hash]register.HashAlg{
+	crypto.SHA1:   register.HashSHA1,
+	crypto.SHA256: register.HashSHA256,
+	crypto.SHA384: register.HashSHA384,
+}
+
+func sortedKeys(m map[int][]byte) []int {
+	keys := make([]int, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func hexPCRs(pcrs map[int][]byte) map[int]string {
+	out := make(map[int]string, len(pcrs))
+	for i, d := range pcrs {
+		out[i] = hex.EncodeToString(d)
+	}
+	return out
+}

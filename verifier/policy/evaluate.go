@@ -1,0 +1,203 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/bootgate/bootgate/verifier/eventlog"
+)
+
+// Rule names, stable identifiers carried in verdicts and incidents.
+const (
+	RuleLogStructure       = "log.structure"
+	RuleLogUnverifiable    = "log.unverifiable_events"
+	RuleSecureBootEnabled  = "secure_boot.enabled"
+	RulePK                 = "secure_boot.pk"
+	RuleKEK                = "secure_boot.kek"
+	RuleDB                 = "secure_boot.db"
+	RuleDBX                = "secure_boot.dbx"
+	RuleDebugMode          = "debug.uefi_debug_mode"
+	RuleDMAProtection      = "debug.dma_protection"
+	RuleUnverifiedBootApps = "debug.unverified_boot_apps"
+	RuleCmdline            = "debug.cmdline"
+	RuleBootApp            = "code_integrity.boot_app"
+	RuleRevokedBootApp     = "code_integrity.revoked_boot_app"
+	RuleSigner             = "code_integrity.signer"
+	RuleRevokedSigner      = "code_integrity.revoked_signer"
+	RuleFirmware           = "firmware.pcr0"
+)
+
+// Failure is one failed rule, naming the offending event where there is one.
+type Failure struct {
+	Rule   string `json:"rule"`
+	Event  int    `json:"event,omitempty"`
+	Detail string `json:"detail"`
+}
+
+func (f Failure) String() string {
+	if f.Event > 0 {
+		return fmt.Sprintf("%s: event %d: %s", f.Rule, f.Event, f.Detail)
+	}
+	return fmt.Sprintf("%s: %s", f.Rule, f.Detail)
+}
+
+// Evaluate checks a verified boot state against the policy and returns every
+// failed rule; an empty result is a pass. It never stops at the first failure,
+// so that an incident names everything that is wrong.
+func (p *Policy) Evaluate(st *eventlog.BootState) []Failure {
+	var out []Failure
+	fail := func(rule string, event int, format string, args ...any) {
+		out = append(out, Failure{Rule: rule, Event: event, Detail: fmt.Sprintf(format, args...)})
+	}
+
+	for _, a := range st.Anomalies {
+		fail(RuleLogStructure, a.Event, "%s", a.Detail)
+	}
+	if !p.Log.AllowUnverifiableEvents {
+		for _, a := range st.Unverifiable {
+			fail(RuleLogUnverifiable, a.Event, "%s", a.Detail)
+		}
+	}
+
+	sb := st.SecureBoot
+	if !p.SecureBoot.AllowDisabled {
+		switch {
+		case !sb.Measured:
+			fail(RuleSecureBootEnabled, 0, "the SecureBoot variable was never measured")
+		case !sb.Enabled:
+			fail(RuleSecureBootEnabled, sb.Event, "Secure Boot is disabled")
+		}
+	}
+	p.checkKeySet(RulePK, "PK", p.SecureBoot.PK, st.PK, fail)
+	p.checkKeySet(RuleKEK, "KEK", p.SecureBoot.KEK, st.KEK, fail)
+	p.checkKeySet(RuleDB, "db", p.SecureBoot.DB, st.DB, fail)
+	if len(p.SecureBoot.DBXMustContain) > 0 {
+		have := map[string]bool{}
+		for _, h := range st.DBX.Hashes {
+			have[h] = true
+		}
+		for _, c := range st.DBX.Certs {
+			have[c.SHA256] = true
+		}
+		var missing int
+		first := ""
+		for _, want := range p.SecureBoot.DBXMustContain {
+			if !have[want] {
+				if missing == 0 {
+					first = want
+				}
+				missing++
+			}
+		}
+		switch {
+		case !st.DBX.Present:
+			fail(RuleDBX, st.DBX.Event, "dbx is empty or was not measured; %d required revocations missing", missing)
+		case missing > 0:
+			fail(RuleDBX, st.DBX.Event, "dbx lacks %d required revocations (first: %s)", missing, first)
+		}
+	}
+
+	for _, a := range st.Actions {
+		switch a.Text {
+		case eventlog.ActionDebugMode:
+			if !p.Debug.AllowUEFIDebugMode {
+				fail(RuleDebugMode, a.Event, "firmware reports %q", a.Text)
+			}
+		case eventlog.ActionDMADisabled:
+			if !p.Debug.AllowDMAProtectionDisabled {
+				fail(RuleDMAProtection, a.Event, "firmware reports %q", a.Text)
+			}
+		}
+	}
+	if sb.Enabled && !p.Debug.AllowUnverifiedBootApps && !slices.ContainsFunc(st.Authorities, func(a eventlog.Authority) bool { return a.Variable == "db" }) {
+		ev := 0
+		if len(st.BootApps) > 0 {
+			ev = st.BootApps[0].Event
+		}
+		fail(RuleUnverifiedBootApps, ev, "Secure Boot is on but no db authority verified a boot application")
+	}
+	forbidden := append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...)
+	for _, c := range st.Cmdlines {
+		for _, tok := range strings.Fields(c.Text) {
+			for _, w := range forbidden {
+				if tok == w || strings.HasPrefix(tok, w+"=") {
+					fail(RuleCmdline, c.Event, "kernel command line enables a debugger: %q", tok)
+				}
+			}
+		}
+	}
+
+	ci := p.CodeIntegrity
+	for _, app := range st.BootApps {
+		if slices.Contains(ci.RevokedBootApps, app.SHA256) {
+			fail(RuleRevokedBootApp, app.Event, "boot application %s (%s) is revoked", app.SHA256, app.Path)
+			continue
+		}
+		if !ci.AllowAnyBootApp && !slices.ContainsFunc(ci.BootApps, func(b BootApp) bool { return b.SHA256 == app.SHA256 }) {
+			fail(RuleBootApp, app.Event, "boot application %s (%s) is not allowed", app.SHA256, app.Path)
+		}
+	}
+	for _, a := range st.Authorities {
+		if slices.Contains(ci.RevokedSigners, a.Cert.SHA256) {
+			fail(RuleRevokedSigner, a.Event, "revoked signer %s (%s) verified an image", a.Cert.SHA256, a.Cert.Subject)
+			continue
+		}
+		if !ci.AllowAnySigner && !slices.Contains(ci.Signers, a.Cert.SHA256) {
+			fail(RuleSigner, a.Event, "signer %s (%s) from %s is not trusted", a.Cert.SHA256, a.Cert.Subject, a.Variable)
+		}
+	}
+
+	if !p.Firmware.AllowAny {
+		if v, ok := st.PCRs[0]; !ok {
+			fail(RuleFirmware, 0, "PCR 0 was not quoted")
+		} else if !slices.Contains(p.Firmware.PCR0, v) {
+			fail(RuleFirmware, 0, "PCR 0 is %s, not an allowed firmware", v)
+		}
+	}
+	return out
+}
+
+func (p *Policy) checkKeySet(rule, name string, k KeySet, v eventlog.Variable, fail func(string, int, string, ...any)) {
+	if k.AllowAny {
+		return
+	}
+	if !v.Present {
+		fail(rule, v.Event, "%s is empty or was not measured", name)
+		return
+	}
+	if slices.Contains(k.Digests, v.SHA256) {
+		return
+	}
+	if len(k.Certs) > 0 && len(v.Hashes) == 0 && v.OtherEntries == 0 && sameSet(k.Certs, v.Certs) {
+		return
+	}
+	fail(rule, v.Event, "%s content %s (%d certificates: %s) is not the policy's", name, v.SHA256, len(v.Certs), subjects(v.Certs))
+}
+
+func sameSet(want []string, have []eventlog.Cert) bool {
+	got := map[string]bool{}
+	for _, c := range have {
+		got[c.SHA256] = true
+	}
+	if len(got) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		if !got[w] {
+			return false
+		}
+	}
+	return true
+}
+
+func subjects(cs []eventlog.Cert) string {
+	s := make([]string, len(cs))
+	for i, c := range cs {
+		s[i] = c.Subject
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, "; ")
+}

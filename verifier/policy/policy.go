@@ -1,0 +1,238 @@
+// Package policy defines the secure state a host must prove: Secure Boot and its
+// keys, debug controls, code integrity and firmware. A policy is decoded and
+// validated in one step (Parse), so an invalid policy never exists as a value;
+// unknown fields are errors, and the zero value of every switch is the secure
+// one. Nothing in this package falls back to accepting a host.
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// MaxFileBytes bounds a policy file.
+const MaxFileBytes = 4 << 20
+
+// ErrInvalid wraps every reason a policy is refused.
+var ErrInvalid = errors.New("invalid policy")
+
+// Policy is a validated attestation policy for one hardware class.
+type Policy struct {
+	// Name identifies the policy in verdicts and logs.
+	Name          string        `yaml:"name"`
+	SecureBoot    SecureBoot    `yaml:"secure_boot"`
+	Debug         Debug         `yaml:"debug"`
+	CodeIntegrity CodeIntegrity `yaml:"code_integrity"`
+	Firmware      Firmware      `yaml:"firmware"`
+	Log           Log           `yaml:"log"`
+
+	digest string
+}
+
+// SecureBoot constrains the Secure Boot state and its key databases.
+type SecureBoot struct {
+	// AllowDisabled admits hosts that booted with Secure Boot off. Risk: any
+	// boot application runs unverified; only the allowlist of digests stands.
+	AllowDisabled bool   `yaml:"allow_disabled"`
+	PK            KeySet `yaml:"pk"`
+	KEK           KeySet `yaml:"kek"`
+	DB            KeySet `yaml:"db"`
+	// DBXMustContain lists revocations (SHA-256 image hashes or certificate
+	// fingerprints, hex) that the measured dbx must contain.
+	DBXMustContain []string `yaml:"dbx_must_contain"`
+}
+
+// KeySet constrains one Secure Boot variable (PK, KEK or db). The variable
+// passes if the SHA-256 of its content is in Digests, or if its certificates
+// are exactly the set Certs (and it holds no hashes). A KeySet must say one of
+// the two, or explicitly AllowAny.
+type KeySet struct {
+	Digests []string `yaml:"digests,omitempty"`
+	Certs   []string `yaml:"certs,omitempty"`
+	// AllowAny accepts any content. Risk: whoever controls this variable
+	// decides what the firmware trusts.
+	AllowAny bool `yaml:"allow_any,omitempty"`
+}
+
+// Debug lists debug controls; each Allow switch is a risk, off by default.
+type Debug struct {
+	// AllowUEFIDebugMode admits firmware that logged "UEFI Debug Mode". Risk:
+	// a firmware debugger had full control of the machine.
+	AllowUEFIDebugMode bool `yaml:"allow_uefi_debug_mode"`
+	// AllowDMAProtectionDisabled admits firmware that logged "DMA Protection
+	// Disabled". Risk: devices could read and write memory during boot.
+	AllowDMAProtectionDisabled bool `yaml:"allow_dma_protection_disabled"`
+	// AllowUnverifiedBootApps admits a Secure Boot log in which no db
+	// authority verified a boot application. Risk: the firmware loaded an
+	// image without checking its signature.
+	AllowUnverifiedBootApps bool `yaml:"allow_unverified_boot_apps"`
+	// ForbiddenCmdline adds kernel command-line switches to the built-in
+	// debugger switches that fail a host (a word, or a word followed by "=").
+	ForbiddenCmdline []string `yaml:"forbidden_cmdline,omitempty"`
+}
+
+// BuiltinForbiddenCmdline are kernel switches that enable a kernel debugger.
+var BuiltinForbiddenCmdline = []string{"kgdboc", "kgdbwait", "kgdbcon", "kgdbdbgp", "ekgdboc", "kgdboe"}
+
+// CodeIntegrity constrains what code ran.
+type CodeIntegrity struct {
+	// BootApps are the boot applications (by Authenticode SHA-256) allowed.
+	BootApps []BootApp `yaml:"boot_apps,omitempty"`
+	// AllowAnyBootApp accepts any boot application that Secure Boot
+	// verified. Risk: every binary signed by a db key is accepted.
+	AllowAnyBootApp bool `yaml:"allow_any_boot_app,omitempty"`
+	// Signers are the certificate fingerprints allowed to have verified boot
+	// applications (the authority events).
+	Signers []string `yaml:"signers,omitempty"`
+	// AllowAnySigner accepts any authority that the firmware used. Risk: any
+	// key in db or shim's MokList is trusted.
+	AllowAnySigner  bool     `yaml:"allow_any_signer,omitempty"`
+	RevokedBootApps []string `yaml:"revoked_boot_apps,omitempty"`
+	RevokedSigners  []string `yaml:"revoked_signers,omitempty"`
+}
+
+// BootApp is an allowed boot application.
+type BootApp struct {
+	SHA256 string `yaml:"sha256"`
+	Name   string `yaml:"name,omitempty"`
+}
+
+// Firmware constrains the platform firmware.
+type Firmware struct {
+	// PCR0 lists the allowed SHA-256 values of PCR 0 (firmware code).
+	PCR0 []string `yaml:"pcr0,omitempty"`
+	// AllowAny accepts any firmware. Risk: firmware is not checked at all.
+	AllowAny bool `yaml:"allow_any,omitempty"`
+}
+
+// Log constrains the event log itself.
+type Log struct {
+	// AllowUnverifiableEvents admits logs with events whose data does not
+	// match their digest (known firmware and shim bugs); their data is
+	// ignored. Risk: what those events recorded cannot be checked.
+	AllowUnverifiableEvents bool `yaml:"allow_unverifiable_events,omitempty"`
+}
+
+// Load reads and validates a policy file.
+func Load(path string) (*Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	p, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Parse decodes and validates a policy strictly: unknown fields, duplicate
+// documents, malformed digests and unconstrained key sets are refused.
+func Parse(b []byte) (*Policy, error) {
+	if len(b) > MaxFileBytes {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalid, MaxFileBytes)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var p Policy
+	if err := dec.Decode(&p); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: empty document", ErrInvalid)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: more than one YAML document", ErrInvalid)
+	}
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	sum := sha256.Sum256(b)
+	p.digest = hex.EncodeToString(sum[:])
+	return &p, nil
+}
+
+// Digest is the SHA-256 of the policy file as parsed, stored with every verdict.
+func (p *Policy) Digest() string { return p.digest }
+
+func (p *Policy) validate() error {
+	if strings.TrimSpace(p.Name) == "" {
+		return errors.New("name: required")
+	}
+	var errs []error
+	check := func(field string, list []string) {
+		for i, d := range list {
+			if !isSHA256Hex(d) {
+				errs = append(errs, fmt.Errorf("%s[%d]: %q is not a lower-case hex SHA-256", field, i, d))
+			}
+		}
+	}
+	keyset := func(field string, k KeySet) {
+		check(field+".digests", k.Digests)
+		check(field+".certs", k.Certs)
+		if k.AllowAny && (len(k.Digests) > 0 || len(k.Certs) > 0) {
+			errs = append(errs, fmt.Errorf("%s: allow_any together with digests or certs", field))
+		}
+		if !k.AllowAny && len(k.Digests) == 0 && len(k.Certs) == 0 {
+			errs = append(errs, fmt.Errorf("%s: names no digests or certs; set allow_any: true to accept any", field))
+		}
+	}
+	keyset("secure_boot.pk", p.SecureBoot.PK)
+	keyset("secure_boot.kek", p.SecureBoot.KEK)
+	keyset("secure_boot.db", p.SecureBoot.DB)
+	check("secure_boot.dbx_must_contain", p.SecureBoot.DBXMustContain)
+	ci := p.CodeIntegrity
+	for i, a := range ci.BootApps {
+		if !isSHA256Hex(a.SHA256) {
+			errs = append(errs, fmt.Errorf("code_integrity.boot_apps[%d].sha256: %q is not a lower-case hex SHA-256", i, a.SHA256))
+		}
+	}
+	if ci.AllowAnyBootApp == (len(ci.BootApps) > 0) {
+		errs = append(errs, errors.New("code_integrity: give either boot_apps or allow_any_boot_app: true"))
+	}
+	check("code_integrity.signers", ci.Signers)
+	if ci.AllowAnySigner && len(ci.Signers) > 0 {
+		errs = append(errs, errors.New("code_integrity: allow_any_signer together with signers"))
+	}
+	if !ci.AllowAnySigner && len(ci.Signers) == 0 && !p.SecureBoot.AllowDisabled {
+		errs = append(errs, errors.New("code_integrity: give signers or allow_any_signer: true"))
+	}
+	check("code_integrity.revoked_boot_apps", ci.RevokedBootApps)
+	check("code_integrity.revoked_signers", ci.RevokedSigners)
+	check("firmware.pcr0", p.Firmware.PCR0)
+	if p.Firmware.AllowAny == (len(p.Firmware.PCR0) > 0) {
+		errs = append(errs, errors.New("firmware: give either pcr0 values or allow_any: true"))
+	}
+	for i, w := range p.Debug.ForbiddenCmdline {
+		if w == "" || strings.ContainsAny(w, " \t\n") {
+			errs = append(errs, fmt.Errorf("debug.forbidden_cmdline[%d]: %q is not a single word", i, w))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

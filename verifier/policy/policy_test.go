@@ -1,0 +1,217 @@
+package policy
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bootgate/bootgate/verifier/eventlog"
+)
+
+func loadState(t *testing.T, path string) *eventlog.BootState {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bank, err := eventlog.Replay(raw)
+	if err != nil {
+		t.Fatalf("replay %s: %v", path, err)
+	}
+	st, err := eventlog.Verify(raw, bank)
+	if err != nil {
+		t.Fatalf("verify %s: %v", path, err)
+	}
+	return st
+}
+
+// TestLearnThenCheckRealLogs learns a policy from every recorded firmware log,
+// round-trips it through YAML, and checks that the same log passes it and that
+// every other machine's log fails it with reasons.
+func TestLearnThenCheckRealLogs(t *testing.T) {
+	paths, _ := filepath.Glob("../../testdata/eventlogs/*.bin")
+	if len(paths) < 10 {
+		t.Fatalf("expected the recorded logs, found %d", len(paths))
+	}
+	states := map[string]*eventlog.BootState{}
+	policies := map[string]*Policy{}
+	for _, p := range paths {
+		name := filepath.Base(p)
+		st := loadState(t, p)
+		states[name] = st
+		learned, err := Learn(name, st)
+		if name == "debian-10.bin" {
+			// A SHA-1-only log (TPM 1.2 era format): it parses and replays,
+			// but policies describe the SHA-256 bank.
+			if err == nil || !strings.Contains(err.Error(), "SHA-256") {
+				t.Errorf("%s: want a clear SHA-1 refusal, got %v", name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		b, err := learned.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol, err := Parse(b)
+		if err != nil {
+			t.Fatalf("%s: learned policy does not parse: %v\n%s", name, err, b)
+		}
+		policies[name] = pol
+		if f := pol.Evaluate(st); len(f) != 0 {
+			t.Errorf("%s: fails its own learned policy: %v", name, f)
+		}
+	}
+	for pname, pol := range policies {
+		for sname, st := range states {
+			if pname == sname || states[pname].LogSHA256 == st.LogSHA256 {
+				continue
+			}
+			if st.PCRs[0] == states[pname].PCRs[0] && len(st.PCRs[0]) > 0 && sameBootApps(st, states[pname]) {
+				continue // same firmware and boot chain: may legitimately pass
+			}
+			f := pol.Evaluate(st)
+			if len(f) == 0 {
+				t.Errorf("%s passes the policy learned from %s", sname, pname)
+			}
+			for _, x := range f {
+				if x.Rule == "" || x.Detail == "" {
+					t.Errorf("unexplained failure %+v", x)
+				}
+			}
+		}
+	}
+}
+
+func sameBootApps(a, b *eventlog.BootState) bool {
+	if len(a.BootApps) != len(b.BootApps) {
+		return false
+	}
+	for i := range a.BootApps {
+		if a.BootApps[i].SHA256 != b.BootApps[i].SHA256 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSecureBootOffFailsWithEvent(t *testing.T) {
+	good := loadState(t, "../../testdata/eventlogs/rhel8-uefi.bin")
+	off := loadState(t, "../../testdata/eventlogs/ubuntu-2104-no-secure-boot.bin")
+	pol, err := Learn("rhel8", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, f := range pol.Evaluate(off) {
+		if f.Rule == RuleSecureBootEnabled {
+			found = true
+			if f.Event != off.SecureBoot.Event || f.Event == 0 {
+				t.Errorf("secure boot failure names event %d, want %d", f.Event, off.SecureBoot.Event)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("Secure Boot off did not fail secure_boot.enabled")
+	}
+}
+
+func TestDebugControls(t *testing.T) {
+	base := loadState(t, "../../testdata/eventlogs/rhel8-uefi.bin")
+	pol, err := Learn("rhel8", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(st *eventlog.BootState)
+		rule   string
+	}{
+		{"uefi debug mode", func(st *eventlog.BootState) {
+			st.Actions = append(st.Actions, eventlog.Action{Event: 99, PCR: 7, Text: eventlog.ActionDebugMode})
+		}, RuleDebugMode},
+		{"dma protection disabled", func(st *eventlog.BootState) {
+			st.Actions = append(st.Actions, eventlog.Action{Event: 98, PCR: 7, Text: eventlog.ActionDMADisabled})
+		}, RuleDMAProtection},
+		{"no db authority", func(st *eventlog.BootState) { st.Authorities = nil }, RuleUnverifiedBootApps},
+		{"kgdb on the command line", func(st *eventlog.BootState) {
+			st.Cmdlines = append(st.Cmdlines, eventlog.Cmdline{Event: 97, Text: "ro quiet kgdboc=ttyS0,115200"})
+		}, RuleCmdline},
+		{"unknown boot app", func(st *eventlog.BootState) {
+			st.BootApps = append(st.BootApps, eventlog.Image{Event: 96, SHA256: strings.Repeat("ab", 32)})
+		}, RuleBootApp},
+		{"other firmware", func(st *eventlog.BootState) {
+			st.PCRs = map[int]string{0: strings.Repeat("00", 32)}
+		}, RuleFirmware},
+		{"structural anomaly", func(st *eventlog.BootState) {
+			st.Anomalies = append(st.Anomalies, eventlog.Anomaly{Event: 5, Detail: "x"})
+		}, RuleLogStructure},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := *base
+			st.Actions = append([]eventlog.Action(nil), base.Actions...)
+			st.Cmdlines = append([]eventlog.Cmdline(nil), base.Cmdlines...)
+			st.BootApps = append([]eventlog.Image(nil), base.BootApps...)
+			tc.mutate(&st)
+			f := pol.Evaluate(&st)
+			if len(f) == 0 || !hasRule(f, tc.rule) {
+				t.Fatalf("want a %s failure, got %v", tc.rule, f)
+			}
+		})
+	}
+}
+
+func hasRule(fs []Failure, rule string) bool {
+	for _, f := range fs {
+		if f.Rule == rule {
+			return true
+		}
+	}
+	return false
+}
+
+func TestParseRefusesBadPolicies(t *testing.T) {
+	good := `name: x
+secure_boot:
+  pk: {allow_any: true}
+  kek: {allow_any: true}
+  db: {allow_any: true}
+code_integrity:
+  allow_any_boot_app: true
+  allow_any_signer: true
+firmware:
+  allow_any: true
+`
+	if _, err := Parse([]byte(good)); err != nil {
+		t.Fatalf("good policy refused: %v", err)
+	}
+	for _, tc := range []struct{ name, yaml string }{
+		{"empty", ""},
+		{"not yaml", "{{{"},
+		{"unknown field", good + "surprise: true\n"},
+		{"typo in nested field", strings.Replace(good, "allow_any_boot_app", "allow_any_bootapp", 1)},
+		{"no name", strings.Replace(good, "name: x", "name: ''", 1)},
+		{"unconstrained pk", strings.Replace(good, "pk: {allow_any: true}", "pk: {}", 1)},
+		{"bad digest", strings.Replace(good, "pk: {allow_any: true}", "pk: {digests: [xyz]}", 1)},
+		{"upper-case digest", strings.Replace(good, "pk: {allow_any: true}", "pk: {digests: ["+strings.Repeat("AB", 32)+"]}", 1)},
+		{"allow_any and digests", strings.Replace(good, "pk: {allow_any: true}", "pk: {allow_any: true, digests: ["+strings.Repeat("ab", 32)+"]}", 1)},
+		{"no boot app rule", strings.Replace(good, "  allow_any_boot_app: true\n", "", 1)},
+		{"no firmware rule", strings.Replace(good, "firmware:\n  allow_any: true\n", "", 1)},
+		{"wrong type", strings.Replace(good, "allow_any_signer: true", "allow_any_signer: yes-please", 1)},
+		{"two documents", good + "---\n" + good},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Parse([]byte(tc.yaml))
+			if err == nil || p != nil {
+				t.Fatalf("accepted: %+v", p)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+		})
+	}
+}

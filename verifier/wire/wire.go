@@ -1,0 +1,109 @@
+// Package wire defines the JSON messages exchanged between the bootgate agent and
+// the verifier's attestation API. It is the only verifier package the agent
+// imports; it holds data shapes and limits, no logic.
+//
+// Binary fields are TPM wire-format structures or DER, carried as base64 by
+// encoding/json. docs/api.md documents the endpoints, bodies and error codes.
+package wire
+
+import "time"
+
+// API paths.
+const (
+	PathEnroll = "/v1/attest/enroll"
+	PathQuote  = "/v1/attest/quote"
+)
+
+// MaxBodyBytes bounds every request body the verifier reads. A firmware event log
+// is typically 7–100 KB; 1 MiB leaves room for unusual ones and nothing else.
+const MaxBodyBytes = 1 << 20
+
+// AKParams describes an attestation key so that the verifier can check its
+// properties: it was created by the TPM (CreateAttestation is a TPMS_ATTEST of
+// type creation signed by the key itself) with restricted-signing attributes.
+type AKParams struct {
+	Public            []byte `json:"public"`             // TPMT_PUBLIC
+	CreateData        []byte `json:"create_data"`        // TPMS_CREATION_DATA
+	CreateAttestation []byte `json:"create_attestation"` // TPMS_ATTEST
+	CreateSignature   []byte `json:"create_signature"`   // TPMT_SIGNATURE
+}
+
+// EnrollRequest starts an attestation: the agent presents its endorsement key,
+// its certificate from the TPM's NV index, and a fresh attestation key.
+type EnrollRequest struct {
+	EKCert   []byte   `json:"ek_cert,omitempty"` // DER; absent only for allowlisted EKs
+	EKPublic []byte   `json:"ek_public"`         // TPMT_PUBLIC of the EK
+	AK       AKParams `json:"ak"`
+}
+
+// EnrollResponse carries the activation challenge and the nonce to quote over.
+type EnrollResponse struct {
+	Session    string    `json:"session"`
+	HostID     string    `json:"host_id"`
+	Credential []byte    `json:"credential"` // TPM2B_ID_OBJECT for TPM2_ActivateCredential
+	Secret     []byte    `json:"secret"`     // TPM2B_ENCRYPTED_SECRET for TPM2_ActivateCredential
+	Nonce      []byte    `json:"nonce"`      // qualifying data for TPM2_Quote; single use
+	PCRs       []int     `json:"pcrs"`       // SHA-256 PCRs to quote
+	ExpiresAt  time.Time `json:"expires_at"` // the session and its nonce expire then
+}
+
+// PCR is one PCR value of the SHA-256 bank.
+type PCR struct {
+	Index  int    `json:"index"`
+	Digest []byte `json:"digest"`
+}
+
+// QuoteRequest completes an attestation: the activated secret proves the AK
+// lives in the EK's TPM, the quote proves the PCR values, the event log explains
+// them.
+type QuoteRequest struct {
+	Session          string `json:"session"`
+	ActivationSecret []byte `json:"activation_secret"`
+	Quote            []byte `json:"quote"`     // TPMS_ATTEST
+	Signature        []byte `json:"signature"` // TPMT_SIGNATURE
+	PCRs             []PCR  `json:"pcrs"`
+	EventLog         []byte `json:"event_log"` // raw TCG PC Client (crypto-agile) log
+}
+
+// Verdict values.
+const (
+	VerdictPass = "pass"
+	VerdictFail = "fail"
+)
+
+// Reason is one failed rule, naming the offending event where there is one.
+type Reason struct {
+	Rule   string `json:"rule"`
+	Event  int    `json:"event,omitempty"` // event number in the log; 0 when not tied to one event
+	Detail string `json:"detail"`
+}
+
+// Result is the verifier's answer to a QuoteRequest whose evidence was
+// cryptographically sound: the verdict of the policy, with its reasons.
+type Result struct {
+	AttestationID int64    `json:"attestation_id"`
+	HostID        string   `json:"host_id"`
+	Verdict       string   `json:"verdict"`
+	Reasons       []Reason `json:"reasons,omitempty"`
+	IncidentID    int64    `json:"incident_id,omitempty"`
+	PolicyDigest  string   `json:"policy_digest"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error codes. Each names one reason a request was refused; docs/api.md maps them
+// to HTTP statuses.
+const (
+	CodeBadRequest       = "bad_request"       // malformed JSON or fields
+	CodeBodyTooLarge     = "body_too_large"    // body over MaxBodyBytes
+	CodeEKUntrusted      = "ek_untrusted"      // EK certificate does not chain to a manufacturer root, or no certificate and not allowlisted
+	CodeBadAK            = "bad_ak"            // AK parameters are not those of a TPM-resident restricted signing key
+	CodeUnknownSession   = "unknown_session"   // no such session, or its nonce was already used
+	CodeNonceExpired     = "nonce_expired"     // the session's nonce expired before the quote arrived
+	CodeActivationFailed = "activation_failed" // the activation secret is wrong: AK and EK are not in one TPM
+	CodeInternal         = "internal"
+)
