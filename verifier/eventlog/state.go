@@ -18,7 +18,7 @@ import (
 // with identical logs: treat it as read-only.
 type BootState struct {
 	LogSHA256 [32]byte       `json:"-"`
-	Hash      crypto.Hash    `json:"-"` // the PCR bank the log was replayed in
+	Hash      crypto.Hash    `json:"-"`      // the PCR bank the log was replayed in
 	Events    int            `json:"events"` // replayed events
 	PCRs      map[int]string `json:"pcrs"`   // hex SHA-256 values the quote vouched for
 
