@@ -41,6 +41,8 @@ type BootState struct {
 
 	SCRTMVersion string `json:"scrtm_version,omitempty"`
 
+	eventPCRs map[int]bool // PCRs with replayed events
+
 	// Anomalies are structural problems with the log: events that are not
 	// where the TCG specifications put them, data that does not match its
 	// digest, error separators. Any anomaly fails the log.
@@ -149,7 +151,9 @@ func extract(events []tcg.Event, alg crypto.Hash) *BootState {
 	dataBound := func(e tcg.Event) bool { return digestOf(alg, e, e.Data) }
 	seenSep := map[int]bool{}
 	seenVar := map[string]bool{}
+	st.eventPCRs = map[int]bool{}
 	for _, e := range events {
+		st.eventPCRs[e.Index] = true
 		n := int(e.Num())
 		anomaly := func(format string, args ...any) {
 			st.Anomalies = append(st.Anomalies, Anomaly{Event: n, Detail: fmt.Sprintf(format, args...)})

@@ -40,8 +40,8 @@ type EnrollRequest struct {
 type EnrollResponse struct {
 	Session    string    `json:"session"`
 	HostID     string    `json:"host_id"`
-	Credential []byte    `json:"credential"` // TPM2B_ID_OBJECT for TPM2_ActivateCredential
-	Secret     []byte    `json:"secret"`     // TPM2B_ENCRYPTED_SECRET for TPM2_ActivateCredential
+	Credential []byte    `json:"credential"` // the TPM2B_ID_OBJECT's contents (no size prefix), as go-tpm's tpm2.CreateCredential makes them
+	Secret     []byte    `json:"secret"`     // the TPM2B_ENCRYPTED_SECRET's contents (no size prefix)
 	Nonce      []byte    `json:"nonce"`      // qualifying data for TPM2_Quote; single use
 	PCRs       []int     `json:"pcrs"`       // SHA-256 PCRs to quote
 	ExpiresAt  time.Time `json:"expires_at"` // the session and its nonce expire then

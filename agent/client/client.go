@@ -1,0 +1,172 @@
+// Package client is the agent's side of the attestation protocol: it proves
+// the TPM's identity (EK certificate, AK activation) and its boot state (quote
+// and event log) to the verifier and returns the verdict.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/bootgate/bootgate/agent/tpm"
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// APIError is a refusal from the verifier, with its documented code.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("verifier refused (%d %s): %s", e.Status, e.Code, e.Message)
+}
+
+// Client talks to one verifier.
+type Client struct {
+	// BaseURL is the verifier's address, e.g. https://10.0.0.1:8443.
+	BaseURL string
+	// HTTP must trust the appliance's CA (the agent carries it in its
+	// measured initramfs) and should carry a timeout.
+	HTTP   *http.Client
+	Logger *slog.Logger
+	// AK is the attestation key algorithm; ECC P-256 by default.
+	AK tpm.AKAlg
+}
+
+// Report describes one attestation, for the console and for measurements.
+type Report struct {
+	Result      wire.Result
+	EKType      string
+	TPMCommands int
+	Duration    time.Duration
+}
+
+// Attest runs one attestation with t and the raw TCG event log of this boot.
+// A returned Report carries the verifier's verdict (pass or fail); an error
+// means there is no verdict (TPM failure, refusal, verifier unreachable). In
+// both of the latter cases the caller must treat the host as not admitted.
+func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Report, error) {
+	start, cmds0 := time.Now(), t.Commands()
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	eks, err := t.EKs()
+	if err != nil {
+		return nil, fmt.Errorf("find endorsement keys: %w", err)
+	}
+	defer func() {
+		for _, ek := range eks {
+			if ek.Public != nil {
+				_ = t.CloseEK(ek)
+			}
+		}
+	}()
+	if len(eks) == 0 {
+		return nil, errors.New("find endorsement keys: none")
+	}
+	ak, err := t.NewAK(c.AK)
+	if err != nil {
+		return nil, fmt.Errorf("create attestation key: %w", err)
+	}
+	defer ak.Close()
+
+	// Try the EKs in the TPM's preference order; an EK the verifier cannot
+	// trust may be followed by one it can.
+	var (
+		enr    wire.EnrollResponse
+		chosen tpm.EK
+		errs   []error
+	)
+	for _, ek := range eks {
+		err := c.post(ctx, wire.PathEnroll, wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}, &enr)
+		if err == nil {
+			chosen = ek
+			break
+		}
+		errs = append(errs, fmt.Errorf("EK %s: %w", ek.Type, err))
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) || apiErr.Code != wire.CodeEKUntrusted {
+			break
+		}
+	}
+	if chosen.Public == nil {
+		return nil, fmt.Errorf("enroll: %w", errors.Join(errs...))
+	}
+	log.Info("enrolled", "host", enr.HostID, "ek", chosen.Type)
+	// A TPM without a resource manager has few object slots: free the EKs
+	// that were not chosen before activation needs one.
+	for i, ek := range eks {
+		if ek.Handle != chosen.Handle {
+			_ = t.CloseEK(ek)
+			eks[i] = tpm.EK{}
+		}
+	}
+
+	secret, err := ak.ActivateCredential(chosen, enr.Credential, enr.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("activate credential: %w", err)
+	}
+	quote, sig, err := ak.Quote(enr.Nonce, enr.PCRs)
+	if err != nil {
+		return nil, fmt.Errorf("quote: %w", err)
+	}
+	values, err := t.PCRs(enr.PCRs)
+	if err != nil {
+		return nil, fmt.Errorf("read PCRs: %w", err)
+	}
+	req := wire.QuoteRequest{
+		Session: enr.Session, ActivationSecret: secret, Quote: quote, Signature: sig, EventLog: eventLog,
+	}
+	for _, i := range enr.PCRs {
+		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: values[i]})
+	}
+	rep := &Report{EKType: chosen.Type}
+	if err := c.post(ctx, wire.PathQuote, req, &rep.Result); err != nil {
+		return nil, fmt.Errorf("submit quote: %w", err)
+	}
+	rep.TPMCommands = t.Commands() - cmds0
+	rep.Duration = time.Since(start)
+	return rep, nil
+}
+
+func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.BaseURL, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBodyBytes))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e wire.Error
+		if json.Unmarshal(b, &e) != nil || e.Code == "" {
+			e = wire.Error{Code: "http", Message: strings.TrimSpace(string(b))}
+		}
+		return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Message}
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package tpm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/go-eventlog/register"
+	"github.com/google/go-eventlog/tcg"
+	"github.com/google/go-tpm/tpm2"
+)
+
+// ErrLocality is returned by ReplayEventLog for a log whose PCR 0 did not start
+// from zero: a StartupLocality event with a non-zero locality, or an H-CRTM
+// event. A PCR extend cannot reproduce such a starting value.
+var ErrLocality = errors.New("event log needs a non-zero PCR 0 starting locality")
+
+// PCR limits.
+const (
+	numPCRs       = 24 // PCRs of a PC Client TPM
+	maxReplayPCR  = 15 // highest PCR ReplayEventLog extends; 16 and up are debug and DRTM PCRs
+	pcrsPerRead   = 8  // TPM2_PCR_Read returns at most 8 digests per call
+	startupLocLen = 17 // "StartupLocality\x00" and the locality byte
+)
+
+// pcrSelection returns the SHA-256 bank selection of pcrs, which must be
+// non-empty and within 0-23.
+func pcrSelection(pcrs []int) (tpm2.TPMLPCRSelection, error) {
+	if len(pcrs) == 0 {
+		return tpm2.TPMLPCRSelection{}, errors.New("no PCRs selected")
+	}
+	sel := make([]uint, 0, len(pcrs))
+	for _, p := range pcrs {
+		if p < 0 || p >= numPCRs {
+			return tpm2.TPMLPCRSelection{}, fmt.Errorf("PCR %d out of range 0-%d", p, numPCRs-1)
+		}
+		sel = append(sel, uint(p))
+	}
+	return tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{
+		Hash:      tpm2.TPMAlgSHA256,
+		PCRSelect: tpm2.PCClientCompatible.PCRs(sel...),
+	}}}, nil
+}
+
+// PCRs reads the given SHA-256 PCRs. It sends as many TPM2_PCR_Read commands
+// as needed (a TPM returns at most 8 digests per call).
+func (t *TPM) PCRs(pcrs []int) (map[int][]byte, error) {
+	if _, err := pcrSelection(pcrs); err != nil {
+		return nil, fmt.Errorf("read PCRs: %w", err)
+	}
+	want := slices.Compact(slices.Sorted(slices.Values(pcrs)))
+	out := make(map[int][]byte, len(want))
+	for len(want) > 0 {
+		sel, err := pcrSelection(want)
+		if err != nil {
+			return nil, fmt.Errorf("read PCRs: %w", err)
+		}
+		rsp, err := tpm2.PCRRead{PCRSelectionIn: sel}.Execute(t.tr)
+		if err != nil {
+			return nil, fmt.Errorf("read PCRs: %w", err)
+		}
+		got, err := pcrValues(rsp)
+		if err != nil {
+			return nil, fmt.Errorf("read PCRs: %w", err)
+		}
+		if len(got) == 0 {
+			return nil, fmt.Errorf("read PCRs: TPM returned none of %v: is the SHA-256 bank allocated?", want)
+		}
+		for i, d := range got {
+			out[i] = d
+		}
+		want = slices.DeleteFunc(want, func(i int) bool { _, ok := got[i]; return ok })
+	}
+	return out, nil
+}
+
+// pcrValues pairs the SHA-256 digests of a TPM2_PCR_Read response with the PCRs
+// they belong to: the selected PCRs in ascending order.
+func pcrValues(rsp *tpm2.PCRReadResponse) (map[int][]byte, error) {
+	var idx []int
+	for _, s := range rsp.PCRSelectionOut.PCRSelections {
+		if s.Hash != tpm2.TPMAlgSHA256 {
+			continue
+		}
+		for byteIdx, b := range s.PCRSelect {
+			for bit := range 8 {
+				if b&(1<<bit) != 0 {
+					idx = append(idx, byteIdx*8+bit)
+				}
+			}
+		}
+	}
+	if len(idx) != len(rsp.PCRValues.Digests) {
+		return nil, fmt.Errorf("TPM selected %d PCRs but returned %d digests", len(idx), len(rsp.PCRValues.Digests))
+	}
+	out := make(map[int][]byte, len(idx))
+	for i, p := range idx {
+		if len(rsp.PCRValues.Digests[i].Buffer) != sha256.Size {
+			return nil, fmt.Errorf("PCR %d: digest of %d bytes", p, len(rsp.PCRValues.Digests[i].Buffer))
+		}
+		out[p] = rsp.PCRValues.Digests[i].Buffer
+	}
+	return out, nil
+}
+
+// Extend extends a SHA-256 digest into a PCR's SHA-256 bank (TPM2_PCR_Extend,
+// empty password authorisation). Other banks are left alone.
+func (t *TPM) Extend(pcr int, sha256Digest []byte) error {
+	if pcr < 0 || pcr >= numPCRs {
+		return fmt.Errorf("extend PCR %d: out of range 0-%d", pcr, numPCRs-1)
+	}
+	if len(sha256Digest) != sha256.Size {
+		return fmt.Errorf("extend PCR %d: digest of %d bytes, want %d", pcr, len(sha256Digest), sha256.Size)
+	}
+	_, err := tpm2.PCRExtend{
+		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
+		Digests: tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{
+			HashAlg: tpm2.TPMAlgSHA256,
+			Digest:  sha256Digest,
+		}}},
+	}.Execute(t.tr)
+	if err != nil {
+		return fmt.Errorf("extend PCR %d: %w", pcr, err)
+	}
+	return nil
+}
+
+// ReplayEventLog extends every SHA-256 digest of a raw TCG crypto-agile event
+// log into this TPM's PCRs, in log order, skipping EV_NO_ACTION events, so that
+// a swtpm or simulator holds the PCR values the log describes. It returns the
+// number of events extended.
+//
+// It checks the whole log before extending anything, and refuses a log with a
+// StartupLocality event of non-zero locality or an H-CRTM event (ErrLocality),
+// an event for a PCR above 15, or an event without a SHA-256 digest. Events
+// are numbered as go-eventlog numbers them: the first after the Spec ID event
+// is 1.
+func (t *TPM) ReplayEventLog(raw []byte) (int, error) {
+	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{AllowPadding: true})
+	if err != nil {
+		return 0, fmt.Errorf("replay event log: parse: %w", err)
+	}
+	type extend struct {
+		pcr    int
+		digest []byte
+	}
+	var plan []extend
+	for i, ev := range el.Events(register.HashSHA256) {
+		num := i + 1
+		switch {
+		case ev.Type == tcg.NoAction:
+			if ev.Index == 0 && len(ev.Data) == startupLocLen && bytes.HasPrefix(ev.Data, []byte("StartupLocality")) && ev.Data[startupLocLen-1] != 0 {
+				return 0, fmt.Errorf("replay event log: event %d: StartupLocality %d: %w", num, ev.Data[startupLocLen-1], ErrLocality)
+			}
+			continue
+		case ev.Type == tcg.EFIHCRTMEvent:
+			return 0, fmt.Errorf("replay event log: event %d: H-CRTM event: %w", num, ErrLocality)
+		case ev.Index < 0 || ev.Index > maxReplayPCR:
+			return 0, fmt.Errorf("replay event log: event %d: PCR %d above %d cannot be replayed", num, ev.Index, maxReplayPCR)
+		case len(ev.Digest) != sha256.Size:
+			return 0, fmt.Errorf("replay event log: event %d: no SHA-256 digest", num)
+		}
+		plan = append(plan, extend{pcr: ev.Index, digest: ev.Digest})
+	}
+	for i, e := range plan {
+		if err := t.Extend(e.pcr, e.digest); err != nil {
+			return i, fmt.Errorf("replay event log: %w", err)
+		}
+	}
+	return len(plan), nil
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the demo: the appliance's attestation service and swtpm-backed test
+# hosts. `make demo` installs the dependencies and builds bin/ first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+go build -o bin/bootgate-demo ./qemu/cmd/bootgate-demo
+exec bin/bootgate-demo --work build/demo --bin bin "$@"

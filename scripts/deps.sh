@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what bootgate's build, tests and demo need on Debian 12, and nothing
+# that is already there. Safe to run repeatedly; needs root (or sudo) to install.
+set -euo pipefail
+
+packages=(
+  swtpm swtpm-tools   # TPM emulator and its manufacturing tool (EK certificates)
+  tpm2-tools          # inspecting TPMs by hand
+  gcc libc6-dev       # cgo, for the TPM simulator used by unit tests
+  openssl ca-certificates curl
+  make git
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "deps: all packages present"
+fi
+
+# Go: the module's go directive names the toolchain. A machine with a Go of
+# 1.21 or newer fetches that toolchain through the module proxy by itself.
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+  echo "deps: no Go toolchain found; installing Debian's and letting it fetch the pinned one"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+fi

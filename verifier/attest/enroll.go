@@ -1,0 +1,322 @@
+// Package attest verifies TPM attestation evidence. It is pure code: bytes in,
+// verified state out, no TPM and no network.
+//
+// An attestation has two steps. Enroll checks where the TPM came from (its EK
+// certificate chains to a manufacturer root, or its EK is allowlisted) and that
+// the attestation key has the attributes of a TPM-resident restricted signing
+// key; it yields an Enrollment, from which the verifier makes an activation
+// challenge bound to the AK's name and encrypted to the EK. Verify then checks
+// the answer (the activated secret, the quote and the event log) and yields
+// the only value later code may act on: a Verified boot state.
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	goattest "github.com/google/go-attestation/attest"
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// Sentinel errors a caller decides on.
+var (
+	ErrEKUntrusted = errors.New("EK not trusted")
+	ErrBadEK       = errors.New("EK public area is not an endorsement key")
+	ErrBadAK       = errors.New("AK is not a TPM-resident restricted signing key")
+)
+
+// Roots is the EK provenance configuration: manufacturer root and intermediate
+// certificates, and EKs without certificates that an operator allowlisted.
+type Roots struct {
+	roots         *x509.CertPool
+	intermediates *x509.CertPool
+	count         int
+	allowedEKs    map[string]bool // by host ID (see HostID)
+}
+
+// NewRoots builds Roots from certificates: self-signed ones are roots, the
+// others intermediates. allowEKs lists host IDs of certificate-less EKs.
+func NewRoots(certs []*x509.Certificate, allowEKs []string) *Roots {
+	r := &Roots{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), allowedEKs: map[string]bool{}}
+	for _, c := range certs {
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+			r.roots.AddCert(c)
+			r.count++
+		} else {
+			r.intermediates.AddCert(c)
+		}
+	}
+	for _, id := range allowEKs {
+		r.allowedEKs[strings.ToLower(id)] = true
+	}
+	return r
+}
+
+// LoadRoots reads every PEM or DER certificate in dir (files ending in .pem,
+// .crt, .cer or .der). A directory with no root certificate is an error: an
+// empty trust store would refuse every TPM, and that is a configuration bug.
+func LoadRoots(dir string, allowEKs []string) (*Roots, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read EK roots: %w", err)
+	}
+	var certs []*x509.Certificate
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || (ext != ".pem" && ext != ".crt" && ext != ".cer" && ext != ".der") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("read EK roots: %w", err)
+		}
+		cs, err := parseCerts(b)
+		if err != nil {
+			return nil, fmt.Errorf("read EK roots: %s: %w", e.Name(), err)
+		}
+		certs = append(certs, cs...)
+	}
+	r := NewRoots(certs, allowEKs)
+	if r.count == 0 {
+		return nil, fmt.Errorf("read EK roots: no self-signed root certificate in %s", dir)
+	}
+	return r, nil
+}
+
+func parseCerts(b []byte) ([]*x509.Certificate, error) {
+	if !bytes.Contains(b, []byte("-----BEGIN")) {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return nil, err
+		}
+		return []*x509.Certificate{c}, nil
+	}
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate in PEM data")
+	}
+	return out, nil
+}
+
+// Enrollment is a TPM whose EK provenance was checked and whose AK has the
+// properties of a restricted signing key in that TPM (pending activation).
+type Enrollment struct {
+	HostID    string
+	EKType    string // "rsa2048", "ecc-p256", ...
+	EKCert    []byte // DER, nil for an allowlisted EK
+	EKIssuer  string // the certificate's issuer, for the record
+	ekPublic  tpm2.TPMTPublic
+	akPublic  *goattest.AKPublic
+	akName    []byte
+	akPubBlob []byte
+}
+
+// HostID derives a stable host identifier from an EK public key: the hex
+// SHA-256 of its PKIX encoding, first 16 bytes.
+func HostID(ek crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(ek)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:16]), nil
+}
+
+// Enroll checks an enrollment request at time now.
+func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, error) {
+	ekPub, err := unmarshalPublic(req.EKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
+	}
+	if err := checkEKAttributes(ekPub); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
+	}
+	ekKey, err := tpm2.Pub(*ekPub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
+	}
+	id, err := HostID(ekKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
+	}
+	e := &Enrollment{HostID: id, EKType: keyType(ekPub), ekPublic: *ekPub}
+
+	if len(req.EKCert) == 0 {
+		if !r.allowedEKs[id] {
+			return nil, fmt.Errorf("%w: no EK certificate, and EK %s is not allowlisted", ErrEKUntrusted, id)
+		}
+	} else {
+		cert, err := goattest.ParseEKCertificate(req.EKCert)
+		if err != nil {
+			return nil, fmt.Errorf("%w: parse EK certificate: %v", ErrEKUntrusted, err)
+		}
+		if err := r.verifyChain(cert, now); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrEKUntrusted, err)
+		}
+		if !publicKeysEqual(cert.PublicKey, ekKey) {
+			return nil, fmt.Errorf("%w: the certificate is for another key than the EK presented", ErrEKUntrusted)
+		}
+		e.EKCert, e.EKIssuer = req.EKCert, cert.Issuer.String()
+	}
+
+	params := goattest.ActivationParameters{EK: ekKey, AK: goattest.AttestationParameters{
+		Public:            req.AK.Public,
+		CreateData:        req.AK.CreateData,
+		CreateAttestation: req.AK.CreateAttestation,
+		CreateSignature:   req.AK.CreateSignature,
+	}}
+	if err := params.CheckAKParameters(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
+	}
+	akPub, err := goattest.ParseAKPublic(req.AK.Public)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
+	}
+	akTPub, err := unmarshalPublic(req.AK.Public)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
+	}
+	name, err := tpm2.ObjectName(akTPub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
+	}
+	e.akPublic, e.akName, e.akPubBlob = akPub, name.Buffer, req.AK.Public
+	return e, nil
+}
+
+// Challenge makes the activation challenge: secret, encrypted so that only
+// the EK's TPM can recover it, and only for the AK's name.
+func (e *Enrollment) Challenge(rand io.Reader) (secret, credential, encSecret []byte, err error) {
+	key, err := tpm2.ImportEncapsulationKey(&e.ekPublic)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("make activation challenge: %w", err)
+	}
+	secret = make([]byte, 32)
+	if _, err := io.ReadFull(rand, secret); err != nil {
+		return nil, nil, nil, fmt.Errorf("make activation challenge: %w", err)
+	}
+	credential, encSecret, err = tpm2.CreateCredential(rand, key, e.akName, secret)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("make activation challenge: %w", err)
+	}
+	return secret, credential, encSecret, nil
+}
+
+// oidSubjectAltName is often marked critical in EK certificates and holds only
+// TPM manufacturer attributes in a directory name, which Go's x509 does not
+// consider handled.
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) error {
+	var unhandled []asn1.ObjectIdentifier
+	for _, oid := range cert.UnhandledCriticalExtensions {
+		if !oid.Equal(oidSubjectAltName) {
+			unhandled = append(unhandled, oid)
+		}
+	}
+	c := *cert
+	c.UnhandledCriticalExtensions = unhandled
+	_, err := c.Verify(x509.VerifyOptions{
+		Roots:         r.roots,
+		Intermediates: r.intermediates,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return fmt.Errorf("EK certificate (issuer %q) does not chain to a manufacturer root: %v", cert.Issuer.String(), err)
+	}
+	return nil
+}
+
+// unmarshalPublic decodes a TPMT_PUBLIC and refuses trailing bytes. go-tpm
+// reports malformed input as errors; the recover guards the verifier against a
+// library bug on hostile input all the same.
+func unmarshalPublic(b []byte) (pub *tpm2.TPMTPublic, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			pub, err = nil, fmt.Errorf("malformed TPMT_PUBLIC: %v", r)
+		}
+	}()
+	if len(b) == 0 {
+		return nil, errors.New("empty TPMT_PUBLIC")
+	}
+	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](b)
+	if err != nil {
+		return nil, fmt.Errorf("malformed TPMT_PUBLIC: %w", err)
+	}
+	if !bytes.Equal(tpm2.Marshal(pub), b) {
+		return nil, errors.New("malformed TPMT_PUBLIC: trailing or non-canonical bytes")
+	}
+	return pub, nil
+}
+
+// checkEKAttributes accepts the public area of a storage-style endorsement
+// key: created in and bound to its TPM, a restricted decryption key.
+func checkEKAttributes(p *tpm2.TPMTPublic) error {
+	a := p.ObjectAttributes
+	switch {
+	case !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin:
+		return errors.New("not fixedTPM, fixedParent and sensitiveDataOrigin")
+	case !a.Restricted || !a.Decrypt || a.SignEncrypt:
+		return errors.New("not a restricted decryption key")
+	case p.Type != tpm2.TPMAlgRSA && p.Type != tpm2.TPMAlgECC:
+		return fmt.Errorf("unsupported key type %v", p.Type)
+	}
+	return nil
+}
+
+func keyType(p *tpm2.TPMTPublic) string {
+	switch p.Type {
+	case tpm2.TPMAlgRSA:
+		if d, err := p.Parameters.RSADetail(); err == nil {
+			return fmt.Sprintf("rsa%d", d.KeyBits)
+		}
+	case tpm2.TPMAlgECC:
+		if d, err := p.Parameters.ECCDetail(); err == nil {
+			switch d.CurveID {
+			case tpm2.TPMECCNistP256:
+				return "ecc-p256"
+			case tpm2.TPMECCNistP384:
+				return "ecc-p384"
+			case tpm2.TPMECCNistP521:
+				return "ecc-p521"
+			}
+		}
+	}
+	return "unknown"
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	ea, ok := a.(equaler)
+	return ok && ea.Equal(b)
+}

@@ -1,0 +1,115 @@
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"slices"
+
+	goattest "github.com/google/go-attestation/attest"
+	legacy "github.com/google/go-tpm/legacy/tpm2"
+
+	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// ErrActivation reports a wrong activation secret: the AK and the EK are not
+// in one TPM (or the request is not from that TPM).
+var ErrActivation = errors.New("credential activation failed")
+
+// EvidenceError reports evidence from a TPM that proved its AK but whose quote
+// or event log does not verify. It names the check that failed.
+type EvidenceError struct {
+	Check  string // "quote", "pcr_selection", "event_log"
+	Detail string
+}
+
+func (e *EvidenceError) Error() string { return fmt.Sprintf("%s: %s", e.Check, e.Detail) }
+
+// Evidence checks, as named in EvidenceError.Check and in stored reasons.
+const (
+	CheckQuote        = "evidence.quote"
+	CheckPCRSelection = "evidence.pcr_selection"
+	CheckEventLog     = "evidence.event_log"
+)
+
+// Expected is what the verifier issued for one session.
+type Expected struct {
+	Secret []byte // the activation secret
+	Nonce  []byte
+	PCRs   []int // the SHA-256 PCRs the quote must cover, exactly
+}
+
+// Verified is a boot state proven by a TPM: the only result of Verify.
+type Verified struct {
+	HostID string
+	State  *eventlog.BootState
+}
+
+// LogVerifier replays an event log against quoted PCRs; eventlog.Verify does
+// it directly, an eventlog.Cache remembers logs that many hosts share.
+type LogVerifier interface {
+	Verify(raw []byte, bank eventlog.Bank) (*eventlog.BootState, error)
+}
+
+type directLogs struct{}
+
+func (directLogs) Verify(raw []byte, bank eventlog.Bank) (*eventlog.BootState, error) {
+	return eventlog.Verify(raw, bank)
+}
+
+// DirectLogs verifies every log from scratch.
+var DirectLogs LogVerifier = directLogs{}
+
+// Verify checks, in order, and stops at the first failure:
+//   - the activation secret equals the one issued (constant time): the AK
+//     lives in the TPM of the enrolled EK (ErrActivation);
+//   - the quote's signature verifies with the AK, it is a TPM-generated quote
+//     (magic and type), its qualifying data is the session's nonce, and its
+//     PCR digest is that of the PCR values sent (EvidenceError "evidence.quote");
+//   - the quote covers exactly the expected SHA-256 PCRs, and a value was sent
+//     for each (EvidenceError "evidence.pcr_selection");
+//   - the event log replays to the quoted PCR values, for every PCR that has
+//     events; its boot state is extracted from the replayed events only
+//     (EvidenceError "evidence.event_log").
+func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier) (*Verified, error) {
+	if len(exp.Secret) == 0 || subtle.ConstantTimeCompare(exp.Secret, q.ActivationSecret) != 1 {
+		return nil, ErrActivation
+	}
+	pcrs := make([]goattest.PCR, 0, len(q.PCRs))
+	bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: make(map[int][]byte, len(q.PCRs))}
+	for _, p := range q.PCRs {
+		if _, dup := bank.PCRs[p.Index]; dup {
+			return nil, &EvidenceError{CheckPCRSelection, fmt.Sprintf("PCR %d sent twice", p.Index)}
+		}
+		bank.PCRs[p.Index] = p.Digest
+		pcrs = append(pcrs, goattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: crypto.SHA256})
+	}
+	if err := e.akPublic.Verify(goattest.Quote{Quote: q.Quote, Signature: q.Signature}, pcrs, exp.Nonce); err != nil {
+		return nil, &EvidenceError{CheckQuote, err.Error()}
+	}
+	// The signature verified, so the quote is the TPM's; now read what it covers.
+	att, err := legacy.DecodeAttestationData(q.Quote)
+	if err != nil || att.AttestedQuoteInfo == nil {
+		return nil, &EvidenceError{CheckQuote, fmt.Sprintf("not a quote: %v", err)}
+	}
+	sel := att.AttestedQuoteInfo.PCRSelection
+	got := slices.Sorted(slices.Values(sel.PCRs))
+	want := slices.Sorted(slices.Values(exp.PCRs))
+	if sel.Hash != legacy.AlgSHA256 || !slices.Equal(got, want) {
+		return nil, &EvidenceError{CheckPCRSelection, fmt.Sprintf("quote covers %v PCRs %v, want SHA-256 PCRs %v", sel.Hash, got, want)}
+	}
+	if len(bank.PCRs) != len(want) {
+		return nil, &EvidenceError{CheckPCRSelection, fmt.Sprintf("%d PCR values sent for %d quoted PCRs", len(bank.PCRs), len(want))}
+	}
+	st, err := logs.Verify(q.EventLog, bank)
+	if err != nil {
+		return nil, &EvidenceError{CheckEventLog, err.Error()}
+	}
+	return &Verified{HostID: e.HostID, State: st}, nil
+}
+
+// AKPublic returns the AK's TPMT_PUBLIC as enrolled.
+func (e *Enrollment) AKPublic() []byte { return bytes.Clone(e.akPubBlob) }

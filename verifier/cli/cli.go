@@ -1,0 +1,87 @@
+// Package cli is the bootgate command: the appliance (serve) and its
+// operators' tools (policy, hosts, incidents, tls).
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+// ExitError carries a process exit status chosen by a command.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Exit statuses of `policy check`, also used for unreadable input elsewhere.
+const (
+	ExitPolicyFail = 1
+	ExitBadInput   = 2
+)
+
+// Run executes the bootgate command line and returns the process exit status.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		if ee.Err != nil && ee.Code != ExitPolicyFail {
+			fmt.Fprintln(stderr, "bootgate:", ee.Err)
+		}
+		return ee.Code
+	}
+	fmt.Fprintln(stderr, "bootgate:", err)
+	return 2
+}
+
+type env struct {
+	stdout, stderr io.Writer
+	logger         *slog.Logger
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	e := &env{stdout: stdout, stderr: stderr, logger: slog.New(slog.NewTextHandler(stderr, nil))}
+	root := &cobra.Command{
+		Use:           "bootgate",
+		Short:         "bootgate admits machines only after their TPM proves a known-good boot",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(e.serveCmd(), e.policyCmd(), e.hostsCmd(), e.incidentsCmd(), e.tlsCmd())
+	return root
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (e *env) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+}
+
+func readInput(path, what string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &ExitError{Code: ExitBadInput, Err: fmt.Errorf("read %s: %w", what, err)}
+	}
+	return b, nil
+}

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/policy"
+)
+
+func (e *env) policyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Derive and check attestation policies offline"}
+	cmd.AddCommand(e.policyLearnCmd(), e.policyCheckCmd())
+	return cmd
+}
+
+// offlineState replays a log against itself. There is no quote offline, so
+// this shows what the log claims, which is what a policy is written against.
+func offlineState(path string) (*eventlog.BootState, error) {
+	raw, err := readInput(path, "event log")
+	if err != nil {
+		return nil, err
+	}
+	bank, err := eventlog.Replay(raw)
+	if err == nil {
+		var st *eventlog.BootState
+		st, err = eventlog.Verify(raw, bank)
+		if err == nil {
+			return st, nil
+		}
+	}
+	return nil, &ExitError{Code: ExitBadInput, Err: fmt.Errorf("%s: %w", path, err)}
+}
+
+func (e *env) policyLearnCmd() *cobra.Command {
+	var logPath, name string
+	cmd := &cobra.Command{
+		Use:   "learn --eventlog FILE",
+		Short: "Print the narrowest policy that a known-good host's event log passes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := offlineState(logPath)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = strings.TrimSuffix(filepath.Base(logPath), filepath.Ext(logPath))
+			}
+			p, err := policy.Learn(name, st)
+			if err != nil {
+				return &ExitError{Code: ExitBadInput, Err: err}
+			}
+			if len(st.Anomalies) > 0 {
+				fmt.Fprintf(e.stderr, "warning: this log has %d structural anomalies; it fails every policy:\n", len(st.Anomalies))
+				for _, a := range st.Anomalies {
+					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, a.Detail)
+				}
+			}
+			b, err := p.Marshal()
+			if err != nil {
+				return err
+			}
+			_, err = e.stdout.Write(b)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&logPath, "eventlog", "", "raw TCG event log (binary_bios_measurements)")
+	cmd.Flags().StringVar(&name, "name", "", "policy name (default: the log's file name)")
+	_ = cmd.MarkFlagRequired("eventlog")
+	return cmd
+}
+
+func (e *env) policyCheckCmd() *cobra.Command {
+	var logPath, policyPath string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "check --policy FILE --eventlog FILE",
+		Short: "Evaluate an event log against a policy: exit 0 pass, 1 policy failure, 2 unreadable input",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := policy.Load(policyPath)
+			if err != nil {
+				return &ExitError{Code: ExitBadInput, Err: err}
+			}
+			st, err := offlineState(logPath)
+			if err != nil {
+				return err
+			}
+			failures := p.Evaluate(st)
+			if asJSON {
+				if err := e.printJSON(map[string]any{"pass": len(failures) == 0, "policy": p.Name, "failures": failures}); err != nil {
+					return err
+				}
+			} else {
+				for _, f := range failures {
+					fmt.Fprintln(e.stdout, f.String())
+				}
+				if len(failures) == 0 {
+					fmt.Fprintf(e.stdout, "pass: %s meets policy %q\n", logPath, p.Name)
+				}
+			}
+			if len(failures) > 0 {
+				return &ExitError{Code: ExitPolicyFail, Err: errors.New("policy failed")}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file (YAML)")
+	cmd.Flags().StringVar(&logPath, "eventlog", "", "raw TCG event log")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	_ = cmd.MarkFlagRequired("policy")
+	_ = cmd.MarkFlagRequired("eventlog")
+	return cmd
+}

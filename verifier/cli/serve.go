@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bootgate/bootgate/verifier/attest"
+	"github.com/bootgate/bootgate/verifier/config"
+	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/policy"
+	"github.com/bootgate/bootgate/verifier/server"
+	"github.com/bootgate/bootgate/verifier/store"
+)
+
+func (e *env) serveCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "serve --config FILE",
+		Short: "Run the appliance's attestation API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return e.serve(cmd.Context(), cfgPath)
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "appliance configuration (YAML)")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func (e *env) serve(ctx context.Context, cfgPath string) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return &ExitError{Code: ExitBadInput, Err: err}
+	}
+	pol, err := policy.Load(cfg.Policy)
+	if err != nil {
+		return &ExitError{Code: ExitBadInput, Err: err}
+	}
+	roots, err := attest.LoadRoots(cfg.EK.Roots, cfg.EK.Allow)
+	if err != nil {
+		return &ExitError{Code: ExitBadInput, Err: err}
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("load TLS certificate: %w", err)}
+	}
+	st, err := store.OpenSQLite(cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	var logs attest.LogVerifier = attest.DirectLogs
+	if cfg.LogCache >= 0 {
+		n := cfg.LogCache
+		if n == 0 {
+			n = 1024
+		}
+		logs = eventlog.NewCache(n)
+	}
+	srv, err := server.New(server.Options{
+		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: e.logger,
+		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go srv.Run(ctx)
+	go func() {
+		<-ctx.Done()
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = hs.Shutdown(sctx)
+	}()
+	e.logger.Info("serving attestation API", "addr", ln.Addr().String(), "policy", pol.Name, "policy_digest", pol.Digest(), "store", cfg.Store)
+	if err := hs.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}

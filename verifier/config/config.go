@@ -1,0 +1,103 @@
+// Package config reads the appliance's configuration file. Like a policy, it is
+// decoded strictly and validated in one step: unknown fields are errors.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the appliance configuration. Relative paths are relative to the
+// configuration file's directory.
+type Config struct {
+	// Listen is the attestation API's address, e.g. ":8443".
+	Listen string `yaml:"listen"`
+	TLS    TLS    `yaml:"tls"`
+	// Policy is the attestation policy file.
+	Policy string `yaml:"policy"`
+	// Store is the SQLite database file.
+	Store string `yaml:"store"`
+	EK    EK     `yaml:"ek"`
+	// SessionTTL bounds the time between enrollment and quote (default 60s).
+	SessionTTL time.Duration `yaml:"session_ttl"`
+	// PCRs overrides the SHA-256 PCRs every quote must cover (default 0-15).
+	PCRs []int `yaml:"pcrs"`
+	// LogCache is the number of distinct event logs whose verification is
+	// remembered (default 1024; 0 keeps the default, -1 disables).
+	LogCache int `yaml:"log_cache"`
+}
+
+// TLS names the appliance's server certificate and key (PEM).
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// EK is the EK provenance configuration.
+type EK struct {
+	// Roots is a directory of manufacturer root and intermediate
+	// certificates (PEM or DER).
+	Roots string `yaml:"roots"`
+	// Allow lists host IDs (hex, from the EK public key) of TPMs without an
+	// EK certificate that may enroll. Risk: nothing vouches for such a TPM
+	// but the operator who listed it.
+	Allow []string `yaml:"allow"`
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: empty configuration", path)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.Store, &c.EK.Roots} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	req := func(name, v string) {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s: required", name))
+		}
+	}
+	req("listen", c.Listen)
+	req("tls.cert", c.TLS.Cert)
+	req("tls.key", c.TLS.Key)
+	req("policy", c.Policy)
+	req("store", c.Store)
+	req("ek.roots", c.EK.Roots)
+	if c.SessionTTL < 0 {
+		errs = append(errs, errors.New("session_ttl: negative"))
+	}
+	for _, p := range c.PCRs {
+		if p < 0 || p > 23 {
+			errs = append(errs, fmt.Errorf("pcrs: %d is not a PCR", p))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,264 @@
+// Package server is the verifier's attestation API: it enrolls TPMs, issues
+// activation challenges and single-use nonces, verifies quotes and event logs,
+// evaluates the policy and records every verdict with its evidence.
+// docs/api.md documents the endpoints.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/bootgate/bootgate/verifier/attest"
+	"github.com/bootgate/bootgate/verifier/policy"
+	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// DefaultPCRs are the SHA-256 PCRs every quote must cover.
+var DefaultPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+
+// Options configure a Server. Roots, Policy and Store are required.
+type Options struct {
+	Roots       *attest.Roots
+	Policy      *policy.Policy
+	Store       store.Store
+	Logs        attest.LogVerifier // default attest.DirectLogs
+	Logger      *slog.Logger       // default discards
+	Now         func() time.Time   // default time.Now
+	Rand        io.Reader          // default crypto/rand
+	PCRs        []int              // default DefaultPCRs
+	SessionTTL  time.Duration      // default 60 s
+	MaxSessions int                // outstanding sessions; default 10000
+}
+
+// Server serves the attestation API.
+type Server struct {
+	opt      Options
+	sessions *sessions
+}
+
+// New checks the options and makes a Server.
+func New(opt Options) (*Server, error) {
+	if opt.Roots == nil || opt.Policy == nil || opt.Store == nil {
+		return nil, errors.New("new server: roots, policy and store are required")
+	}
+	if opt.Logs == nil {
+		opt.Logs = attest.DirectLogs
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Rand == nil {
+		opt.Rand = rand.Reader
+	}
+	if len(opt.PCRs) == 0 {
+		opt.PCRs = DefaultPCRs
+	}
+	if opt.SessionTTL <= 0 {
+		opt.SessionTTL = 60 * time.Second
+	}
+	if opt.MaxSessions <= 0 {
+		opt.MaxSessions = 10000
+	}
+	return &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}, nil
+}
+
+// Handler returns the API's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+wire.PathEnroll, s.enroll)
+	mux.HandleFunc("POST "+wire.PathQuote, s.quote)
+	return mux
+}
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
+	var req wire.EnrollRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	log := s.opt.Logger.With("remote", r.RemoteAddr)
+	now := s.opt.Now()
+	enr, err := s.opt.Roots.Enroll(&req, now)
+	if err != nil {
+		log.Warn("enrollment refused", "err", err)
+		switch {
+		case errors.Is(err, attest.ErrEKUntrusted), errors.Is(err, attest.ErrBadEK):
+			writeError(w, http.StatusForbidden, wire.CodeEKUntrusted, err.Error())
+		default:
+			writeError(w, http.StatusBadRequest, wire.CodeBadAK, err.Error())
+		}
+		return
+	}
+	secret, cred, encSecret, err := enr.Challenge(s.opt.Rand)
+	if err != nil {
+		log.Error("make challenge", "host", enr.HostID, "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot make an activation challenge")
+		return
+	}
+	nonce := make([]byte, 32)
+	id := make([]byte, 16)
+	if _, err := io.ReadFull(s.opt.Rand, nonce); err != nil {
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "no randomness")
+		return
+	}
+	if _, err := io.ReadFull(s.opt.Rand, id); err != nil {
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "no randomness")
+		return
+	}
+	exp := now.Add(s.opt.SessionTTL)
+	sid := fmt.Sprintf("%x", id)
+	ok := s.sessions.add(sid, &session{
+		enrollment: enr,
+		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs)},
+		nonce:      nonce,
+		expires:    exp,
+	}, now)
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, wire.CodeInternal, "too many attestations in progress; retry later")
+		return
+	}
+	log.Info("enrolled", "host", enr.HostID, "ek", enr.EKType)
+	writeJSON(w, http.StatusOK, wire.EnrollResponse{
+		Session: sid, HostID: enr.HostID, Credential: cred, Secret: encSecret,
+		Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), ExpiresAt: exp,
+	})
+}
+
+func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
+	var req wire.QuoteRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	now := s.opt.Now()
+	// The session is taken out before anything is checked: its nonce is used
+	// once, whatever the outcome.
+	sess, err := s.sessions.take(req.Session, now)
+	if err != nil {
+		code, status := wire.CodeUnknownSession, http.StatusNotFound
+		if errors.Is(err, errExpired) {
+			code, status = wire.CodeNonceExpired, http.StatusGone
+		}
+		writeError(w, status, code, err.Error())
+		return
+	}
+	enr := sess.enrollment
+	log := s.opt.Logger.With("host", enr.HostID, "remote", r.RemoteAddr)
+
+	start := time.Now()
+	verified, err := enr.Verify(sess.expected, &req, s.opt.Logs)
+	var reasons []wire.Reason
+	var stateJSON []byte
+	var evErr *attest.EvidenceError
+	switch {
+	case err == nil:
+		for _, f := range s.opt.Policy.Evaluate(verified.State) {
+			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
+		}
+		stateJSON, _ = json.Marshal(verified.State)
+	case errors.As(err, &evErr):
+		reasons = []wire.Reason{{Rule: evErr.Check, Detail: evErr.Detail}}
+	case errors.Is(err, attest.ErrActivation):
+		// Not proven to come from the EK's TPM: nothing is recorded against
+		// the host whose EK was presented.
+		log.Warn("activation failed")
+		writeError(w, http.StatusForbidden, wire.CodeActivationFailed, "the activation secret is wrong: the AK is not in the EK's TPM")
+		return
+	default:
+		log.Error("verify", "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "verification failed unexpectedly")
+		return
+	}
+	verdict, hostState := wire.VerdictPass, store.HostAdmitted
+	if len(reasons) > 0 {
+		verdict, hostState = wire.VerdictFail, store.HostQuarantined
+	}
+	a := &store.Attestation{
+		HostID: enr.HostID, Time: now.UTC(), Verdict: verdict, Reasons: reasons,
+		PolicyName: s.opt.Policy.Name, PolicyDigest: s.opt.Policy.Digest(),
+		Evidence: store.Evidence{
+			EKCert: enr.EKCert, EKType: enr.EKType, AKPublic: enr.AKPublic(), Nonce: sess.nonce,
+			Quote: req.Quote, Signature: req.Signature, PCRs: req.PCRs, EventLog: req.EventLog,
+		},
+		BootState: stateJSON,
+	}
+	// The record completes even if the agent hangs up meanwhile.
+	incident, err := s.opt.Store.Record(context.WithoutCancel(r.Context()), a, store.Host{
+		ID: enr.HostID, EKType: enr.EKType, EKIssuer: enr.EKIssuer, State: hostState,
+	})
+	if err != nil {
+		// Without a record there is no verdict: the host is not admitted.
+		log.Error("record attestation", "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot record the attestation")
+		return
+	}
+	log.Info("attested", "verdict", verdict, "reasons", len(reasons), "attestation", a.ID, "incident", incident, "verify_ms", time.Since(start).Milliseconds())
+	writeJSON(w, http.StatusOK, wire.Result{
+		AttestationID: a.ID, HostID: enr.HostID, Verdict: verdict, Reasons: reasons,
+		IncidentID: incident, PolicyDigest: s.opt.Policy.Digest(),
+	})
+}
+
+// decode reads one JSON value of at most wire.MaxBodyBytes with no unknown
+// fields, or answers the error and reports false.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	body := http.MaxBytesReader(w, r.Body, wire.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON object")
+	}
+	if err == nil {
+		if _, e := io.Copy(io.Discard, body); e != nil {
+			err = e
+		}
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, wire.CodeBodyTooLarge, fmt.Sprintf("body larger than %d bytes", wire.MaxBodyBytes))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "malformed JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, wire.Error{Code: code, Message: msg})
+}
+
+// Sweep drops expired sessions; Run calls it periodically.
+func (s *Server) Sweep() { s.sessions.sweep(s.opt.Now()) }
+
+// Run sweeps expired sessions until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	t := time.NewTicker(s.opt.SessionTTL)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}

@@ -1,0 +1,571 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/bootgate/bootgate/verifier/wire"
+
+	// The pure-Go SQLite driver, registered as "sqlite".
+	_ "modernc.org/sqlite"
+)
+
+// schemaVersion is the version of the schema this code creates and
+// understands. OpenSQLite refuses a database whose version is newer.
+const schemaVersion = 1
+
+// busyTimeoutMS is how long a connection waits on a lock held by another
+// connection (a reader's checkpoint, another process) before failing.
+const busyTimeoutMS = 5000
+
+// maxReaders bounds the read connection pool.
+const maxReaders = 4
+
+// timeLayout is how times are stored: UTC RFC 3339 with a fixed nine-digit
+// fraction, so that stored times also sort lexically.
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// SQLite is a Store on an embedded SQLite database file. It is safe for
+// concurrent use.
+//
+// Writes go through a pool of exactly one connection whose transactions begin
+// IMMEDIATE, so concurrent Record calls queue in-process instead of failing
+// with SQLITE_BUSY; reads use a separate pool of query-only connections, which
+// the database's WAL journal lets run alongside the writer.
+type SQLite struct {
+	write *sql.DB // one connection: every write transaction
+	read  *sql.DB // query-only connections
+}
+
+var _ Store = (*SQLite)(nil)
+
+// OpenSQLite opens the SQLite database file at path, creating it and its
+// schema when missing. The connections use WAL journaling, foreign keys, a
+// busy timeout and synchronous=NORMAL. It refuses a database whose schema
+// version is newer than this code knows.
+func OpenSQLite(path string) (*SQLite, error) {
+	if path == "" {
+		return nil, errors.New("open sqlite store: empty path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	ctx := context.Background()
+
+	common := fmt.Sprintf("_busy_timeout=%d&_foreign_keys=1&_synchronous=NORMAL", busyTimeoutMS)
+	write, err := sql.Open("sqlite", fileURI(abs)+"?"+common+"&_journal_mode=WAL&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+
+	if err := checkJournalMode(ctx, write); err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	if err := migrate(ctx, write); err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+
+	read, err := sql.Open("sqlite", fileURI(abs)+"?"+common+"&_query_only=1")
+	if err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	read.SetMaxOpenConns(maxReaders)
+	read.SetMaxIdleConns(maxReaders)
+	if err := read.PingContext(ctx); err != nil {
+		_ = read.Close()
+		_ = write.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	return &SQLite{write: write, read: read}, nil
+}
+
+// fileURI turns an absolute path into an SQLite "file:" URI, escaping the
+// characters a URI would otherwise interpret.
+func fileURI(abs string) string {
+	r := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
+	return "file:" + r.Replace(filepath.ToSlash(abs))
+}
+
+// checkJournalMode verifies that the write connection switched the database
+// to WAL, which concurrent reads during a write depend on.
+func checkJournalMode(ctx context.Context, db *sql.DB) error {
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("read journal mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal mode is %q, want wal (is the file on a filesystem that supports it?)", mode)
+	}
+	return nil
+}
+
+// schemaStatements creates the version-1 schema. Every statement is
+// idempotent.
+func schemaStatements() []string {
+	return []string{
+		`CREATE TABLE IF NOT EXISTS hosts (
+			id                  TEXT PRIMARY KEY NOT NULL CHECK (id <> ''),
+			ek_type             TEXT NOT NULL,
+			ek_issuer           TEXT NOT NULL,
+			state               TEXT NOT NULL CHECK (state IN ('admitted', 'quarantined')),
+			first_seen          TEXT NOT NULL,
+			last_seen           TEXT NOT NULL,
+			last_verdict        TEXT NOT NULL CHECK (last_verdict IN ('pass', 'fail')),
+			last_attestation_id INTEGER REFERENCES attestations (id)
+		)`,
+		`CREATE TABLE IF NOT EXISTS attestations (
+			id            INTEGER PRIMARY KEY AUTOINCREMENT,
+			host_id       TEXT NOT NULL REFERENCES hosts (id),
+			time          TEXT NOT NULL,
+			verdict       TEXT NOT NULL CHECK (verdict IN ('pass', 'fail')),
+			reasons       TEXT NOT NULL CHECK (json_valid(reasons)),
+			policy_name   TEXT NOT NULL,
+			policy_digest TEXT NOT NULL,
+			ek_cert       BLOB,
+			ek_type       TEXT NOT NULL,
+			ak_public     BLOB,
+			nonce         BLOB,
+			quote         BLOB,
+			signature     BLOB,
+			pcrs          TEXT NOT NULL CHECK (json_valid(pcrs)),
+			event_log     BLOB,
+			boot_state    BLOB
+		)`,
+		`CREATE INDEX IF NOT EXISTS attestations_host ON attestations (host_id)`,
+		`CREATE TABLE IF NOT EXISTS incidents (
+			id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+			host_id              TEXT NOT NULL REFERENCES hosts (id),
+			state                TEXT NOT NULL,
+			opened               TEXT NOT NULL,
+			updated              TEXT NOT NULL,
+			failures             INTEGER NOT NULL CHECK (failures > 0),
+			first_attestation_id INTEGER NOT NULL REFERENCES attestations (id),
+			last_attestation_id  INTEGER NOT NULL REFERENCES attestations (id),
+			reasons              TEXT NOT NULL CHECK (json_valid(reasons))
+		)`,
+		`CREATE INDEX IF NOT EXISTS incidents_host_state ON incidents (host_id, state)`,
+		// A host has at most one open incident.
+		`CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (host_id) WHERE state = 'open'`,
+		`CREATE TABLE IF NOT EXISTS incident_attestations (
+			incident_id    INTEGER NOT NULL REFERENCES incidents (id),
+			attestation_id INTEGER NOT NULL REFERENCES attestations (id),
+			PRIMARY KEY (incident_id, attestation_id)
+		) WITHOUT ROWID`,
+	}
+}
+
+// migrate creates the schema if the database has none and checks the
+// version of an existing one, in one transaction.
+func migrate(ctx context.Context, db *sql.DB) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+
+	if _, err := tx.ExecContext(ctx,
+		`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL CHECK (version > 0))`); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	var version int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > schemaVersion {
+		return fmt.Errorf("database schema version %d is newer than this program supports (%d); upgrade bootgate", version, schemaVersion)
+	}
+	for _, stmt := range schemaStatements() {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+	}
+	if version == 0 {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, schemaVersion); err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database.
+func (s *SQLite) Close() error {
+	if err := errors.Join(s.read.Close(), s.write.Close()); err != nil {
+		return fmt.Errorf("close sqlite store: %w", err)
+	}
+	return nil
+}
+
+// validateRecord checks Record's input and returns the state the host gets.
+func validateRecord(a *Attestation, h Host) (string, error) {
+	if a == nil {
+		return "", errors.New("nil attestation")
+	}
+	if a.HostID == "" {
+		return "", errors.New("empty host ID")
+	}
+	if h.ID != "" && h.ID != a.HostID {
+		return "", fmt.Errorf("host ID %q does not match attestation host ID %q", h.ID, a.HostID)
+	}
+	if a.Time.IsZero() {
+		return "", errors.New("zero attestation time")
+	}
+	if y := a.Time.UTC().Year(); y < 1 || y > 9999 {
+		return "", fmt.Errorf("attestation time %v out of range", a.Time)
+	}
+	var want string
+	switch a.Verdict {
+	case wire.VerdictPass:
+		want = HostAdmitted
+	case wire.VerdictFail:
+		want = HostQuarantined
+	default:
+		return "", fmt.Errorf("unknown verdict %q", a.Verdict)
+	}
+	switch h.State {
+	case "":
+		return want, nil
+	case want:
+		return h.State, nil
+	case HostAdmitted, HostQuarantined:
+		return "", fmt.Errorf("host state %q contradicts verdict %q", h.State, a.Verdict)
+	default:
+		return "", fmt.Errorf("unknown host state %q", h.State)
+	}
+}
+
+// Record stores a completed attestation atomically with its effect on the
+// host and incidents; see Store. h supplies the host's EK type and issuer and
+// state (derived from the verdict when empty; it must agree with it); its ID,
+// when set, must equal a.HostID, and its other fields are ignored. On
+// success it sets a.ID and returns the incident's ID, 0 on a pass. On error
+// nothing is stored and a is unchanged.
+func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, error) {
+	state, err := validateRecord(a, h)
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: %w", err)
+	}
+	reasons, err := json.Marshal(a.Reasons)
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: encode reasons: %w", err)
+	}
+	pcrs, err := json.Marshal(a.Evidence.PCRs)
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: encode PCRs: %w", err)
+	}
+	at := formatTime(a.Time)
+
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
+
+	// The host row must exist before the attestation that references it;
+	// last_attestation_id is filled in once the attestation has an ID.
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO hosts (id, ek_type, ek_issuer, state, first_seen, last_seen, last_verdict)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET
+			ek_type = excluded.ek_type,
+			ek_issuer = excluded.ek_issuer,
+			state = excluded.state,
+			last_seen = excluded.last_seen,
+			last_verdict = excluded.last_verdict`,
+		a.HostID, h.EKType, h.EKIssuer, state, at, at, a.Verdict); err != nil {
+		return 0, fmt.Errorf("record attestation: upsert host: %w", err)
+	}
+
+	ev := a.Evidence
+	res, err := tx.ExecContext(ctx, `
+		INSERT INTO attestations (host_id, time, verdict, reasons, policy_name, policy_digest,
+			ek_cert, ek_type, ak_public, nonce, quote, signature, pcrs, event_log, boot_state)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.HostID, at, a.Verdict, string(reasons), a.PolicyName, a.PolicyDigest,
+		ev.EKCert, ev.EKType, ev.AKPublic, ev.Nonce, ev.Quote, ev.Signature, string(pcrs), ev.EventLog, a.BootState)
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: insert attestation: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: insert attestation: %w", err)
+	}
+
+	if _, err := tx.ExecContext(ctx, `UPDATE hosts SET last_attestation_id = ? WHERE id = ?`, id, a.HostID); err != nil {
+		return 0, fmt.Errorf("record attestation: update host: %w", err)
+	}
+
+	var incident int64
+	if a.Verdict == wire.VerdictFail {
+		incident, err = recordFailure(ctx, tx, a.HostID, id, at, string(reasons))
+		if err != nil {
+			return 0, fmt.Errorf("record attestation: %w", err)
+		}
+	}
+
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("record attestation: commit: %w", err)
+	}
+	a.ID = id
+	return incident, nil
+}
+
+// recordFailure attaches failed attestation id to the host's open incident,
+// or opens one, and returns the incident's ID.
+func recordFailure(ctx context.Context, tx *sql.Tx, hostID string, id int64, at, reasons string) (int64, error) {
+	var incident int64
+	err := tx.QueryRowContext(ctx,
+		`SELECT id FROM incidents WHERE host_id = ? AND state = ?`, hostID, IncidentOpen).Scan(&incident)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		res, err := tx.ExecContext(ctx, `
+			INSERT INTO incidents (host_id, state, opened, updated, failures,
+				first_attestation_id, last_attestation_id, reasons)
+			VALUES (?, ?, ?, ?, 1, ?, ?, ?)`,
+			hostID, IncidentOpen, at, at, id, id, reasons)
+		if err != nil {
+			return 0, fmt.Errorf("open incident: %w", err)
+		}
+		if incident, err = res.LastInsertId(); err != nil {
+			return 0, fmt.Errorf("open incident: %w", err)
+		}
+	case err != nil:
+		return 0, fmt.Errorf("find open incident: %w", err)
+	default:
+		if _, err := tx.ExecContext(ctx, `
+			UPDATE incidents
+			SET failures = failures + 1, updated = ?, last_attestation_id = ?, reasons = ?
+			WHERE id = ?`,
+			at, id, reasons, incident); err != nil {
+			return 0, fmt.Errorf("update incident %d: %w", incident, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx,
+		`INSERT INTO incident_attestations (incident_id, attestation_id) VALUES (?, ?)`, incident, id); err != nil {
+		return 0, fmt.Errorf("attach attestation to incident %d: %w", incident, err)
+	}
+	return incident, nil
+}
+
+// Attestation returns the attestation with the given ID, or an error
+// wrapping ErrNotFound.
+func (s *SQLite) Attestation(ctx context.Context, id int64) (*Attestation, error) {
+	row := s.read.QueryRowContext(ctx, `
+		SELECT id, host_id, time, verdict, reasons, policy_name, policy_digest,
+			ek_cert, ek_type, ak_public, nonce, quote, signature, pcrs, event_log, boot_state
+		FROM attestations WHERE id = ?`, id)
+	var (
+		a                  Attestation
+		at, reasons, pcrs  string
+		ekCert, akPub, non blob
+		quote, sig, evLog  blob
+		bootState          blob
+	)
+	err := row.Scan(&a.ID, &a.HostID, &at, &a.Verdict, &reasons, &a.PolicyName, &a.PolicyDigest,
+		&ekCert, &a.Evidence.EKType, &akPub, &non, &quote, &sig, &pcrs, &evLog, &bootState)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("get attestation %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get attestation %d: %w", id, err)
+	}
+	if a.Time, err = parseTime(at); err != nil {
+		return nil, fmt.Errorf("get attestation %d: %w", id, err)
+	}
+	if err := json.Unmarshal([]byte(reasons), &a.Reasons); err != nil {
+		return nil, fmt.Errorf("get attestation %d: decode reasons: %w", id, err)
+	}
+	if err := json.Unmarshal([]byte(pcrs), &a.Evidence.PCRs); err != nil {
+		return nil, fmt.Errorf("get attestation %d: decode PCRs: %w", id, err)
+	}
+	a.Evidence.EKCert = ekCert
+	a.Evidence.AKPublic = akPub
+	a.Evidence.Nonce = non
+	a.Evidence.Quote = quote
+	a.Evidence.Signature = sig
+	a.Evidence.EventLog = evLog
+	a.BootState = bootState
+	return &a, nil
+}
+
+// hostColumns is the column list scanHost reads.
+const hostColumns = `id, ek_type, ek_issuer, state, first_seen, last_seen, last_verdict, last_attestation_id`
+
+// scanHost reads one row of hostColumns.
+func scanHost(row interface{ Scan(...any) error }) (Host, error) {
+	var (
+		h               Host
+		first, last     string
+		lastAttestation sql.NullInt64
+	)
+	if err := row.Scan(&h.ID, &h.EKType, &h.EKIssuer, &h.State, &first, &last, &h.LastVerdict, &lastAttestation); err != nil {
+		return Host{}, err
+	}
+	var err error
+	if h.FirstSeen, err = parseTime(first); err != nil {
+		return Host{}, err
+	}
+	if h.LastSeen, err = parseTime(last); err != nil {
+		return Host{}, err
+	}
+	h.LastAttestationID = lastAttestation.Int64
+	return h, nil
+}
+
+// Hosts returns every host, ordered by ID.
+func (s *SQLite) Hosts(ctx context.Context) ([]Host, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT `+hostColumns+` FROM hosts ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	defer rows.Close()
+	hosts := []Host{}
+	for rows.Next() {
+		h, err := scanHost(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list hosts: %w", err)
+		}
+		hosts = append(hosts, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	return hosts, nil
+}
+
+// Host returns the host with the given ID, or an error wrapping ErrNotFound.
+func (s *SQLite) Host(ctx context.Context, id string) (*Host, error) {
+	h, err := scanHost(s.read.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("get host %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get host %q: %w", id, err)
+	}
+	return &h, nil
+}
+
+// Incidents returns every incident, newest (highest ID) first.
+func (s *SQLite) Incidents(ctx context.Context) ([]Incident, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons
+		FROM incidents ORDER BY id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list incidents: %w", err)
+	}
+	defer rows.Close()
+	incidents := []Incident{}
+	for rows.Next() {
+		var (
+			in                       Incident
+			opened, updated, reasons string
+		)
+		if err := rows.Scan(&in.ID, &in.HostID, &in.State, &opened, &updated, &in.Failures,
+			&in.FirstAttestationID, &in.LastAttestationID, &reasons); err != nil {
+			return nil, fmt.Errorf("list incidents: %w", err)
+		}
+		if in.Opened, err = parseTime(opened); err != nil {
+			return nil, fmt.Errorf("list incidents: incident %d: %w", in.ID, err)
+		}
+		if in.Updated, err = parseTime(updated); err != nil {
+			return nil, fmt.Errorf("list incidents: incident %d: %w", in.ID, err)
+		}
+		if err := json.Unmarshal([]byte(reasons), &in.Reasons); err != nil {
+			return nil, fmt.Errorf("list incidents: incident %d: decode reasons: %w", in.ID, err)
+		}
+		incidents = append(incidents, in)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list incidents: %w", err)
+	}
+	return incidents, nil
+}
+
+// IncidentAttestations returns the IDs of the failed attestations attached
+// to an incident, in ascending order, or an error wrapping ErrNotFound when
+// the incident does not exist.
+func (s *SQLite) IncidentAttestations(ctx context.Context, incidentID int64) ([]int64, error) {
+	// One statement, so the existence check and the list see one snapshot.
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT ia.attestation_id
+		FROM incidents i LEFT JOIN incident_attestations ia ON ia.incident_id = i.id
+		WHERE i.id = ?
+		ORDER BY ia.attestation_id`, incidentID)
+	if err != nil {
+		return nil, fmt.Errorf("list incident %d attestations: %w", incidentID, err)
+	}
+	defer rows.Close()
+	found := false
+	ids := []int64{}
+	for rows.Next() {
+		found = true
+		var id sql.NullInt64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list incident %d attestations: %w", incidentID, err)
+		}
+		if id.Valid {
+			ids = append(ids, id.Int64)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list incident %d attestations: %w", incidentID, err)
+	}
+	if !found {
+		return nil, fmt.Errorf("list incident %d attestations: %w", incidentID, ErrNotFound)
+	}
+	return ids, nil
+}
+
+// formatTime renders t for storage.
+func formatTime(t time.Time) string {
+	return t.UTC().Format(timeLayout)
+}
+
+// parseTime reads a stored time, in UTC.
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse stored time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+// blob scans a BLOB column keeping the distinction the driver preserves on
+// write: NULL reads as a nil slice, a zero-length blob as an empty non-nil
+// one, so byte slices round-trip exactly.
+type blob []byte
+
+// Scan implements sql.Scanner.
+func (b *blob) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*b = nil
+	case []byte:
+		*b = append([]byte{}, v...)
+	case string:
+		*b = []byte(v)
+	default:
+		return fmt.Errorf("scan %T into blob", src)
+	}
+	return nil
+}

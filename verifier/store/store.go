@@ -1,0 +1,96 @@
+// Package store keeps the verifier's record: every attestation with its
+// verdict, reasons and evidence, the hosts, and the incidents that failures
+// open. Store is the interface the appliance uses; sqlite.go implements it on
+// an embedded SQLite file, and a PostgreSQL backend can implement it for
+// several appliance replicas sharing one state.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// ErrNotFound is returned when a record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Host states.
+const (
+	HostAdmitted    = "admitted"
+	HostQuarantined = "quarantined"
+)
+
+// Incident states.
+const (
+	IncidentOpen = "open"
+)
+
+// Evidence is everything a host sent for one attestation, kept so that a
+// verdict can be re-examined.
+type Evidence struct {
+	EKCert    []byte     `json:"ek_cert,omitempty"`
+	EKType    string     `json:"ek_type"`
+	AKPublic  []byte     `json:"ak_public"`
+	Nonce     []byte     `json:"nonce"`
+	Quote     []byte     `json:"quote"`
+	Signature []byte     `json:"signature"`
+	PCRs      []wire.PCR `json:"pcrs"`
+	EventLog  []byte     `json:"event_log"`
+}
+
+// Attestation is one completed attestation.
+type Attestation struct {
+	ID           int64         `json:"id"`
+	HostID       string        `json:"host_id"`
+	Time         time.Time     `json:"time"`
+	Verdict      string        `json:"verdict"` // wire.VerdictPass or wire.VerdictFail
+	Reasons      []wire.Reason `json:"reasons,omitempty"`
+	PolicyName   string        `json:"policy_name"`
+	PolicyDigest string        `json:"policy_digest"`
+	Evidence     Evidence      `json:"evidence"`
+	// BootState is the extracted state as JSON, when the log verified.
+	BootState []byte `json:"boot_state,omitempty"`
+}
+
+// Host is a TPM the verifier has seen, by the ID derived from its EK.
+type Host struct {
+	ID                string    `json:"id"`
+	EKType            string    `json:"ek_type"`
+	EKIssuer          string    `json:"ek_issuer,omitempty"`
+	State             string    `json:"state"` // HostAdmitted or HostQuarantined
+	FirstSeen         time.Time `json:"first_seen"`
+	LastSeen          time.Time `json:"last_seen"`
+	LastVerdict       string    `json:"last_verdict"`
+	LastAttestationID int64     `json:"last_attestation_id"`
+}
+
+// Incident is opened by a host's failed attestation; further failures of the
+// same host attach to it while it is open.
+type Incident struct {
+	ID                 int64         `json:"id"`
+	HostID             string        `json:"host_id"`
+	State              string        `json:"state"`
+	Opened             time.Time     `json:"opened"`
+	Updated            time.Time     `json:"updated"`
+	Failures           int           `json:"failures"`
+	FirstAttestationID int64         `json:"first_attestation_id"`
+	LastAttestationID  int64         `json:"last_attestation_id"`
+	Reasons            []wire.Reason `json:"reasons"` // of the latest failure
+}
+
+// Store is the verifier's persistent state. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// Record stores a completed attestation atomically with its effect: the
+	// host is created or updated (admitted on a pass, quarantined on a fail)
+	// and a failure opens an incident or attaches to the host's open one.
+	// It sets a.ID and returns the incident's ID (0 on a pass).
+	Record(ctx context.Context, a *Attestation, h Host) (incidentID int64, err error)
+	Attestation(ctx context.Context, id int64) (*Attestation, error)
+	Hosts(ctx context.Context) ([]Host, error)
+	Host(ctx context.Context, id string) (*Host, error)
+	Incidents(ctx context.Context) ([]Incident, error)
+	Close() error
+}
