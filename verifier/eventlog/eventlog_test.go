@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,18 +25,143 @@ func realLogs(t testing.TB) map[string][]byte {
 	return out
 }
 
-func TestRealLogsDump(t *testing.T) {
+// TestRealLogs checks that every recorded log parses, replays against the
+// values it implies, and yields a state without structural anomalies.
+func TestRealLogs(t *testing.T) {
 	for name, raw := range realLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			bank, err := Replay(raw)
+			if err != nil {
+				t.Fatalf("replay: %v", err)
+			}
+			st, err := Verify(raw, bank)
+			if err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+			if st.Events == 0 || len(st.PCRs) == 0 {
+				t.Errorf("empty state: %+v", st)
+			}
+			if len(st.Anomalies) > 0 {
+				t.Errorf("anomalies: %v", st.Anomalies)
+			}
+		})
+	}
+}
+
+func TestExtractedState(t *testing.T) {
+	logs := realLogs(t)
+	for _, tc := range []struct {
+		log          string
+		secureBoot   bool
+		bootApps     int
+		dbAuthority  bool
+		dbxHashes    int
+		dmaDisabled  bool
+		firstAppPath string
+	}{
+		{"rhel8-uefi.bin", true, 3, true, 183, false, `EFI\redhat\shimx64.efi`},
+		{"ubuntu-2104-no-secure-boot.bin", false, 2, false, 183, false, `EFI\ubuntu\shimx64.efi`},
+		{"ubuntu-2104-no-dbx.bin", false, 2, false, 0, false, `EFI\ubuntu\shimx64.efi`},
+		{"gdc-host.bin", false, 3, false, 459, true, ""},
+		{"cos-101-amd-sev.bin", true, 4, true, 0, false, `EFI\BOOT\BOOTX64.EFI`},
+	} {
+		t.Run(tc.log, func(t *testing.T) {
+			raw := logs[tc.log]
+			bank, err := Replay(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := Verify(raw, bank)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !st.SecureBoot.Measured || st.SecureBoot.Enabled != tc.secureBoot || st.SecureBoot.Event == 0 {
+				t.Errorf("secure boot = %+v, want enabled=%v with its event", st.SecureBoot, tc.secureBoot)
+			}
+			if len(st.BootApps) != tc.bootApps {
+				t.Errorf("boot apps = %d, want %d", len(st.BootApps), tc.bootApps)
+			}
+			hasDB := false
+			for _, a := range st.Authorities {
+				hasDB = hasDB || a.Variable == "db"
+			}
+			if hasDB != tc.dbAuthority {
+				t.Errorf("db authority = %v, want %v (%v)", hasDB, tc.dbAuthority, st.Authorities)
+			}
+			if len(st.DBX.Hashes) != tc.dbxHashes {
+				t.Errorf("dbx hashes = %d, want %d", len(st.DBX.Hashes), tc.dbxHashes)
+			}
+			dma := false
+			for _, a := range st.Actions {
+				dma = dma || a.Text == ActionDMADisabled
+			}
+			if dma != tc.dmaDisabled {
+				t.Errorf("DMA protection disabled = %v, want %v", dma, tc.dmaDisabled)
+			}
+			if tc.firstAppPath != "" && st.BootApps[0].Path != tc.firstAppPath {
+				t.Errorf("first boot app path = %q, want %q", st.BootApps[0].Path, tc.firstAppPath)
+			}
+			if !st.PK.Present || len(st.PK.Certs) == 0 || st.PK.Event == 0 {
+				t.Errorf("PK = %+v", st.PK)
+			}
+		})
+	}
+}
+
+func TestVerifyRefuses(t *testing.T) {
+	raw := realLogs(t)["rhel8-uefi.bin"]
+	bank, err := Replay(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := realLogs(t)["ubuntu-2104-no-secure-boot.bin"]
+	flipped := Bank{Hash: bank.Hash, PCRs: map[int][]byte{}}
+	for i, v := range bank.PCRs {
+		flipped.PCRs[i] = v
+	}
+	flipped.PCRs[4] = make([]byte, 32)
+	for _, tc := range []struct {
+		name    string
+		raw     []byte
+		bank    Bank
+		replay  bool // a ReplayError, else ErrMalformed or another error
+		malform bool
+	}{
+		{"empty", nil, bank, false, true},
+		{"garbage", []byte("not an event log at all, just some text"), bank, false, true},
+		{"truncated", raw[:len(raw)/2], bank, false, true},
+		{"oversized", make([]byte, MaxLogBytes+1), bank, false, true},
+		{"another machine's log", other, bank, true, false},
+		{"a PCR that does not replay", raw, flipped, true, false},
+		{"wrong digest size", raw, Bank{Hash: bank.Hash, PCRs: map[int][]byte{0: {1, 2, 3}}}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := Verify(tc.raw, tc.bank)
+			if err == nil || st != nil {
+				t.Fatalf("accepted: %v", st)
+			}
+			var re *ReplayError
+			if tc.replay != errors.As(err, &re) {
+				t.Errorf("replay error = %v, want %v: %v", !tc.replay, tc.replay, err)
+			}
+			if tc.malform != errors.Is(err, ErrMalformed) {
+				t.Errorf("ErrMalformed = %v, want %v: %v", !tc.malform, tc.malform, err)
+			}
+		})
+	}
+}
+
+// FuzzVerify feeds arbitrary bytes, seeded with real logs, through the parser,
+// replay and extraction: they must never panic.
+func FuzzVerify(f *testing.F) {
+	for _, raw := range realLogs(f) {
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
 		bank, err := Replay(raw)
 		if err != nil {
-			t.Errorf("%s: replay: %v", name, err)
-			continue
+			return
 		}
-		st, err := Verify(raw, bank)
-		if err != nil {
-			t.Errorf("%s: verify: %v", name, err)
-			continue
-		}
-		t.Logf("%s: events=%d sb=%+v pk=%v/%d kek=%d db=%d dbx=%d/%d auth=%d apps=%d actions=%v cmd=%d anomalies=%v", name, st.Events, st.SecureBoot, st.PK.Present, len(st.PK.Certs), len(st.KEK.Certs), len(st.DB.Certs), len(st.DBX.Hashes), len(st.DBX.Certs), len(st.Authorities), len(st.BootApps), st.Actions, len(st.Cmdlines), st.Anomalies)
-	}
+		_, _ = Verify(raw, bank)
+	})
 }

@@ -260,6 +260,10 @@ func validateRecord(a *Attestation, h Host) (string, error) {
 // when set, must equal a.HostID, and its other fields are ignored. On
 // success it sets a.ID and returns the incident's ID, 0 on a pass. On error
 // nothing is stored and a is unchanged.
+//
+// Evidence and boot state bytes are stored exactly, nil and empty slices
+// kept apart. Reasons and PCRs are stored as JSON, so invalid UTF-8 in a
+// reason's text reads back as U+FFFD, as it would over the API.
 func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, error) {
 	state, err := validateRecord(a, h)
 	if err != nil {

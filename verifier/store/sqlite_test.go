@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,14 +32,16 @@ func openTest(t *testing.T) (*SQLite, string) {
 	return s, path
 }
 
-// baseTime is a fixed, non-UTC attestation time.
-var baseTime = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.FixedZone("CET", 3600))
+// baseTime returns a fixed, non-UTC attestation time.
+func baseTime() time.Time {
+	return time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.FixedZone("CET", 3600))
+}
 
 // attestation returns a minimal attestation of host at baseTime+n seconds.
 func attestation(host, verdict string, n int) *Attestation {
 	a := &Attestation{
 		HostID:       host,
-		Time:         baseTime.Add(time.Duration(n) * time.Second),
+		Time:         baseTime().Add(time.Duration(n) * time.Second),
 		Verdict:      verdict,
 		PolicyName:   "default",
 		PolicyDigest: "sha256:00",
@@ -226,11 +229,11 @@ func TestAttestationRoundTrip(t *testing.T) {
 			name: "full",
 			a: Attestation{
 				HostID:  "host-a",
-				Time:    baseTime,
+				Time:    baseTime(),
 				Verdict: wire.VerdictFail,
 				Reasons: []wire.Reason{
 					{Rule: "secure-boot", Event: 7, Detail: "SecureBoot variable is 0"},
-					{Rule: "bootloader", Detail: "digest \x00\xff not allowed, \"quoted\" ünïcode"},
+					{Rule: "bootloader", Detail: "digest \x00\x7f not allowed, \"quoted\" ünïcode <&>"},
 				},
 				PolicyName:   "prod",
 				PolicyDigest: "sha256:abcdef",
@@ -254,7 +257,7 @@ func TestAttestationRoundTrip(t *testing.T) {
 			name: "nil fields stay nil",
 			a: Attestation{
 				HostID:  "host-b",
-				Time:    baseTime,
+				Time:    baseTime(),
 				Verdict: wire.VerdictPass,
 				Evidence: Evidence{
 					EKType: "rsa",
@@ -265,7 +268,7 @@ func TestAttestationRoundTrip(t *testing.T) {
 			name: "empty fields stay empty",
 			a: Attestation{
 				HostID:  "host-c",
-				Time:    baseTime,
+				Time:    baseTime(),
 				Verdict: wire.VerdictPass,
 				Reasons: []wire.Reason{},
 				Evidence: Evidence{
@@ -300,6 +303,22 @@ func TestAttestationRoundTrip(t *testing.T) {
 				t.Errorf("Time = %v, want UTC", got.Time)
 			}
 		})
+	}
+}
+
+// TestReasonsInvalidUTF8 documents that reasons are stored as JSON text:
+// invalid UTF-8 in a detail comes back as U+FFFD, as it would over the API.
+func TestReasonsInvalidUTF8(t *testing.T) {
+	s, _ := openTest(t)
+	a := attestation("host-a", wire.VerdictFail, 0)
+	a.Reasons = []wire.Reason{{Rule: "r", Detail: "bad \xff byte"}}
+	record(t, s, a)
+	got, err := s.Attestation(context.Background(), a.ID)
+	if err != nil {
+		t.Fatalf("Attestation: %v", err)
+	}
+	if want := "bad \uFFFD byte"; got.Reasons[0].Detail != want {
+		t.Errorf("Detail = %q, want %q", got.Reasons[0].Detail, want)
 	}
 }
 
@@ -610,6 +629,24 @@ func TestOpenNewerSchema(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "schema version 99 is newer") {
 		t.Errorf("err = %v, want it to name version 99 as newer", err)
+	}
+}
+
+func TestOpenSpecialPath(t *testing.T) {
+	dir := t.TempDir()
+	name := "boot?gate#db%20x.db"
+	for range 2 { // create, then reopen
+		s, err := OpenSQLite(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("OpenSQLite: %v", err)
+		}
+		record(t, s, attestation("host-a", wire.VerdictPass, 0))
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+		t.Errorf("database not at the literal path: %v", err)
 	}
 }
 

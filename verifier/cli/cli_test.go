@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bootgate/bootgate/verifier/policy"
+)
+
+const logs = "../../testdata/eventlogs/"
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := Run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func learn(t *testing.T, log string) string {
+	t.Helper()
+	code, out, errOut := run(t, "policy", "learn", "--eventlog", logs+log)
+	if code != 0 {
+		t.Fatalf("learn %s: exit %d: %s", log, code, errOut)
+	}
+	if _, err := policy.Parse([]byte(out)); err != nil {
+		t.Fatalf("learned policy does not parse: %v", err)
+	}
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPolicyCheckExitCodes(t *testing.T) {
+	pol := learn(t, "rhel8-uefi.bin")
+	broken := filepath.Join(t.TempDir(), "broken.yaml")
+	if err := os.WriteFile(broken, []byte("name: x\nsecure_boot: {allow_disabled: maybe}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	garbage := filepath.Join(t.TempDir(), "garbage.bin")
+	if err := os.WriteFile(garbage, []byte("this is not an event log"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   []string // substrings
+		stderrIn string
+	}{
+		{"pass", []string{"--policy", pol, "--eventlog", logs + "rhel8-uefi.bin"}, 0, []string{"pass:"}, ""},
+		{"secure boot off", []string{"--policy", pol, "--eventlog", logs + "ubuntu-2104-no-secure-boot.bin"}, 1,
+			[]string{"secure_boot.enabled: event 3: Secure Boot is disabled", "code_integrity.boot_app: event 23:"}, ""},
+		{"missing log", []string{"--policy", pol, "--eventlog", "/nonexistent/log.bin"}, 2, nil, "read event log"},
+		{"garbage log", []string{"--policy", pol, "--eventlog", garbage}, 2, nil, "malformed event log"},
+		{"truncated log", []string{"--policy", pol, "--eventlog", truncated(t)}, 2, nil, "malformed event log"},
+		{"broken policy", []string{"--policy", broken, "--eventlog", logs + "rhel8-uefi.bin"}, 2, nil, "invalid policy"},
+		{"missing flag", []string{"--policy", pol}, 2, nil, "eventlog"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := run(t, append([]string{"policy", "check"}, tc.args...)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, out, errOut)
+			}
+			for _, s := range tc.stdout {
+				if !strings.Contains(out, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, out)
+				}
+			}
+			if !strings.Contains(errOut, tc.stderrIn) {
+				t.Errorf("stderr lacks %q:\n%s", tc.stderrIn, errOut)
+			}
+			if tc.code == 1 {
+				for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+					if !strings.Contains(line, ": ") {
+						t.Errorf("failure line without a rule and detail: %q", line)
+					}
+				}
+			}
+		})
+	}
+}
+
+func truncated(t *testing.T) string {
+	b, err := os.ReadFile(logs + "rhel8-uefi.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "truncated.bin")
+	if err := os.WriteFile(p, b[:len(b)-100], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPolicyLearnSHA1LogIsRefused(t *testing.T) {
+	code, _, errOut := run(t, "policy", "learn", "--eventlog", logs+"debian-10.bin")
+	if code != 2 || !strings.Contains(errOut, "SHA-256") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
+
+func TestPolicyCheckJSON(t *testing.T) {
+	pol := learn(t, "rhel8-uefi.bin")
+	code, out, _ := run(t, "policy", "check", "--json", "--policy", pol, "--eventlog", logs+"cos-101-amd-sev.bin")
+	if code != 1 || !strings.Contains(out, `"pass": false`) || !strings.Contains(out, `"rule": "firmware.pcr0"`) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}

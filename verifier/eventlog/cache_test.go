@@ -1,0 +1,93 @@
+package eventlog
+
+import (
+	"bytes"
+	"crypto"
+	"errors"
+	"maps"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+func TestCacheMatchesDirectVerification(t *testing.T) {
+	logs := realLogs(t)
+	c := NewCache(4)
+	for name, raw := range logs {
+		bank, err := Replay(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if bank.Hash != crypto.SHA256 {
+			continue
+		}
+		want, err := Verify(raw, bank)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for round := 0; round < 2; round++ { // a miss, then a hit
+			got, err := c.Verify(raw, bank)
+			if err != nil {
+				t.Fatalf("%s round %d: %v", name, round, err)
+			}
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(BootState{})); diff != "" {
+				t.Fatalf("%s round %d: cached state differs (-direct +cache):\n%s", name, round, diff)
+			}
+		}
+	}
+	hits, misses := c.Stats()
+	if hits == 0 || misses == 0 {
+		t.Errorf("hits=%d misses=%d, want both", hits, misses)
+	}
+}
+
+// A cached log must not excuse PCR values it did not replay to, and PCRs
+// without events may differ between hosts sharing the log.
+func TestCacheRefusesOtherPCRs(t *testing.T) {
+	raw := realLogs(t)["rhel8-uefi.bin"]
+	bank, err := Replay(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(8)
+	if _, err := c.Verify(raw, bank); err != nil {
+		t.Fatal(err)
+	}
+	// Another host with the same log but a PCR without events set: a hit.
+	other := Bank{Hash: bank.Hash, PCRs: maps.Clone(bank.PCRs)}
+	other.PCRs[10] = bytes.Repeat([]byte{0x42}, 32)
+	st, err := c.Verify(raw, other)
+	if err != nil {
+		t.Fatalf("PCR without events refused: %v", err)
+	}
+	if st.PCRs[10] != "4242424242424242424242424242424242424242424242424242424242424242" {
+		t.Errorf("state carries the first host's PCRs: %v", st.PCRs[10])
+	}
+	// The same log with a PCR that has events changed: refused as from scratch.
+	bad := Bank{Hash: bank.Hash, PCRs: maps.Clone(bank.PCRs)}
+	bad.PCRs[7] = bytes.Repeat([]byte{0x01}, 32)
+	_, err = c.Verify(raw, bad)
+	var re *ReplayError
+	if !errors.As(err, &re) || len(re.PCRs) != 1 || re.PCRs[0] != 7 {
+		t.Fatalf("want a replay error for PCR 7, got %v", err)
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	c := NewCache(2)
+	n := 0
+	for _, raw := range realLogs(t) {
+		bank, err := Replay(raw)
+		if err != nil || bank.Hash != crypto.SHA256 {
+			continue
+		}
+		if _, err := c.Verify(raw, bank); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n < 3 || c.lru.Len() != 2 || len(c.entries) != 2 {
+		t.Fatalf("after %d logs the cache holds %d (%d)", n, c.lru.Len(), len(c.entries))
+	}
+}
