@@ -130,14 +130,15 @@ func parseCerts(b []byte) ([]*x509.Certificate, error) {
 // Enrollment is a TPM whose EK provenance was checked and whose AK has the
 // properties of a restricted signing key in that TPM (pending activation).
 type Enrollment struct {
-	HostID    string
-	EKType    string // "rsa2048", "ecc-p256", ...
-	EKCert    []byte // DER, nil for an allowlisted EK
-	EKIssuer  string // the certificate's issuer, for the record
-	ekPublic  tpm2.TPMTPublic
-	akPublic  *goattest.AKPublic
-	akName    []byte
-	akPubBlob []byte
+	HostID   string
+	EKType   string        // "rsa2048", "ecc-p256", ...
+	EKCert   []byte        // DER, nil for an allowlisted EK
+	EKIssuer string        // the certificate's issuer, for the record
+	EKPublic []byte        // TPMT_PUBLIC as presented, for the record
+	AK       wire.AKParams // as presented, for the record
+	ekPublic tpm2.TPMTPublic
+	akPublic *goattest.AKPublic
+	akName   []byte
 }
 
 // HostID derives a stable host identifier from an EK public key: the hex
@@ -168,7 +169,7 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
 	}
-	e := &Enrollment{HostID: id, EKType: keyType(ekPub), ekPublic: *ekPub}
+	e := &Enrollment{HostID: id, EKType: keyType(ekPub), EKPublic: req.EKPublic, AK: req.AK, ekPublic: *ekPub}
 
 	if len(req.EKCert) == 0 {
 		if !r.allowedEKs[id] {
@@ -209,7 +210,7 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
 	}
-	e.akPublic, e.akName, e.akPubBlob = akPub, name.Buffer, req.AK.Public
+	e.akPublic, e.akName = akPub, name.Buffer
 	return e, nil
 }
 

@@ -1,7 +1,6 @@
 package attest
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/subtle"
 	"errors"
@@ -110,6 +109,3 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	}
 	return &Verified{HostID: e.HostID, State: st}, nil
 }
-
-// AKPublic returns the AK's TPMT_PUBLIC as enrolled.
-func (e *Enrollment) AKPublic() []byte { return bytes.Clone(e.akPubBlob) }

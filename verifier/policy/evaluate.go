@@ -48,7 +48,8 @@ func (f Failure) String() string {
 func (p *Policy) Evaluate(st *eventlog.BootState) []Failure {
 	var out []Failure
 	fail := func(rule string, event int, format string, args ...any) {
-		out = append(out, Failure{Rule: rule, Event: event, Detail: fmt.Sprintf(format, args...)})
+		// Details quote text from the log, which need not be valid UTF-8.
+		out = append(out, Failure{Rule: rule, Event: event, Detail: strings.ToValidUTF8(fmt.Sprintf(format, args...), "\uFFFD")})
 	}
 
 	for _, a := range st.Anomalies {

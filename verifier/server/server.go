@@ -187,7 +187,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		HostID: enr.HostID, Time: now.UTC(), Verdict: verdict, Reasons: reasons,
 		PolicyName: s.opt.Policy.Name, PolicyDigest: s.opt.Policy.Digest(),
 		Evidence: store.Evidence{
-			EKCert: enr.EKCert, EKType: enr.EKType, AKPublic: enr.AKPublic(), Nonce: sess.nonce,
+			EKCert: enr.EKCert, EKType: enr.EKType, EKPublic: enr.EKPublic, AK: enr.AK, Nonce: sess.nonce,
 			Quote: req.Quote, Signature: req.Signature, PCRs: req.PCRs, EventLog: req.EventLog,
 		},
 		BootState: stateJSON,

@@ -137,7 +137,8 @@ func schemaStatements() []string {
 			policy_digest TEXT NOT NULL,
 			ek_cert       BLOB,
 			ek_type       TEXT NOT NULL,
-			ak_public     BLOB,
+			ek_public     BLOB,
+			ak            TEXT NOT NULL CHECK (json_valid(ak)),
 			nonce         BLOB,
 			quote         BLOB,
 			signature     BLOB,
@@ -277,6 +278,10 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 	if err != nil {
 		return 0, fmt.Errorf("record attestation: encode PCRs: %w", err)
 	}
+	akJSON, err := json.Marshal(a.Evidence.AK)
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: encode AK: %w", err)
+	}
 	at := formatTime(a.Time)
 
 	tx, err := s.write.BeginTx(ctx, nil)
@@ -303,10 +308,10 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 	ev := a.Evidence
 	res, err := tx.ExecContext(ctx, `
 		INSERT INTO attestations (host_id, time, verdict, reasons, policy_name, policy_digest,
-			ek_cert, ek_type, ak_public, nonce, quote, signature, pcrs, event_log, boot_state)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			ek_cert, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log, boot_state)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.HostID, at, a.Verdict, string(reasons), a.PolicyName, a.PolicyDigest,
-		ev.EKCert, ev.EKType, ev.AKPublic, ev.Nonce, ev.Quote, ev.Signature, string(pcrs), ev.EventLog, a.BootState)
+		ev.EKCert, ev.EKType, ev.EKPublic, string(akJSON), ev.Nonce, ev.Quote, ev.Signature, string(pcrs), ev.EventLog, a.BootState)
 	if err != nil {
 		return 0, fmt.Errorf("record attestation: insert attestation: %w", err)
 	}
@@ -376,17 +381,18 @@ func recordFailure(ctx context.Context, tx *sql.Tx, hostID string, id int64, at,
 func (s *SQLite) Attestation(ctx context.Context, id int64) (*Attestation, error) {
 	row := s.read.QueryRowContext(ctx, `
 		SELECT id, host_id, time, verdict, reasons, policy_name, policy_digest,
-			ek_cert, ek_type, ak_public, nonce, quote, signature, pcrs, event_log, boot_state
+			ek_cert, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log, boot_state
 		FROM attestations WHERE id = ?`, id)
 	var (
 		a                  Attestation
 		at, reasons, pcrs  string
-		ekCert, akPub, non blob
+		akJSON             string
+		ekCert, ekPub, non blob
 		quote, sig, evLog  blob
 		bootState          blob
 	)
 	err := row.Scan(&a.ID, &a.HostID, &at, &a.Verdict, &reasons, &a.PolicyName, &a.PolicyDigest,
-		&ekCert, &a.Evidence.EKType, &akPub, &non, &quote, &sig, &pcrs, &evLog, &bootState)
+		&ekCert, &a.Evidence.EKType, &ekPub, &akJSON, &non, &quote, &sig, &pcrs, &evLog, &bootState)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("get attestation %d: %w", id, ErrNotFound)
 	}
@@ -403,7 +409,10 @@ func (s *SQLite) Attestation(ctx context.Context, id int64) (*Attestation, error
 		return nil, fmt.Errorf("get attestation %d: decode PCRs: %w", id, err)
 	}
 	a.Evidence.EKCert = ekCert
-	a.Evidence.AKPublic = akPub
+	a.Evidence.EKPublic = ekPub
+	if err := json.Unmarshal([]byte(akJSON), &a.Evidence.AK); err != nil {
+		return nil, fmt.Errorf("get attestation %d: decode AK: %w", id, err)
+	}
 	a.Evidence.Nonce = non
 	a.Evidence.Quote = quote
 	a.Evidence.Signature = sig

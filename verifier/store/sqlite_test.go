@@ -46,9 +46,9 @@ func attestation(host, verdict string, n int) *Attestation {
 		PolicyName:   "default",
 		PolicyDigest: "sha256:00",
 		Evidence: Evidence{
-			EKType:   "rsa",
-			AKPublic: []byte{0x00, 0x01},
-			Nonce:    []byte{0x02},
+			EKType: "rsa",
+			AK:     wire.AKParams{Public: []byte{0x00, 0x01}},
+			Nonce:  []byte{0x02},
 		},
 	}
 	if verdict == wire.VerdictFail {
@@ -240,7 +240,8 @@ func TestAttestationRoundTrip(t *testing.T) {
 				Evidence: Evidence{
 					EKCert:    []byte{0x30, 0x82, 0x00, 0xff, 0x00},
 					EKType:    "ecc",
-					AKPublic:  []byte{0x00, 0x23, 0x00, 0x0b},
+					AK:        wire.AKParams{Public: []byte{0x00, 0x23, 0x00, 0x0b}, CreateData: []byte{1}},
+					EKPublic:  []byte{0x00, 0x01},
 					Nonce:     []byte("nonce-0123456789abcdef"),
 					Quote:     []byte{0xff, 0x54, 0x43, 0x47, 0x00},
 					Signature: []byte{0x00, 0x18, 0x00, 0x0b, 0x00},
@@ -273,7 +274,7 @@ func TestAttestationRoundTrip(t *testing.T) {
 				Reasons: []wire.Reason{},
 				Evidence: Evidence{
 					EKCert:    []byte{},
-					AKPublic:  []byte{},
+					AK:        wire.AKParams{Public: []byte{}},
 					Nonce:     []byte{},
 					Quote:     []byte{},
 					Signature: []byte{},

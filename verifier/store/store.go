@@ -30,14 +30,15 @@ const (
 // Evidence is everything a host sent for one attestation, kept so that a
 // verdict can be re-examined.
 type Evidence struct {
-	EKCert    []byte     `json:"ek_cert,omitempty"`
-	EKType    string     `json:"ek_type"`
-	AKPublic  []byte     `json:"ak_public"`
-	Nonce     []byte     `json:"nonce"`
-	Quote     []byte     `json:"quote"`
-	Signature []byte     `json:"signature"`
-	PCRs      []wire.PCR `json:"pcrs"`
-	EventLog  []byte     `json:"event_log"`
+	EKCert    []byte        `json:"ek_cert,omitempty"`
+	EKType    string        `json:"ek_type"`
+	EKPublic  []byte        `json:"ek_public"` // TPMT_PUBLIC
+	AK        wire.AKParams `json:"ak"`        // the AK and its creation attestation
+	Nonce     []byte        `json:"nonce"`
+	Quote     []byte        `json:"quote"`
+	Signature []byte        `json:"signature"`
+	PCRs      []wire.PCR    `json:"pcrs"`
+	EventLog  []byte        `json:"event_log"`
 }
 
 // Attestation is one completed attestation.
