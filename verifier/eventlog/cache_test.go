@@ -3,9 +3,16 @@ package eventlog
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"maps"
+	"math/big"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -89,5 +96,50 @@ func TestCacheIsBounded(t *testing.T) {
 	}
 	if n < 3 || c.lru.Len() != 2 || len(c.entries) != 2 {
 		t.Fatalf("after %d logs the cache holds %d (%d)", n, c.lru.Len(), len(c.entries))
+	}
+}
+
+func TestSubjectOfMatchesX509(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7),
+		Subject:      pkix.Name{CommonName: "db key", Organization: []string{"bootgate test"}, Country: []string{"CH"}},
+		NotBefore:    time.Now(), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	if got, err := subjectOf(der); err != nil || got != c.Subject.String() {
+		t.Fatalf("subjectOf = %q, %v; x509 says %q", got, err, c.Subject.String())
+	}
+	if _, err := subjectOf(der[:40]); err == nil {
+		t.Error("a truncated certificate has a subject")
+	}
+}
+
+// Every certificate in the recorded logs' key databases gets a subject, also
+// those Go's x509 parser refuses (negative serial numbers).
+func TestSubjectsOfRealCertificates(t *testing.T) {
+	for name, raw := range realLogs(t) {
+		bank, err := Replay(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := Verify(raw, bank)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []Variable{st.PK, st.KEK, st.DB, st.DBX} {
+			for _, c := range v.Certs {
+				if c.Subject == "" || c.Subject == "(unparsable certificate)" {
+					t.Errorf("%s: certificate %s has no subject", name, c.SHA256)
+				}
+			}
+		}
 	}
 }

@@ -2,7 +2,8 @@ package eventlog
 
 import (
 	"crypto/sha256"
-	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -81,17 +82,50 @@ func parseSignatureLists(b []byte) (certs []Cert, hashes []string, other int, er
 	return certs, hashes, other, nil
 }
 
-// certFromDER names a certificate by fingerprint, and by subject where Go can
-// parse it.
+// certFromDER names a certificate by fingerprint and subject. Only the
+// subject is decoded, not the whole certificate: this runs for every
+// certificate in PK, KEK, db and dbx of every log, and Go's full parser also
+// refuses certificates that firmware ships (negative serial numbers).
 func certFromDER(der []byte) Cert {
 	sum := sha256.Sum256(der)
 	c := Cert{SHA256: hex.EncodeToString(sum[:])}
-	if x, err := x509.ParseCertificate(der); err == nil {
-		c.Subject = x.Subject.String()
+	if subj, err := subjectOf(der); err == nil {
+		c.Subject = subj
 	} else {
 		c.Subject = "(unparsable certificate)"
 	}
 	return c
+}
+
+// subjectOf reads the subject of an X.509 certificate: Certificate ::=
+// SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber,
+// signature, issuer, validity, subject, ... }, ... }.
+func subjectOf(der []byte) (string, error) {
+	var cert, tbs asn1.RawValue
+	if _, err := asn1.Unmarshal(der, &cert); err != nil {
+		return "", err
+	}
+	if _, err := asn1.Unmarshal(cert.Bytes, &tbs); err != nil {
+		return "", err
+	}
+	rest := tbs.Bytes
+	var el asn1.RawValue
+	for i := 0; i < 6; i++ {
+		var err error
+		if rest, err = asn1.Unmarshal(rest, &el); err != nil {
+			return "", err
+		}
+		if i == 0 && !(el.Class == asn1.ClassContextSpecific && el.Tag == 0) {
+			i++ // no version field: this was the serial number
+		}
+	}
+	var rdn pkix.RDNSequence
+	if _, err := asn1.Unmarshal(el.FullBytes, &rdn); err != nil {
+		return "", err
+	}
+	var name pkix.Name
+	name.FillFromRDNSequence(&rdn)
+	return name.String(), nil
 }
 
 // authorityCert extracts the certificate of an EV_EFI_VARIABLE_AUTHORITY event's
