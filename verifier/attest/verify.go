@@ -39,7 +39,14 @@ type Expected struct {
 	Secret []byte // the activation secret
 	Nonce  []byte
 	PCRs   []int // the SHA-256 PCRs the quote must cover, exactly
+	// Unlogged are quoted PCRs that may hold values the event log does not
+	// explain (DefaultUnlogged); every other PCR without events must be zero.
+	Unlogged []int
 }
+
+// DefaultUnlogged is IMA's PCR 10: its events are in the IMA log, not the
+// firmware's.
+var DefaultUnlogged = []int{10}
 
 // Verified is a boot state proven by a TPM: the only result of Verify.
 type Verified struct {
@@ -71,14 +78,15 @@ var DirectLogs LogVerifier = directLogs{}
 //   - the quote covers exactly the expected SHA-256 PCRs, and a value was sent
 //     for each (EvidenceError "evidence.pcr_selection");
 //   - the event log replays to the quoted PCR values, for every PCR that has
-//     events; its boot state is extracted from the replayed events only
-//     (EvidenceError "evidence.event_log").
+//     events, and every other quoted PCR (but exp.Unlogged) is zero; the boot
+//     state is extracted from the replayed events only (EvidenceError
+//     "evidence.event_log").
 func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier) (*Verified, error) {
 	if len(exp.Secret) == 0 || subtle.ConstantTimeCompare(exp.Secret, q.ActivationSecret) != 1 {
 		return nil, ErrActivation
 	}
 	pcrs := make([]goattest.PCR, 0, len(q.PCRs))
-	bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: make(map[int][]byte, len(q.PCRs))}
+	bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: make(map[int][]byte, len(q.PCRs)), Unlogged: exp.Unlogged}
 	for _, p := range q.PCRs {
 		if _, dup := bank.PCRs[p.Index]; dup {
 			return nil, &EvidenceError{CheckPCRSelection, fmt.Sprintf("PCR %d sent twice", p.Index)}

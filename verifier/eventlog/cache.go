@@ -76,6 +76,10 @@ func (c *Cache) lookup(key [32]byte, bank Bank) *BootState {
 			return nil
 		}
 	}
+	if checkUnexplained(bank, e.state.eventPCRs) != nil {
+		c.misses++
+		return nil // verified from scratch, which reports the error
+	}
 	c.lru.MoveToFront(el)
 	c.hits++
 	st := *e.state

@@ -61,8 +61,8 @@ func TestCacheRefusesOtherPCRs(t *testing.T) {
 	if _, err := c.Verify(raw, bank); err != nil {
 		t.Fatal(err)
 	}
-	// Another host with the same log but a PCR without events set: a hit.
-	other := Bank{Hash: bank.Hash, PCRs: maps.Clone(bank.PCRs)}
+	// Another host with the same log whose IMA PCR holds a value: a hit.
+	other := Bank{Hash: bank.Hash, PCRs: maps.Clone(bank.PCRs), Unlogged: []int{10}}
 	other.PCRs[10] = bytes.Repeat([]byte{0x42}, 32)
 	st, err := c.Verify(raw, other)
 	if err != nil {
@@ -70,6 +70,17 @@ func TestCacheRefusesOtherPCRs(t *testing.T) {
 	}
 	if st.PCRs[10] != "4242424242424242424242424242424242424242424242424242424242424242" {
 		t.Errorf("state carries the first host's PCRs: %v", st.PCRs[10])
+	}
+	// A PCR without events that is not zero is refused, hit or not: a host
+	// could otherwise drop a PCR's events from its log.
+	for _, cache := range []*Cache{c, NewCache(1)} {
+		hidden := Bank{Hash: bank.Hash, PCRs: maps.Clone(bank.PCRs), Unlogged: []int{10}}
+		hidden.PCRs[11] = bytes.Repeat([]byte{0x07}, 32)
+		_, err = cache.Verify(raw, hidden)
+		var ue *UnexplainedError
+		if !errors.As(err, &ue) || len(ue.PCRs) != 1 || ue.PCRs[0] != 11 {
+			t.Fatalf("want PCR 11 unexplained, got %v", err)
+		}
 	}
 	// The same log with a PCR that has events changed: refused as from scratch.
 	bad := Bank{Hash: bank.Hash, PCRs: maps.Clone(bank.PCRs)}

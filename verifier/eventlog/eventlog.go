@@ -35,10 +35,45 @@ func (e *ReplayError) Error() string {
 	return fmt.Sprintf("event log does not replay to the quoted value of PCRs %v", e.PCRs)
 }
 
+// UnexplainedError reports PCRs that hold values although the log has no
+// events for them.
+type UnexplainedError struct {
+	PCRs []int
+}
+
+func (e *UnexplainedError) Error() string {
+	return fmt.Sprintf("PCRs %v hold values but the event log has no events for them", e.PCRs)
+}
+
+// checkUnexplained enforces Bank.Unlogged's rule.
+func checkUnexplained(bank Bank, eventPCRs map[int]bool) error {
+	var bad []int
+	for _, i := range sortedKeys(bank.PCRs) {
+		if eventPCRs[i] || slices.Contains(bank.Unlogged, i) {
+			continue
+		}
+		for _, c := range bank.PCRs[i] {
+			if c != 0 {
+				bad = append(bad, i)
+				break
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return &UnexplainedError{PCRs: bad}
+	}
+	return nil
+}
+
 // Bank is a set of PCR values of one hash algorithm, by PCR index.
 type Bank struct {
 	Hash crypto.Hash // crypto.SHA256, or crypto.SHA1 for old logs offline
 	PCRs map[int][]byte
+	// Unlogged are PCRs that may hold values this log does not explain,
+	// such as IMA's PCR 10, whose events are in the IMA log. Every other PCR
+	// of the bank that has no events must be in its reset state (zero):
+	// otherwise a host could drop a PCR's events and hide what it measured.
+	Unlogged []int
 }
 
 // Verify parses raw and replays it against bank, whose values the caller has
@@ -51,6 +86,9 @@ func Verify(raw []byte, bank Bank) (*BootState, error) {
 		return nil, err
 	}
 	st := extract(events, bank.Hash)
+	if err := checkUnexplained(bank, st.eventPCRs); err != nil {
+		return nil, err
+	}
 	st.LogSHA256 = sha256.Sum256(raw)
 	st.PCRs = hexPCRs(bank.PCRs)
 	return st, nil

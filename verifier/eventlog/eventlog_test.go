@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -164,4 +165,48 @@ func FuzzVerify(f *testing.F) {
 		}
 		_, _ = Verify(raw, bank)
 	})
+}
+
+// The arch log's systemd-boot event carries the command line as text that is
+// not what its digest covers: the text must be ignored and reported.
+func TestUnverifiableCommandLine(t *testing.T) {
+	raw := realLogs(t)["arch-linux-workstation.bin"]
+	bank, err := Replay(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Verify(raw, bank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Cmdlines) != 0 || len(st.Unverifiable) != 1 || !strings.Contains(st.Unverifiable[0].Detail, "systemd") {
+		t.Fatalf("cmdlines %v, unverifiable %v", st.Cmdlines, st.Unverifiable)
+	}
+}
+
+func TestKernelCommandLines(t *testing.T) {
+	logs := realLogs(t)
+	for _, tc := range []struct{ log, contains string }{
+		{"rhel8-uefi.bin", "root=UUID=f3948fb4"},
+		{"ubuntu-2104-no-secure-boot.bin", "root=PARTUUID=6443a6ae"},
+		{"cos-101-amd-sev.bin", "init=/usr/lib/systemd/systemd"},
+	} {
+		t.Run(tc.log, func(t *testing.T) {
+			bank, err := Replay(logs[tc.log])
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := Verify(logs[tc.log], bank)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, c := range st.Cmdlines {
+				found = found || strings.Contains(c.Text, tc.contains)
+			}
+			if !found || len(st.Anomalies) > 0 {
+				t.Fatalf("no command line with %q: %+v (anomalies %v)", tc.contains, st.Cmdlines, st.Anomalies)
+			}
+		})
+	}
 }

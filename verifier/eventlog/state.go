@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf16"
 
@@ -238,9 +239,7 @@ func extract(events []tcg.Event, alg crypto.Hash) *BootState {
 		case tcg.SCRTMVersion:
 			st.SCRTMVersion = decodeText(e.Data)
 		case tcg.Ipl:
-			if e.Index == 8 {
-				st.addGrubCommand(n, e, alg)
-			}
+			st.addCmdline(n, e, alg)
 		}
 	}
 	if st.SecureBoot.Enabled && !seenSep[7] {
@@ -288,21 +287,79 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData, anomaly func(str
 	target.Certs, target.Hashes, target.OtherEntries = certs, hashes, other
 }
 
-// addGrubCommand records kernel command lines from GRUB's PCR 8 text events.
-// GRUB measures the text after its "kernel_cmdline: " prefix; an event whose
-// digest does not cover its text is an anomaly, since the text could be forged.
-func (st *BootState) addGrubCommand(n int, e tcg.Event, alg crypto.Hash) {
-	const prefix = "kernel_cmdline: "
-	text := strings.TrimRight(string(e.Data), "\x00")
-	if !strings.HasPrefix(text, prefix) {
+// cmdlineFormats are the ways boot loaders record the kernel command line as
+// text in an EV_IPL event, as data: the PCR, a prefix that marks the event, and
+// whether the text is UTF-16. The digest must cover the command line (with or
+// without the prefix, with or without a terminating NUL); otherwise the text
+// could say anything and is ignored as unverifiable.
+var cmdlineFormats = []struct {
+	id     string
+	pcrs   []int
+	prefix string
+	utf16  bool
+}{
+	{id: "grub", pcrs: []int{8}, prefix: "kernel_cmdline: "},
+	{id: "grub-rhel", pcrs: []int{8}, prefix: "grub_kernel_cmdline "},
+	// systemd-boot and systemd-stub measure the load options, UTF-16.
+	{id: "systemd", pcrs: []int{8, 12}, utf16: true},
+}
+
+// addCmdline records a kernel command line from a text event.
+func (st *BootState) addCmdline(n int, e tcg.Event, alg crypto.Hash) {
+	for _, f := range cmdlineFormats {
+		if !slices.Contains(f.pcrs, e.Index) {
+			continue
+		}
+		var text string
+		if f.utf16 {
+			if !looksUTF16(e.Data) {
+				continue
+			}
+			text = decodeUTF16(e.Data)
+		} else {
+			t := strings.TrimRight(string(e.Data), "\x00")
+			if !strings.HasPrefix(t, f.prefix) {
+				continue
+			}
+			text = strings.TrimPrefix(t, f.prefix)
+		}
+		covered := digestOf(alg, e, e.Data) || digestOf(alg, e, []byte(text)) ||
+			digestOf(alg, e, append([]byte(text), 0)) || digestOf(alg, e, bytes.TrimRight(e.Data, "\x00"))
+		if !covered && f.utf16 {
+			covered = digestOf(alg, e, append(bytes.Clone(e.Data), 0, 0))
+		}
+		if !covered {
+			// The event replayed but its text is not what was measured (older
+			// systemd-boot measures another buffer): the text cannot be
+			// trusted, so it is ignored, and the policy must allow that.
+			st.Unverifiable = append(st.Unverifiable, Anomaly{Event: n, Detail: fmt.Sprintf("kernel command line text (%s format) is not what its digest covers", f.id)})
+			return
+		}
+		st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, Text: text})
 		return
 	}
-	cmd := strings.TrimPrefix(text, prefix)
-	if !digestOf(alg, e, []byte(cmd)) && !digestOf(alg, e, e.Data) && !digestOf(alg, e, append([]byte(cmd), 0)) {
-		st.Anomalies = append(st.Anomalies, Anomaly{Event: n, Detail: "kernel command line event digest does not match its text"})
-		return
+}
+
+// looksUTF16 reports whether b is plausibly a little-endian UTF-16 string of
+// printable ASCII, as load options are.
+func looksUTF16(b []byte) bool {
+	if len(b)%2 == 1 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1] // some boot loaders add a stray terminating byte
 	}
-	st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, Text: cmd})
+	if len(b) < 4 || len(b)%2 != 0 {
+		return false
+	}
+	for i := 0; i+1 < len(b); i += 2 {
+		if b[i+1] != 0 {
+			return false
+		}
+		if c := b[i]; c == 0 {
+			return i > 0
+		} else if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func digestOf(alg crypto.Hash, e tcg.Event, data []byte) bool {

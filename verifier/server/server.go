@@ -120,7 +120,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	sid := fmt.Sprintf("%x", id)
 	ok := s.sessions.add(sid, &session{
 		enrollment: enr,
-		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs)},
+		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), Unlogged: attest.DefaultUnlogged},
 		nonce:      nonce,
 		expires:    exp,
 	}, now)
@@ -216,8 +216,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data after the JSON object")
+	if _, e := dec.Token(); err == nil && e != io.EOF { // dec.More() misses a trailing ']' or '}'
+		err = errors.Join(errors.New("trailing data after the JSON object"), e)
 	}
 	if err == nil {
 		if _, e := io.Copy(io.Discard, body); e != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,23 +22,35 @@ type session struct {
 	expires    time.Time
 }
 
+// perHost bounds the pending sessions of one EK. An EK certificate is public,
+// and an AK made in software enrolls (only activation stops it), so without
+// this bound a copy of one certificate could fill the whole table; with it, an
+// attacker needs a trusted certificate for every perHost sessions.
+const perHost = 4
+
 // sessions holds outstanding sessions, at most max of them, so that a flood of
 // enrollments cannot exhaust memory.
 type sessions struct {
-	mu  sync.Mutex
-	max int
-	m   map[string]*session
+	mu     sync.Mutex
+	max    int
+	m      map[string]*session
+	byHost map[string][]string // session IDs by host, oldest first
 }
 
 func newSessions(max int) *sessions {
-	return &sessions{max: max, m: map[string]*session{}}
+	return &sessions{max: max, m: map[string]*session{}, byHost: map[string][]string{}}
 }
 
-// add stores s under id, or reports false when the table is full even after
-// dropping expired sessions.
+// add stores s under id, evicting the host's oldest pending session beyond
+// perHost, or reports false when the table is full even after dropping
+// expired sessions.
 func (t *sessions) add(id string, s *session, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	host := s.enrollment.HostID
+	if ids := t.byHost[host]; len(ids) >= perHost {
+		t.removeLocked(ids[0])
+	}
 	if len(t.m) >= t.max {
 		t.sweepLocked(now)
 		if len(t.m) >= t.max {
@@ -45,7 +58,23 @@ func (t *sessions) add(id string, s *session, now time.Time) bool {
 		}
 	}
 	t.m[id] = s
+	t.byHost[host] = append(t.byHost[host], id)
 	return true
+}
+
+func (t *sessions) removeLocked(id string) {
+	s, ok := t.m[id]
+	if !ok {
+		return
+	}
+	delete(t.m, id)
+	host := s.enrollment.HostID
+	ids := slices.DeleteFunc(t.byHost[host], func(x string) bool { return x == id })
+	if len(ids) == 0 {
+		delete(t.byHost, host)
+	} else {
+		t.byHost[host] = ids
+	}
 }
 
 // take removes and returns the session: a session is used at most once.
@@ -56,7 +85,7 @@ func (t *sessions) take(id string, now time.Time) (*session, error) {
 	if !ok {
 		return nil, errUnknownSession
 	}
-	delete(t.m, id)
+	t.removeLocked(id)
 	if !now.Before(s.expires) {
 		return nil, errExpired
 	}
@@ -72,7 +101,7 @@ func (t *sessions) sweep(now time.Time) {
 func (t *sessions) sweepLocked(now time.Time) {
 	for id, s := range t.m {
 		if !now.Before(s.expires) {
-			delete(t.m, id)
+			t.removeLocked(id)
 		}
 	}
 }
