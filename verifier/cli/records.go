@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,9 +92,11 @@ func (e *env) incidentsCmd() *cobra.Command {
 			tw := e.table()
 			fmt.Fprintln(tw, "INCIDENT\tHOST\tSTATE\tFAILURES\tOPENED\tREASONS")
 			for _, in := range incs {
-				rules := make([]string, len(in.Reasons))
-				for i, r := range in.Reasons {
-					rules[i] = r.Rule
+				var rules []string
+				for _, r := range in.Reasons {
+					if !slices.Contains(rules, r.Rule) {
+						rules = append(rules, r.Rule)
+					}
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", in.ID, in.HostID, in.State, in.Failures, in.Opened.Format(time.RFC3339), strings.Join(rules, ", "))
 			}

@@ -33,14 +33,14 @@ type host struct {
 }
 
 var hosts = []host{
-	{"good-host", "testdata/eventlogs/rhel8-uefi.bin", "pass"},
-	{"secureboot-off", "testdata/eventlogs/ubuntu-2104-no-secure-boot.bin", "fail"},
-	{"foreign-firmware", "testdata/eventlogs/cos-101-amd-sev.bin", "fail"},
+	{"good-host", "rhel8-uefi.bin", "pass"},
+	{"secureboot-off", "ubuntu-2104-no-secure-boot.bin", "fail"},
+	{"foreign-firmware", "cos-101-amd-sev.bin", "fail"},
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
+	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -48,18 +48,19 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string) error {
+func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bootgate-demo", flag.ContinueOnError)
 	work := fs.String("work", "build/demo", "working directory (recreated)")
 	bin := fs.String("bin", "bin", "directory holding bootgate and bootgate-agent")
 	addr := fs.String("listen", "127.0.0.1:18443", "address of the attestation API")
+	logs := fs.String("logs", "testdata/eventlogs", "directory of the recorded firmware event logs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := swtpm.Available(); err != nil {
 		return err
 	}
-	step := func(format string, a ...any) { fmt.Printf("==> "+format+"\n", a...) }
+	step := func(format string, a ...any) { fmt.Fprintf(stdout, "==> "+format+"\n", a...) }
 
 	if err := os.RemoveAll(*work); err != nil {
 		return err
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string) error {
 	if out, err := exec.CommandContext(ctx, bootgate, "tls", "init", "--dir", filepath.Join(*work, "tls"), "--host", h).CombinedOutput(); err != nil {
 		return fmt.Errorf("tls init: %v\n%s", err, out)
 	}
-	policyYAML, err := exec.CommandContext(ctx, bootgate, "policy", "learn", "--name", "demo", "--eventlog", hosts[0].eventLog).Output()
+	policyYAML, err := exec.CommandContext(ctx, bootgate, "policy", "learn", "--name", "demo", "--eventlog", filepath.Join(*logs, hosts[0].eventLog)).Output()
 	if err != nil {
 		return fmt.Errorf("policy learn: %v", err)
 	}
@@ -152,17 +153,17 @@ func run(ctx context.Context, args []string) error {
 	}
 	var results []outcome
 	for i, h := range hosts {
-		step("host %s attests (its swtpm replays %s)", h.name, filepath.Base(h.eventLog))
+		step("host %s attests (its swtpm replays %s)", h.name, h.eventLog)
 		start := time.Now()
 		cmd := exec.CommandContext(ctx, agent, "--name", h.name, "--tpm", "swtpm:"+tpms[i].Socket,
 			"--verifier", "https://"+*addr, "--ca", filepath.Join(*work, "tls", "ca.pem"),
-			"--eventlog", h.eventLog, "--replay-eventlog")
+			"--eventlog", filepath.Join(*logs, h.eventLog), "--replay-eventlog")
 		var out strings.Builder
 		agentLog, err := os.Create(filepath.Join(*work, "logs", h.name+".log"))
 		if err != nil {
 			return err
 		}
-		cmd.Stdout = io.MultiWriter(&out, os.Stdout)
+		cmd.Stdout = io.MultiWriter(&out, stdout)
 		cmd.Stderr = agentLog
 		runErr := cmd.Run()
 		agentLog.Close()
@@ -183,9 +184,9 @@ func run(ctx context.Context, args []string) error {
 		results = append(results, o)
 	}
 
-	fmt.Println()
-	fmt.Println("Who got in:")
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(stdout)
+	fmt.Fprintln(stdout, "Who got in:")
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tEXPECTED\tVERDICT\tSECONDS\tREASONS")
 	bad := 0
 	for _, o := range results {
@@ -200,11 +201,11 @@ func run(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s%s\n", o.host.name, o.host.want, verdict, o.took.Seconds(), o.notes, mark)
 	}
 	tw.Flush()
-	fmt.Println()
+	fmt.Fprintln(stdout)
 	for _, c := range [][]string{{"hosts"}, {"incidents"}} {
-		fmt.Printf("$ bootgate %s --config %s\n", c[0], cfgPath)
+		fmt.Fprintf(stdout, "$ bootgate %s --config %s\n", c[0], cfgPath)
 		out, err := exec.CommandContext(ctx, bootgate, c[0], "--config", cfgPath).CombinedOutput()
-		fmt.Print(string(out))
+		fmt.Fprint(stdout, string(out))
 		if err != nil {
 			return fmt.Errorf("bootgate %s: %v", c[0], err)
 		}
@@ -212,7 +213,7 @@ func run(ctx context.Context, args []string) error {
 	if bad > 0 {
 		return fmt.Errorf("%d hosts ended otherwise than expected", bad)
 	}
-	fmt.Println("\ndemo: every host ended as expected")
+	fmt.Fprintln(stdout, "\ndemo: every host ended as expected")
 	return nil
 }
 
