@@ -1,7 +1,9 @@
 package eventlog
 
 import (
+	"bytes"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,8 +157,11 @@ func TestVerifyRefuses(t *testing.T) {
 // FuzzVerify feeds arbitrary bytes, seeded with real logs, through the parser,
 // replay and extraction: they must never panic.
 func FuzzVerify(f *testing.F) {
+	// Go's fuzzing engine stalls on a corpus of whole 20-45 KB logs; the first
+	// kilobytes hold the spec ID event and the Secure Boot variables, which is
+	// where the structure is.
 	for _, raw := range realLogs(f) {
-		f.Add(raw)
+		f.Add(raw[:min(len(raw), 4096)])
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		bank, err := Replay(raw)
@@ -209,4 +214,48 @@ func TestKernelCommandLines(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMutatedLogs runs a fixed, seeded set of corruptions of every recorded
+// log (byte flips, truncations, inserted and deleted runs) through replay,
+// verification and extraction: each must end in a state or an error, never a
+// panic. It is the deterministic companion of FuzzVerify for CI.
+func TestMutatedLogs(t *testing.T) {
+	r := rand.New(rand.NewPCG(2026, 11))
+	n := 0
+	for name, raw := range realLogs(t) {
+		for i := 0; i < 150; i++ {
+			b := bytes.Clone(raw)
+			switch i % 4 {
+			case 0:
+				for k := 0; k < 1+r.IntN(8); k++ {
+					b[r.IntN(len(b))] = byte(r.IntN(256))
+				}
+			case 1:
+				b = b[:r.IntN(len(b))]
+			case 2:
+				at := r.IntN(len(b))
+				ins := make([]byte, 1+r.IntN(64))
+				for j := range ins {
+					ins[j] = byte(r.IntN(256))
+				}
+				b = append(b[:at:at], append(ins, raw[at:]...)...)
+			case 3:
+				at := r.IntN(len(b))
+				b = append(b[:at:at], raw[min(len(raw), at+1+r.IntN(64)):]...)
+			}
+			bank, err := Replay(b)
+			if err != nil {
+				continue
+			}
+			n++
+			if _, err := Verify(b, bank); err != nil && !errors.Is(err, ErrMalformed) {
+				var ue *UnexplainedError
+				if !errors.As(err, &ue) {
+					t.Errorf("%s mutation %d: self-replayed log fails with %v", name, i, err)
+				}
+			}
+		}
+	}
+	t.Logf("%d mutated logs parsed and were verified", n)
 }
