@@ -2,7 +2,6 @@ package tpm_test
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -10,21 +9,17 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-attestation/attest"
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/internal/tpmtest"
-	"github.com/bootgate/bootgate/qemu/swtpm"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
@@ -46,7 +41,7 @@ func TestConformance(t *testing.T) {
 	})
 
 	t.Run("swtpm", func(t *testing.T) {
-		sock := startSwtpm(t)
+		sock := tpm.StartSwtpmForTest(t)
 		runConformance(t, func(t *testing.T) *tpm.TPM {
 			tp, err := tpm.OpenSocket(sock)
 			if err != nil {
@@ -131,7 +126,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 		}
 		certified := 0
 		for i, ek := range eks {
-			pub := unmarshalPublic(t, ek.Public)
+			pub := tpm.UnmarshalPublicForTest(t, ek.Public)
 			if a := pub.ObjectAttributes; !a.FixedTPM || !a.FixedParent || !a.Restricted || !a.Decrypt || a.SignEncrypt {
 				t.Errorf("EK %d (%s): attributes %+v are not an endorsement key's", i, ek.Type, a)
 			}
@@ -174,7 +169,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 				if err := ap.CheckAKParameters(); err != nil {
 					t.Fatalf("go-attestation CheckAKParameters: %v", err)
 				}
-				pub := unmarshalPublic(t, p.Public)
+				pub := tpm.UnmarshalPublicForTest(t, p.Public)
 				a := pub.ObjectAttributes
 				if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.UserWithAuth || !a.Restricted || !a.SignEncrypt || a.Decrypt || a.NoDA || a.AdminWithPolicy {
 					t.Errorf("AK attributes = %+v", a)
@@ -238,7 +233,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 			t.Fatal(err)
 		}
 		for _, ek := range eks {
-			cred, secret := makeCredential(t, ek.Public, otherParams, []byte("for the other AK"))
+			cred, secret := tpm.MakeCredentialForTest(t, ek.Public, otherParams, []byte("for the other AK"))
 			if got, err := ak.ActivateCredential(ek, cred, secret); err == nil {
 				t.Errorf("ActivateCredential(%s EK) of another AK's credential = %q, want an error", ek.Type, got)
 			}
@@ -460,36 +455,6 @@ func countHandles(t *testing.T, tp *tpm.TPM, first uint32) int {
 	}
 }
 
-// startSwtpm manufactures a swtpm with EK certificates from a throwaway
-// manufacturer CA (qemu/swtpm), starts it with TPM2_Startup done, and returns
-// its command socket; swtpm is stopped when the test ends.
-func startSwtpm(t *testing.T) string {
-	t.Helper()
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("skipping the swtpm backend: %v", err)
-	}
-	dir := t.TempDir()
-	ca, err := swtpm.NewCA(filepath.Join(dir, "ca"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := ca.Manufacture(ctx, state); err != nil {
-		t.Fatal(err)
-	}
-	s, err := swtpm.Start(state, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			t.Errorf("stop swtpm: %v", err)
-		}
-	})
-	return s.Socket
-}
 
 func closeOnCleanup(t *testing.T, tp *tpm.TPM) {
 	t.Cleanup(func() {
@@ -579,7 +544,7 @@ func quote(t *testing.T, tp *tpm.TPM, ak *tpm.AK, nonce []byte, sel []int) (atte
 func checkActivation(t *testing.T, ak *tpm.AK, ek tpm.EK) {
 	t.Helper()
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	cred, encSecret := makeCredential(t, ek.Public, ak.Params(), secret)
+	cred, encSecret := tpm.MakeCredentialForTest(t, ek.Public, ak.Params(), secret)
 	got, err := ak.ActivateCredential(ek, cred, encSecret)
 	if err != nil {
 		t.Fatalf("ActivateCredential(%s EK): %v", ek.Type, err)
@@ -588,13 +553,13 @@ func checkActivation(t *testing.T, ak *tpm.AK, ek tpm.EK) {
 		t.Fatalf("ActivateCredential(%s EK) = %x, want %x", ek.Type, got, secret)
 	}
 
-	cred, encSecret = makeCredential(t, ek.Public, ak.Params(), secret)
-	got, err = ak.ActivateCredential(ek, prefix2B(cred), prefix2B(encSecret))
+	cred, encSecret = tpm.MakeCredentialForTest(t, ek.Public, ak.Params(), secret)
+	got, err = ak.ActivateCredential(ek, tpm.Prefix2BForTest(cred), tpm.Prefix2BForTest(encSecret))
 	if err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("ActivateCredential(%s EK) with TPM2B prefixes = %x, %v; want %x", ek.Type, got, err, secret)
 	}
 
-	if unmarshalPublic(t, ek.Public).NameAlg != tpm2.TPMAlgSHA256 {
+	if tpm.UnmarshalPublicForTest(t, ek.Public).NameAlg != tpm2.TPMAlgSHA256 {
 		return // go-attestation generates only for SHA-256 / AES-128 EKs
 	}
 	ap := attest.ActivationParameters{EK: cryptoPublic(t, ek.Public), AK: attestParams(ak.Params())}
@@ -608,28 +573,6 @@ func checkActivation(t *testing.T, ak *tpm.AK, ek tpm.EK) {
 	}
 }
 
-// makeCredential plays the verifier: a credential for the AK of params,
-// encrypted to ekPublic, exactly as tpm2.CreateCredential returns it.
-func makeCredential(t *testing.T, ekPublic []byte, params wire.AKParams, secret []byte) (credential, encSecret []byte) {
-	t.Helper()
-	key, err := tpm2.ImportEncapsulationKey(unmarshalPublic(t, ekPublic))
-	if err != nil {
-		t.Fatalf("ImportEncapsulationKey: %v", err)
-	}
-	name, err := tpm2.ObjectName(unmarshalPublic(t, params.Public))
-	if err != nil {
-		t.Fatalf("ObjectName: %v", err)
-	}
-	credential, encSecret, err = tpm2.CreateCredential(rand.Reader, key, name.Buffer, secret)
-	if err != nil {
-		t.Fatalf("CreateCredential: %v", err)
-	}
-	return credential, encSecret
-}
-
-func prefix2B(b []byte) []byte {
-	return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
-}
 
 func attestParams(p wire.AKParams) attest.AttestationParameters {
 	return attest.AttestationParameters{
@@ -640,18 +583,10 @@ func attestParams(p wire.AKParams) attest.AttestationParameters {
 	}
 }
 
-func unmarshalPublic(t *testing.T, b []byte) *tpm2.TPMTPublic {
-	t.Helper()
-	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](b)
-	if err != nil {
-		t.Fatalf("unmarshal TPMT_PUBLIC: %v", err)
-	}
-	return pub
-}
 
 func cryptoPublic(t *testing.T, b []byte) crypto.PublicKey {
 	t.Helper()
-	k, err := tpm2.Pub(*unmarshalPublic(t, b))
+	k, err := tpm2.Pub(*tpm.UnmarshalPublicForTest(t, b))
 	if err != nil {
 		t.Fatalf("decode public key: %v", err)
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -39,11 +40,13 @@ func (f *storeFlags) open() (*store.SQLite, error) {
 	return store.OpenSQLite(path)
 }
 
-func (e *env) hostsCmd() *cobra.Command {
+// listCmd makes a command that lists records from the store, as a table or
+// as JSON.
+func listCmd[T any](e *env, use, short string, fetch func(*store.SQLite, context.Context) ([]T, error), header string, row func(T) string) *cobra.Command {
 	var f storeFlags
 	cmd := &cobra.Command{
-		Use:   "hosts",
-		Short: "List the hosts the appliance has seen, with their state and last verdict",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := f.open()
@@ -51,17 +54,17 @@ func (e *env) hostsCmd() *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			hosts, err := st.Hosts(cmd.Context())
+			items, err := fetch(st, cmd.Context())
 			if err != nil {
 				return err
 			}
 			if f.json {
-				return e.printJSON(hosts)
+				return e.printJSON(items)
 			}
 			tw := e.table()
-			fmt.Fprintln(tw, "HOST\tSTATE\tLAST VERDICT\tLAST SEEN\tATTESTATION\tEK")
-			for _, h := range hosts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", h.ID, h.State, h.LastVerdict, h.LastSeen.Format(time.RFC3339), h.LastAttestationID, h.EKType)
+			fmt.Fprintln(tw, header)
+			for _, it := range items {
+				fmt.Fprintln(tw, row(it))
 			}
 			return tw.Flush()
 		},
@@ -70,39 +73,26 @@ func (e *env) hostsCmd() *cobra.Command {
 	return cmd
 }
 
+func (e *env) hostsCmd() *cobra.Command {
+	return listCmd(e, "hosts", "List the hosts the appliance has seen, with their state and last verdict",
+		(*store.SQLite).Hosts,
+		"HOST\tSTATE\tLAST VERDICT\tLAST SEEN\tATTESTATION\tEK",
+		func(h store.Host) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s", h.ID, h.State, h.LastVerdict, h.LastSeen.Format(time.RFC3339), h.LastAttestationID, h.EKType)
+		})
+}
+
 func (e *env) incidentsCmd() *cobra.Command {
-	var f storeFlags
-	cmd := &cobra.Command{
-		Use:   "incidents",
-		Short: "List incidents opened by failed attestations, with their reasons",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := f.open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			incs, err := st.Incidents(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return e.printJSON(incs)
-			}
-			tw := e.table()
-			fmt.Fprintln(tw, "INCIDENT\tHOST\tSTATE\tFAILURES\tOPENED\tREASONS")
-			for _, in := range incs {
-				var rules []string
-				for _, r := range in.Reasons {
-					if !slices.Contains(rules, r.Rule) {
-						rules = append(rules, r.Rule)
-					}
+	return listCmd(e, "incidents", "List incidents opened by failed attestations, with their reasons",
+		(*store.SQLite).Incidents,
+		"INCIDENT\tHOST\tSTATE\tFAILURES\tOPENED\tREASONS",
+		func(in store.Incident) string {
+			var rules []string
+			for _, r := range in.Reasons {
+				if !slices.Contains(rules, r.Rule) {
+					rules = append(rules, r.Rule)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", in.ID, in.HostID, in.State, in.Failures, in.Opened.Format(time.RFC3339), strings.Join(rules, ", "))
 			}
-			return tw.Flush()
-		},
-	}
-	f.add(cmd)
-	return cmd
+			return fmt.Sprintf("%d\t%s\t%s\t%d\t%s\t%s", in.ID, in.HostID, in.State, in.Failures, in.Opened.Format(time.RFC3339), strings.Join(rules, ", "))
+		})
 }
