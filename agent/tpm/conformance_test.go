@@ -455,7 +455,6 @@ func countHandles(t *testing.T, tp *tpm.TPM, first uint32) int {
 	}
 }
 
-
 func closeOnCleanup(t *testing.T, tp *tpm.TPM) {
 	t.Cleanup(func() {
 		if err := tp.Close(); err != nil {
@@ -573,7 +572,6 @@ func checkActivation(t *testing.T, ak *tpm.AK, ek tpm.EK) {
 	}
 }
 
-
 func attestParams(p wire.AKParams) attest.AttestationParameters {
 	return attest.AttestationParameters{
 		Public:            p.Public,
@@ -582,7 +580,6 @@ func attestParams(p wire.AKParams) attest.AttestationParameters {
 		CreateSignature:   p.CreateSignature,
 	}
 }
-
 
 func cryptoPublic(t *testing.T, b []byte) crypto.PublicKey {
 	t.Helper()
