@@ -65,9 +65,13 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		}
 		logs = eventlog.NewCache(n)
 	}
+	var boot *server.BootOS
+	if cfg.Boot != nil {
+		boot = &server.BootOS{Kernel: cfg.Boot.Kernel, Initrd: cfg.Boot.Initrd, Cmdline: cfg.Boot.Cmdline}
+	}
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: e.logger,
-		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL,
+		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot,
 	})
 	if err != nil {
 		return err

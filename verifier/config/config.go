@@ -32,6 +32,17 @@ type Config struct {
 	// LogCache is the number of distinct event logs whose verification is
 	// remembered (default 1024; 0 keeps the default, -1 disables).
 	LogCache int `yaml:"log_cache"`
+	// Boot is the production OS that admitted hosts boot (optional).
+	Boot *Boot `yaml:"boot"`
+}
+
+// Boot names the production OS files. The agent checks their SHA-256, which
+// the verifier computes at start, and the kernel's signature is checked again
+// by kexec_file_load under Secure Boot lockdown.
+type Boot struct {
+	Kernel  string `yaml:"kernel"`
+	Initrd  string `yaml:"initrd"`
+	Cmdline string `yaml:"cmdline"`
 }
 
 // TLS names the appliance's server certificate and key (PEM).
@@ -67,7 +78,11 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	base := filepath.Dir(path)
-	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.Store, &c.EK.Roots} {
+	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.Store, &c.EK.Roots}
+	if c.Boot != nil {
+		paths = append(paths, &c.Boot.Kernel, &c.Boot.Initrd)
+	}
+	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -91,6 +106,10 @@ func (c *Config) validate() error {
 	req("policy", c.Policy)
 	req("store", c.Store)
 	req("ek.roots", c.EK.Roots)
+	if c.Boot != nil {
+		req("boot.kernel", c.Boot.Kernel)
+		req("boot.initrd", c.Boot.Initrd)
+	}
 	if c.SessionTTL < 0 {
 		errs = append(errs, errors.New("session_ttl: negative"))
 	}

@@ -37,12 +37,15 @@ type Options struct {
 	PCRs        []int              // default DefaultPCRs
 	SessionTTL  time.Duration      // default 60 s
 	MaxSessions int                // outstanding sessions; default 10000
+	// Boot is the production OS that passing hosts boot; nil for none.
+	Boot *BootOS
 }
 
 // Server serves the attestation API.
 type Server struct {
 	opt      Options
 	sessions *sessions
+	boot     *bootFiles
 }
 
 // New checks the options and makes a Server.
@@ -71,7 +74,15 @@ func New(opt Options) (*Server, error) {
 	if opt.MaxSessions <= 0 {
 		opt.MaxSessions = 10000
 	}
-	return &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}, nil
+	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
+	if opt.Boot != nil {
+		b, err := loadBootFiles(opt.Boot)
+		if err != nil {
+			return nil, err
+		}
+		s.boot = b
+	}
+	return s, nil
 }
 
 // Handler returns the API's HTTP handler.
@@ -79,6 +90,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathEnroll, s.enroll)
 	mux.HandleFunc("POST "+wire.PathQuote, s.quote)
+	if s.boot != nil {
+		mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.boot.serve)
+	}
 	return mux
 }
 
@@ -203,10 +217,15 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Info("attested", "verdict", verdict, "reasons", len(reasons), "attestation", a.ID, "incident", incident, "verify_ms", time.Since(start).Milliseconds())
-	writeJSON(w, http.StatusOK, wire.Result{
+	res := wire.Result{
 		AttestationID: a.ID, HostID: enr.HostID, Verdict: verdict, Reasons: reasons,
 		IncidentID: incident, PolicyDigest: s.opt.Policy.Digest(),
-	})
+	}
+	if verdict == wire.VerdictPass && s.boot != nil {
+		spec := s.boot.spec
+		res.Boot = &spec
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // decode reads one JSON value of at most wire.MaxBodyBytes with no unknown

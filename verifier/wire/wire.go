@@ -12,6 +12,9 @@ import "time"
 const (
 	PathEnroll = "/v1/attest/enroll"
 	PathQuote  = "/v1/attest/quote"
+	// PathBoot is the prefix of the production OS files a passing host
+	// fetches: PathBoot+"kernel" and PathBoot+"initrd".
+	PathBoot = "/v1/boot/"
 )
 
 // MaxBodyBytes bounds every request body the verifier reads. A firmware event log
@@ -87,6 +90,24 @@ type Result struct {
 	Reasons       []Reason `json:"reasons,omitempty"`
 	IncidentID    int64    `json:"incident_id,omitempty"`
 	PolicyDigest  string   `json:"policy_digest"`
+	// Boot names the production OS to boot; only on a pass, and only when
+	// the appliance serves one.
+	Boot *BootSpec `json:"boot,omitempty"`
+}
+
+// BootSpec names the production OS: where to fetch its files on the
+// appliance and the SHA-256 each must have, and its kernel command line.
+type BootSpec struct {
+	Kernel  File   `json:"kernel"`
+	Initrd  File   `json:"initrd"`
+	Cmdline string `json:"cmdline"`
+}
+
+// File is one file of the production OS.
+type File struct {
+	Path   string `json:"path"` // on the appliance, e.g. /v1/boot/kernel
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
 }
 
 // Error is the body of every non-2xx answer.

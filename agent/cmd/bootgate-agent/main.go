@@ -1,7 +1,8 @@
 // Command bootgate-agent attests this machine's boot to a bootgate verifier.
 //
-// In the boot path it runs as the initramfs's init and decides between the
-// production OS and quarantine. As a process it attests once and exits:
+// In the boot path (-boot) it runs as the initramfs's uinit and decides
+// between the production OS and quarantine. As a process it attests once and
+// exits:
 // 0 when the host was admitted, 1 when the verifier refused it (the reasons are
 // printed), 2 when no verdict could be had.
 package main
@@ -41,9 +42,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		replay   = fs.Bool("replay-eventlog", false, "test TPMs only: first extend the event log into the TPM's PCRs, as firmware would have")
 		akAlg    = fs.String("ak", "ecc", "attestation key algorithm: ecc (P-256) or rsa (2048)")
 		name     = fs.String("name", "", "name shown in the output")
+		bootMode = fs.Bool("boot", false, "run as the initramfs's uinit: configuration from the kernel command line, then kexec or quarantine")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *bootMode {
+		err := runBoot(ctx, stdout)
+		fmt.Fprintln(stderr, "bootgate-agent:", err)
+		// Never fall through to a shell or an OS: the host stays here.
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if err := attest(ctx, log, stdout, *tpmSpec, *verifier, *caFile, *logPath, *replay, *akAlg, *name); err != nil {

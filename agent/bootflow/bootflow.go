@@ -1,0 +1,173 @@
+// Package bootflow is the agent's decision: attest, and boot the production
+// OS only after a passing verdict and a fully checked image; otherwise stay
+// quarantined, show why, and attest again with backoff. There is one place
+// that leads to the kexec, and every failure leads back to the loop.
+package bootflow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/bootgate/bootgate/agent/client"
+	"github.com/bootgate/bootgate/agent/event"
+	"github.com/bootgate/bootgate/agent/tpm"
+	"github.com/bootgate/bootgate/boot"
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// PCR is where the agent measures the production OS before the kexec
+// (boot.Image.Digest): PCR 15, which firmware, shim, GRUB and the Linux EFI
+// stub leave alone.
+const PCR = 15
+
+// Backoff spaces the attempts after a failure: exponential from Min to Max
+// with full jitter, so that a rack that failed together does not retry in step.
+type Backoff struct {
+	Min, Max time.Duration
+}
+
+// Delay is the wait before attempt n (n ≥ 1 counts the failures so far).
+func (b Backoff) Delay(n int, r *rand.Rand) time.Duration {
+	d := b.Min
+	for i := 1; i < n && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	return d/2 + time.Duration(r.Int64N(int64(d/2)+1))
+}
+
+// Flow holds what one boot's decision needs.
+type Flow struct {
+	Client   *client.Client
+	OpenTPM  func() (*tpm.TPM, error)
+	EventLog func() ([]byte, error)
+	Loader   *boot.Loader
+	Events   *event.Emitter
+	Console  io.Writer // where people read why the host is quarantined
+	Backoff  Backoff
+	// MaxAttempts bounds the attempts (0: no bound, as in production, where
+	// a quarantined host keeps trying until it passes).
+	MaxAttempts int
+}
+
+// ErrQuarantined is returned when MaxAttempts ran out without a pass.
+var ErrQuarantined = errors.New("host stays quarantined")
+
+// Run loops until an attestation passes and its OS is loaded, then executes
+// it (which does not return on success). It returns when ctx ends, after
+// MaxAttempts, or when the kexec itself fails.
+func (f *Flow) Run(ctx context.Context) error {
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x62677465))
+	for attempt := 1; f.MaxAttempts == 0 || attempt <= f.MaxAttempts; attempt++ {
+		img, ok := f.attempt(ctx, attempt)
+		if ok {
+			f.Events.Emit("kexec", map[string]any{"attempt": attempt, "os_digest": fmt.Sprintf("%x", img.Digest)})
+			if err := f.Loader.Execute(); err != nil {
+				f.Events.Emit("boot_error", map[string]any{"error": "kexec: " + err.Error()})
+				return fmt.Errorf("kexec: %w", err)
+			}
+			return nil // dry run
+		}
+		if f.MaxAttempts != 0 && attempt == f.MaxAttempts {
+			break
+		}
+		d := f.Backoff.Delay(attempt, r)
+		f.Events.Emit("retry", map[string]any{"attempt": attempt, "in_ms": d.Milliseconds()})
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+	}
+	return ErrQuarantined
+}
+
+// attempt runs one attestation and, on a pass, fetches, checks, measures and
+// loads the OS. It reports true only when the OS is loaded and nothing
+// remains but to execute it.
+func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
+	fail := func(name string, err error) (*boot.Image, bool) {
+		f.Events.Emit(name, map[string]any{"attempt": n, "error": err.Error()})
+		return nil, false
+	}
+	eventLog, err := f.EventLog()
+	if err != nil {
+		return fail("attest_error", fmt.Errorf("read event log: %w", err))
+	}
+	t, err := f.OpenTPM()
+	if err != nil {
+		return fail("attest_error", fmt.Errorf("open TPM: %w", err))
+	}
+	rep, err := f.Client.Attest(ctx, t, eventLog)
+	if err != nil {
+		t.Close()
+		return fail("attest_error", err)
+	}
+	res := rep.Result
+	f.Events.Emit("attested", map[string]any{
+		"attempt": n, "verdict": res.Verdict, "host_id": res.HostID, "attestation_id": res.AttestationID,
+		"incident_id": res.IncidentID, "reasons": res.Reasons, "ek": rep.EKType,
+		"tpm_commands": rep.TPMCommands, "attest_ms": rep.Duration.Milliseconds(),
+	})
+	if res.Verdict != wire.VerdictPass {
+		t.Close()
+		f.showQuarantine(res)
+		return nil, false
+	}
+	if res.Boot == nil {
+		t.Close()
+		return fail("boot_error", errors.New("the verifier named no production OS"))
+	}
+	spec := boot.Spec{
+		Kernel:  boot.File{URL: f.Client.BaseURL + res.Boot.Kernel.Path, SHA256: res.Boot.Kernel.SHA256, Size: res.Boot.Kernel.Size},
+		Initrd:  boot.File{URL: f.Client.BaseURL + res.Boot.Initrd.Path, SHA256: res.Boot.Initrd.SHA256, Size: res.Boot.Initrd.Size},
+		Cmdline: res.Boot.Cmdline,
+	}
+	img, err := f.Loader.Fetch(ctx, spec)
+	if err != nil {
+		t.Close()
+		return fail("boot_error", err)
+	}
+	f.Events.Emit("os_verified", map[string]any{"kernel_sha256": spec.Kernel.SHA256, "initrd_sha256": spec.Initrd.SHA256})
+	handover, err := json.Marshal(map[string]any{
+		"host_id": res.HostID, "attestation_id": res.AttestationID, "verdict": res.Verdict, "policy_digest": res.PolicyDigest,
+	})
+	if err != nil {
+		t.Close()
+		return fail("boot_error", err)
+	}
+	if f.Loader.Extra, err = boot.CPIO(map[string][]byte{"bootgate/attestation.json": handover}); err != nil {
+		t.Close()
+		return fail("boot_error", err)
+	}
+	f.Loader.Measurer = t
+	err = f.Loader.Load(img)
+	f.Loader.Measurer = nil
+	t.Close()
+	if err != nil {
+		return fail("boot_error", err)
+	}
+	f.Events.Emit("os_loaded", map[string]any{"pcr": f.Loader.PCR, "os_digest": fmt.Sprintf("%x", img.Digest)})
+	return img, true
+}
+
+// showQuarantine tells the person at the console why this host does not boot.
+func (f *Flow) showQuarantine(res wire.Result) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n*** bootgate: host %s is QUARANTINED (incident %d). It will not boot until it attests cleanly. ***\n", res.HostID, res.IncidentID)
+	for _, r := range res.Reasons {
+		if r.Event > 0 {
+			fmt.Fprintf(&b, "    %s (event %d): %s\n", r.Rule, r.Event, r.Detail)
+		} else {
+			fmt.Fprintf(&b, "    %s: %s\n", r.Rule, r.Detail)
+		}
+	}
+	_, _ = io.WriteString(f.Console, b.String())
+	f.Events.Emit("quarantined", map[string]any{"host_id": res.HostID, "incident_id": res.IncidentID, "reasons": len(res.Reasons)})
+}

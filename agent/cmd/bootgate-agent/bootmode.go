@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bootgate/bootgate/agent/bootflow"
+	"github.com/bootgate/bootgate/agent/client"
+	"github.com/bootgate/bootgate/agent/event"
+	"github.com/bootgate/bootgate/agent/netup"
+	"github.com/bootgate/bootgate/agent/tpm"
+	"github.com/bootgate/bootgate/boot"
+)
+
+// Files the images put in the agent's initramfs.
+const (
+	defaultCA      = "/etc/bootgate/ca.pem"
+	modulesDir     = "/lib/modules/bootgate"
+	securityfs     = "/sys/kernel/security"
+	cmdlinePrefix  = "bootgate."
+	defaultTPMSpec = "device:/dev/tpmrm0"
+)
+
+// bootConfig is read from the kernel command line (bootgate.KEY=VALUE), which
+// is part of the signed, measured UKI.
+type bootConfig struct {
+	verifier string // bootgate.verifier=https://HOST:PORT
+	ca       string // bootgate.ca=PATH
+	tpm      string // bootgate.tpm=device:/dev/tpmrm0
+	dryRun   bool   // bootgate.dryrun=1: do everything but the kexec
+	ak       tpm.AKAlg
+}
+
+func parseCmdline(cmdline string) (bootConfig, error) {
+	c := bootConfig{ca: defaultCA, tpm: defaultTPMSpec}
+	for _, f := range strings.Fields(cmdline) {
+		k, v, _ := strings.Cut(f, "=")
+		k, ok := strings.CutPrefix(k, cmdlinePrefix)
+		if !ok {
+			continue
+		}
+		switch k {
+		case "verifier":
+			c.verifier = v
+		case "ca":
+			c.ca = v
+		case "tpm":
+			c.tpm = v
+		case "dryrun":
+			c.dryRun = v == "1" || v == "true"
+		case "ak":
+			if v == "rsa" {
+				c.ak = tpm.AKRSA2048
+			}
+		default:
+			return c, fmt.Errorf("unknown kernel parameter bootgate.%s", k)
+		}
+	}
+	if c.verifier == "" {
+		return c, errors.New("no bootgate.verifier= on the kernel command line")
+	}
+	return c, nil
+}
+
+// runBoot is the agent as the initramfs's uinit: bring the network up,
+// attest, and kexec into the production OS or stay quarantined.
+func runBoot(ctx context.Context, console io.Writer) error {
+	ev := event.New(console)
+	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ev.Emit("agent_start", nil)
+	raw, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return fmt.Errorf("read kernel command line: %w", err)
+	}
+	cfg, err := parseCmdline(string(raw))
+	if err != nil {
+		ev.Emit("config_error", map[string]any{"error": err.Error()})
+		return err
+	}
+	if err := unix.Mount("securityfs", securityfs, "securityfs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		log.Warn("mount securityfs", "err", err)
+	}
+	n, err := netup.LoadModules(modulesDir, log)
+	if err != nil {
+		ev.Emit("modules_error", map[string]any{"error": err.Error()})
+	}
+	ev.Emit("modules_loaded", map[string]any{"count": n})
+	var lease *netup.Lease
+	for lease == nil {
+		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		lease, err = netup.DHCP(dctx, log)
+		cancel()
+		if err != nil {
+			ev.Emit("network_error", map[string]any{"error": err.Error()})
+			time.Sleep(5 * time.Second)
+		}
+	}
+	ev.Emit("network_up", map[string]any{"interface": lease.Interface, "address": lease.Address.String(), "dhcp_ms": lease.Took.Milliseconds()})
+
+	caPEM, err := os.ReadFile(cfg.ca)
+	if err != nil {
+		return fmt.Errorf("read appliance CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("read appliance CA: no certificate in %s", cfg.ca)
+	}
+	httpc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
+	}}
+	flow := &bootflow.Flow{
+		Client:   &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), HTTP: httpc, Logger: log, AK: cfg.ak},
+		OpenTPM:  func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
+		EventLog: func() ([]byte, error) { return os.ReadFile(securityfsLog) },
+		Loader:   &boot.Loader{HTTP: httpc, Dir: "/tmp/bootgate-os", PCR: bootflow.PCR, Kexec: boot.LinuxKexec{}, DryRun: cfg.dryRun},
+		Events:   ev,
+		Console:  console,
+		Backoff:  bootflow.Backoff{Min: 2 * time.Second, Max: 60 * time.Second},
+	}
+	return flow.Run(ctx)
+}

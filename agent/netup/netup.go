@@ -1,0 +1,104 @@
+// Package netup brings the boot network up in the initramfs: it loads the NIC
+// drivers in a given order and configures the first interface that gets a
+// DHCP lease.
+package netup
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/u-root/u-root/pkg/dhclient"
+	"github.com/u-root/u-root/pkg/kmodule"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// LoadModules loads the kernel modules named, one per line, in dir/order,
+// in that order (u-root's init would load them alphabetically, without
+// regard to dependencies). A module that is already loaded is not an error.
+func LoadModules(dir string, log *slog.Logger) (int, error) {
+	f, err := os.Open(filepath.Join(dir, "order"))
+	if err != nil {
+		return 0, fmt.Errorf("load modules: %w", err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name := strings.TrimSpace(sc.Text())
+		if name == "" || strings.HasPrefix(name, "#") {
+			continue
+		}
+		m, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return n, fmt.Errorf("load module %s: %w", name, err)
+		}
+		err = kmodule.FileInit(m, "", 0)
+		m.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return n, fmt.Errorf("load module %s: %w", name, err)
+		}
+		log.Debug("loaded module", "module", name)
+		n++
+	}
+	return n, sc.Err()
+}
+
+// Lease is the address an interface got.
+type Lease struct {
+	Interface string
+	Address   net.IP
+	Server    net.IP
+	Took      time.Duration
+}
+
+// DHCP brings up every non-loopback interface, asks for a DHCPv4 lease on
+// each, and configures the first that answers. It gives up when ctx ends.
+func DHCP(ctx context.Context, log *slog.Logger) (*Lease, error) {
+	start := time.Now()
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	var ifs []netlink.Link
+	for _, l := range links {
+		if l.Attrs().Flags&net.FlagLoopback != 0 || l.Type() != "device" {
+			continue
+		}
+		ifs = append(ifs, l)
+	}
+	if len(ifs) == 0 {
+		return nil, errors.New("dhcp: no network interface (is the NIC driver loaded?)")
+	}
+	cfg := dhclient.Config{Timeout: 5 * time.Second, Retries: 3, LogLevel: dhclient.LogInfo}
+	for r := range dhclient.SendRequests(ctx, ifs, true, false, cfg, 10*time.Second) {
+		if r.Err != nil {
+			log.Warn("dhcp", "interface", r.Interface.Attrs().Name, "err", r.Err)
+			continue
+		}
+		if err := r.Lease.Configure(); err != nil {
+			log.Warn("configure lease", "interface", r.Interface.Attrs().Name, "err", err)
+			continue
+		}
+		l := &Lease{Interface: r.Interface.Attrs().Name, Took: time.Since(start)}
+		if p, ok := r.Lease.(*dhclient.Packet4); ok {
+			msg, _ := p.Message()
+			if msg != nil {
+				l.Address, l.Server = msg.YourIPAddr, msg.ServerIPAddr
+			}
+		}
+		return l, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dhcp: %w", err)
+	}
+	return nil, errors.New("dhcp: no interface got a lease")
+}

@@ -1,0 +1,61 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// BootOS is the production OS a passing host boots: its kernel and initrd
+// files and its command line.
+type BootOS struct {
+	Kernel, Initrd string
+	Cmdline        string
+}
+
+// bootFiles holds the production OS in memory, with the digests the verifier
+// names in every passing verdict. Files are read once, at start: what is
+// served is exactly what was hashed.
+type bootFiles struct {
+	spec  wire.BootSpec
+	files map[string][]byte // by name: "kernel", "initrd"
+	mod   time.Time
+}
+
+func loadBootFiles(bos *BootOS) (*bootFiles, error) {
+	b := &bootFiles{files: map[string][]byte{}, mod: time.Now()}
+	for _, f := range []struct {
+		name, path string
+		dst        *wire.File
+	}{
+		{"kernel", bos.Kernel, &b.spec.Kernel},
+		{"initrd", bos.Initrd, &b.spec.Initrd},
+	} {
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("load production OS: %w", err)
+		}
+		sum := sha256.Sum256(data)
+		b.files[f.name] = data
+		*f.dst = wire.File{Path: wire.PathBoot + f.name, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
+	}
+	b.spec.Cmdline = bos.Cmdline
+	return b, nil
+}
+
+func (b *bootFiles) serve(w http.ResponseWriter, r *http.Request) {
+	data, ok := b.files[r.PathValue("name")]
+	if !ok {
+		writeError(w, http.StatusNotFound, wire.CodeBadRequest, "no such boot file")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", b.mod, io.ReadSeeker(bytes.NewReader(data)))
+}
