@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -92,8 +93,11 @@ func mustLook(bin string) string {
 // TPM is a running swtpm serving raw TPM commands on a unix socket.
 type TPM struct {
 	Socket string
-	cmd    *exec.Cmd
-	done   chan error
+	// Ctrl is the path of swtpm's control socket (the one QEMU's
+	// `-tpmdev emulator` connects to).
+	Ctrl string
+	cmd  *exec.Cmd
+	done chan error
 }
 
 // Start runs swtpm on stateDir with a command socket and a control socket in
@@ -111,12 +115,35 @@ func Start(stateDir string, startup bool) (*TPM, error) {
 	if startup {
 		args = append(args, "--flags", "startup-clear")
 	}
-	cmd := exec.Command("swtpm", args...)
+	return run(exec.Command("swtpm", args...), &TPM{Socket: sock, Ctrl: ctrl})
+}
+
+// StartForVM runs swtpm on stateDir for a QEMU guest: a control socket only
+// (stateDir/ctrl.sock, in Ctrl; QEMU passes the data channel over it, so
+// Socket is empty) and no startup command (the firmware sends TPM2_Startup).
+// swtpm is killed if the calling process dies. Log goes to
+// stateDir/swtpm.log.
+func StartForVM(stateDir string) (*TPM, error) {
+	ctrl := filepath.Join(stateDir, "ctrl.sock")
+	if len(ctrl) >= 108 {
+		return nil, fmt.Errorf("start swtpm: control socket path %s is longer than a unix socket address allows (107 bytes)", ctrl)
+	}
+	_ = os.Remove(ctrl)
+	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+stateDir,
+		"--ctrl", "type=unixio,path="+ctrl,
+		"--log", "file="+filepath.Join(stateDir, "swtpm.log")+",level=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return run(cmd, &TPM{Ctrl: ctrl})
+}
+
+// run starts cmd as t's process and waits until t.Ctrl accepts connections.
+func run(cmd *exec.Cmd, t *TPM) (*TPM, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start swtpm: %w", err)
 	}
-	t := &TPM{Socket: sock, cmd: cmd, done: make(chan error, 1)}
+	t.cmd, t.done = cmd, make(chan error, 1)
 	go func() { t.done <- cmd.Wait() }()
+	ctrl := t.Ctrl
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if c, err := net.Dial("unix", ctrl); err == nil {

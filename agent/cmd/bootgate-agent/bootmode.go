@@ -91,6 +91,20 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	if err := unix.Mount("securityfs", securityfs, "securityfs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
 		log.Warn("mount securityfs", "err", err)
 	}
+	// Early in boot the kernel's random pool may not be ready, and getrandom
+	// blocks DHCP and TLS: seed it from the TPM's generator.
+	if t, err := tpm.Open(cfg.tpm); err != nil {
+		log.Warn("open TPM for entropy", "err", err)
+	} else {
+		seed, err := t.Random(64)
+		t.Close()
+		if err == nil {
+			err = netup.AddEntropy(seed)
+		}
+		if err != nil {
+			log.Warn("seed kernel random pool from the TPM", "err", err)
+		}
+	}
 	n, err := netup.LoadModules(modulesDir, log)
 	if err != nil {
 		ev.Emit("modules_error", map[string]any{"error": err.Error()})

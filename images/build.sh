@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds everything the test boots need into build/, with progress:
+#   build/kernel/               the pinned Debian kernel and the agent's modules
+#   build/appliance/tls/        the appliance's TLS CA (built into the agent) and certificate
+#   build/agent-initramfs.cpio.zst   u-root init + bootgate-agent, zstd
+#   build/agent.efi             UKI (systemd stub + kernel + initramfs + cmdline) signed with the bootgate db key
+#   build/agent-other.efi       the same UKI signed with the "other vendor" db key (firmware accepts it, policy must not)
+#   build/prodos/               the production-OS test image: kernel + initrd whose init prints a marker
+#   build/ovmf/                 OVMF code and variable stores with bootgate's own PK/KEK/db enrolled
+# Steps whose outputs are newer than their inputs are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+B=build
+VERIFIER_ADDR=${VERIFIER_ADDR:-10.0.2.2:18443}   # the appliance as the guest sees it (QEMU user networking)
+CMDLINE="console=ttyS0 quiet bootgate.verifier=https://$VERIFIER_ADDR"
+step() { printf '==> %s\n' "$*"; }
+t0=$(date +%s)
+
+step "kernel"
+bash images/kernel.sh
+
+step "keys and OVMF variable stores"
+bash images/ovmf.sh
+
+step "appliance TLS (the agent trusts its CA)"
+mkdir -p $B/appliance
+if [ ! -f $B/appliance/tls/ca.pem ]; then
+  go run ./verifier/cmd/bootgate tls init --dir $B/appliance/tls --host "${VERIFIER_ADDR%:*}" --host 127.0.0.1
+fi
+
+step "agent initramfs (u-root)"
+stage=$B/initramfs-stage
+rm -rf $stage && mkdir -p $stage/modules
+cp $B/kernel/modules/* $stage/modules/
+if [ ! -f $B/agent-initramfs.cpio.zst ] || [ -n "$(find agent boot verifier/wire go.mod images/modules.txt $B/appliance/tls/ca.pem -newer $B/agent-initramfs.cpio.zst -print -quit)" ]; then
+  files=(-files "$B/appliance/tls/ca.pem:etc/bootgate/ca.pem")
+  for m in $stage/modules/*; do files+=(-files "$m:lib/modules/bootgate/$(basename "$m")"); done
+  GOOS=linux GOARCH=amd64 CGO_ENABLED=0 go run github.com/u-root/u-root -o $B/agent-initramfs.cpio \
+    -base /dev/null -defaultsh="" -uinitcmd="bootgate-agent -boot" "${files[@]}" \
+    github.com/u-root/u-root/cmds/core/init ./agent/cmd/bootgate-agent 2>&1 | grep -E "ERROR|Successfully" || true
+  zstd -q -f -19 -T0 $B/agent-initramfs.cpio -o $B/agent-initramfs.cpio.zst
+  rm -f $B/agent-initramfs.cpio
+fi
+echo "agent initramfs: $(du -h $B/agent-initramfs.cpio.zst | cut -f1) ($(stat -c %s $B/agent-initramfs.cpio.zst) bytes, zstd)"
+
+step "agent UKI"
+go build -o $B/bin/bootgate-uki ./images/cmd/bootgate-uki
+$B/bin/bootgate-uki build --kernel $B/kernel/vmlinuz --initrd $B/agent-initramfs.cpio.zst --cmdline "$CMDLINE" --out $B/agent-unsigned.efi
+$B/bin/bootgate-uki sign --key $B/keys/db.key --cert $B/keys/db.crt --in $B/agent-unsigned.efi --out $B/agent.efi
+$B/bin/bootgate-uki sign --key $B/keys/other-db.key --cert $B/keys/other-db.crt --in $B/agent-unsigned.efi --out $B/agent-other.efi
+echo "agent UKI: $(du -h $B/agent.efi | cut -f1); Authenticode SHA-256 (its PCR 4 event): $($B/bin/bootgate-uki digest $B/agent.efi)"
+
+step "production-OS test image"
+mkdir -p $B/prodos/root
+CGO_ENABLED=0 go build -o $B/prodos/root/init ./images/cmd/bootgate-prodinit
+(cd $B/prodos/root && echo init | cpio -o -H newc --quiet) > $B/prodos/initrd.cpio
+cp $B/kernel/vmlinuz $B/prodos/vmlinuz
+echo "production OS: $B/prodos/vmlinuz (Debian-signed), $B/prodos/initrd.cpio ($(du -h $B/prodos/initrd.cpio | cut -f1))"
+
+step "images built in $(( $(date +%s) - t0 )) s"
