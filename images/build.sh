@@ -5,6 +5,7 @@
 #   build/agent-initramfs.cpio.zst   u-root init + bootgate-agent, zstd
 #   build/agent.efi             UKI (systemd stub + kernel + initramfs + cmdline) signed with the bootgate db key
 #   build/agent-other.efi       the same UKI signed with the "other vendor" db key (firmware accepts it, policy must not)
+#   build/agent-altered.efi     an agent UKI with another command line, signed with bootgate's key
 #   build/prodos/               the production-OS test image: kernel + initrd whose init prints a marker
 #   build/ovmf/                 OVMF code and variable stores with bootgate's own PK/KEK/db enrolled
 # Steps whose outputs are newer than their inputs are skipped.
@@ -47,15 +48,22 @@ echo "agent initramfs: $(du -h $B/agent-initramfs.cpio.zst | cut -f1) ($(stat -c
 step "agent UKI"
 go build -o $B/bin/bootgate-uki ./images/cmd/bootgate-uki
 $B/bin/bootgate-uki build --kernel $B/kernel/vmlinuz --initrd $B/agent-initramfs.cpio.zst --cmdline "$CMDLINE" --out $B/agent-unsigned.efi
-$B/bin/bootgate-uki sign --key $B/keys/db.key --cert $B/keys/db.crt --in $B/agent-unsigned.efi --out $B/agent.efi
-$B/bin/bootgate-uki sign --key $B/keys/other-db.key --cert $B/keys/other-db.crt --in $B/agent-unsigned.efi --out $B/agent-other.efi
+$B/bin/bootgate-uki sign --key $B/keys/db.key --cert $B/keys/db.pem --in $B/agent-unsigned.efi --out $B/agent.efi
+$B/bin/bootgate-uki sign --key $B/keys/other-db.key --cert $B/keys/other-db.pem --in $B/agent-unsigned.efi --out $B/agent-other.efi
+# An altered agent: another command line, signed with bootgate's own key, so
+# firmware boots it; only its PCR 4 digest tells it apart.
+$B/bin/bootgate-uki build --kernel $B/kernel/vmlinuz --initrd $B/agent-initramfs.cpio.zst --cmdline "$CMDLINE nokaslr" --out $B/agent-altered-unsigned.efi
+$B/bin/bootgate-uki sign --key $B/keys/db.key --cert $B/keys/db.pem --in $B/agent-altered-unsigned.efi --out $B/agent-altered.efi
 echo "agent UKI: $(du -h $B/agent.efi | cut -f1); Authenticode SHA-256 (its PCR 4 event): $($B/bin/bootgate-uki digest $B/agent.efi)"
 
 step "production-OS test image"
 mkdir -p $B/prodos/root
 CGO_ENABLED=0 go build -o $B/prodos/root/init ./images/cmd/bootgate-prodinit
 (cd $B/prodos/root && echo init | cpio -o -H newc --quiet) > $B/prodos/initrd.cpio
-cp $B/kernel/vmlinuz $B/prodos/vmlinuz
-echo "production OS: $B/prodos/vmlinuz (Debian-signed), $B/prodos/initrd.cpio ($(du -h $B/prodos/initrd.cpio | cut -f1))"
+# Under Secure Boot lockdown kexec_file_load trusts the kernel's builtin keys
+# and the platform keyring (db); Debian's signer is in neither (the call fails
+# with ENOKEY), so the production kernel carries bootgate's db signature instead.
+$B/bin/bootgate-uki sign --replace --key $B/keys/db.key --cert $B/keys/db.pem --in $B/kernel/vmlinuz --out $B/prodos/vmlinuz
+echo "production OS: $B/prodos/vmlinuz (signed with the bootgate db key), $B/prodos/initrd.cpio ($(du -h $B/prodos/initrd.cpio | cut -f1))"
 
 step "images built in $(( $(date +%s) - t0 )) s"

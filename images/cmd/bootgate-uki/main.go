@@ -129,8 +129,9 @@ func sign(args []string) error {
 	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
 	keyPath := fs.String("key", "", "PEM private key")
 	certPath := fs.String("cert", "", "PEM certificate")
-	in := fs.String("in", "", "unsigned PE image")
+	in := fs.String("in", "", "PE image")
 	out := fs.String("out", "", "signed PE image")
+	replace := fs.Bool("replace", false, "remove the image's existing signatures first (the kernel verifies only the first one)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -138,12 +139,16 @@ func sign(args []string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(*in)
+	img, err := os.ReadFile(*in)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	pe, err := authenticode.Parse(f)
+	if *replace {
+		if img, err = stripSignatures(img); err != nil {
+			return fmt.Errorf("%s: %w", *in, err)
+		}
+	}
+	pe, err := authenticode.Parse(bytes.NewReader(img))
 	if err != nil {
 		return fmt.Errorf("parse %s: %w", *in, err)
 	}
@@ -182,6 +187,35 @@ func loadSigner(keyPath, certPath string) (crypto.Signer, *x509.Certificate, err
 		return nil, nil, fmt.Errorf("%s is not a signing key", keyPath)
 	}
 	return signer, cert, nil
+}
+
+// stripSignatures removes the certificate table (the Authenticode
+// signatures) from a PE32+ image: its data-directory entry is cleared and the
+// table, which must be at the end of the file, is cut off.
+func stripSignatures(b []byte) ([]byte, error) {
+	if len(b) < 0x40 || b[0] != 'M' || b[1] != 'Z' {
+		return nil, errors.New("not a PE image")
+	}
+	pe := int(binary.LittleEndian.Uint32(b[0x3c:]))
+	opt := pe + 24
+	if opt+2 > len(b) || binary.LittleEndian.Uint16(b[opt:]) != 0x20b {
+		return nil, errors.New("not a PE32+ image")
+	}
+	dir := opt + 112 + 4*8 // data directory 4: the certificate table
+	if dir+8 > len(b) {
+		return nil, errors.New("truncated optional header")
+	}
+	off := int(binary.LittleEndian.Uint32(b[dir:]))
+	size := int(binary.LittleEndian.Uint32(b[dir+4:]))
+	if off == 0 && size == 0 {
+		return b, nil
+	}
+	if off+size != len(b) {
+		return nil, fmt.Errorf("certificate table at %d+%d is not at the end of the %d-byte file", off, size, len(b))
+	}
+	out := bytes.Clone(b[:off])
+	binary.LittleEndian.PutUint64(out[dir:], 0)
+	return out, nil
 }
 
 // digest is the Authenticode SHA-256 of a PE image, hex.

@@ -1,0 +1,329 @@
+// Package scenario runs the end-to-end boots: the appliance's attestation
+// service on this machine and QEMU test hosts (OVMF with Secure Boot, their
+// own swtpm) that boot the signed agent UKI, attest, and either kexec into the
+// production OS or stay quarantined. The demo and the boot tests share it.
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bootgate/bootgate/qemu"
+	"github.com/bootgate/bootgate/qemu/swtpm"
+	"github.com/bootgate/bootgate/verifier/store"
+)
+
+// ListenAddr is where the appliance listens. The agent UKI's command line
+// names it as 10.0.2.2:18443, which QEMU's user networking maps to the host's
+// loopback.
+const ListenAddr = "127.0.0.1:18443"
+
+// Build is the output of images/build.sh.
+type Build struct {
+	Dir string // build/
+}
+
+// Paths within a build.
+func (b Build) path(p ...string) string { return filepath.Join(append([]string{b.Dir}, p...)...) }
+
+// Missing names a build output that is absent, or returns "".
+func (b Build) Missing() string {
+	for _, p := range []string{"agent.efi", "agent-other.efi", "agent-altered.efi", "ovmf/code.fd", "ovmf/vars-bootgate.fd",
+		"ovmf/vars-bootgate-other-db.fd", "prodos/vmlinuz", "prodos/initrd.cpio", "appliance/tls/ca.pem"} {
+		if _, err := os.Stat(b.path(p)); err != nil {
+			return b.path(p)
+		}
+	}
+	return ""
+}
+
+// Host is one test host and what must become of it.
+type Host struct {
+	Name string
+	UKI  string // relative to the build dir
+	Vars string // relative to the build dir; "setup-mode" for empty vars (Secure Boot off)
+	Pass bool   // must reach the production OS; otherwise must be quarantined
+	Why  string // what this host shows
+}
+
+// Hosts are the demo's and the tests' hosts.
+var Hosts = []Host{
+	{Name: "good", UKI: "agent.efi", Vars: "ovmf/vars-bootgate.fd", Pass: true,
+		Why: "bootgate's own keys, its signed agent: admitted"},
+	{Name: "secureboot-off", UKI: "agent.efi", Vars: "setup-mode",
+		Why: "firmware in setup mode: Secure Boot off"},
+	{Name: "other-signer", UKI: "agent-other.efi", Vars: "ovmf/vars-bootgate-other-db.fd",
+		Why: "the firmware trusts another vendor's db key, which signed this agent"},
+	{Name: "altered", UKI: "agent-altered.efi", Vars: "ovmf/vars-bootgate.fd",
+		Why: "an agent UKI with a changed command line, signed with bootgate's key"},
+}
+
+// Outcome is what became of a host.
+type Outcome struct {
+	Host       Host
+	Verdict    string // "pass", "fail", or "" when no verdict was seen
+	Reasons    []string
+	IncidentID int64
+	ReachedOS  bool
+	Kexec      bool
+	Seconds    float64 // from QEMU start to the production OS or to quarantine
+	AgentMs    int64   // agent start to kexec, DHCP excluded (pass only)
+	TPMCmds    int64
+	Err        error
+	Console    string
+	CmdLine    string
+}
+
+// OK reports whether the host ended as expected.
+func (o Outcome) OK() bool {
+	if o.Err != nil {
+		return false
+	}
+	if o.Host.Pass {
+		return o.Verdict == "pass" && o.Kexec && o.ReachedOS
+	}
+	return o.Verdict == "fail" && !o.Kexec && !o.ReachedOS
+}
+
+// Appliance is a running `bootgate serve`.
+type Appliance struct {
+	Config string
+	Store  string
+	cmd    *exec.Cmd
+	done   chan error
+}
+
+// StartAppliance writes a configuration into dir and runs bootgate serve.
+func StartAppliance(ctx context.Context, bootgate string, b Build, dir, policy string, roots []byte) (*Appliance, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "roots"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "roots", "manufacturer.pem"), roots, 0o644); err != nil {
+		return nil, err
+	}
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	cfg := fmt.Sprintf(`listen: %q
+tls: {cert: %q, key: %q}
+policy: %q
+store: bootgate.db
+ek: {roots: roots}
+boot: {kernel: %q, initrd: %q, cmdline: "console=ttyS0 quiet"}
+`, ListenAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
+		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")))
+	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"), done: make(chan error, 1)}
+	if err := os.WriteFile(a.Config, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "appliance.log"))
+	if err != nil {
+		return nil, err
+	}
+	a.cmd = exec.Command(bootgate, "serve", "--config", a.Config)
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	if err := a.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start appliance: %w", err)
+	}
+	go func() { a.done <- a.cmd.Wait(); logf.Close() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-a.done:
+			return nil, fmt.Errorf("the appliance exited: %v (see %s)", err, filepath.Join(dir, "appliance.log"))
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", ListenAddr, time.Second); err == nil {
+			c.Close()
+			return a, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	a.Stop()
+	return nil, fmt.Errorf("the appliance did not listen on %s", ListenAddr)
+}
+
+// Stop ends the appliance.
+func (a *Appliance) Stop() {
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(5 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// Options of a run.
+type Options struct {
+	Build   Build
+	Work    string // per-run directory; VMs get short subdirectories
+	CA      *swtpm.CA
+	Console io.Writer // every VM's console, prefixed with its name; nil for none
+	Timeout time.Duration
+}
+
+// Boot boots hosts side by side and waits until each reaches the production
+// OS, is quarantined, or fails.
+func Boot(ctx context.Context, opt Options, hosts []Host) []Outcome {
+	out := make([]Outcome, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = bootOne(ctx, opt, h)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func bootOne(ctx context.Context, opt Options, h Host) Outcome {
+	o := Outcome{Host: h}
+	esp := filepath.Join(opt.Work, h.Name, "esp")
+	if err := os.MkdirAll(filepath.Join(esp, "EFI", "BOOT"), 0o755); err != nil {
+		o.Err = err
+		return o
+	}
+	if err := copyFile(filepath.Join(esp, "EFI", "BOOT", "BOOTX64.EFI"), opt.Build.path(h.UKI)); err != nil {
+		o.Err = err
+		return o
+	}
+	vars := opt.Build.path(h.Vars)
+	if h.Vars == "setup-mode" {
+		vars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	}
+	timeout := opt.Timeout
+	if timeout == 0 {
+		timeout = 4 * time.Minute
+	}
+	vm, err := qemu.Start(ctx, qemu.Config{
+		Name: h.Name, Dir: filepath.Join(opt.Work, h.Name, "vm"), OVMFCode: opt.Build.path("ovmf/code.fd"), OVMFVars: vars,
+		ESP: esp, TPM: opt.CA, Net: "user", Timeout: timeout, Console: opt.Console,
+	})
+	if err != nil {
+		o.Err = err
+		return o
+	}
+	defer vm.Stop()
+	o.Console, o.CmdLine = vm.ConsoleLog(), vm.CommandLine()
+	var netMs int64
+	for {
+		e, err := vm.WaitFor(ctx, func(qemu.Event) bool { return true })
+		if err != nil {
+			o.Err = err
+			return o
+		}
+		switch e.Name {
+		case "network_up":
+			netMs = e.Int("dhcp_ms")
+		case "attested":
+			o.Verdict = e.String("verdict")
+			o.IncidentID = e.Int("incident_id")
+			o.TPMCmds = e.Int("tpm_commands")
+			if rs, ok := e.Fields["reasons"].([]any); ok {
+				for _, r := range rs {
+					if m, ok := r.(map[string]any); ok {
+						o.Reasons = append(o.Reasons, fmt.Sprint(m["rule"]))
+					}
+				}
+			}
+		case "quarantined":
+			o.Seconds = e.Time.Seconds()
+			// Give a wrongly admitted host a moment to show a kexec; a
+			// quarantined agent retries with backoff instead.
+			if h.Pass {
+				o.Err = errors.New("quarantined, but this host must be admitted")
+			}
+			return o
+		case "kexec":
+			o.Kexec = true
+			o.AgentMs = e.Int("t_ms") - netMs
+		case "os_running":
+			o.ReachedOS = true
+			o.Seconds = e.Time.Seconds()
+			_ = vm.Wait()
+			return o
+		case "attest_error", "boot_error", "config_error":
+			o.Err = fmt.Errorf("%s: %s", e.Name, e.String("error"))
+			return o
+		case qemu.ExitEvent:
+			o.Err = fmt.Errorf("the VM exited before an outcome: %s", e.String("reason"))
+			return o
+		}
+	}
+}
+
+// EventLog returns the raw event log of an attestation the appliance stored.
+func EventLog(ctx context.Context, storePath string, id int64) ([]byte, error) {
+	st, err := store.OpenSQLite(storePath)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	a, err := st.Attestation(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return a.Evidence.EventLog, nil
+}
+
+func copyFile(dst, src string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
+
+// LearnPolicy derives the policy from a reference boot of the good host: the
+// appliance runs with a bootstrap policy the host cannot pass, stores the
+// host's verified event log with the failed attestation, and
+// `bootgate policy learn` turns that log into the policy.
+func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy string, roots []byte) ([]byte, error) {
+	dir := filepath.Join(opt.Work, "reference")
+	a, err := StartAppliance(ctx, bootgate, opt.Build, dir, bootstrapPolicy, roots)
+	if err != nil {
+		return nil, err
+	}
+	ref := Hosts[0]
+	ref.Pass = false // the bootstrap policy refuses it
+	ropt := opt
+	ropt.Work = dir
+	o := bootOne(ctx, ropt, ref)
+	a.Stop()
+	if o.Err != nil || o.Verdict != "fail" {
+		return nil, fmt.Errorf("reference boot: verdict %q: %v (console: %s)", o.Verdict, o.Err, o.Console)
+	}
+	st, err := store.OpenSQLite(a.Store)
+	if err != nil {
+		return nil, err
+	}
+	hosts, err := st.Hosts(ctx)
+	st.Close()
+	if err != nil || len(hosts) != 1 {
+		return nil, fmt.Errorf("reference boot: %d hosts recorded: %v", len(hosts), err)
+	}
+	log, err := EventLog(ctx, a.Store, hosts[0].LastAttestationID)
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, "reference-eventlog.bin")
+	if err := os.WriteFile(logPath, log, 0o644); err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, bootgate, "policy", "learn", "--name", "bootgate-qemu-ovmf", "--eventlog", logPath).Output()
+	if err != nil {
+		return nil, fmt.Errorf("policy learn: %w", err)
+	}
+	return out, nil
+}

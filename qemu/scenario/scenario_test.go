@@ -1,0 +1,98 @@
+package scenario
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bootgate/bootgate/qemu/swtpm"
+)
+
+// TestBoots boots every scenario host under OVMF with Secure Boot and its own
+// swtpm: the good host must reach the production OS; each tampered host must
+// be quarantined with the failed rules that tell why, and never kexec.
+func TestBoots(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := Build{Dir: filepath.Join(root, "build")}
+	if m := b.Missing(); m != "" {
+		t.Skipf("boot images are not built (%s is missing): run make images", m)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed")
+	}
+	if err := swtpm.Available(); err != nil {
+		t.Skip(err)
+	}
+	work, err := os.MkdirTemp("", "bgs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(work) })
+	bin := filepath.Join(work, "bin")
+	if out, err := exec.Command("go", "build", "-o", bin+"/", filepath.Join(root, "verifier/cmd/bootgate")).CombinedOutput(); err != nil {
+		t.Fatalf("build bootgate: %v\n%s", err, out)
+	}
+	bootgate := filepath.Join(bin, "bootgate")
+	ca, err := swtpm.NewCA(filepath.Join(work, "mfr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The manufacturer's certificates exist once it has made a TPM.
+	if err := ca.Manufacture(context.Background(), filepath.Join(work, "first-tpm")); err != nil {
+		t.Fatal(err)
+	}
+	roots, err := ca.Roots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	opt := Options{Build: b, Work: work, CA: ca, Timeout: 5 * time.Minute}
+
+	start := time.Now()
+	policy, err := LearnPolicy(ctx, opt, bootgate, filepath.Join(root, "verifier/policy/testdata/bootstrap.yaml"), roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("reference boot and policy learned in %.1f s", time.Since(start).Seconds())
+	policyPath := filepath.Join(work, "policy.yaml")
+	if err := os.WriteFile(policyPath, policy, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := StartAppliance(ctx, bootgate, b, filepath.Join(work, "appliance"), policyPath, roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+
+	want := map[string][]string{
+		"secureboot-off": {"secure_boot.enabled"},
+		"other-signer":   {"secure_boot.db", "code_integrity.signer"},
+		"altered":        {"code_integrity.boot_app"},
+	}
+	start = time.Now()
+	for _, o := range Boot(ctx, opt, Hosts) {
+		t.Logf("%-15s verdict=%-4s os=%v kexec=%v %.1fs agent-to-kexec=%dms tpm-commands=%d reasons=%v incident=%d",
+			o.Host.Name, o.Verdict, o.ReachedOS, o.Kexec, o.Seconds, o.AgentMs, o.TPMCmds, o.Reasons, o.IncidentID)
+		if !o.OK() {
+			t.Errorf("%s (%s) ended otherwise than expected: %+v\nreproduce: %s\nconsole: %s", o.Host.Name, o.Host.Why, o, o.CmdLine, o.Console)
+			continue
+		}
+		for _, r := range want[o.Host.Name] {
+			if !slices.Contains(o.Reasons, r) {
+				t.Errorf("%s: reasons %v lack %s", o.Host.Name, o.Reasons, r)
+			}
+		}
+		if !o.Host.Pass && o.IncidentID == 0 {
+			t.Errorf("%s: quarantined without an incident", o.Host.Name)
+		}
+	}
+	t.Logf("%d hosts booted side by side in %.1f s", len(Hosts), time.Since(start).Seconds())
+}
