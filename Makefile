@@ -25,17 +25,25 @@ check: ## gofmt, go vet and go mod tidy must leave nothing to change
 	$(GO) vet ./...
 	@$(GO) mod tidy -diff >/dev/null || { echo "go mod tidy would change go.mod/go.sum"; exit 1; }
 
+.PHONY: images
+images: deps ## Build the kernel, agent initramfs, signed UKIs, OVMF key stores and production-OS image into build/
+	@bash images/build.sh
+
 .PHONY: test
-test: deps check ## Run every test: unit (simulator), integration (swtpm) and end to end
-	$(GO) test -count=1 ./...
+test: deps check images ## Run every test: unit (simulator), integration (swtpm), end to end (QEMU boots)
+	$(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: bench
 bench: deps ## Run the benchmarks (verification cost, API exchange)
 	$(GO) test -run '^$$' -bench . -benchmem ./verifier/...
 
 .PHONY: demo
-demo: deps build ## Start the verifier and two swtpm-backed agents: one admitted, one quarantined
+demo: deps build images ## Boot QEMU hosts against the appliance: who gets into the production OS, who is quarantined
 	@bash scripts/demo.sh
+
+.PHONY: demo-processes
+demo-processes: deps build ## The quick demo: agent processes with swtpm replay recorded firmware logs
+	@bash scripts/demo.sh -mode process
 
 .PHONY: clean
 clean: ## Remove build outputs

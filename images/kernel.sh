@@ -13,8 +13,12 @@ if [ -f "$out/vmlinuz" ] && [ -f "$out/.sha256" ] && [ "$(cat "$out/.sha256")" =
 fi
 if [ ! -f "$deb" ]; then
   echo "kernel: downloading $KERNEL_PACKAGE=$KERNEL_VERSION"
-  (cd "$out" && apt-get download -qq "$KERNEL_PACKAGE=$KERNEL_VERSION" 2>/dev/null) || {
-    echo "kernel: apt-get download failed; run apt-get update first" >&2; exit 1; }
+  if ! (cd "$out" && apt-get download -qq "$KERNEL_PACKAGE=$KERNEL_VERSION" 2>/dev/null); then
+    echo "kernel: refreshing the package lists"
+    apt-get update -qq
+    (cd "$out" && apt-get download -qq "$KERNEL_PACKAGE=$KERNEL_VERSION" 2>/dev/null) || {
+      echo "kernel: apt-get download $KERNEL_PACKAGE=$KERNEL_VERSION failed" >&2; exit 1; }
+  fi
 fi
 echo "$KERNEL_SHA256  $deb" | sha256sum -c --quiet - || { echo "kernel: SHA-256 mismatch for $deb" >&2; rm -f "$deb"; exit 1; }
 rm -rf "$out/x" "$out/modules"

@@ -7,6 +7,9 @@ packages=(
   swtpm swtpm-tools   # TPM emulator and its manufacturing tool (EK certificates)
   tpm2-tools          # inspecting TPMs by hand
   gcc libc6-dev       # cgo, for the TPM simulator used by unit tests
+  qemu-system-x86 ovmf           # test hosts: QEMU with UEFI firmware (Secure Boot build)
+  systemd-boot-efi binutils      # the EFI stub and objcopy for the agent's UKI
+  zstd cpio                      # the agent initramfs and the production-OS test image
   openssl ca-certificates curl
   make git
 )

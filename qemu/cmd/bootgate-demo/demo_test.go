@@ -29,7 +29,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out strings.Builder
-	err := run(ctx, []string{"--work", filepath.Join(t.TempDir(), "demo"), "--bin", bin,
+	err := run(ctx, []string{"--mode", "process", "--work", filepath.Join(t.TempDir(), "demo"), "--bin", bin,
 		"--listen", freeAddr(t), "--logs", "../../../testdata/eventlogs"}, &out)
 	t.Log(out.String())
 	if err != nil {

@@ -1,7 +1,9 @@
 // Command bootgate-demo runs the appliance's attestation service and test hosts
 // against it, and shows who was admitted and who was quarantined, and why.
 //
-// Each test host is a bootgate-agent process with its own swtpm, manufactured
+// In vm mode (the default) the hosts are QEMU machines with OVMF, Secure Boot
+// under bootgate's own keys and their own swtpm, booting the signed agent UKI;
+// see vm.go. In process mode each test host is a bootgate-agent process with its own swtpm, manufactured
 // with EK certificates from a test TPM manufacturer. Before it attests, the
 // agent extends a recorded real firmware event log into its swtpm, so that the
 // quote and the log agree as they would after a real boot. The demo exits
@@ -53,12 +55,21 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	work := fs.String("work", "build/demo", "working directory (recreated)")
 	bin := fs.String("bin", "bin", "directory holding bootgate and bootgate-agent")
 	addr := fs.String("listen", "127.0.0.1:18443", "address of the attestation API")
-	logs := fs.String("logs", "testdata/eventlogs", "directory of the recorded firmware event logs")
+	logs := fs.String("logs", "testdata/eventlogs", "directory of the recorded firmware event logs (process mode)")
+	mode := fs.String("mode", "vm", "vm: QEMU hosts boot the agent under OVMF; process: agent processes replay recorded logs")
+	buildDir := fs.String("build", "build", "images/build.sh's output (vm mode)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := swtpm.Available(); err != nil {
 		return err
+	}
+	switch *mode {
+	case "vm":
+		return runVMs(ctx, stdout, *work, *bin, *buildDir)
+	case "process":
+	default:
+		return fmt.Errorf("-mode: %q is neither vm nor process", *mode)
 	}
 	step := func(format string, a ...any) { fmt.Fprintf(stdout, "==> "+format+"\n", a...) }
 
