@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 B=build
-VERIFIER_ADDR=${VERIFIER_ADDR:-10.0.2.2:18443}   # the appliance as the guest sees it (QEMU user networking)
+VERIFIER_ADDR=${VERIFIER_ADDR:-10.23.0.1:18443}  # the appliance on the test boot network (qemu/scenario)
 CMDLINE="console=ttyS0 quiet bootgate.verifier=https://$VERIFIER_ADDR"
 step() { printf '==> %s\n' "$*"; }
 t0=$(date +%s)
@@ -26,8 +26,10 @@ bash images/ovmf.sh
 
 step "appliance TLS (the agent trusts its CA)"
 mkdir -p $B/appliance
-if [ ! -f $B/appliance/tls/ca.pem ]; then
+if [ "$(cat $B/appliance/tls/.host 2>/dev/null)" != "${VERIFIER_ADDR%:*}" ]; then
+  rm -rf $B/appliance/tls
   go run ./verifier/cmd/bootgate tls init --dir $B/appliance/tls --host "${VERIFIER_ADDR%:*}" --host 127.0.0.1
+  echo "${VERIFIER_ADDR%:*}" > $B/appliance/tls/.host
 fi
 
 step "agent initramfs (u-root)"

@@ -10,6 +10,7 @@ packages=(
   qemu-system-x86 ovmf           # test hosts: QEMU with UEFI firmware (Secure Boot build)
   systemd-boot-efi binutils      # the EFI stub and objcopy for the agent's UKI
   zstd cpio                      # the agent initramfs and the production-OS test image
+  iproute2 dnsmasq-base          # the test boot network: namespace, bridge, taps, DHCP
   openssl ca-certificates curl
   make git
 )

@@ -5,11 +5,11 @@
 package scenario
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +21,6 @@ import (
 	"github.com/bootgate/bootgate/qemu/swtpm"
 	"github.com/bootgate/bootgate/verifier/store"
 )
-
-// ListenAddr is where the appliance listens. The agent UKI's command line
-// names it as 10.0.2.2:18443, which QEMU's user networking maps to the host's
-// loopback.
-const ListenAddr = "127.0.0.1:18443"
 
 // Build is the output of images/build.sh.
 type Build struct {
@@ -102,8 +97,9 @@ type Appliance struct {
 	done   chan error
 }
 
-// StartAppliance writes a configuration into dir and runs bootgate serve.
-func StartAppliance(ctx context.Context, bootgate string, b Build, dir, policy string, roots []byte) (*Appliance, error) {
+// StartAppliance writes a configuration into dir and runs bootgate serve in
+// the boot network's namespace, on the address the agent UKI names.
+func StartAppliance(ctx context.Context, n *Network, bootgate string, b Build, dir, policy string, roots []byte) (*Appliance, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "roots"), 0o755); err != nil {
 		return nil, err
 	}
@@ -117,7 +113,7 @@ policy: %q
 store: bootgate.db
 ek: {roots: roots}
 boot: {kernel: %q, initrd: %q, cmdline: "console=ttyS0 quiet"}
-`, ListenAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
+`, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
 		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")))
 	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"), done: make(chan error, 1)}
 	if err := os.WriteFile(a.Config, []byte(cfg), 0o644); err != nil {
@@ -127,13 +123,14 @@ boot: {kernel: %q, initrd: %q, cmdline: "console=ttyS0 quiet"}
 	if err != nil {
 		return nil, err
 	}
-	a.cmd = exec.Command(bootgate, "serve", "--config", a.Config)
+	a.cmd = n.Command(bootgate, "serve", "--config", a.Config)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start appliance: %w", err)
 	}
 	go func() { a.done <- a.cmd.Wait(); logf.Close() }()
+	// It listens inside the namespace: its log says when.
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -141,14 +138,13 @@ boot: {kernel: %q, initrd: %q, cmdline: "console=ttyS0 quiet"}
 			return nil, fmt.Errorf("the appliance exited: %v (see %s)", err, filepath.Join(dir, "appliance.log"))
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", ListenAddr, time.Second); err == nil {
-			c.Close()
+		if b, _ := os.ReadFile(filepath.Join(dir, "appliance.log")); bytes.Contains(b, []byte("serving attestation API")) {
 			return a, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	a.Stop()
-	return nil, fmt.Errorf("the appliance did not listen on %s", ListenAddr)
+	return nil, fmt.Errorf("the appliance did not start listening on %s (see %s)", ApplianceAddr, filepath.Join(dir, "appliance.log"))
 }
 
 // Stop ends the appliance.
@@ -165,6 +161,7 @@ func (a *Appliance) Stop() {
 // Options of a run.
 type Options struct {
 	Build   Build
+	Net     *Network
 	Work    string // per-run directory; VMs get short subdirectories
 	CA      *swtpm.CA
 	Console io.Writer // every VM's console, prefixed with its name; nil for none
@@ -206,9 +203,14 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 	if timeout == 0 {
 		timeout = 4 * time.Minute
 	}
+	nic, err := opt.Net.AddTap(ctx)
+	if err != nil {
+		o.Err = err
+		return o
+	}
 	vm, err := qemu.Start(ctx, qemu.Config{
 		Name: h.Name, Dir: filepath.Join(opt.Work, h.Name, "vm"), OVMFCode: opt.Build.path("ovmf/code.fd"), OVMFVars: vars,
-		ESP: esp, TPM: opt.CA, Net: "user", Timeout: timeout, Console: opt.Console,
+		ESP: esp, TPM: opt.CA, Net: nic, Timeout: timeout, Console: opt.Console,
 	})
 	if err != nil {
 		o.Err = err
@@ -291,7 +293,7 @@ func copyFile(dst, src string) error {
 // `bootgate policy learn` turns that log into the policy.
 func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy string, roots []byte) ([]byte, error) {
 	dir := filepath.Join(opt.Work, "reference")
-	a, err := StartAppliance(ctx, bootgate, opt.Build, dir, bootstrapPolicy, roots)
+	a, err := StartAppliance(ctx, opt.Net, bootgate, opt.Build, dir, bootstrapPolicy, roots)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,9 @@ func TestBoots(t *testing.T) {
 	if err := swtpm.Available(); err != nil {
 		t.Skip(err)
 	}
+	if err := NetworkAvailable(); err != nil {
+		t.Skipf("the boot network cannot be made: %v", err)
+	}
 	work, err := os.MkdirTemp("", "bgs")
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +58,12 @@ func TestBoots(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	opt := Options{Build: b, Work: work, CA: ca, Timeout: 5 * time.Minute}
+	netw, err := NewNetwork(ctx, filepath.Join(work, "net"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer netw.Close()
+	opt := Options{Build: b, Net: netw, Work: work, CA: ca, Timeout: 5 * time.Minute}
 
 	start := time.Now()
 	policy, err := LearnPolicy(ctx, opt, bootgate, filepath.Join(root, "verifier/policy/testdata/bootstrap.yaml"), roots)
@@ -67,7 +75,7 @@ func TestBoots(t *testing.T) {
 	if err := os.WriteFile(policyPath, policy, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a, err := StartAppliance(ctx, bootgate, b, filepath.Join(work, "appliance"), policyPath, roots)
+	a, err := StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, roots)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,13 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 	if err != nil {
 		return err
 	}
-	opt := scenario.Options{Build: b, Work: short, CA: ca, Console: console, Timeout: 5 * time.Minute}
+	step("creating the boot network: namespace, bridge %s, DHCP server, a tap per host", scenario.ApplianceIP)
+	netw, err := scenario.NewNetwork(ctx, filepath.Join(work, "net"))
+	if err != nil {
+		return err
+	}
+	defer netw.Close()
+	opt := scenario.Options{Build: b, Net: netw, Work: short, CA: ca, Console: console, Timeout: 5 * time.Minute}
 
 	step("reference boot of the good host to learn the policy from its event log (about 30 s; consoles: %s)", console.Name())
 	bootstrap := filepath.Join(work, "bootstrap-policy.yaml")
@@ -75,8 +81,8 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 		return err
 	}
 
-	step("starting the appliance: bootgate serve (policy %s)", policyPath)
-	a, err := scenario.StartAppliance(ctx, bootgate, b, filepath.Join(work, "appliance"), policyPath, roots)
+	step("starting the appliance in the boot network: bootgate serve on %s (policy %s)", scenario.ApplianceAddr, policyPath)
+	a, err := scenario.StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, roots)
 	if err != nil {
 		return err
 	}
