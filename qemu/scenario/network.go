@@ -59,6 +59,10 @@ func NewNetwork(ctx context.Context, dir string) (*Network, error) {
 	if _, err := rand.Read(r[:]); err != nil {
 		return nil, err
 	}
+	dir, err := filepath.Abs(dir) // dnsmasq changes to / before it opens its files
+	if err != nil {
+		return nil, err
+	}
 	n := &Network{NS: "bootgate-" + hex.EncodeToString(r[:]), dir: dir}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -94,6 +98,15 @@ func NewNetwork(ctx context.Context, dir string) (*Network, error) {
 	}
 	n.dhcpCh = make(chan error, 1)
 	go func() { n.dhcpCh <- n.dhcp.Wait(); logf.Close() }()
+	// dnsmasq reports bad options by exiting at once.
+	select {
+	case err := <-n.dhcpCh:
+		n.dhcp = nil
+		n.Close()
+		b, _ := os.ReadFile(filepath.Join(dir, "dhcp.log"))
+		return nil, fmt.Errorf("DHCP server exited: %v: %s", err, strings.TrimSpace(string(b)))
+	case <-time.After(500 * time.Millisecond):
+	}
 	return n, nil
 }
 
