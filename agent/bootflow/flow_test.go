@@ -1,0 +1,196 @@
+package bootflow_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/bootgate/bootgate/agent/bootflow"
+	"github.com/bootgate/bootgate/agent/client"
+	"github.com/bootgate/bootgate/agent/event"
+	"github.com/bootgate/bootgate/agent/tpm"
+	"github.com/bootgate/bootgate/boot"
+	"github.com/bootgate/bootgate/internal/tpmtest"
+	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/policy"
+	"github.com/bootgate/bootgate/verifier/server"
+	"github.com/bootgate/bootgate/verifier/store"
+)
+
+// fakeKexec records what would have been booted.
+type fakeKexec struct {
+	kernel, initrd []byte
+	rebooted       bool
+}
+
+func (f *fakeKexec) FileLoad(k, i *os.File, _ string) error {
+	f.kernel, _ = os.ReadFile(k.Name())
+	f.initrd, _ = os.ReadFile(i.Name())
+	return nil
+}
+
+func (f *fakeKexec) Reboot() error { f.rebooted = true; return nil }
+
+// shared keeps one simulator open across the flow's attempts, each of which
+// opens and closes "the TPM".
+type shared struct{ transport.TPM }
+
+func (shared) Close() error { return nil }
+
+type env struct {
+	flow   *bootflow.Flow
+	kexec  *fakeKexec
+	tp     *tpm.TPM
+	events *bytes.Buffer
+	kernel []byte
+}
+
+// setup runs the appliance in process with a policy learned from learnLog,
+// and a simulated TPM that replayed bootLog; tamper, if set, wraps the
+// appliance's handler.
+func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) http.Handler) *env {
+	t.Helper()
+	ca := tpmtest.NewCA(t)
+	tp := tpmtest.Simulator(t, ca)
+	raw := tpmtest.ReplayLog(t, tp, bootLog)
+	learnRaw := tpmtest.EventLog(t, learnLog)
+	bank, err := eventlog.Replay(learnRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := eventlog.Verify(learnRaw, bank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	learned, err := policy.Learn("flow", st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, _ := learned.Marshal()
+	pol, err := policy.Parse(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kernel := bytes.Repeat([]byte("production kernel "), 1000)
+	for name, b := range map[string][]byte{"vmlinuz": kernel, "initrd": []byte("production initrd")} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := store.OpenSQLite(filepath.Join(dir, "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	srv, err := server.New(server.Options{Roots: ca.Roots(), Policy: pol, Store: db,
+		Boot: &server.BootOS{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd"), Cmdline: "console=ttyS0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := srv.Handler()
+	if tamper != nil {
+		h = tamper(h)
+	}
+	ts := httptest.NewTLSServer(h)
+	t.Cleanup(ts.Close)
+	e := &env{kexec: &fakeKexec{}, tp: tp, events: &bytes.Buffer{}, kernel: kernel}
+	e.flow = &bootflow.Flow{
+		Client:      &client.Client{BaseURL: ts.URL, HTTP: ts.Client()},
+		OpenTPM:     func() (*tpm.TPM, error) { return tpm.New(shared{tp.Transport()}), nil },
+		EventLog:    func() ([]byte, error) { return raw, nil },
+		Loader:      &boot.Loader{HTTP: ts.Client(), Dir: filepath.Join(dir, "os"), PCR: bootflow.PCR, Kexec: e.kexec},
+		Events:      event.New(e.events),
+		Console:     e.events,
+		Backoff:     bootflow.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond},
+		MaxAttempts: 2,
+	}
+	return e
+}
+
+func (e *env) pcr15(t *testing.T) []byte {
+	v, err := e.tp.PCRs([]int{bootflow.PCR})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v[bootflow.PCR]
+}
+
+func TestPassBootsTheNamedOS(t *testing.T) {
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", nil)
+	before := e.pcr15(t)
+	if err := e.flow.Run(context.Background()); err != nil {
+		t.Fatalf("run: %v\n%s", err, e.events)
+	}
+	if !e.kexec.rebooted || !bytes.Equal(e.kexec.kernel, e.kernel) {
+		t.Fatalf("did not kexec the named kernel:\n%s", e.events)
+	}
+	if !bytes.Contains(e.kexec.initrd, []byte("bootgate/attestation.json")) {
+		t.Error("the attestation was not handed over in the initrd")
+	}
+	// PCR 15 = SHA-256(old || image digest): the image was measured once.
+	after := e.pcr15(t)
+	if bytes.Equal(before, after) {
+		t.Error("the OS was not measured into PCR 15")
+	}
+	for _, ev := range []string{`"verdict":"pass"`, `"event":"os_verified"`, `"event":"os_loaded"`, `"event":"kexec"`} {
+		if !strings.Contains(e.events.String(), ev) {
+			t.Errorf("events lack %s", ev)
+		}
+	}
+}
+
+// Every kind of failure leads back to quarantine: no kexec, no measurement.
+func TestFailuresNeverBoot(t *testing.T) {
+	for _, tc := range []struct {
+		name, learn, boot string
+		tamper            func(http.Handler) http.Handler
+		event             string
+	}{
+		{"policy failure", "rhel8-uefi.bin", "ubuntu-2104-no-secure-boot.bin", nil, `"event":"quarantined"`},
+		{"verifier refuses", "rhel8-uefi.bin", "rhel8-uefi.bin", func(http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			})
+		}, `"event":"attest_error"`},
+		{"altered download", "rhel8-uefi.bin", "rhel8-uefi.bin", func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/kernel") {
+					w.Write(bytes.Repeat([]byte("evil kernel!!!!!!!"), 1000))
+					return
+				}
+				h.ServeHTTP(w, r)
+			})
+		}, `digest mismatch`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, tc.learn, tc.boot, tc.tamper)
+			before := e.pcr15(t)
+			err := e.flow.Run(context.Background())
+			if !errors.Is(err, bootflow.ErrQuarantined) {
+				t.Fatalf("run: %v, want quarantine\n%s", err, e.events)
+			}
+			if e.kexec.kernel != nil || e.kexec.rebooted {
+				t.Fatal("a failing host reached kexec")
+			}
+			if !bytes.Equal(before, e.pcr15(t)) {
+				t.Error("PCR 15 changed without a boot")
+			}
+			if !strings.Contains(e.events.String(), tc.event) {
+				t.Errorf("events lack %s:\n%s", tc.event, e.events)
+			}
+			if n := strings.Count(e.events.String(), `"event":"retry"`); n != 1 {
+				t.Errorf("%d retries for 2 attempts", n)
+			}
+		})
+	}
+}
