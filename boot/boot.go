@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -41,6 +42,8 @@ type File struct {
 type Spec struct {
 	Kernel, Initrd File
 	Cmdline        string
+	// KernelSigner, if set, must have signed the kernel (Authenticode).
+	KernelSigner *x509.Certificate
 }
 
 // ErrDigest reports a file whose content is not what the spec names.
@@ -91,6 +94,12 @@ func (l *Loader) Fetch(ctx context.Context, spec Spec) (*Image, error) {
 	kd, err := l.fetch(ctx, spec.Kernel, img.Kernel)
 	if err != nil {
 		return nil, fmt.Errorf("fetch kernel: %w", err)
+	}
+	if spec.KernelSigner != nil {
+		if err := VerifyKernel(img.Kernel, spec.KernelSigner); err != nil {
+			os.Remove(img.Kernel)
+			return nil, err
+		}
 	}
 	id, err := l.fetch(ctx, spec.Initrd, img.Initrd)
 	if err != nil {

@@ -6,6 +6,7 @@ package bootflow
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -128,6 +129,12 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 		Kernel:  boot.File{URL: f.Client.BaseURL + res.Boot.Kernel.Path, SHA256: res.Boot.Kernel.SHA256, Size: res.Boot.Kernel.Size},
 		Initrd:  boot.File{URL: f.Client.BaseURL + res.Boot.Initrd.Path, SHA256: res.Boot.Initrd.SHA256, Size: res.Boot.Initrd.Size},
 		Cmdline: res.Boot.Cmdline,
+	}
+	if len(res.Boot.KernelSigner) > 0 {
+		if spec.KernelSigner, err = x509.ParseCertificate(res.Boot.KernelSigner); err != nil {
+			t.Close()
+			return fail("boot_error", fmt.Errorf("the verifier named an unreadable kernel signer: %w", err))
+		}
 	}
 	img, err := f.Loader.Fetch(ctx, spec)
 	if err != nil {

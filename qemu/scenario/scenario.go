@@ -112,9 +112,9 @@ tls: {cert: %q, key: %q}
 policy: %q
 store: bootgate.db
 ek: {roots: roots}
-boot: {kernel: %q, initrd: %q, cmdline: "console=ttyS0 quiet"}
+boot: {kernel: %q, initrd: %q, cmdline: "console=ttyS0 quiet", signer: %q}
 `, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
-		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")))
+		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")))
 	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"), done: make(chan error, 1)}
 	if err := os.WriteFile(a.Config, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -67,7 +67,7 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	}
 	var boot *server.BootOS
 	if cfg.Boot != nil {
-		boot = &server.BootOS{Kernel: cfg.Boot.Kernel, Initrd: cfg.Boot.Initrd, Cmdline: cfg.Boot.Cmdline}
+		boot = &server.BootOS{Kernel: cfg.Boot.Kernel, Initrd: cfg.Boot.Initrd, Cmdline: cfg.Boot.Cmdline, Signer: cfg.Boot.Signer}
 	}
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: e.logger,

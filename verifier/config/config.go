@@ -43,6 +43,9 @@ type Boot struct {
 	Kernel  string `yaml:"kernel"`
 	Initrd  string `yaml:"initrd"`
 	Cmdline string `yaml:"cmdline"`
+	// Signer is the certificate (PEM) that must have signed the kernel; the
+	// agent refuses a kernel it did not sign.
+	Signer string `yaml:"signer"`
 }
 
 // TLS names the appliance's server certificate and key (PEM).
@@ -80,7 +83,7 @@ func Load(path string) (*Config, error) {
 	base := filepath.Dir(path)
 	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.Store, &c.EK.Roots}
 	if c.Boot != nil {
-		paths = append(paths, &c.Boot.Kernel, &c.Boot.Initrd)
+		paths = append(paths, &c.Boot.Kernel, &c.Boot.Initrd, &c.Boot.Signer)
 	}
 	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {

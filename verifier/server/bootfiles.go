@@ -3,13 +3,16 @@ package server
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"time"
 
+	"github.com/bootgate/bootgate/boot"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
@@ -18,6 +21,9 @@ import (
 type BootOS struct {
 	Kernel, Initrd string
 	Cmdline        string
+	// Signer, if set, is the certificate (PEM file) that must have signed
+	// the kernel; the server refuses to start with a kernel it did not sign.
+	Signer string
 }
 
 // bootFiles holds the production OS in memory, with the digests the verifier
@@ -47,6 +53,24 @@ func loadBootFiles(bos *BootOS) (*bootFiles, error) {
 		*f.dst = wire.File{Path: wire.PathBoot + f.name, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
 	}
 	b.spec.Cmdline = bos.Cmdline
+	if bos.Signer != "" {
+		pemBytes, err := os.ReadFile(bos.Signer)
+		if err != nil {
+			return nil, fmt.Errorf("load production OS signer: %w", err)
+		}
+		blk, _ := pem.Decode(pemBytes)
+		if blk == nil || blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("load production OS signer: no certificate in %s", bos.Signer)
+		}
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("load production OS signer: %w", err)
+		}
+		if err := boot.VerifyKernel(bos.Kernel, cert); err != nil {
+			return nil, fmt.Errorf("load production OS: %s: %w", bos.Kernel, err)
+		}
+		b.spec.KernelSigner = blk.Bytes
+	}
 	return b, nil
 }
 

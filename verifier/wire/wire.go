@@ -101,6 +101,9 @@ type BootSpec struct {
 	Kernel  File   `json:"kernel"`
 	Initrd  File   `json:"initrd"`
 	Cmdline string `json:"cmdline"`
+	// KernelSigner is the certificate (DER) whose Authenticode signature the
+	// kernel must carry; absent when the appliance names none.
+	KernelSigner []byte `json:"kernel_signer,omitempty"`
 }
 
 // File is one file of the production OS.
