@@ -1,0 +1,171 @@
+package dhcpgate
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+type fakeAdmission struct {
+	mu  sync.Mutex
+	set map[string]bool
+}
+
+func (f *fakeAdmission) Admitted(_ context.Context, mac net.HardwareAddr) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.set[mac.String()], nil
+}
+
+func (f *fakeAdmission) admit(mac net.HardwareAddr, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.set[mac.String()] = ok
+}
+
+func testConfig() Config {
+	mask := net.CIDRMask(24, 32)
+	return Config{
+		ServerIP: net.IPv4(10, 24, 0, 1),
+		Quarantine: Pool{Name: PoolQuarantine, Start: net.IPv4(10, 24, 0, 100), End: net.IPv4(10, 24, 0, 102),
+			Netmask: mask, LeaseTime: time.Minute},
+		Production: Pool{Name: PoolProduction, Start: net.IPv4(10, 24, 0, 200), End: net.IPv4(10, 24, 0, 250),
+			Netmask: mask, Router: net.IPv4(10, 24, 0, 1), LeaseTime: time.Hour},
+		Endpoint: "https://10.24.0.1:8443", CACert: []byte("ca"), BootFile: "bootgate/agent.efi",
+	}
+}
+
+func newTestServer(t *testing.T) (*Server, *fakeAdmission, *Leases, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "leases.db")
+	l, err := OpenLeases(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	adm := &fakeAdmission{set: map[string]bool{}}
+	s, err := New(testConfig(), l, adm, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, adm, l, path
+}
+
+func mac(n byte) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0, 0, n} }
+
+func exchange(t *testing.T, s *Server, hw net.HardwareAddr) *dhcpv4.DHCPv4 {
+	t.Helper()
+	ctx := context.Background()
+	disc, err := dhcpv4.NewDiscovery(hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, err := s.Reply(ctx, disc)
+	if err != nil || offer == nil || offer.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("discover: %v %v", offer, err)
+	}
+	req, err := dhcpv4.NewRequestFromOffer(offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := s.Reply(ctx, req)
+	if err != nil || ack == nil {
+		t.Fatalf("request: %v", err)
+	}
+	return ack
+}
+
+func TestPoolFollowsAttestation(t *testing.T) {
+	s, adm, _, _ := newTestServer(t)
+	hw := mac(1)
+	ack := exchange(t, s, hw)
+	if ack.MessageType() != dhcpv4.MessageTypeAck || !s.cfg.Quarantine.Contains(ack.YourIPAddr) {
+		t.Fatalf("unknown host got %v %v", ack.MessageType(), ack.YourIPAddr)
+	}
+	if len(ack.Router()) != 0 {
+		t.Error("the quarantine lease has a default route")
+	}
+	vendor := ack.Options.Get(dhcpv4.OptionVendorSpecificInformation)
+	if len(vendor) < 2 || vendor[0] != SubOptEndpoint || string(vendor[2:2+int(vendor[1])]) != "https://10.24.0.1:8443" {
+		t.Errorf("vendor option %x lacks the endpoint", vendor)
+	}
+	// Admitted: renewing the quarantine address is refused, a new exchange
+	// gives a production lease.
+	adm.admit(hw, true)
+	renew, _ := dhcpv4.NewRequestFromOffer(ack)
+	nak, err := s.Reply(context.Background(), renew)
+	if err != nil || nak.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("renewing a quarantine lease after admission: %v %v", nak, err)
+	}
+	ack = exchange(t, s, hw)
+	if !s.cfg.Production.Contains(ack.YourIPAddr) || len(ack.Router()) == 0 {
+		t.Fatalf("admitted host got %v, router %v", ack.YourIPAddr, ack.Router())
+	}
+	// Quarantined again: back to the quarantine pool at the next exchange.
+	adm.admit(hw, false)
+	ack = exchange(t, s, hw)
+	if !s.cfg.Quarantine.Contains(ack.YourIPAddr) {
+		t.Fatalf("re-quarantined host got %v", ack.YourIPAddr)
+	}
+}
+
+func TestNoAddressTwiceAndPersistence(t *testing.T) {
+	s, _, l, path := newTestServer(t)
+	seen := map[string]string{}
+	for i := byte(1); i <= 3; i++ {
+		ack := exchange(t, s, mac(i))
+		if other, dup := seen[ack.YourIPAddr.String()]; dup {
+			t.Fatalf("%v given to %s and %s", ack.YourIPAddr, other, mac(i))
+		}
+		seen[ack.YourIPAddr.String()] = mac(i).String()
+	}
+	// The pool (3 addresses) is full now.
+	disc, _ := dhcpv4.NewDiscovery(mac(4))
+	if r, err := s.Reply(context.Background(), disc); err == nil || r != nil {
+		t.Fatalf("full pool answered %v", r)
+	}
+	// Requesting another client's address is refused.
+	var taken net.IP
+	for ip := range seen {
+		taken = net.ParseIP(ip)
+		break
+	}
+	req, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac(5)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(taken)))
+	if r, _ := s.Reply(context.Background(), req); r == nil || r.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("another client's address was not refused: %v", r)
+	}
+	// A restart keeps the leases.
+	l.Close()
+	l2, err := OpenLeases(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	all, err := l2.All(context.Background(), time.Now())
+	if err != nil || len(all) != 3 {
+		t.Fatalf("after restart: %d leases, %v", len(all), err)
+	}
+	// Release frees an address.
+	if err := l2.Release(context.Background(), all[0].MAC, all[0].IP); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := New(testConfig(), l2, &fakeAdmission{set: map[string]bool{}}, nil)
+	if ack := exchange(t, s2, mac(4)); !ack.YourIPAddr.Equal(all[0].IP) {
+		t.Fatalf("released %v, then got %v", all[0].IP, ack.YourIPAddr)
+	}
+}
+
+func TestPXEClientGetsTheAgent(t *testing.T) {
+	s, _, _, _ := newTestServer(t)
+	disc, _ := dhcpv4.NewDiscovery(mac(9), dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003016")))
+	offer, err := s.Reply(context.Background(), disc)
+	if err != nil || offer.BootFileName != "bootgate/agent.efi" || offer.BootFileNameOption() != "bootgate/agent.efi" {
+		t.Fatalf("PXE offer %v: %v", offer, err)
+	}
+}
