@@ -10,7 +10,8 @@ packages=(
   qemu-system-x86 ovmf           # test hosts: QEMU with UEFI firmware (Secure Boot build)
   systemd-boot-efi binutils      # the EFI stub and objcopy for the agent's UKI
   zstd cpio                      # the agent initramfs and the production-OS test image
-  iproute2 dnsmasq-base          # the test boot network: namespace, bridge, taps, DHCP
+  iproute2                       # the test boot network: namespace, bridge, taps
+  isc-dhcp-client busybox        # real DHCP clients for the DHCP gate's tests
   openssl ca-certificates curl
   make git
 )

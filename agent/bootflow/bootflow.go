@@ -52,6 +52,9 @@ type Flow struct {
 	Events   *event.Emitter
 	Console  io.Writer // where people read why the host is quarantined
 	Backoff  Backoff
+	// Renew, if set, is called after a pass and before the OS is fetched: it
+	// moves the host to its production lease and returns the new address.
+	Renew func(ctx context.Context) (string, error)
 	// MaxAttempts bounds the attempts (0: no bound, as in production, where
 	// a quarantined host keeps trying until it passes).
 	MaxAttempts int
@@ -124,6 +127,14 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	if res.Boot == nil {
 		t.Close()
 		return fail("boot_error", errors.New("the verifier named no production OS"))
+	}
+	if f.Renew != nil {
+		addr, err := f.Renew(ctx)
+		if err != nil {
+			t.Close()
+			return fail("network_error", fmt.Errorf("move to the production lease: %w", err))
+		}
+		f.Events.Emit("network_production", map[string]any{"address": addr})
 	}
 	spec := boot.Spec{
 		Kernel:  boot.File{URL: f.Client.BaseURL + res.Boot.Kernel.Path, SHA256: res.Boot.Kernel.SHA256, Size: res.Boot.Kernel.Size},

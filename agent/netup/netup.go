@@ -63,7 +63,6 @@ type Lease struct {
 // DHCP brings up every non-loopback interface, asks for a DHCPv4 lease on
 // each, and configures the first that answers. It gives up when ctx ends.
 func DHCP(ctx context.Context, log *slog.Logger) (*Lease, error) {
-	start := time.Now()
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
@@ -78,6 +77,31 @@ func DHCP(ctx context.Context, log *slog.Logger) (*Lease, error) {
 	if len(ifs) == 0 {
 		return nil, errors.New("dhcp: no network interface (is the NIC driver loaded?)")
 	}
+	return lease(ctx, ifs, log)
+}
+
+// Renew drops the interface's addresses and routes and asks for a new lease:
+// after a passing attestation the appliance moves the host from its
+// quarantine pool to its production pool.
+func Renew(ctx context.Context, ifname string, log *slog.Logger) (*Lease, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("renew lease: %w", err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("renew lease: %w", err)
+	}
+	for _, a := range addrs {
+		if err := netlink.AddrDel(l, &a); err != nil {
+			return nil, fmt.Errorf("renew lease: drop %s: %w", a.IPNet, err)
+		}
+	}
+	return lease(ctx, []netlink.Link{l}, log)
+}
+
+func lease(ctx context.Context, ifs []netlink.Link, log *slog.Logger) (*Lease, error) {
+	start := time.Now()
 	cfg := dhclient.Config{Timeout: 5 * time.Second, Retries: 3, LogLevel: dhclient.LogInfo}
 	for r := range dhclient.SendRequests(ctx, ifs, true, false, cfg, 10*time.Second) {
 		if r.Err != nil {

@@ -73,9 +73,12 @@ type Outcome struct {
 	Seconds    float64 // from QEMU start to the production OS or to quarantine
 	AgentMs    int64   // agent start to kexec, DHCP excluded (pass only)
 	TPMCmds    int64
-	Err        error
-	Console    string
-	CmdLine    string
+	// Addresses the host had: its first (quarantine) lease and, after a
+	// pass, its production lease.
+	QuarantineIP, ProductionIP string
+	Err                        error
+	Console                    string
+	CmdLine                    string
 }
 
 // OK reports whether the host ended as expected.
@@ -113,8 +116,17 @@ policy: %q
 store: bootgate.db
 ek: {roots: roots}
 boot: {kernel: %q, initrd: %q, cmdline: "console=ttyS0 quiet", signer: %q}
+dhcp:
+  interface: br0
+  server_ip: %s
+  endpoint: https://%s
+  ca: %q
+  boot_file: bootgate/agent.efi
+  quarantine: {start: 10.23.0.100, end: 10.23.0.149, prefix_len: 24, lease_time: 60s}
+  production: {start: 10.23.0.150, end: 10.23.0.199, prefix_len: 24, lease_time: 1h}
 `, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
-		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")))
+		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")),
+		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")))
 	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"), done: make(chan error, 1)}
 	if err := os.WriteFile(a.Config, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -228,6 +240,9 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 		switch e.Name {
 		case "network_up":
 			netMs = e.Int("dhcp_ms")
+			o.QuarantineIP = e.String("address")
+		case "network_production":
+			o.ProductionIP = e.String("address")
 		case "attested":
 			o.Verdict = e.String("verdict")
 			o.IncidentID = e.Int("incident_id")

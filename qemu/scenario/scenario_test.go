@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,9 +105,18 @@ func TestBoots(t *testing.T) {
 				t.Errorf("%s: reasons %v lack %s", o.Host.Name, o.Reasons, r)
 			}
 		}
+		if o.Host.Pass && (!inRange(o.QuarantineIP, 100, 149) || !inRange(o.ProductionIP, 150, 199)) {
+			t.Errorf("%s: leases %q then %q, want quarantine .100-.149 then production .150-.199", o.Host.Name, o.QuarantineIP, o.ProductionIP)
+		}
 		if !o.Host.Pass && o.IncidentID == 0 {
 			t.Errorf("%s: quarantined without an incident", o.Host.Name)
 		}
 	}
 	t.Logf("%d hosts booted side by side in %.1f s", len(hosts), time.Since(start).Seconds())
+}
+
+// inRange reports whether ip is 10.23.0.lo to 10.23.0.hi.
+func inRange(ip string, lo, hi byte) bool {
+	v := net.ParseIP(ip).To4()
+	return v != nil && v[0] == 10 && v[1] == 23 && v[2] == 0 && v[3] >= lo && v[3] <= hi
 }

@@ -69,9 +69,18 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if cfg.Boot != nil {
 		boot = &server.BootOS{Kernel: cfg.Boot.Kernel, Initrd: cfg.Boot.Initrd, Cmdline: cfg.Boot.Cmdline, Signer: cfg.Boot.Signer}
 	}
+	var gate *dhcpGate
+	var recorded func(context.Context, string, net.IP)
+	if cfg.DHCP != nil {
+		if gate, err = startDHCP(cfg.DHCP, cfg.Store, st, e.logger); err != nil {
+			return err
+		}
+		defer gate.leases.Close()
+		recorded = gate.recorded(e.logger)
+	}
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: e.logger,
-		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot,
+		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot, Recorded: recorded,
 	})
 	if err != nil {
 		return err
@@ -92,6 +101,13 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go srv.Run(ctx)
+	dhcpDone := make(chan error, 1)
+	if gate != nil {
+		go func() { dhcpDone <- gate.server.Serve(ctx, gate.conn) }()
+		e.logger.Info("serving DHCP", "interface", cfg.DHCP.Interface, "server_ip", cfg.DHCP.ServerIP)
+	} else {
+		close(dhcpDone)
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
@@ -102,5 +118,6 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if err := hs.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
-	return nil
+	cancel()
+	return <-dhcpDone
 }

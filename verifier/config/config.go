@@ -34,6 +34,30 @@ type Config struct {
 	LogCache int `yaml:"log_cache"`
 	// Boot is the production OS that admitted hosts boot (optional).
 	Boot *Boot `yaml:"boot"`
+	// DHCP makes the appliance the boot network's DHCP server (optional).
+	DHCP *DHCP `yaml:"dhcp"`
+}
+
+// DHCP configures the attestation-gated DHCP server (docs/dhcp.md).
+type DHCP struct {
+	Interface  string `yaml:"interface"` // the boot network interface
+	ServerIP   string `yaml:"server_ip"` // the appliance's address on it
+	Endpoint   string `yaml:"endpoint"`  // attestation API URL for agents (option 43)
+	CA         string `yaml:"ca"`        // appliance CA (PEM) whose fingerprint agents get
+	BootFile   string `yaml:"boot_file"` // TFTP path of the agent UKI for PXE clients
+	BootURL    string `yaml:"boot_url"`  // HTTP URL of the agent UKI for UEFI HTTP boot
+	Quarantine Pool   `yaml:"quarantine"`
+	Production Pool   `yaml:"production"`
+}
+
+// Pool is one address pool.
+type Pool struct {
+	Start     string        `yaml:"start"`
+	End       string        `yaml:"end"`
+	PrefixLen int           `yaml:"prefix_len"`
+	Router    string        `yaml:"router"`
+	DNS       []string      `yaml:"dns"`
+	LeaseTime time.Duration `yaml:"lease_time"`
 }
 
 // Boot names the production OS files. The agent checks their SHA-256, which
@@ -85,6 +109,9 @@ func Load(path string) (*Config, error) {
 	if c.Boot != nil {
 		paths = append(paths, &c.Boot.Kernel, &c.Boot.Initrd, &c.Boot.Signer)
 	}
+	if c.DHCP != nil {
+		paths = append(paths, &c.DHCP.CA)
+	}
 	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
@@ -109,6 +136,18 @@ func (c *Config) validate() error {
 	req("policy", c.Policy)
 	req("store", c.Store)
 	req("ek.roots", c.EK.Roots)
+	if c.DHCP != nil {
+		req("dhcp.interface", c.DHCP.Interface)
+		req("dhcp.server_ip", c.DHCP.ServerIP)
+		req("dhcp.endpoint", c.DHCP.Endpoint)
+		for name, p := range map[string]Pool{"quarantine": c.DHCP.Quarantine, "production": c.DHCP.Production} {
+			req("dhcp."+name+".start", p.Start)
+			req("dhcp."+name+".end", p.End)
+			if p.PrefixLen <= 0 || p.PrefixLen > 32 || p.LeaseTime <= 0 {
+				errs = append(errs, fmt.Errorf("dhcp.%s: prefix_len and lease_time are required", name))
+			}
+		}
+	}
 	if c.Boot != nil {
 		req("boot.kernel", c.Boot.Kernel)
 		req("boot.initrd", c.Boot.Initrd)

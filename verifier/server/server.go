@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"time"
@@ -39,6 +40,9 @@ type Options struct {
 	MaxSessions int                // outstanding sessions; default 10000
 	// Boot is the production OS that passing hosts boot; nil for none.
 	Boot *BootOS
+	// Recorded, if set, is told of every recorded verdict and the address
+	// the attestation came from (the DHCP gate binds it to the host).
+	Recorded func(ctx context.Context, hostID string, remote net.IP)
 }
 
 // Server serves the attestation API.
@@ -215,6 +219,11 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		log.Error("record attestation", "err", err)
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot record the attestation")
 		return
+	}
+	if s.opt.Recorded != nil {
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			s.opt.Recorded(context.WithoutCancel(r.Context()), enr.HostID, net.ParseIP(host))
+		}
 	}
 	log.Info("attested", "verdict", verdict, "reasons", len(reasons), "attestation", a.ID, "incident", incident, "verify_ms", time.Since(start).Milliseconds())
 	res := wire.Result{

@@ -141,6 +141,17 @@ func runBoot(ctx context.Context, console io.Writer) error {
 		Events:   ev,
 		Console:  console,
 		Backoff:  bootflow.Backoff{Min: 2 * time.Second, Max: 60 * time.Second},
+		Renew: func(ctx context.Context) (string, error) {
+			rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			defer cancel()
+			l, err := netup.Renew(rctx, lease.Interface, log)
+			if err != nil {
+				return "", err
+			}
+			// Connections kept alive from the quarantine address are dead.
+			httpc.CloseIdleConnections()
+			return l.Address.String(), nil
+		},
 	}
 	return flow.Run(ctx)
 }

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+
+	"github.com/bootgate/bootgate/verifier/config"
+	"github.com/bootgate/bootgate/verifier/dhcpgate"
+	"github.com/bootgate/bootgate/verifier/store"
+)
+
+// dhcpGate is the running DHCP gate of `bootgate serve`.
+type dhcpGate struct {
+	server *dhcpgate.Server
+	leases *dhcpgate.Leases
+	conn   net.PacketConn
+}
+
+func pool(name string, c config.Pool) (dhcpgate.Pool, error) {
+	p := dhcpgate.Pool{Name: name, Start: net.ParseIP(c.Start).To4(), End: net.ParseIP(c.End).To4(),
+		Netmask: net.CIDRMask(c.PrefixLen, 32), LeaseTime: c.LeaseTime}
+	if p.Start == nil || p.End == nil {
+		return p, fmt.Errorf("dhcp.%s: start and end must be IPv4 addresses", name)
+	}
+	if c.Router != "" {
+		if p.Router = net.ParseIP(c.Router).To4(); p.Router == nil {
+			return p, fmt.Errorf("dhcp.%s.router: %q is not an IPv4 address", name, c.Router)
+		}
+	}
+	for _, d := range c.DNS {
+		ip := net.ParseIP(d).To4()
+		if ip == nil {
+			return p, fmt.Errorf("dhcp.%s.dns: %q is not an IPv4 address", name, d)
+		}
+		p.DNS = append(p.DNS, ip)
+	}
+	return p, nil
+}
+
+// startDHCP opens the lease tables in the store file and binds the DHCP
+// socket to the boot network interface.
+func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logger) (*dhcpGate, error) {
+	q, err := pool(dhcpgate.PoolQuarantine, c.Quarantine)
+	if err != nil {
+		return nil, err
+	}
+	p, err := pool(dhcpgate.PoolProduction, c.Production)
+	if err != nil {
+		return nil, err
+	}
+	cfg := dhcpgate.Config{ServerIP: net.ParseIP(c.ServerIP).To4(), Quarantine: q, Production: p,
+		Endpoint: c.Endpoint, BootFile: c.BootFile, BootURL: c.BootURL}
+	if cfg.ServerIP == nil {
+		return nil, fmt.Errorf("dhcp.server_ip: %q is not an IPv4 address", c.ServerIP)
+	}
+	if c.CA != "" {
+		b, err := os.ReadFile(c.CA)
+		if err != nil {
+			return nil, fmt.Errorf("dhcp.ca: %w", err)
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("dhcp.ca: no PEM certificate in %s", c.CA)
+		}
+		cfg.CACert = blk.Bytes
+	}
+	leases, err := dhcpgate.OpenLeases(storePath)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := dhcpgate.New(cfg, leases, dhcpgate.StoreAdmission{Leases: leases, Hosts: st}, log.With("component", "dhcp"))
+	if err != nil {
+		leases.Close()
+		return nil, err
+	}
+	conn, err := server4.NewIPv4UDPConn(c.Interface, &net.UDPAddr{Port: dhcpv4.ServerPort})
+	if err != nil {
+		leases.Close()
+		return nil, fmt.Errorf("dhcp: listen on %s: %w", c.Interface, err)
+	}
+	return &dhcpGate{server: srv, leases: leases, conn: conn}, nil
+}
+
+// recorded binds the attesting address's client to the host.
+func (g *dhcpGate) recorded(log *slog.Logger) func(context.Context, string, net.IP) {
+	return func(ctx context.Context, hostID string, remote net.IP) {
+		if err := g.leases.Attested(ctx, hostID, remote, time.Now()); err != nil {
+			log.Warn("attestation from an address without a lease", "host", hostID, "remote", remote.String(), "err", err)
+		}
+	}
+}
