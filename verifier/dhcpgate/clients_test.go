@@ -9,14 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-	"github.com/vishvananda/netns"
+
+	"github.com/bootgate/bootgate/internal/nettest"
 )
 
 // pair is two network namespaces joined by a veth pair: the appliance's side
@@ -64,33 +64,10 @@ func newPair(t *testing.T) *pair {
 func (p *pair) serverIf() string { return "vs" + p.server[4:] }
 func (p *pair) clientIf() string { return "vc" + p.client[4:] }
 
-// inNS runs f on a thread switched into the named namespace: sockets made
-// there stay in it.
-func inNS(t *testing.T, name string, f func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Set(orig)
-	f()
-}
-
 // serve runs the gate in the server namespace until the test ends.
 func serve(t *testing.T, p *pair, s *Server) {
 	var conn net.PacketConn
-	inNS(t, p.server, func() {
+	nettest.InNS(t, p.server, func() {
 		c, err := server4.NewIPv4UDPConn(p.serverIf(), &net.UDPAddr{Port: dhcpv4.ServerPort})
 		if err != nil {
 			t.Fatal(err)
@@ -171,7 +148,7 @@ func TestRealClients(t *testing.T) {
 
 	// Garbage from the client side: random bytes, a truncated DISCOVER, an
 	// unknown message type, and a bounded flood of DISCOVERs from made-up MACs.
-	inNS(t, p.client, func() {
+	nettest.InNS(t, p.client, func() {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
 		if err != nil {
 			t.Fatal(err)
