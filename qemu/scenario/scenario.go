@@ -124,6 +124,7 @@ dhcp:
   boot_file: bootgate/agent.efi
   quarantine: {start: 10.23.0.100, end: 10.23.0.149, prefix_len: 24, lease_time: 60s}
   production: {start: 10.23.0.150, end: 10.23.0.199, prefix_len: 24, lease_time: 1h}
+gateway: {interface: br0}
 `, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
 		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")),
 		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")))

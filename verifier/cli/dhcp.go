@@ -14,6 +14,7 @@ import (
 
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
+	"github.com/bootgate/bootgate/verifier/gateway"
 	"github.com/bootgate/bootgate/verifier/store"
 )
 
@@ -94,6 +95,38 @@ func (g *dhcpGate) recorded(log *slog.Logger) func(context.Context, string, net.
 	return func(ctx context.Context, hostID string, remote net.IP) {
 		if err := g.leases.Attested(ctx, hostID, remote, time.Now()); err != nil {
 			log.Warn("attestation from an address without a lease", "host", hostID, "remote", remote.String(), "err", err)
+		}
+	}
+}
+
+// reconcile keeps the gateway's admitted set equal to the admitted hosts'
+// production leases until ctx ends, then empties it (fail closed).
+func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases, st store.Store, every time.Duration, log *slog.Logger) {
+	if every <= 0 {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := -1
+	for {
+		ips, err := leases.AdmittedIPs(ctx, time.Now(), st)
+		if err == nil {
+			err = gw.Sync(ips)
+		}
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("gateway sync", "err", err)
+		case len(ips) != last:
+			log.Info("gateway: admitted addresses", "count", len(ips))
+			last = len(ips)
+		}
+		select {
+		case <-ctx.Done():
+			if err := gw.Close(); err != nil {
+				log.Error("gateway close", "err", err)
+			}
+			return
+		case <-t.C:
 		}
 	}
 }

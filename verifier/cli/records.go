@@ -96,3 +96,26 @@ func (e *env) incidentsCmd() *cobra.Command {
 			return fmt.Sprintf("%d\t%s\t%s\t%d\t%s\t%s", in.ID, in.HostID, in.State, in.Failures, in.Opened.Format(time.RFC3339), strings.Join(rules, ", "))
 		})
 }
+
+func (e *env) quarantineCmd() *cobra.Command {
+	var f storeFlags
+	cmd := &cobra.Command{
+		Use:   "quarantine HOST",
+		Short: "Quarantine a host: forwarding stops at the next gateway sync, DHCP gives it a quarantine lease",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := f.open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.Quarantine(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "host %s quarantined; it is admitted again only by a passing attestation\n", args[0])
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/gateway"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/server"
 	"github.com/bootgate/bootgate/verifier/store"
@@ -101,6 +102,14 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go srv.Run(ctx)
+	if cfg.Gateway != nil {
+		gw, err := gateway.New(cfg.Gateway.Interface, -1)
+		if err != nil {
+			return err
+		}
+		go reconcile(ctx, gw, gate.leases, st, cfg.Gateway.Sync, e.logger)
+		e.logger.Info("admission at the gateway", "interface", cfg.Gateway.Interface)
+	}
 	dhcpDone := make(chan error, 1)
 	if gate != nil {
 		go func() { dhcpDone <- gate.server.Serve(ctx, gate.conn) }()

@@ -36,6 +36,18 @@ type Config struct {
 	Boot *Boot `yaml:"boot"`
 	// DHCP makes the appliance the boot network's DHCP server (optional).
 	DHCP *DHCP `yaml:"dhcp"`
+	// Gateway makes the appliance forward boot-network traffic only for
+	// admitted hosts' production leases (nftables; needs dhcp).
+	Gateway *Gateway `yaml:"gateway"`
+}
+
+// Gateway configures admission at the appliance's forwarding path.
+type Gateway struct {
+	// Interface is the boot network interface whose forwarding is governed.
+	Interface string `yaml:"interface"`
+	// Sync is how often the admitted set is reconciled with the store
+	// (default 1s): the longest a quarantine takes to cut a host off.
+	Sync time.Duration `yaml:"sync"`
 }
 
 // DHCP configures the attestation-gated DHCP server (docs/dhcp.md).
@@ -146,6 +158,12 @@ func (c *Config) validate() error {
 			if p.PrefixLen <= 0 || p.PrefixLen > 32 || p.LeaseTime <= 0 {
 				errs = append(errs, fmt.Errorf("dhcp.%s: prefix_len and lease_time are required", name))
 			}
+		}
+	}
+	if c.Gateway != nil {
+		req("gateway.interface", c.Gateway.Interface)
+		if c.DHCP == nil {
+			errs = append(errs, errors.New("gateway: needs dhcp (admitted addresses are production leases)"))
 		}
 	}
 	if c.Boot != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/bootgate/bootgate/verifier/store"
 )
 
 type fakeAdmission struct {
@@ -167,5 +169,62 @@ func TestPXEClientGetsTheAgent(t *testing.T) {
 	offer, err := s.Reply(context.Background(), disc)
 	if err != nil || offer.BootFileName != "bootgate/agent.efi" || offer.BootFileNameOption() != "bootgate/agent.efi" {
 		t.Fatalf("PXE offer %v: %v", offer, err)
+	}
+}
+
+type fakeHosts map[string]string // host ID → state
+
+func (f fakeHosts) Host(_ context.Context, id string) (*store.Host, error) {
+	s, ok := f[id]
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	return &store.Host{ID: id, State: s}, nil
+}
+
+// TestAdmittedIPs follows a host from its attestation (bound by its
+// quarantine lease's address) to a production lease, and checks that only
+// admitted hosts' production leases are forwarded, and that a quarantine
+// takes the address out.
+func TestAdmittedIPs(t *testing.T) {
+	l, err := OpenLeases(filepath.Join(t.TempDir(), "l.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	hosts := fakeHosts{"host-a": store.HostAdmitted, "host-b": store.HostQuarantined}
+	adm := StoreAdmission{Leases: l, Hosts: hosts}
+	s, err := New(testConfig(), l, adm, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, now := context.Background(), time.Now()
+	a, b := mac(1), mac(2)
+	qa, qb := exchange(t, s, a).YourIPAddr, exchange(t, s, b).YourIPAddr
+	if !s.cfg.Quarantine.Contains(qa) || !s.cfg.Quarantine.Contains(qb) {
+		t.Fatal("unknown hosts were not quarantined")
+	}
+	// Their attestations arrive from their quarantine addresses.
+	if err := l.Attested(ctx, "host-a", qa, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Attested(ctx, "host-b", qb, now); err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := exchange(t, s, a).YourIPAddr, exchange(t, s, b).YourIPAddr
+	if !s.cfg.Production.Contains(pa) || !s.cfg.Quarantine.Contains(pb) {
+		t.Fatalf("admitted host got %v, quarantined host %v", pa, pb)
+	}
+	ips, err := l.AdmittedIPs(ctx, time.Now(), hosts)
+	if err != nil || len(ips) != 1 || !ips[0].Equal(pa) {
+		t.Fatalf("admitted addresses %v (%v), want [%v]", ips, err, pa)
+	}
+	hosts["host-a"] = store.HostQuarantined
+	if ips, _ := l.AdmittedIPs(ctx, time.Now(), hosts); len(ips) != 0 {
+		t.Fatalf("a quarantined host is still forwarded: %v", ips)
+	}
+	// An attestation from an address without a lease binds nothing.
+	if err := l.Attested(ctx, "host-c", net.IPv4(10, 24, 0, 99), now); err == nil {
+		t.Error("bound a host to an address nobody leased")
 	}
 }

@@ -479,6 +479,18 @@ func (s *SQLite) Host(ctx context.Context, id string) (*Host, error) {
 }
 
 // Incidents returns every incident, newest (highest ID) first.
+// Quarantine implements Store.
+func (s *SQLite) Quarantine(ctx context.Context, id string) error {
+	res, err := s.write.ExecContext(ctx, `UPDATE hosts SET state = ? WHERE id = ?`, HostQuarantined, id)
+	if err != nil {
+		return fmt.Errorf("quarantine host %q: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return fmt.Errorf("quarantine host %q: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
 func (s *SQLite) Incidents(ctx context.Context) ([]Incident, error) {
 	rows, err := s.read.QueryContext(ctx, `
 		SELECT id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons

@@ -657,3 +657,25 @@ func TestOpenEmptyPath(t *testing.T) {
 		t.Fatal("OpenSQLite(\"\") succeeded")
 	}
 }
+
+func TestQuarantine(t *testing.T) {
+	st, err := OpenSQLite(filepath.Join(t.TempDir(), "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	a := &Attestation{HostID: "h1", Time: time.Now(), Verdict: wire.VerdictPass, PolicyName: "p", PolicyDigest: "d"}
+	if _, err := st.Record(ctx, a, Host{ID: "h1", State: HostAdmitted}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Quarantine(ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := st.Host(ctx, "h1"); err != nil || h.State != HostQuarantined {
+		t.Fatalf("after quarantine: %+v %v", h, err)
+	}
+	if err := st.Quarantine(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown host: %v", err)
+	}
+}

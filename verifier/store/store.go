@@ -92,6 +92,9 @@ type Store interface {
 	Attestation(ctx context.Context, id int64) (*Attestation, error)
 	Hosts(ctx context.Context) ([]Host, error)
 	Host(ctx context.Context, id string) (*Host, error)
+	// Quarantine sets a known host's state to quarantined (an operator's
+	// decision); only a fresh passing attestation admits it again.
+	Quarantine(ctx context.Context, id string) error
 	Incidents(ctx context.Context) ([]Incident, error)
 	Close() error
 }
