@@ -54,7 +54,8 @@ type Config struct {
 	OVMFVars string
 	// ESP is a directory presented read-only as the boot disk (a QEMU vvfat
 	// FAT image on virtio-blk, first in the boot order). It must hold
-	// EFI/BOOT/BOOTX64.EFI.
+	// EFI/BOOT/BOOTX64.EFI. Empty: no disk, the firmware boots from the
+	// network (PXE or HTTP boot).
 	ESP string
 	// TPM manufactures this VM's fresh swtpm into Dir/tpm. Nil means a VM
 	// without a TPM.
@@ -149,8 +150,11 @@ func prepare(cfg *Config) error {
 		cfg.Timeout = DefaultTimeout
 	}
 	for _, p := range []*string{&cfg.Dir, &cfg.OVMFCode, &cfg.OVMFVars, &cfg.ESP} {
+		if p == &cfg.ESP && *p == "" {
+			continue // no disk: the firmware boots from the network
+		}
 		if *p == "" {
-			return errors.New("config: OVMFCode, OVMFVars and ESP must be set")
+			return errors.New("config: OVMFCode and OVMFVars must be set")
 		}
 		abs, err := filepath.Abs(*p)
 		if err != nil {
@@ -158,7 +162,11 @@ func prepare(cfg *Config) error {
 		}
 		*p = abs
 	}
-	for _, f := range []string{cfg.OVMFCode, cfg.OVMFVars, filepath.Join(cfg.ESP, "EFI", "BOOT", "BOOTX64.EFI")} {
+	files := []string{cfg.OVMFCode, cfg.OVMFVars}
+	if cfg.ESP != "" {
+		files = append(files, filepath.Join(cfg.ESP, "EFI", "BOOT", "BOOTX64.EFI"))
+	}
+	for _, f := range files {
 		if _, err := os.Stat(f); err != nil {
 			return err
 		}
@@ -302,10 +310,12 @@ func commandLine(cfg Config, vars, tpmCtrl, qmp string) ([]string, error) {
 			"-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
 			"-device", "tpm-tis,tpmdev=tpm0")
 	}
-	a = append(a,
-		"-drive", "if=none,id=esp,format=raw,readonly=on,file=fat:"+esc(cfg.ESP),
-		"-device", "virtio-blk-pci,drive=esp,bootindex=0",
-		"-nic", "none")
+	if cfg.ESP != "" {
+		a = append(a,
+			"-drive", "if=none,id=esp,format=raw,readonly=on,file=fat:"+esc(cfg.ESP),
+			"-device", "virtio-blk-pci,drive=esp,bootindex=0")
+	}
+	a = append(a, "-nic", "none")
 	a = append(a, netArgs...)
 	a = append(a,
 		"-display", "none",

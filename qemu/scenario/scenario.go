@@ -44,7 +44,7 @@ func (b Build) Missing() string {
 // Host is one test host and what must become of it.
 type Host struct {
 	Name string
-	UKI  string // relative to the build dir
+	UKI  string // relative to the build dir; "" for no disk (network boot)
 	Vars string // relative to the build dir; "setup-mode" for empty vars (Secure Boot off)
 	Pass bool   // must reach the production OS; otherwise must be quarantined
 	Why  string // what this host shows
@@ -60,6 +60,8 @@ var Hosts = []Host{
 		Why: "the firmware trusts another vendor's db key, which signed this agent"},
 	{Name: "altered", UKI: "agent-altered.efi", Vars: "ovmf/vars-bootgate.fd",
 		Why: "an agent UKI with a changed command line, signed with bootgate's key"},
+	{Name: "netboot", Vars: "ovmf/vars-bootgate.fd", Pass: true,
+		Why: "no disk: OVMF's PXE client loads the agent from the appliance (DHCP, TFTP)"},
 }
 
 // Outcome is what became of a host.
@@ -125,11 +127,19 @@ dhcp:
   quarantine: {start: 10.23.0.100, end: 10.23.0.149, prefix_len: 24, lease_time: 60s}
   production: {start: 10.23.0.150, end: 10.23.0.199, prefix_len: 24, lease_time: 1h}
 gateway: {interface: br0}
+bootfiles: {dir: %q, tftp: "%s:69"}
 `, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
 		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")),
-		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")))
+		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")), abs(filepath.Join(dir, "bootfiles")), ApplianceIP)
 	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"), done: make(chan error, 1)}
 	if err := os.WriteFile(a.Config, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	// What network-booting hosts load: the signed agent.
+	if err := os.MkdirAll(filepath.Join(dir, "bootfiles", "bootgate"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := copyFile(filepath.Join(dir, "bootfiles", "bootgate", "agent.efi"), b.path("agent.efi")); err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "appliance.log"))
@@ -199,14 +209,17 @@ func Boot(ctx context.Context, opt Options, hosts []Host) []Outcome {
 
 func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 	o := Outcome{Host: h}
-	esp := filepath.Join(opt.Work, h.Name, "esp")
-	if err := os.MkdirAll(filepath.Join(esp, "EFI", "BOOT"), 0o755); err != nil {
-		o.Err = err
-		return o
-	}
-	if err := copyFile(filepath.Join(esp, "EFI", "BOOT", "BOOTX64.EFI"), opt.Build.path(h.UKI)); err != nil {
-		o.Err = err
-		return o
+	esp := ""
+	if h.UKI != "" {
+		esp = filepath.Join(opt.Work, h.Name, "esp")
+		if err := os.MkdirAll(filepath.Join(esp, "EFI", "BOOT"), 0o755); err != nil {
+			o.Err = err
+			return o
+		}
+		if err := copyFile(filepath.Join(esp, "EFI", "BOOT", "BOOTX64.EFI"), opt.Build.path(h.UKI)); err != nil {
+			o.Err = err
+			return o
+		}
 	}
 	vars := opt.Build.path(h.Vars)
 	if h.Vars == "setup-mode" {

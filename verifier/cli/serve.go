@@ -110,6 +110,11 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		go reconcile(ctx, gw, gate.leases, st, cfg.Gateway.Sync, e.logger)
 		e.logger.Info("admission at the gateway", "interface", cfg.Gateway.Interface)
 	}
+	if cfg.BootFiles != nil {
+		if err := serveBootFiles(ctx, cfg.BootFiles, e.logger); err != nil {
+			return err
+		}
+	}
 	dhcpDone := make(chan error, 1)
 	if gate != nil {
 		go func() { dhcpDone <- gate.server.Serve(ctx, gate.conn) }()

@@ -39,6 +39,15 @@ type Config struct {
 	// Gateway makes the appliance forward boot-network traffic only for
 	// admitted hosts' production leases (nftables; needs dhcp).
 	Gateway *Gateway `yaml:"gateway"`
+	// BootFiles serves the agent UKI for network boot (optional).
+	BootFiles *BootFiles `yaml:"bootfiles"`
+}
+
+// BootFiles serves a directory read-only over TFTP and HTTP.
+type BootFiles struct {
+	Dir  string `yaml:"dir"`
+	TFTP string `yaml:"tftp"` // listen address, e.g. 10.23.0.1:69
+	HTTP string `yaml:"http"` // listen address for UEFI HTTP boot (optional)
 }
 
 // Gateway configures admission at the appliance's forwarding path.
@@ -124,6 +133,9 @@ func Load(path string) (*Config, error) {
 	if c.DHCP != nil {
 		paths = append(paths, &c.DHCP.CA)
 	}
+	if c.BootFiles != nil {
+		paths = append(paths, &c.BootFiles.Dir)
+	}
 	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
@@ -158,6 +170,12 @@ func (c *Config) validate() error {
 			if p.PrefixLen <= 0 || p.PrefixLen > 32 || p.LeaseTime <= 0 {
 				errs = append(errs, fmt.Errorf("dhcp.%s: prefix_len and lease_time are required", name))
 			}
+		}
+	}
+	if c.BootFiles != nil {
+		req("bootfiles.dir", c.BootFiles.Dir)
+		if c.BootFiles.TFTP == "" && c.BootFiles.HTTP == "" {
+			errs = append(errs, errors.New("bootfiles: give tftp or http"))
 		}
 	}
 	if c.Gateway != nil {
