@@ -2,6 +2,7 @@ package dhcpgate
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"sync"
@@ -227,4 +228,108 @@ func TestAdmittedIPs(t *testing.T) {
 	if err := l.Attested(ctx, "host-c", net.IPv4(10, 24, 0, 99), now); err == nil {
 		t.Error("bound a host to an address nobody leased")
 	}
+}
+
+// TestRestartDuringStorm has 300 clients (16 at a time) get leases while the
+// appliance restarts halfway (the lease store is closed and reopened, a new
+// server made); clients whose exchange fails retry. Afterwards every
+// acknowledged lease is in the store, no address is held twice, and every
+// client renewing its address gets it.
+func TestRestartDuringStorm(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "storm.db")
+	cfg := testConfig()
+	cfg.Quarantine.End = net.IPv4(10, 24, 0, 199) // 100 addresses
+	cfg.Production.Start, cfg.Production.End = net.IPv4(10, 24, 1, 0), net.IPv4(10, 24, 2, 255)
+	cfg.Quarantine.Netmask, cfg.Production.Netmask = net.CIDRMask(16, 32), net.CIDRMask(16, 32)
+	adm := &fakeAdmission{set: map[string]bool{}}
+	var mu sync.RWMutex
+	open := func() *Server {
+		l, err := OpenLeases(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(cfg, l, adm, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	srv := open()
+	const clients = 300
+	for i := range clients {
+		adm.admit(mac2(i), i%3 != 0) // two thirds admitted
+	}
+	acked := make([]net.IP, clients)
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				for try := 0; try < 20 && acked[i] == nil; try++ {
+					mu.RLock()
+					s := srv
+					ip, err := lease(s, mac2(i))
+					mu.RUnlock()
+					if err == nil {
+						acked[i] = ip
+					}
+				}
+			}
+		}()
+	}
+	for i := range clients {
+		if i == clients/2 {
+			mu.Lock() // the restart: no exchange runs while the store is swapped
+			srv.leases.Close()
+			srv = open()
+			mu.Unlock()
+		}
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	defer srv.leases.Close()
+
+	seen := map[string]int{}
+	for i, ip := range acked {
+		if ip == nil {
+			t.Fatalf("client %d never got a lease", i)
+		}
+		if j, dup := seen[ip.String()]; dup {
+			t.Fatalf("%v acknowledged to clients %d and %d", ip, j, i)
+		}
+		seen[ip.String()] = i
+	}
+	all, err := srv.leases.All(context.Background(), time.Now())
+	if err != nil || len(all) != clients {
+		t.Fatalf("%d leases in the store after the storm, want %d (%v)", len(all), clients, err)
+	}
+	for i, ip := range acked {
+		req, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac2(i)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)))
+		if r, err := srv.Reply(context.Background(), req); err != nil || r.MessageType() != dhcpv4.MessageTypeAck || !r.YourIPAddr.Equal(ip) {
+			t.Fatalf("client %d renewing %v: %v %v", i, ip, r, err)
+		}
+	}
+}
+
+func mac2(i int) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 1, 0, byte(i >> 8), byte(i)} }
+
+// lease runs DISCOVER, REQUEST for one client and returns the acknowledged
+// address.
+func lease(s *Server, hw net.HardwareAddr) (net.IP, error) {
+	ctx := context.Background()
+	disc, _ := dhcpv4.NewDiscovery(hw)
+	offer, err := s.Reply(ctx, disc)
+	if err != nil || offer == nil {
+		return nil, fmt.Errorf("no offer: %v", err)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	ack, err := s.Reply(ctx, req)
+	if err != nil || ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		return nil, fmt.Errorf("no ack: %v", err)
+	}
+	return ack.YourIPAddr, nil
 }
