@@ -14,6 +14,8 @@ import (
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
+const upsertLease = `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, ?, ?, 1, ?)`
+
 // ErrPoolFull is returned when a pool has no free address.
 var ErrPoolFull = errors.New("no free address in the pool")
 
@@ -27,11 +29,19 @@ type Lease struct {
 }
 
 // Leases keeps the leases in SQLite, so that they survive a restart of the
-// appliance. An address is never held by two clients at once: allocation,
-// binding and release run in one writer transaction each.
+// appliance, and mirrors them in memory, so that answering a DISCOVER costs
+// no disk write and no scan. An address is never held by two clients at
+// once: every change happens under one lock, and bound leases are written
+// through to SQLite before they are acknowledged. Offers live in memory only
+// (an offer lost in a restart was never acknowledged).
 type Leases struct {
-	mu sync.Mutex // one writer
-	db *sql.DB
+	mu     sync.Mutex
+	db     *sql.DB
+	upsert *sql.Stmt
+	byIP   map[uint32]*Lease // live leases and offers, and declined addresses
+	byMAC  map[string]uint32 // the client's address
+	hosts  map[string]string // MAC → host ID
+	cursor map[string]uint32 // per pool: where the next free-address search starts
 }
 
 // OpenLeases opens (creating) the lease tables in the SQLite file at path;
@@ -60,11 +70,79 @@ func OpenLeases(path string) (*Leases, error) {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
-	return &Leases{db: db}, nil
+	l := &Leases{db: db, byIP: map[uint32]*Lease{}, byMAC: map[string]uint32{}, hosts: map[string]string{}, cursor: map[string]uint32{}}
+	if l.upsert, err = db.Prepare(upsertLease); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open leases: %w", err)
+	}
+	if err := l.load(time.Now()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open leases: %w", err)
+	}
+	return l, nil
+}
+
+// load reads the live leases and the MAC bindings into memory.
+func (l *Leases) load(now time.Time) error {
+	rows, err := l.db.Query(`SELECT ip, mac, pool, bound, expires FROM dhcp_leases WHERE expires > ?`, now.UnixNano())
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var ipn uint32
+		var mac, pool string
+		var bound bool
+		var exp int64
+		if err := rows.Scan(&ipn, &mac, &pool, &bound, &exp); err != nil {
+			rows.Close()
+			return err
+		}
+		hw, _ := net.ParseMAC(mac)
+		l.byIP[ipn] = &Lease{IP: ipOf(ipn), MAC: hw, Pool: pool, Bound: bound, Expires: time.Unix(0, exp)}
+		if hw != nil {
+			l.byMAC[mac] = ipn
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = l.db.Query(`SELECT mac, host_id FROM dhcp_host_macs`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var mac, id string
+		if err := rows.Scan(&mac, &id); err != nil {
+			return err
+		}
+		l.hosts[mac] = id
+	}
+	return rows.Err()
+}
+
+// live returns the unexpired lease of ip, dropping an expired one.
+func (l *Leases) live(ipn uint32, now time.Time) *Lease {
+	le, ok := l.byIP[ipn]
+	if !ok {
+		return nil
+	}
+	if !le.Expires.After(now) {
+		delete(l.byIP, ipn)
+		if le.MAC != nil && l.byMAC[le.MAC.String()] == ipn {
+			delete(l.byMAC, le.MAC.String())
+		}
+		return nil
+	}
+	return le
 }
 
 // Close closes the database.
-func (l *Leases) Close() error { return l.db.Close() }
+func (l *Leases) Close() error {
+	l.upsert.Close()
+	return l.db.Close()
+}
 
 func ip4(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
 
@@ -75,95 +153,77 @@ func ipOf(n uint32) net.IP {
 }
 
 // Offer returns the client's current lease in pool if it has one, or
-// reserves the lowest free address of the pool for offerTTL. An address that
-// is bound or offered to another client, or declined, is never offered.
+// reserves the next free address of the pool (in memory) for offerTTL. An
+// address that is bound or offered to another client, or declined, is never
+// offered.
 func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now time.Time, offerTTL time.Duration) (*Lease, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	tx, err := l.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("offer lease: %w", err)
+	key := mac.String()
+	if ipn, ok := l.byMAC[key]; ok {
+		if le := l.live(ipn, now); le != nil && le.Pool == p.Name {
+			return le, nil
+		}
 	}
-	defer tx.Rollback()
-	// The client's own live lease in this pool, first.
-	var ipn uint32
-	var bound bool
-	var exp int64
-	err = tx.QueryRowContext(ctx, `SELECT ip, bound, expires FROM dhcp_leases WHERE mac = ? AND pool = ? AND expires > ? ORDER BY bound DESC LIMIT 1`,
-		mac.String(), p.Name, now.UnixNano()).Scan(&ipn, &bound, &exp)
-	if err == nil {
-		return &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Bound: bound, Expires: time.Unix(0, exp)}, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("offer lease: %w", err)
-	}
-	// A lease in another pool (the host was admitted or quarantined since)
-	// is given up.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE mac = ? AND pool <> ?`, mac.String(), p.Name); err != nil {
-		return nil, fmt.Errorf("offer lease: %w", err)
-	}
-	// The lowest address not held by a live lease.
 	start, end := ip4(p.Start), ip4(p.End)
-	rows, err := tx.QueryContext(ctx, `SELECT ip FROM dhcp_leases WHERE ip BETWEEN ? AND ? AND expires > ? ORDER BY ip`, start, end, now.UnixNano())
-	if err != nil {
-		return nil, fmt.Errorf("offer lease: %w", err)
-	}
-	next := start
-	for rows.Next() {
-		var taken uint32
-		if err := rows.Scan(&taken); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("offer lease: %w", err)
+	size := end - start + 1
+	cur := l.cursor[p.Name]
+	for i := uint32(0); i < size; i++ {
+		ipn := start + (cur+i)%size
+		if l.live(ipn, now) != nil {
+			continue
 		}
-		if taken != next {
-			break
-		}
-		next++
+		l.cursor[p.Name] = (cur + i + 1) % size
+		le := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Expires: now.Add(offerTTL)}
+		l.byIP[ipn] = le
+		l.byMAC[key] = ipn
+		return le, nil
 	}
-	rows.Close()
-	if next > end {
-		return nil, ErrPoolFull
-	}
-	expires := now.Add(offerTTL)
-	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, ?, ?, 0, ?)`,
-		next, mac.String(), p.Name, expires.UnixNano()); err != nil {
-		return nil, fmt.Errorf("offer lease: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("offer lease: %w", err)
-	}
-	return &Lease{IP: ipOf(next), MAC: mac, Pool: p.Name, Expires: expires}, nil
+	return nil, ErrPoolFull
 }
 
 // Bind binds ip to mac in pool for ttl, if ip is in the pool and free or
 // already the client's; it reports false otherwise (the server then NAKs).
+// The lease is in SQLite before Bind returns.
 func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net.IP, now time.Time, ttl time.Duration) (bool, error) {
 	if ip.To4() == nil || !p.Contains(ip) {
 		return false, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	tx, err := l.db.BeginTx(ctx, nil)
-	if err != nil {
-		return false, fmt.Errorf("bind lease: %w", err)
-	}
-	defer tx.Rollback()
-	var holder string
-	err = tx.QueryRowContext(ctx, `SELECT mac FROM dhcp_leases WHERE ip = ? AND expires > ?`, ip4(ip), now.UnixNano()).Scan(&holder)
-	switch {
-	case err == nil && holder != mac.String():
+	ipn, key := ip4(ip), mac.String()
+	if le := l.live(ipn, now); le != nil && (le.MAC == nil || le.MAC.String() != key) {
 		return false, nil
-	case err != nil && !errors.Is(err, sql.ErrNoRows):
+	}
+	exp := now.Add(ttl)
+	old, hadOther := l.byMAC[key]
+	hadOther = hadOther && old != ipn
+	if hadOther {
+		// The client moves to another address (another pool): both changes
+		// in one transaction.
+		tx, err := l.db.BeginTx(ctx, nil)
+		if err != nil {
+			return false, fmt.Errorf("bind lease: %w", err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ?`, key, ipn); err != nil {
+			return false, fmt.Errorf("bind lease: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, upsertLease, ipn, key, p.Name, exp.UnixNano()); err != nil {
+			return false, fmt.Errorf("bind lease: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return false, fmt.Errorf("bind lease: %w", err)
+		}
+	} else if _, err := l.upsert.ExecContext(ctx, ipn, key, p.Name, exp.UnixNano()); err != nil {
 		return false, fmt.Errorf("bind lease: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ?`, mac.String(), ip4(ip)); err != nil {
-		return false, fmt.Errorf("bind lease: %w", err)
+	if hadOther {
+		delete(l.byIP, old)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, ?, ?, 1, ?)`,
-		ip4(ip), mac.String(), p.Name, now.Add(ttl).UnixNano()); err != nil {
-		return false, fmt.Errorf("bind lease: %w", err)
-	}
-	return true, tx.Commit()
+	l.byIP[ipn] = &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Bound: true, Expires: exp}
+	l.byMAC[key] = ipn
+	return true, nil
 }
 
 // Release ends mac's lease of ip.
@@ -173,8 +233,14 @@ func (l *Leases) Release(ctx context.Context, mac net.HardwareAddr, ip net.IP) e
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, err := l.db.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?`, ip4(ip), mac.String())
-	return err
+	if _, err := l.db.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?`, ip4(ip), mac.String()); err != nil {
+		return err
+	}
+	if le, ok := l.byIP[ip4(ip)]; ok && le.MAC != nil && le.MAC.String() == mac.String() {
+		delete(l.byIP, ip4(ip))
+		delete(l.byMAC, mac.String())
+	}
+	return nil
 }
 
 // Decline marks ip unusable for quarantine (another machine answered ARP for
@@ -185,9 +251,15 @@ func (l *Leases) Decline(ctx context.Context, ip net.IP, now time.Time, quaranti
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, err := l.db.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, 'declined', 'declined', 1, ?)`,
-		ip4(ip), now.Add(quarantine).UnixNano())
-	return err
+	if _, err := l.db.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, 'declined', 'declined', 1, ?)`,
+		ip4(ip), now.Add(quarantine).UnixNano()); err != nil {
+		return err
+	}
+	if le, ok := l.byIP[ip4(ip)]; ok && le.MAC != nil {
+		delete(l.byMAC, le.MAC.String())
+	}
+	l.byIP[ip4(ip)] = &Lease{IP: ip.To4(), Pool: "declined", Bound: true, Expires: now.Add(quarantine)}
+	return nil
 }
 
 // ByIP returns the live lease of ip.
@@ -237,16 +309,16 @@ func (l *Leases) All(ctx context.Context, now time.Time) ([]Lease, error) {
 func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID string, now time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, err := l.db.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_host_macs (mac, host_id, updated) VALUES (?, ?, ?)`, mac.String(), hostID, now.UnixNano())
-	return err
+	if _, err := l.db.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_host_macs (mac, host_id, updated) VALUES (?, ?, ?)`, mac.String(), hostID, now.UnixNano()); err != nil {
+		return err
+	}
+	l.hosts[mac.String()] = hostID
+	return nil
 }
 
 // HostOf returns the host ID last bound to mac, or "".
 func (l *Leases) HostOf(ctx context.Context, mac net.HardwareAddr) (string, error) {
-	var id string
-	err := l.db.QueryRowContext(ctx, `SELECT host_id FROM dhcp_host_macs WHERE mac = ?`, mac.String()).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
-	return id, err
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hosts[mac.String()], nil
 }

@@ -229,7 +229,7 @@ func (s *Server) Reply(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4,
 				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)))
 		}
 		s.Stats.Acks.Add(1)
-		s.log.Info("lease", "mac", mac.String(), "ip", ip.String(), "pool", pool.Name)
+		s.log.Debug("lease", "mac", mac.String(), "ip", ip.String(), "pool", pool.Name)
 		return s.build(req, dhcpv4.MessageTypeAck, pool, ip)
 	case dhcpv4.MessageTypeRelease:
 		return nil, s.leases.Release(ctx, mac, req.ClientIPAddr)
