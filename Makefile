@@ -37,6 +37,10 @@ test: deps check images ## Run every test: unit (simulator), integration (swtpm)
 bench: deps ## Run the benchmarks (verification cost, API exchange)
 	$(GO) test -run '^$$' -bench . -benchmem ./verifier/...
 
+.PHONY: bench-dhcp
+bench-dhcp: deps ## perfdhcp against bootgate's DHCP gate and against Kea; last line: dhcp-gate-vs-kea: RATIO
+	@bash scripts/bench-dhcp.sh
+
 .PHONY: demo
 demo: deps build images ## Boot QEMU hosts against the appliance: who gets into the production OS, who is quarantined
 	@bash scripts/demo.sh

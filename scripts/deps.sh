@@ -12,6 +12,8 @@ packages=(
   zstd cpio                      # the agent initramfs and the production-OS test image
   iproute2                       # the test boot network: namespace, bridge, taps
   isc-dhcp-client busybox        # real DHCP clients for the DHCP gate's tests
+  nftables                       # admission at the gateway (the nft tool, to inspect it)
+  kea-admin kea-dhcp4-server     # make bench-dhcp: perfdhcp, and Kea to compare with
   openssl ca-certificates curl
   make git
 )

@@ -35,13 +35,16 @@ type Lease struct {
 // through to SQLite before they are acknowledged. Offers live in memory only
 // (an offer lost in a restart was never acknowledged).
 type Leases struct {
-	mu     sync.Mutex
-	db     *sql.DB
-	upsert *sql.Stmt
-	byIP   map[uint32]*Lease // live leases and offers, and declined addresses
-	byMAC  map[string]uint32 // the client's address
-	hosts  map[string]string // MAC → host ID
-	cursor map[string]uint32 // per pool: where the next free-address search starts
+	mu        sync.Mutex
+	db        *sql.DB
+	upsert    *sql.Stmt
+	commits   chan commitReq
+	stopped   chan struct{}
+	closeOnce sync.Once
+	byIP      map[uint32]*Lease // live leases and offers, and declined addresses
+	byMAC     map[string]uint32 // the client's address
+	hosts     map[string]string // MAC → host ID
+	cursor    map[string]uint32 // per pool: where the next free-address search starts
 }
 
 // OpenLeases opens (creating) the lease tables in the SQLite file at path;
@@ -79,6 +82,8 @@ func OpenLeases(path string) (*Leases, error) {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
+	l.commits, l.stopped = make(chan commitReq, 1024), make(chan struct{})
+	go l.committer()
 	return l, nil
 }
 
@@ -138,10 +143,17 @@ func (l *Leases) live(ipn uint32, now time.Time) *Lease {
 	return le
 }
 
-// Close closes the database.
+// Close writes what is pending and closes the database. No Bind may run
+// during or after Close.
 func (l *Leases) Close() error {
-	l.upsert.Close()
-	return l.db.Close()
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.commits)
+		<-l.stopped
+		l.upsert.Close()
+		err = l.db.Close()
+	})
+	return err
 }
 
 func ip4(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
@@ -184,46 +196,108 @@ func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now t
 
 // Bind binds ip to mac in pool for ttl, if ip is in the pool and free or
 // already the client's; it reports false otherwise (the server then NAKs).
-// The lease is in SQLite before Bind returns.
+// The lease is in SQLite before Bind returns: concurrent binds are written
+// in one transaction (group commit), which is what lets a single SQLite file
+// keep up with a boot storm.
 func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net.IP, now time.Time, ttl time.Duration) (bool, error) {
 	if ip.To4() == nil || !p.Contains(ip) {
 		return false, nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	ipn, key := ip4(ip), mac.String()
+	exp := now.Add(ttl)
+	l.mu.Lock()
 	if le := l.live(ipn, now); le != nil && (le.MAC == nil || le.MAC.String() != key) {
+		l.mu.Unlock()
 		return false, nil
 	}
-	exp := now.Add(ttl)
+	prevIP, prev := l.byIP[ipn]
 	old, hadOther := l.byMAC[key]
 	hadOther = hadOther && old != ipn
-	if hadOther {
-		// The client moves to another address (another pool): both changes
-		// in one transaction.
-		tx, err := l.db.BeginTx(ctx, nil)
-		if err != nil {
-			return false, fmt.Errorf("bind lease: %w", err)
-		}
-		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ?`, key, ipn); err != nil {
-			return false, fmt.Errorf("bind lease: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, upsertLease, ipn, key, p.Name, exp.UnixNano()); err != nil {
-			return false, fmt.Errorf("bind lease: %w", err)
-		}
-		if err := tx.Commit(); err != nil {
-			return false, fmt.Errorf("bind lease: %w", err)
-		}
-	} else if _, err := l.upsert.ExecContext(ctx, ipn, key, p.Name, exp.UnixNano()); err != nil {
-		return false, fmt.Errorf("bind lease: %w", err)
-	}
+	oldLease := l.byIP[old]
+	// Reserve in memory first, so that no one else takes the address while
+	// it is being written.
+	mine := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Bound: true, Expires: exp}
+	l.byIP[ipn] = mine
+	l.byMAC[key] = ipn
 	if hadOther {
 		delete(l.byIP, old)
 	}
-	l.byIP[ipn] = &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Bound: true, Expires: exp}
-	l.byMAC[key] = ipn
+	l.mu.Unlock()
+
+	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: hadOther, done: make(chan error, 1)}
+	l.commits <- req
+	if err := <-req.done; err != nil {
+		l.mu.Lock()
+		if l.byIP[ipn] == mine {
+			if prev {
+				l.byIP[ipn] = prevIP
+			} else {
+				delete(l.byIP, ipn)
+			}
+			if hadOther && oldLease != nil {
+				l.byIP[old] = oldLease
+				l.byMAC[key] = old
+			}
+		}
+		l.mu.Unlock()
+		return false, fmt.Errorf("bind lease: %w", err)
+	}
 	return true, nil
+}
+
+// commitReq is one bound lease waiting to be written.
+type commitReq struct {
+	ip      uint32
+	mac     string
+	pool    string
+	expires int64
+	moved   bool // delete the client's other addresses
+	done    chan error
+}
+
+// committer writes bound leases in batches: whatever is waiting when a
+// transaction starts goes into it.
+func (l *Leases) committer() {
+	defer close(l.stopped)
+	for first := range l.commits {
+		batch := []commitReq{first}
+	drain:
+		for len(batch) < 512 {
+			select {
+			case r, ok := <-l.commits:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		err := l.write(batch)
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+func (l *Leases) write(batch []commitReq) error {
+	tx, err := l.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	up := tx.Stmt(l.upsert)
+	for _, r := range batch {
+		if r.moved {
+			if _, err := tx.Exec(`DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ?`, r.mac, r.ip); err != nil {
+				return err
+			}
+		}
+		if _, err := up.Exec(r.ip, r.mac, r.pool, r.expires); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // Release ends mac's lease of ip.

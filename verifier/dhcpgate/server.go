@@ -65,7 +65,7 @@ type Config struct {
 	// BootFile is the agent UKI's TFTP path for PXE clients; BootURL its
 	// HTTP URL for UEFI HTTP boot clients.
 	BootFile, BootURL string
-	Workers           int // default 4
+	Workers           int // default 8
 	Queue             int // packets waiting for a worker; default 1024
 	OfferTTL          time.Duration
 }
@@ -101,7 +101,7 @@ func New(cfg Config, leases *Leases, admit Admission, log *slog.Logger) (*Server
 		}
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = 8
 	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = 1024
