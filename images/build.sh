@@ -13,8 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 B=build
-VERIFIER_ADDR=${VERIFIER_ADDR:-10.23.0.1:18443}  # the appliance on the test boot network (qemu/scenario)
-CMDLINE="console=ttyS0 quiet bootgate.verifier=https://$VERIFIER_ADDR"
+VERIFIER_ADDR=${VERIFIER_ADDR:-10.23.0.1:18443}  # the appliance on the test boot network (qemu/scenario): its TLS name
+# The agent learns the attestation endpoint from the appliance's DHCP vendor
+# option; bootgate.verifier=URL here would override it.
+CMDLINE="console=ttyS0 quiet"
 step() { printf '==> %s\n' "$*"; }
 t0=$(date +%s)
 

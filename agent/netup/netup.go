@@ -5,6 +5,7 @@ package netup
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/u-root/u-root/pkg/dhclient"
 	"github.com/u-root/u-root/pkg/kmodule"
 	"github.com/vishvananda/netlink"
@@ -52,12 +54,42 @@ func LoadModules(dir string, log *slog.Logger) (int, error) {
 	return n, sc.Err()
 }
 
-// Lease is the address an interface got.
+// Lease is the address an interface got, and what the appliance told the
+// agent in its vendor option (43): where to attest, and the SHA-256 of the CA
+// certificate it must present.
 type Lease struct {
-	Interface string
-	Address   net.IP
-	Server    net.IP
-	Took      time.Duration
+	Interface     string
+	Address       net.IP
+	Server        net.IP
+	Took          time.Duration
+	Endpoint      string
+	CAFingerprint []byte
+}
+
+// Vendor option 43 sub-options of the appliance (verifier/dhcpgate).
+const (
+	subOptEndpoint      = 1
+	subOptCAFingerprint = 2
+)
+
+// parseVendor reads the appliance's sub-options; malformed data is ignored.
+func (l *Lease) parseVendor(b []byte) {
+	for len(b) >= 2 {
+		code, n := b[0], int(b[1])
+		if len(b) < 2+n {
+			return
+		}
+		v := b[2 : 2+n]
+		switch code {
+		case subOptEndpoint:
+			l.Endpoint = string(v)
+		case subOptCAFingerprint:
+			if n == 32 {
+				l.CAFingerprint = bytes.Clone(v)
+			}
+		}
+		b = b[2+n:]
+	}
 }
 
 // DHCP brings up every non-loopback interface, asks for a DHCPv4 lease on
@@ -117,6 +149,7 @@ func lease(ctx context.Context, ifs []netlink.Link, log *slog.Logger) (*Lease, e
 			msg, _ := p.Message()
 			if msg != nil {
 				l.Address, l.Server = msg.YourIPAddr, msg.ServerIPAddr
+				l.parseVendor(msg.Options.Get(dhcpv4.OptionVendorSpecificInformation))
 			}
 		}
 		return l, nil

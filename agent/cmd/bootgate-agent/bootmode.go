@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -67,9 +70,6 @@ func parseCmdline(cmdline string) (bootConfig, error) {
 			return c, fmt.Errorf("unknown kernel parameter bootgate.%s", k)
 		}
 	}
-	if c.verifier == "" {
-		return c, errors.New("no bootgate.verifier= on the kernel command line")
-	}
 	return c, nil
 }
 
@@ -126,10 +126,34 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read appliance CA: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
+	blk, _ := pem.Decode(caPEM)
+	if blk == nil {
 		return fmt.Errorf("read appliance CA: no certificate in %s", cfg.ca)
 	}
+	ca, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return fmt.Errorf("read appliance CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	// The appliance names its attestation endpoint and its CA's fingerprint
+	// in the DHCP vendor option; the kernel command line may override the
+	// endpoint. A fingerprint that is not our CA's means this DHCP server is
+	// not our appliance: trust is only ever the CA built into this image.
+	if cfg.verifier == "" {
+		cfg.verifier = lease.Endpoint
+	}
+	if len(lease.CAFingerprint) > 0 {
+		if sum := sha256.Sum256(ca.Raw); !bytes.Equal(sum[:], lease.CAFingerprint) {
+			ev.Emit("config_error", map[string]any{"error": "the DHCP server names another appliance CA than the one this agent trusts"})
+		}
+	}
+	if cfg.verifier == "" {
+		err := errors.New("no attestation endpoint: none in the DHCP vendor option, none on the kernel command line (bootgate.verifier=)")
+		ev.Emit("config_error", map[string]any{"error": err.Error()})
+		return err
+	}
+	ev.Emit("verifier", map[string]any{"url": cfg.verifier, "from_dhcp": cfg.verifier == lease.Endpoint})
 	httpc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
 	}}
