@@ -6,12 +6,14 @@ package bootflow
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"time"
 
@@ -55,6 +57,9 @@ type Flow struct {
 	// Renew, if set, is called after a pass and before the OS is fetched: it
 	// moves the host to its production lease and returns the new address.
 	Renew func(ctx context.Context) (string, error)
+	// IdentityClient, if set, makes the HTTP client that fetches the OS with
+	// the host identity (mTLS); required when Client.Identity is set.
+	IdentityClient func(id *wire.Identity, key *tpm.Key) *http.Client
 	// MaxAttempts bounds the attempts (0: no bound, as in production, where
 	// a quarantined host keeps trying until it passes).
 	MaxAttempts int
@@ -113,6 +118,9 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 		t.Close()
 		return fail("attest_error", err)
 	}
+	if rep.IdentityKey != nil {
+		defer rep.IdentityKey.Close()
+	}
 	res := rep.Result
 	f.Events.Emit("attested", map[string]any{
 		"attempt": n, "verdict": res.Verdict, "host_id": res.HostID, "attestation_id": res.AttestationID,
@@ -146,6 +154,11 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 			t.Close()
 			return fail("boot_error", fmt.Errorf("the verifier named an unreadable kernel signer: %w", err))
 		}
+	}
+	// With an identity, the OS is fetched over mTLS with the TPM-resident key.
+	if res.Identity != nil && rep.IdentityKey != nil {
+		f.Loader.HTTP = f.IdentityClient(res.Identity, rep.IdentityKey)
+		f.Events.Emit("identity", map[string]any{"not_after": res.Identity.NotAfter})
 	}
 	img, err := f.Loader.Fetch(ctx, spec)
 	if err != nil {
@@ -188,4 +201,16 @@ func (f *Flow) showQuarantine(res wire.Result) {
 	}
 	_, _ = io.WriteString(f.Console, b.String())
 	f.Events.Emit("quarantined", map[string]any{"host_id": res.HostID, "incident_id": res.IncidentID, "reasons": len(res.Reasons)})
+}
+
+// IdentityClient returns an HTTP client that presents the host identity
+// (certificate and chain, private key in the TPM) to servers that roots
+// trust.
+func IdentityClient(roots *x509.CertPool) func(*wire.Identity, *tpm.Key) *http.Client {
+	return func(id *wire.Identity, key *tpm.Key) *http.Client {
+		cert := tls.Certificate{Certificate: append([][]byte{id.Cert}, id.Chain...), PrivateKey: key.Signer()}
+		return &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
+		}}
+	}
 }

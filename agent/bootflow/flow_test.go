@@ -3,6 +3,8 @@ package bootflow_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +23,7 @@ import (
 	"github.com/bootgate/bootgate/boot"
 	"github.com/bootgate/bootgate/internal/tpmtest"
 	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/server"
 	"github.com/bootgate/bootgate/verifier/store"
@@ -52,6 +55,9 @@ type env struct {
 	tp     *tpm.TPM
 	events *bytes.Buffer
 	kernel []byte
+	url    string
+	store  *store.SQLite
+	roots  *x509.CertPool
 }
 
 // setup runs the appliance in process with a policy learned from learnLog,
@@ -92,7 +98,14 @@ func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) htt
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	srv, err := server.New(server.Options{Roots: ca.Roots(), Policy: pol, Store: db,
+	if err := pki.InitCA(filepath.Join(dir, "pki"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	idCA, err := pki.LoadCA(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Options{Roots: ca.Roots(), Policy: pol, Store: db, CA: idCA,
 		Boot: &server.BootOS{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd"), Cmdline: "console=ttyS0"}})
 	if err != nil {
 		t.Fatal(err)
@@ -101,18 +114,24 @@ func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) htt
 	if tamper != nil {
 		h = tamper(h)
 	}
-	ts := httptest.NewTLSServer(h)
+	ts := httptest.NewUnstartedServer(h)
+	ts.TLS = &tls.Config{}
+	srv.ConfigureTLS(ts.TLS)
+	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	e := &env{kexec: &fakeKexec{}, tp: tp, events: &bytes.Buffer{}, kernel: kernel}
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	e := &env{kexec: &fakeKexec{}, tp: tp, events: &bytes.Buffer{}, kernel: kernel, url: ts.URL, store: db, roots: roots}
 	e.flow = &bootflow.Flow{
-		Client:      &client.Client{BaseURL: ts.URL, HTTP: ts.Client()},
-		OpenTPM:     func() (*tpm.TPM, error) { return tpm.New(shared{tp.Transport()}), nil },
-		EventLog:    func() ([]byte, error) { return raw, nil },
-		Loader:      &boot.Loader{HTTP: ts.Client(), Dir: filepath.Join(dir, "os"), PCR: bootflow.PCR, Kexec: e.kexec},
-		Events:      event.New(e.events),
-		Console:     e.events,
-		Backoff:     bootflow.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond},
-		MaxAttempts: 2,
+		Client:         &client.Client{BaseURL: ts.URL, HTTP: ts.Client(), Identity: true},
+		IdentityClient: bootflow.IdentityClient(roots),
+		OpenTPM:        func() (*tpm.TPM, error) { return tpm.New(shared{tp.Transport()}), nil },
+		EventLog:       func() ([]byte, error) { return raw, nil },
+		Loader:         &boot.Loader{HTTP: ts.Client(), Dir: filepath.Join(dir, "os"), PCR: bootflow.PCR, Kexec: e.kexec},
+		Events:         event.New(e.events),
+		Console:        e.events,
+		Backoff:        bootflow.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond},
+		MaxAttempts:    2,
 	}
 	return e
 }
@@ -142,7 +161,7 @@ func TestPassBootsTheNamedOS(t *testing.T) {
 	if bytes.Equal(before, after) {
 		t.Error("the OS was not measured into PCR 15")
 	}
-	for _, ev := range []string{`"verdict":"pass"`, `"event":"os_verified"`, `"event":"os_loaded"`, `"event":"kexec"`} {
+	for _, ev := range []string{`"verdict":"pass"`, `"event":"identity"`, `"event":"os_verified"`, `"event":"os_loaded"`, `"event":"kexec"`} {
 		if !strings.Contains(e.events.String(), ev) {
 			t.Errorf("events lack %s", ev)
 		}
@@ -192,5 +211,65 @@ func TestFailuresNeverBoot(t *testing.T) {
 				t.Errorf("%d retries for 2 attempts", n)
 			}
 		})
+	}
+}
+
+// The production OS is served only to admitted hosts over mTLS with their
+// TPM-resident identity: no identity, or a quarantined host's, gets 403.
+func TestBootFilesNeedAnAdmittedIdentity(t *testing.T) {
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", nil)
+	plain := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.roots}}}
+	resp, err := plain.Get(e.url + "/v1/boot/kernel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("without an identity: %s", resp.Status)
+	}
+	tp := tpm.New(shared{e.tp.Transport()})
+	rep, err := e.flow.Client.Attest(context.Background(), tp, tpmtest.EventLog(t, "rhel8-uefi.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.IdentityKey.Close()
+	if rep.Result.Verdict != "pass" || rep.Result.Identity == nil {
+		t.Fatalf("verdict %s, identity %v", rep.Result.Verdict, rep.Result.Identity)
+	}
+	cert, err := x509.ParseCertificate(rep.Result.Identity.Cert)
+	if err != nil || cert.Subject.CommonName != rep.Result.HostID {
+		t.Fatalf("identity certificate (%v) does not name host %s", err, rep.Result.HostID)
+	}
+	withID := bootflow.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)
+	get := func() int {
+		resp, err := withID.Get(e.url + "/v1/boot/initrd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("with the identity of an admitted host: %d", code)
+	}
+	if err := e.store.Quarantine(context.Background(), rep.Result.HostID); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(); code != http.StatusForbidden {
+		t.Fatalf("with the identity of a quarantined host: %d", code)
+	}
+}
+
+// A failing host gets no identity and no OS, whatever it asks for.
+func TestNoIdentityWithoutPass(t *testing.T) {
+	e := setup(t, "rhel8-uefi.bin", "ubuntu-2104-no-secure-boot.bin", nil)
+	tp := tpm.New(shared{e.tp.Transport()})
+	rep, err := e.flow.Client.Attest(context.Background(), tp, tpmtest.EventLog(t, "ubuntu-2104-no-secure-boot.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.IdentityKey.Close()
+	if rep.Result.Verdict != "fail" || rep.Result.Identity != nil || rep.Result.Boot != nil {
+		t.Fatalf("a failing host got verdict %s, identity %v, boot %v", rep.Result.Verdict, rep.Result.Identity, rep.Result.Boot)
 	}
 }

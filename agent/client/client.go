@@ -40,6 +40,9 @@ type Client struct {
 	Logger *slog.Logger
 	// AK is the attestation key algorithm; ECC P-256 by default.
 	AK tpm.AKAlg
+	// Identity asks for a host identity certificate for the TPM's identity
+	// key (certified by the AK); the key stays loaded in Report.IdentityKey.
+	Identity bool
 }
 
 // Report describes one attestation, for the console and for measurements.
@@ -48,6 +51,9 @@ type Report struct {
 	EKType      string
 	TPMCommands int
 	Duration    time.Duration
+	// IdentityKey is loaded when Client.Identity was set; the caller closes
+	// it. With a pass, Result.Identity certifies it.
+	IdentityKey *tpm.Key
 }
 
 // Attest runs one attestation with t and the raw TCG event log of this boot.
@@ -116,6 +122,32 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	if err != nil {
 		return nil, fmt.Errorf("activate credential: %w", err)
 	}
+	// The EK's work is done: free its object slot for the identity key.
+	for i := range eks {
+		if eks[i].Public != nil {
+			_ = t.CloseEK(eks[i])
+			eks[i] = tpm.EK{}
+		}
+	}
+	var identity *wire.IdentityRequest
+	var idKey *tpm.Key
+	if c.Identity {
+		if idKey, err = t.IdentityKey(); err != nil {
+			return nil, err
+		}
+		attest, sig, err := ak.Certify(idKey, enr.Nonce)
+		if err != nil {
+			idKey.Close()
+			return nil, err
+		}
+		identity = &wire.IdentityRequest{Public: idKey.Public(), CertifyInfo: attest, Signature: sig}
+	}
+	keep := false
+	defer func() {
+		if idKey != nil && !keep {
+			idKey.Close()
+		}
+	}()
 	quote, sig, err := ak.Quote(enr.Nonce, enr.PCRs)
 	if err != nil {
 		return nil, fmt.Errorf("quote: %w", err)
@@ -126,6 +158,7 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	}
 	req := wire.QuoteRequest{
 		Session: enr.Session, ActivationSecret: secret, Quote: quote, Signature: sig, EventLog: eventLog,
+		Identity: identity,
 	}
 	for _, i := range enr.PCRs {
 		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: values[i]})
@@ -136,6 +169,7 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	}
 	rep.TPMCommands = t.Commands() - cmds0
 	rep.Duration = time.Since(start)
+	rep.IdentityKey, keep = idKey, true
 	return rep, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/gateway"
+	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/server"
 	"github.com/bootgate/bootgate/verifier/store"
@@ -79,9 +80,19 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		defer gate.leases.Close()
 		recorded = gate.recorded(e.logger)
 	}
+	var ca *pki.CA
+	if cfg.PKI != nil {
+		if err := pki.InitCA(cfg.PKI.Dir, 5*365*24*time.Hour); err != nil {
+			return err
+		}
+		if ca, err = pki.LoadCA(cfg.PKI.Dir); err != nil {
+			return err
+		}
+	}
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: e.logger,
 		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot, Recorded: recorded,
+		CA: ca, IdentityTTL: identityTTL(cfg),
 	})
 	if err != nil {
 		return err
@@ -90,9 +101,11 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	srv.ConfigureTLS(tlsConfig)
 	hs := &http.Server{
 		Handler:           srv.Handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13},
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -134,4 +147,11 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	}
 	cancel()
 	return <-dhcpDone
+}
+
+func identityTTL(cfg *config.Config) time.Duration {
+	if cfg.PKI == nil {
+		return 0
+	}
+	return cfg.PKI.IdentityTTL
 }

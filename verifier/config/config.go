@@ -41,6 +41,15 @@ type Config struct {
 	Gateway *Gateway `yaml:"gateway"`
 	// BootFiles serves the agent UKI for network boot (optional).
 	BootFiles *BootFiles `yaml:"bootfiles"`
+	// PKI is the attestation CA that issues host identities (optional).
+	PKI *PKI `yaml:"pki"`
+}
+
+// PKI configures the attestation CA: a root and an issuing CA in Dir
+// (created on first start); host identities live IdentityTTL (default 24h).
+type PKI struct {
+	Dir         string        `yaml:"dir"`
+	IdentityTTL time.Duration `yaml:"identity_ttl"`
 }
 
 // BootFiles serves a directory read-only over TFTP and HTTP.
@@ -135,6 +144,9 @@ func Load(path string) (*Config, error) {
 	}
 	if c.BootFiles != nil {
 		paths = append(paths, &c.BootFiles.Dir)
+	}
+	if c.PKI != nil {
+		paths = append(paths, &c.PKI.Dir)
 	}
 	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {

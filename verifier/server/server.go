@@ -6,7 +6,9 @@ package server
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/bootgate/bootgate/verifier/attest"
+	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/store"
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -40,6 +43,12 @@ type Options struct {
 	MaxSessions int                // outstanding sessions; default 10000
 	// Boot is the production OS that passing hosts boot; nil for none.
 	Boot *BootOS
+	// CA issues host identity certificates with passing verdicts; nil for
+	// none. With a CA the boot files require mTLS with an identity of an
+	// admitted host.
+	CA *pki.CA
+	// IdentityTTL is the identity certificates' lifetime (default 24h).
+	IdentityTTL time.Duration
 	// Recorded, if set, is told of every recorded verdict and the address
 	// the attestation came from (the DHCP gate binds it to the host).
 	Recorded func(ctx context.Context, hostID string, remote net.IP)
@@ -78,6 +87,9 @@ func New(opt Options) (*Server, error) {
 	if opt.MaxSessions <= 0 {
 		opt.MaxSessions = 10000
 	}
+	if opt.IdentityTTL <= 0 {
+		opt.IdentityTTL = 24 * time.Hour
+	}
 	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
 	if opt.Boot != nil {
 		b, err := loadBootFiles(opt.Boot)
@@ -95,7 +107,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathEnroll, s.enroll)
 	mux.HandleFunc("POST "+wire.PathQuote, s.quote)
 	if s.boot != nil {
-		mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.boot.serve)
+		mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
 	}
 	return mux
 }
@@ -177,6 +189,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	verified, err := enr.Verify(sess.expected, &req, s.opt.Logs)
 	var reasons []wire.Reason
 	var stateJSON []byte
+	var identityKey crypto.PublicKey
 	var evErr *attest.EvidenceError
 	switch {
 	case err == nil:
@@ -184,6 +197,11 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
 		}
 		stateJSON, _ = json.Marshal(verified.State)
+		if req.Identity != nil && s.opt.CA != nil {
+			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
+				reasons = append(reasons, wire.Reason{Rule: "evidence.identity", Detail: err.Error()})
+			}
+		}
 	case errors.As(err, &evErr):
 		reasons = []wire.Reason{{Rule: evErr.Check, Detail: evErr.Detail}}
 	case errors.Is(err, attest.ErrActivation):
@@ -233,6 +251,16 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	if verdict == wire.VerdictPass && s.boot != nil {
 		spec := s.boot.spec
 		res.Boot = &spec
+	}
+	// Identity only with a pass: it is contingent on attestation.
+	if verdict == wire.VerdictPass && identityKey != nil {
+		cert, chain, notAfter, err := s.opt.CA.Issue(identityKey, enr.HostID, s.opt.IdentityTTL)
+		if err != nil {
+			log.Error("issue identity", "err", err)
+		} else {
+			res.Identity = &wire.Identity{Cert: cert, Chain: chain, NotAfter: notAfter}
+			log.Info("issued identity", "not_after", notAfter)
+		}
 	}
 	writeJSON(w, http.StatusOK, res)
 }
@@ -288,5 +316,39 @@ func (s *Server) Run(ctx context.Context) {
 		case <-t.C:
 			s.Sweep()
 		}
+	}
+}
+
+// ConfigureTLS makes tlsConfig ask clients for identity certificates issued
+// by the attestation CA (verified when given; required where a handler says
+// so).
+func (s *Server) ConfigureTLS(tlsConfig *tls.Config) {
+	if s.opt.CA == nil {
+		return
+	}
+	tlsConfig.ClientCAs = s.opt.CA.Pool()
+	tlsConfig.ClientAuth = tls.VerifyClientCertIfGiven
+}
+
+// requireIdentity lets a request through only with a verified identity
+// certificate of a host that is admitted now; unknown, quarantined and
+// expired identities get 403. Without a CA it lets everything through.
+func (s *Server) requireIdentity(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.opt.CA == nil {
+			h(w, r)
+			return
+		}
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			writeError(w, http.StatusForbidden, "identity_required", "a host identity certificate is required")
+			return
+		}
+		id := pki.HostID(r.TLS.VerifiedChains[0][0])
+		host, err := s.opt.Store.Host(r.Context(), id)
+		if err != nil || host.State != store.HostAdmitted {
+			writeError(w, http.StatusForbidden, "host_not_admitted", "host "+id+" is not admitted")
+			return
+		}
+		h(w, r)
 	}
 }

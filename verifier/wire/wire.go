@@ -66,6 +66,25 @@ type QuoteRequest struct {
 	Signature        []byte `json:"signature"` // TPMT_SIGNATURE
 	PCRs             []PCR  `json:"pcrs"`
 	EventLog         []byte `json:"event_log"` // raw TCG PC Client (crypto-agile) log
+	// Identity asks for a host identity certificate for a TPM-resident key
+	// the AK certified; it is issued only with a passing verdict.
+	Identity *IdentityRequest `json:"identity,omitempty"`
+}
+
+// IdentityRequest is a key the AK certified over the session's nonce
+// (TPM2_Certify).
+type IdentityRequest struct {
+	Public      []byte `json:"public"`       // the key's TPMT_PUBLIC
+	CertifyInfo []byte `json:"certify_info"` // TPMS_ATTEST of type certify
+	Signature   []byte `json:"signature"`    // TPMT_SIGNATURE by the AK
+}
+
+// Identity is a short-lived host identity certificate and its chain up to
+// (not including) the appliance's attestation root.
+type Identity struct {
+	Cert     []byte    `json:"cert"` // DER
+	Chain    [][]byte  `json:"chain"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 // Verdict values.
@@ -93,6 +112,9 @@ type Result struct {
 	// Boot names the production OS to boot; only on a pass, and only when
 	// the appliance serves one.
 	Boot *BootSpec `json:"boot,omitempty"`
+	// Identity is the host's identity certificate; only on a pass with an
+	// IdentityRequest.
+	Identity *Identity `json:"identity,omitempty"`
 }
 
 // BootSpec names the production OS: where to fetch its files on the

@@ -158,13 +158,14 @@ func runBoot(ctx context.Context, console io.Writer) error {
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
 	}}
 	flow := &bootflow.Flow{
-		Client:   &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), HTTP: httpc, Logger: log, AK: cfg.ak},
-		OpenTPM:  func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
-		EventLog: func() ([]byte, error) { return os.ReadFile(securityfsLog) },
-		Loader:   &boot.Loader{HTTP: httpc, Dir: "/tmp/bootgate-os", PCR: bootflow.PCR, Kexec: boot.LinuxKexec{}, DryRun: cfg.dryRun},
-		Events:   ev,
-		Console:  console,
-		Backoff:  bootflow.Backoff{Min: 2 * time.Second, Max: 60 * time.Second},
+		Client:         &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), HTTP: httpc, Logger: log, AK: cfg.ak, Identity: true},
+		IdentityClient: bootflow.IdentityClient(pool),
+		OpenTPM:        func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
+		EventLog:       func() ([]byte, error) { return os.ReadFile(securityfsLog) },
+		Loader:         &boot.Loader{HTTP: httpc, Dir: "/tmp/bootgate-os", PCR: bootflow.PCR, Kexec: boot.LinuxKexec{}, DryRun: cfg.dryRun},
+		Events:         ev,
+		Console:        console,
+		Backoff:        bootflow.Backoff{Min: 2 * time.Second, Max: 60 * time.Second},
 		Renew: func(ctx context.Context) (string, error) {
 			rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
