@@ -5,10 +5,13 @@
 package bootflow
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -155,6 +158,26 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 			return fail("boot_error", fmt.Errorf("the verifier named an unreadable kernel signer: %w", err))
 		}
 	}
+	// Credentials: unsealed by this TPM in this boot state, then a boundary
+	// is extended into the policy PCR so that they cannot be unsealed again
+	// in this boot.
+	files := map[string][]byte{}
+	if len(res.Credentials) > 0 {
+		n, err := unsealAll(t, rep.EKPublic, res.Credentials, files)
+		if err != nil {
+			t.Close()
+			return fail("boot_error", fmt.Errorf("unseal credentials: %w", err))
+		}
+		boundary := sha256.Sum256([]byte("bootgate: credentials unsealed"))
+		if err := t.Extend(PCR, boundary[:]); err != nil {
+			t.Close()
+			return fail("boot_error", fmt.Errorf("extend the boundary into PCR %d: %w", PCR, err))
+		}
+		f.Events.Emit("credentials", map[string]any{"unsealed": n, "boundary_pcr": PCR})
+	}
+	if res.Identity != nil {
+		files["bootgate/identity.pem"] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Identity.Cert})
+	}
 	// With an identity, the OS is fetched over mTLS with the TPM-resident key.
 	if res.Identity != nil && rep.IdentityKey != nil {
 		f.Loader.HTTP = f.IdentityClient(res.Identity, rep.IdentityKey)
@@ -173,7 +196,8 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 		t.Close()
 		return fail("boot_error", err)
 	}
-	if f.Loader.Extra, err = boot.CPIO(map[string][]byte{"bootgate/attestation.json": handover}); err != nil {
+	files["bootgate/attestation.json"] = handover
+	if f.Loader.Extra, err = boot.CPIO(files); err != nil {
 		t.Close()
 		return fail("boot_error", err)
 	}
@@ -213,4 +237,36 @@ func IdentityClient(roots *x509.CertPool) func(*wire.Identity, *tpm.Key) *http.C
 			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
 		}}
 	}
+}
+
+// unsealAll unseals every credential with the EK the verifier enrolled and
+// puts each in files as bootgate/credentials/NAME.
+func unsealAll(t *tpm.TPM, ekPublic []byte, creds []wire.Credential, files map[string][]byte) (int, error) {
+	eks, err := t.EKs()
+	if err != nil {
+		return 0, err
+	}
+	var ek *tpm.EK
+	for i := range eks {
+		if ek == nil && bytes.Equal(eks[i].Public, ekPublic) {
+			ek = &eks[i]
+			continue
+		}
+		_ = t.CloseEK(eks[i])
+	}
+	if ek == nil {
+		return 0, errors.New("the enrolled EK is not in this TPM")
+	}
+	defer t.CloseEK(*ek)
+	for _, c := range creds {
+		if strings.ContainsAny(c.Name, "/\\") || c.Name == "" || c.Name[0] == '.' {
+			return 0, fmt.Errorf("credential name %q", c.Name)
+		}
+		v, err := t.Unseal(*ek, &tpm.SealedBlob{Public: c.Public, Duplicate: c.Duplicate, EncryptedSeed: c.EncryptedSeed, PCRs: c.PCRs})
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		files["bootgate/credentials/"+c.Name] = v
+	}
+	return len(creds), nil
 }

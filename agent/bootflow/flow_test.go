@@ -153,8 +153,13 @@ func TestPassBootsTheNamedOS(t *testing.T) {
 	if !e.kexec.rebooted || !bytes.Equal(e.kexec.kernel, e.kernel) {
 		t.Fatalf("did not kexec the named kernel:\n%s", e.events)
 	}
-	if !bytes.Contains(e.kexec.initrd, []byte("bootgate/attestation.json")) {
-		t.Error("the attestation was not handed over in the initrd")
+	for _, f := range []string{"bootgate/attestation.json", "bootgate/identity.pem", "bootgate/credentials/bootstrap-token"} {
+		if !bytes.Contains(e.kexec.initrd, []byte(f)) {
+			t.Errorf("%s was not handed over in the initrd", f)
+		}
+	}
+	if !strings.Contains(e.events.String(), `"event":"credentials"`) {
+		t.Error("no credentials were unsealed")
 	}
 	// PCR 15 = SHA-256(old || image digest): the image was measured once.
 	after := e.pcr15(t)
@@ -174,13 +179,14 @@ func TestFailuresNeverBoot(t *testing.T) {
 		name, learn, boot string
 		tamper            func(http.Handler) http.Handler
 		event             string
+		boundary          bool // credentials were unsealed, so PCR 15 moved
 	}{
-		{"policy failure", "rhel8-uefi.bin", "ubuntu-2104-no-secure-boot.bin", nil, `"event":"quarantined"`},
+		{"policy failure", "rhel8-uefi.bin", "ubuntu-2104-no-secure-boot.bin", nil, `"event":"quarantined"`, false},
 		{"verifier refuses", "rhel8-uefi.bin", "rhel8-uefi.bin", func(http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
 			})
-		}, `"event":"attest_error"`},
+		}, `"event":"attest_error"`, false},
 		{"altered download", "rhel8-uefi.bin", "rhel8-uefi.bin", func(h http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if strings.HasSuffix(r.URL.Path, "/kernel") {
@@ -189,7 +195,7 @@ func TestFailuresNeverBoot(t *testing.T) {
 				}
 				h.ServeHTTP(w, r)
 			})
-		}, `digest mismatch`},
+		}, `digest mismatch`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := setup(t, tc.learn, tc.boot, tc.tamper)
@@ -201,8 +207,8 @@ func TestFailuresNeverBoot(t *testing.T) {
 			if e.kexec.kernel != nil || e.kexec.rebooted {
 				t.Fatal("a failing host reached kexec")
 			}
-			if !bytes.Equal(before, e.pcr15(t)) {
-				t.Error("PCR 15 changed without a boot")
+			if moved := !bytes.Equal(before, e.pcr15(t)); moved != tc.boundary {
+				t.Errorf("PCR 15 moved: %v, want %v", moved, tc.boundary)
 			}
 			if !strings.Contains(e.events.String(), tc.event) {
 				t.Errorf("events lack %s:\n%s", tc.event, e.events)

@@ -49,6 +49,7 @@ type Client struct {
 type Report struct {
 	Result      wire.Result
 	EKType      string
+	EKPublic    []byte // the EK the verifier enrolled: credentials are sealed to it
 	TPMCommands int
 	Duration    time.Duration
 	// IdentityKey is loaded when Client.Identity was set; the caller closes
@@ -163,7 +164,7 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	for _, i := range enr.PCRs {
 		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: values[i]})
 	}
-	rep := &Report{EKType: chosen.Type}
+	rep := &Report{EKType: chosen.Type, EKPublic: chosen.Public}
 	if err := c.post(ctx, wire.PathQuote, req, &rep.Result); err != nil {
 		return nil, fmt.Errorf("submit quote: %w", err)
 	}

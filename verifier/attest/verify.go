@@ -44,9 +44,15 @@ type Expected struct {
 	Unlogged []int
 }
 
-// DefaultUnlogged is IMA's PCR 10: its events are in the IMA log, not the
-// firmware's.
-var DefaultUnlogged = []int{10}
+// DefaultUnlogged are the PCRs whose events are not in the firmware's log:
+// IMA's PCR 10 (in the IMA log) and bootgate's own PCR 15, which the agent
+// extends after credentials are unsealed and with the OS it boots (a host
+// re-attesting in the same boot quotes it non-zero).
+var DefaultUnlogged = []int{10, 15}
+
+// VolatilePCRs may change between the quote and the unsealing of the
+// credentials sealed to it (IMA keeps measuring): seals leave them out.
+var VolatilePCRs = []int{10}
 
 // Verified is a boot state proven by a TPM: the only result of Verify.
 type Verified struct {

@@ -9,6 +9,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
+	"github.com/bootgate/bootgate/verifier/seal"
 	"github.com/bootgate/bootgate/verifier/store"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
@@ -49,6 +51,9 @@ type Options struct {
 	CA *pki.CA
 	// IdentityTTL is the identity certificates' lifetime (default 24h).
 	IdentityTTL time.Duration
+	// Credentials returns the secrets registered for a host, sealed to it
+	// with every pass besides its bootstrap token (default: none).
+	Credentials func(hostID string) []Secret
 	// Recorded, if set, is told of every recorded verdict and the address
 	// the attestation came from (the DHCP gate binds it to the host).
 	Recorded func(ctx context.Context, hostID string, remote net.IP)
@@ -89,6 +94,9 @@ func New(opt Options) (*Server, error) {
 	}
 	if opt.IdentityTTL <= 0 {
 		opt.IdentityTTL = 24 * time.Hour
+	}
+	if opt.Credentials == nil {
+		opt.Credentials = func(string) []Secret { return nil }
 	}
 	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
 	if opt.Boot != nil {
@@ -252,6 +260,16 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		spec := s.boot.spec
 		res.Boot = &spec
 	}
+	// Credentials only with a pass, sealed to the quoted state: every quoted
+	// PCR but those that may change after the quote (IMA's PCR 10).
+	if verdict == wire.VerdictPass {
+		creds, err := s.sealCredentials(enr, &req, attest.VolatilePCRs)
+		if err != nil {
+			log.Error("seal credentials", "err", err)
+		} else {
+			res.Credentials = creds
+		}
+	}
 	// Identity only with a pass: it is contingent on attestation.
 	if verdict == wire.VerdictPass && identityKey != nil {
 		cert, chain, notAfter, err := s.opt.CA.Issue(identityKey, enr.HostID, s.opt.IdentityTTL)
@@ -351,4 +369,45 @@ func (s *Server) requireIdentity(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// sealCredentials seals this boot's credentials: a fresh bootstrap token
+// (which the production OS can present to fleet services) and the
+// operator-registered secrets of the host.
+func (s *Server) sealCredentials(enr *attest.Enrollment, q *wire.QuoteRequest, skip []int) ([]wire.Credential, error) {
+	pcrs := map[int][]byte{}
+	for _, p := range q.PCRs {
+		if !slices.Contains(skip, p.Index) {
+			pcrs[p.Index] = p.Digest
+		}
+	}
+	token := make([]byte, 32)
+	if _, err := io.ReadFull(s.opt.Rand, token); err != nil {
+		return nil, err
+	}
+	secrets := []struct {
+		name  string
+		value []byte
+	}{{"bootstrap-token", []byte(hex.EncodeToString(token))}}
+	for _, c := range s.opt.Credentials(enr.HostID) {
+		secrets = append(secrets, struct {
+			name  string
+			value []byte
+		}{c.Name, c.Value})
+	}
+	var out []wire.Credential
+	for _, sec := range secrets {
+		b, err := seal.Seal(s.opt.Rand, enr.EKPublic, pcrs, sec.value)
+		if err != nil {
+			return nil, fmt.Errorf("seal %s: %w", sec.name, err)
+		}
+		out = append(out, wire.Credential{Name: sec.name, Public: b.Public, Duplicate: b.Duplicate, EncryptedSeed: b.EncryptedSeed, PCRs: b.PCRs})
+	}
+	return out, nil
+}
+
+// Secret is an operator-registered credential for a host.
+type Secret struct {
+	Name  string
+	Value []byte // at most seal.MaxSecretSize bytes
 }

@@ -115,6 +115,19 @@ type Result struct {
 	// Identity is the host's identity certificate; only on a pass with an
 	// IdentityRequest.
 	Identity *Identity `json:"identity,omitempty"`
+	// Credentials are secrets sealed to the host's EK under a PCR policy
+	// equal to the quoted values; only on a pass.
+	Credentials []Credential `json:"credentials,omitempty"`
+}
+
+// Credential is one secret for TPM2_Import under the EK; its PolicyPCR
+// policy lets only that TPM, in the attested boot state, unseal it.
+type Credential struct {
+	Name          string `json:"name"`
+	Public        []byte `json:"public"`
+	Duplicate     []byte `json:"duplicate"`
+	EncryptedSeed []byte `json:"encrypted_seed"`
+	PCRs          []int  `json:"pcrs"`
 }
 
 // BootSpec names the production OS: where to fetch its files on the
