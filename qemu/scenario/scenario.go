@@ -75,6 +75,9 @@ type Outcome struct {
 	Seconds    float64 // from QEMU start to the production OS or to quarantine
 	AgentMs    int64   // agent start to kexec, DHCP excluded (pass only)
 	TPMCmds    int64
+	// What reached the production OS: unsealed credentials and an identity.
+	Credentials int
+	Identity    bool
 	// Addresses the host had: its first (quarantine) lease and, after a
 	// pass, its production lease.
 	QuarantineIP, ProductionIP string
@@ -282,6 +285,10 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 			o.AgentMs = e.Int("t_ms") - netMs
 		case "os_running":
 			o.ReachedOS = true
+			if c, ok := e.Fields["credentials"].(map[string]any); ok {
+				o.Credentials = len(c)
+			}
+			_, o.Identity = e.Fields["identity"].(map[string]any)
 			o.Seconds = e.Time.Seconds()
 			_ = vm.Wait()
 			return o

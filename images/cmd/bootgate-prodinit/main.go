@@ -4,7 +4,9 @@
 package main
 
 import (
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"time"
@@ -28,6 +30,24 @@ func main() {
 	}
 	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil {
 		ev["cmdline"] = string(cmdline)
+	}
+	// What the agent handed over: credentials (names and sizes only: they are
+	// secrets) and the identity certificate.
+	creds := map[string]int{}
+	if entries, err := os.ReadDir("/bootgate/credentials"); err == nil {
+		for _, e := range entries {
+			if b, err := os.ReadFile("/bootgate/credentials/" + e.Name()); err == nil {
+				creds[e.Name()] = len(b)
+			}
+		}
+	}
+	ev["credentials"] = creds
+	if b, err := os.ReadFile("/bootgate/identity.pem"); err == nil {
+		if blk, _ := pem.Decode(b); blk != nil {
+			if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
+				ev["identity"] = map[string]any{"subject": c.Subject.String(), "issuer": c.Issuer.String(), "not_after": c.NotAfter}
+			}
+		}
 	}
 	line, _ := json.Marshal(ev)
 	fmt.Printf("\n*** %s: this machine booted the production OS after attestation %v ***\n", Marker, handover["attestation_id"])
