@@ -63,7 +63,9 @@ echo "agent UKI: $(du -h $B/agent.efi | cut -f1); Authenticode SHA-256 (its PCR 
 step "production-OS test image"
 mkdir -p $B/prodos/root
 CGO_ENABLED=0 go build -o $B/prodos/root/init ./images/cmd/bootgate-prodinit
-(cd $B/prodos/root && echo init | cpio -o -H newc --quiet) > $B/prodos/initrd.cpio
+mkdir -p $B/prodos/root/lib/modules/bootgate $B/prodos/root/proc $B/prodos/root/sys $B/prodos/root/dev $B/prodos/root/etc
+cp $B/kernel/modules/* $B/prodos/root/lib/modules/bootgate/
+(cd $B/prodos/root && find . -mindepth 1 | sed 's|^\./||' | cpio -o -H newc --quiet) > $B/prodos/initrd.cpio
 # Under Secure Boot lockdown kexec_file_load trusts the kernel's builtin keys
 # and the platform keyring (db); Debian's signer is in neither (the call fails
 # with ENOKEY), so the production kernel carries bootgate's db signature instead.

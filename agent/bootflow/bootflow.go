@@ -60,6 +60,9 @@ type Flow struct {
 	// Renew, if set, is called after a pass and before the OS is fetched: it
 	// moves the host to its production lease and returns the new address.
 	Renew func(ctx context.Context) (string, error)
+	// ApplianceCA (PEM) is handed to the OS, so that it can reach the
+	// appliance with the identity as the agent did.
+	ApplianceCA []byte
 	// IdentityClient, if set, makes the HTTP client that fetches the OS with
 	// the host identity (mTLS); required when Client.Identity is set.
 	IdentityClient func(id *wire.Identity, key *tpm.Key) *http.Client
@@ -177,6 +180,12 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	}
 	if res.Identity != nil {
 		files["bootgate/identity.pem"] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Identity.Cert})
+		for _, c := range res.Identity.Chain {
+			files["bootgate/identity.pem"] = append(files["bootgate/identity.pem"], pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c})...)
+		}
+		if f.ApplianceCA != nil {
+			files["bootgate/appliance-ca.pem"] = f.ApplianceCA
+		}
 	}
 	// With an identity, the OS is fetched over mTLS with the TPM-resident key.
 	if res.Identity != nil && rep.IdentityKey != nil {
@@ -191,6 +200,7 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	f.Events.Emit("os_verified", map[string]any{"kernel_sha256": spec.Kernel.SHA256, "initrd_sha256": spec.Initrd.SHA256})
 	handover, err := json.Marshal(map[string]any{
 		"host_id": res.HostID, "attestation_id": res.AttestationID, "verdict": res.Verdict, "policy_digest": res.PolicyDigest,
+		"verifier": f.Client.BaseURL,
 	})
 	if err != nil {
 		t.Close()

@@ -7,6 +7,7 @@ package scenario
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -78,6 +79,8 @@ type Outcome struct {
 	// What reached the production OS: unsealed credentials and an identity.
 	Credentials int
 	Identity    bool
+	MTLSStatus  float64 // the production OS's mTLS call to the appliance
+	MTLSError   string
 	// Addresses the host had: its first (quarantine) lease and, after a
 	// pass, its production lease.
 	QuarantineIP, ProductionIP string
@@ -289,6 +292,15 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 				o.Credentials = len(c)
 			}
 			_, o.Identity = e.Fields["identity"].(map[string]any)
+			if call, ok := e.Fields["appliance_call"].(map[string]any); ok {
+				switch v := call["status"].(type) {
+				case float64:
+					o.MTLSStatus = v
+				case json.Number:
+					o.MTLSStatus, _ = v.Float64()
+				}
+			}
+			o.MTLSError = e.String("appliance_call_error")
 			o.Seconds = e.Time.Seconds()
 			_ = vm.Wait()
 			return o

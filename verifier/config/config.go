@@ -134,7 +134,10 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	base := filepath.Dir(path)
+	base, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.Store, &c.EK.Roots}
 	if c.Boot != nil {
 		paths = append(paths, &c.Boot.Kernel, &c.Boot.Initrd, &c.Boot.Signer)

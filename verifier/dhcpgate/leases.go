@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -50,6 +51,10 @@ type Leases struct {
 // OpenLeases opens (creating) the lease tables in the SQLite file at path;
 // it may be the appliance's store file.
 func OpenLeases(path string) (*Leases, error) {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open leases: %w", err)
+	}
 	u := url.URL{Scheme: "file", Path: path, RawQuery: "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"}
 	db, err := sql.Open("sqlite", u.String())
 	if err != nil {

@@ -117,6 +117,7 @@ func (s *Server) Handler() http.Handler {
 	if s.boot != nil {
 		mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
 	}
+	mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
 	return mux
 }
 
@@ -410,4 +411,16 @@ func (s *Server) sealCredentials(enr *attest.Enrollment, q *wire.QuoteRequest, s
 type Secret struct {
 	Name  string
 	Value []byte // at most seal.MaxSecretSize bytes
+}
+
+// whoami tells a host what the appliance knows of the identity it presented:
+// the permission that follows from a passing attestation, in its simplest form.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	cert := r.TLS.VerifiedChains[0][0]
+	host, err := s.opt.Store.Host(r.Context(), pki.HostID(cert))
+	if err != nil {
+		writeError(w, http.StatusForbidden, "host_not_admitted", "unknown host")
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.WhoAmI{HostID: host.ID, State: host.State, LastAttestationID: host.LastAttestationID, NotAfter: cert.NotAfter})
 }

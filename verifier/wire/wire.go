@@ -15,7 +15,18 @@ const (
 	// PathBoot is the prefix of the production OS files a passing host
 	// fetches: PathBoot+"kernel" and PathBoot+"initrd".
 	PathBoot = "/v1/boot/"
+	// PathIdentity answers a host presenting its identity (mTLS) with what
+	// the appliance knows of it (WhoAmI); 403 unless the host is admitted.
+	PathIdentity = "/v1/identity"
 )
+
+// WhoAmI is the appliance's answer on PathIdentity.
+type WhoAmI struct {
+	HostID            string    `json:"host_id"`
+	State             string    `json:"state"`
+	LastAttestationID int64     `json:"last_attestation_id"`
+	NotAfter          time.Time `json:"not_after"`
+}
 
 // MaxBodyBytes bounds every request body the verifier reads. A firmware event log
 // is typically 7–100 KB; 1 MiB leaves room for unusual ones and nothing else.

@@ -160,6 +160,7 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	flow := &bootflow.Flow{
 		Client:         &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), HTTP: httpc, Logger: log, AK: cfg.ak, Identity: true},
 		IdentityClient: bootflow.IdentityClient(pool),
+		ApplianceCA:    caPEM,
 		OpenTPM:        func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
 		EventLog:       func() ([]byte, error) { return os.ReadFile(securityfsLog) },
 		Loader:         &boot.Loader{HTTP: httpc, Dir: "/tmp/bootgate-os", PCR: bootflow.PCR, Kexec: boot.LinuxKexec{}, DryRun: cfg.dryRun},

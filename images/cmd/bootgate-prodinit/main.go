@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -47,6 +48,13 @@ func main() {
 			if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
 				ev["identity"] = map[string]any{"subject": c.Subject.String(), "issuer": c.Issuer.String(), "not_after": c.NotAfter}
 			}
+		}
+	}
+	if v, ok := handover["verifier"].(string); ok && v != "" {
+		if r, err := callAppliance(context.Background(), v); err != nil {
+			ev["appliance_call_error"] = err.Error()
+		} else {
+			ev["appliance_call"] = r
 		}
 	}
 	line, _ := json.Marshal(ev)

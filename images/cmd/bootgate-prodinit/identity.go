@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bootgate/bootgate/agent/netup"
+	"github.com/bootgate/bootgate/agent/tpm"
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// callAppliance proves the handover: it recreates the identity key in the
+// TPM (a deterministic primary; the private key never left the TPM), and calls
+// the appliance over mTLS with it and the identity certificate it was given.
+func callAppliance(ctx context.Context, verifier string) (map[string]any, error) {
+	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	_ = unix.Mount("sysfs", "/sys", "sysfs", 0, "")
+	_ = unix.Mount("devtmpfs", "/dev", "devtmpfs", 0, "")
+	t, err := tpm.Open("device:/dev/tpmrm0")
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	if seed, err := t.Random(64); err == nil {
+		_ = netup.AddEntropy(seed)
+	}
+	if _, err := netup.LoadModules("/lib/modules/bootgate", log); err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	lease, err := netup.DHCP(dctx, log)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	key, err := t.IdentityKey()
+	if err != nil {
+		return nil, err
+	}
+	defer key.Close()
+	certPEM, err := os.ReadFile("/bootgate/identity.pem")
+	if err != nil {
+		return nil, err
+	}
+	var chain [][]byte
+	for b := certPEM; ; {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			break
+		}
+		chain = append(chain, blk.Bytes)
+	}
+	if len(chain) == 0 {
+		return nil, errors.New("no identity certificate")
+	}
+	caPEM, err := os.ReadFile("/bootgate/appliance-ca.pem")
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: roots, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: key.Signer()}},
+	}}}
+	resp, err := c.Get(strings.TrimRight(verifier, "/") + wire.PathIdentity)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	out := map[string]any{"status": resp.StatusCode, "address": lease.Address.String()}
+	var who wire.WhoAmI
+	if resp.StatusCode == http.StatusOK && json.Unmarshal(body, &who) == nil {
+		out["host_id"], out["state"] = who.HostID, who.State
+	} else {
+		out["body"] = strings.TrimSpace(string(body))
+	}
+	fmt.Printf("*** the production OS called the appliance with its TPM-resident identity: %d %s ***\n", resp.StatusCode, who.State)
+	return out, nil
+}
