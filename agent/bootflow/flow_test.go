@@ -27,6 +27,7 @@ import (
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/server"
 	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // fakeKexec records what would have been booted.
@@ -258,7 +259,7 @@ func TestBootFilesNeedAnAdmittedIdentity(t *testing.T) {
 	if code := get(); code != http.StatusOK {
 		t.Fatalf("with the identity of an admitted host: %d", code)
 	}
-	if err := e.store.Quarantine(context.Background(), rep.Result.HostID); err != nil {
+	if err := e.store.Quarantine(context.Background(), rep.Result.HostID, "test operator"); err != nil {
 		t.Fatal(err)
 	}
 	if code := get(); code != http.StatusForbidden {
@@ -277,5 +278,57 @@ func TestNoIdentityWithoutPass(t *testing.T) {
 	defer rep.IdentityKey.Close()
 	if rep.Result.Verdict != "fail" || rep.Result.Identity != nil || rep.Result.Boot != nil {
 		t.Fatalf("a failing host got verdict %s, identity %v, boot %v", rep.Result.Verdict, rep.Result.Identity, rep.Result.Boot)
+	}
+}
+
+// TestIncidentWorkflow: a failure opens an incident; while it is open even a
+// clean attestation keeps the host quarantined and attaches to it;
+// remediation needs a post-mortem; after it, a fresh passing attestation
+// admits the host and closes the incident.
+func TestIncidentWorkflow(t *testing.T) {
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", nil)
+	ctx := context.Background()
+	attest := func(logName string) wire.Result {
+		t.Helper()
+		tp := tpm.New(shared{e.tp.Transport()})
+		rep, err := e.flow.Client.Attest(ctx, tp, tpmtest.EventLog(t, logName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep.IdentityKey.Close()
+		return rep.Result
+	}
+	// The TPM holds rhel8's PCRs; another log does not replay: a failure.
+	first := attest("ubuntu-2104-no-secure-boot.bin")
+	if first.Verdict != "fail" || first.IncidentID == 0 {
+		t.Fatalf("first: %+v", first)
+	}
+	second := attest("rhel8-uefi.bin")
+	if second.Verdict != "fail" || second.IncidentID != first.IncidentID || second.Reasons[0].Rule != "incident.unresolved" {
+		t.Fatalf("a clean attestation with an open incident: %+v", second)
+	}
+	if err := e.store.Act(ctx, first.IncidentID, "alice", store.IncidentAction{Kind: "investigate"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Act(ctx, first.IncidentID, "alice", store.IncidentAction{Kind: "remediate"}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("remediation without a post-mortem: %v", err)
+	}
+	if err := e.store.Act(ctx, first.IncidentID, "alice", store.IncidentAction{Kind: "remediate", Text: "the agent sent a stale log after a firmware update; log collection fixed"}); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := e.store.Host(ctx, first.HostID); h.State != store.HostQuarantined {
+		t.Fatalf("remediation alone admitted the host: %s", h.State)
+	}
+	third := attest("rhel8-uefi.bin")
+	if third.Verdict != "pass" {
+		t.Fatalf("after remediation: %+v", third)
+	}
+	in, notes, err := e.store.Incident(ctx, first.IncidentID)
+	if err != nil || in.State != store.IncidentClosed || in.Failures != 2 || len(notes) != 2 {
+		t.Fatalf("incident after the pass: %+v, %d notes, %v", in, len(notes), err)
+	}
+	audit, err := e.store.Audit(ctx)
+	if err != nil || len(audit) != 2 || audit[0].Actor != "alice" {
+		t.Fatalf("audit log: %+v %v", audit, err)
 	}
 }

@@ -64,7 +64,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(e.serveCmd(), e.policyCmd(), e.hostsCmd(), e.incidentsCmd(), e.tlsCmd(), e.quarantineCmd())
+	root.AddCommand(e.serveCmd(), e.policyCmd(), e.hostsCmd(), e.incidentsCmd(), e.tlsCmd(), e.quarantineCmd(), e.incidentCmd(), e.auditCmd())
 	return root
 }
 

@@ -2,12 +2,16 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/store"
@@ -19,10 +23,12 @@ type storeFlags struct {
 	json          bool
 }
 
-func (f *storeFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.config, "config", "", "appliance configuration naming the store")
-	cmd.Flags().StringVar(&f.store, "store", "", "SQLite store file (overrides --config)")
-	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
+func (f *storeFlags) add(cmd *cobra.Command) { f.addTo(cmd.Flags()) }
+
+func (f *storeFlags) addTo(fs *pflag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "appliance configuration naming the store")
+	fs.StringVar(&f.store, "store", "", "SQLite store file (overrides --config)")
+	fs.BoolVar(&f.json, "json", false, "print JSON")
 }
 
 func (f *storeFlags) open() (*store.SQLite, error) {
@@ -109,7 +115,7 @@ func (e *env) quarantineCmd() *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			if err := st.Quarantine(cmd.Context(), args[0]); err != nil {
+			if err := st.Quarantine(cmd.Context(), args[0], actor); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "host %s quarantined; it is admitted again only by a passing attestation\n", args[0])
@@ -118,4 +124,108 @@ func (e *env) quarantineCmd() *cobra.Command {
 	}
 	f.add(cmd)
 	return cmd
+}
+
+// actor names the operator in the audit log.
+var actor = func() string {
+	if u := os.Getenv("SUDO_USER"); u != "" {
+		return u
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "operator"
+}()
+
+func (e *env) incidentCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "incident", Short: "Work an incident: show, export, assign, note, investigate, remediate"}
+	var f storeFlags
+	f.addTo(cmd.PersistentFlags())
+	withIncident := func(use, short string, nargs int, run func(cmd *cobra.Command, st *store.SQLite, id int64, args []string) error) *cobra.Command {
+		return &cobra.Command{
+			Use: use, Short: short, Args: cobra.ExactArgs(nargs),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				id, err := strconv.ParseInt(args[0], 10, 64)
+				if err != nil {
+					return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("incident ID %q: %w", args[0], err)}
+				}
+				st, err := f.open()
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				return run(cmd, st, id, args[1:])
+			},
+		}
+	}
+	act := func(kind string) func(cmd *cobra.Command, st *store.SQLite, id int64, args []string) error {
+		return func(cmd *cobra.Command, st *store.SQLite, id int64, args []string) error {
+			text := strings.Join(args, " ")
+			if err := st.Act(cmd.Context(), id, actor, store.IncidentAction{Kind: kind, Text: text}); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "incident %d: %s recorded by %s\n", id, kind, actor)
+			return nil
+		}
+	}
+	show := withIncident("show ID", "Show an incident, its history and its latest reasons", 1, func(cmd *cobra.Command, st *store.SQLite, id int64, _ []string) error {
+		in, notes, err := st.Incident(cmd.Context(), id)
+		if err != nil {
+			return err
+		}
+		if f.json {
+			return e.printJSON(map[string]any{"incident": in, "history": notes})
+		}
+		fmt.Fprintf(e.stdout, "incident %d  host %s  state %s  failures %d  assignee %q\nopened %s  updated %s\n", in.ID, in.HostID, in.State, in.Failures, in.Assignee, in.Opened.Format(time.RFC3339), in.Updated.Format(time.RFC3339))
+		for _, r := range in.Reasons {
+			fmt.Fprintf(e.stdout, "  - %s (event %d): %s\n", r.Rule, r.Event, r.Detail)
+		}
+		for _, n := range notes {
+			fmt.Fprintf(e.stdout, "  %s %s %s: %s\n", n.Time.Format(time.RFC3339), n.Author, n.Kind, n.Text)
+		}
+		return nil
+	})
+	export := withIncident("export ID FILE", "Write the incident's evidence bundle (JSON: incident, history, every attestation with its evidence)", 2, func(cmd *cobra.Command, st *store.SQLite, id int64, args []string) error {
+		in, notes, err := st.Incident(cmd.Context(), id)
+		if err != nil {
+			return err
+		}
+		ids, err := st.IncidentAttestations(cmd.Context(), id)
+		if err != nil {
+			return err
+		}
+		var atts []*store.Attestation
+		for _, aid := range ids {
+			a, err := st.Attestation(cmd.Context(), aid)
+			if err != nil {
+				return err
+			}
+			atts = append(atts, a)
+		}
+		b, err := json.MarshalIndent(map[string]any{"incident": in, "history": notes, "attestations": atts}, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(args[0], b, 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "incident %d: evidence bundle with %d attestations written to %s\n", id, len(atts), args[0])
+		return nil
+	})
+	cmd.AddCommand(show, export,
+		withIncident("assign ID WHO", "Assign the incident", 2, act("assign")),
+		withIncident("note ID TEXT", "Add a note to the incident's history (quote the text)", 2, act("note")),
+		withIncident("investigate ID", "Mark an open incident as under investigation", 1, act("investigate")),
+		withIncident("remediate ID POSTMORTEM", "Mark the incident remediated (a post-mortem is required); the host rejoins after a fresh passing attestation", 2, act("remediate")),
+	)
+	return cmd
+}
+
+func (e *env) auditCmd() *cobra.Command {
+	return listCmd(e, "audit", "Show the append-only audit log of operator actions",
+		(*store.SQLite).Audit,
+		"ID\tTIME\tACTOR\tACTION\tTARGET\tDETAIL",
+		func(a store.AuditEntry) string {
+			return fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s", a.ID, a.Time.Format(time.RFC3339), a.Actor, a.Action, a.Target, a.Detail)
+		})
 }

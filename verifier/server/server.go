@@ -224,6 +224,20 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "verification failed unexpectedly")
 		return
 	}
+	// A host with an incident rejoins only once an operator has remediated
+	// it: until then even a clean attestation leaves it quarantined.
+	if len(reasons) == 0 {
+		inc, err := s.opt.Store.UnresolvedIncident(r.Context(), enr.HostID)
+		if err != nil {
+			log.Error("find incident", "err", err)
+			writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot decide")
+			return
+		}
+		if inc != nil && inc.State != store.IncidentRemediated {
+			reasons = append(reasons, wire.Reason{Rule: "incident.unresolved",
+				Detail: fmt.Sprintf("incident %d is %s: the host rejoins after an operator remediates it and a fresh attestation passes", inc.ID, inc.State)})
+		}
+	}
 	verdict, hostState := wire.VerdictPass, store.HostAdmitted
 	if len(reasons) > 0 {
 		verdict, hostState = wire.VerdictFail, store.HostQuarantined

@@ -156,11 +156,31 @@ func schemaStatements() []string {
 			failures             INTEGER NOT NULL CHECK (failures > 0),
 			first_attestation_id INTEGER NOT NULL REFERENCES attestations (id),
 			last_attestation_id  INTEGER NOT NULL REFERENCES attestations (id),
-			reasons              TEXT NOT NULL CHECK (json_valid(reasons))
+			reasons              TEXT NOT NULL CHECK (json_valid(reasons)),
+			assignee             TEXT NOT NULL DEFAULT ''
 		)`,
+		`CREATE TABLE IF NOT EXISTS incident_notes (
+			id          INTEGER PRIMARY KEY AUTOINCREMENT,
+			incident_id INTEGER NOT NULL REFERENCES incidents (id),
+			time        TEXT NOT NULL,
+			author      TEXT NOT NULL,
+			kind        TEXT NOT NULL,
+			text        TEXT NOT NULL
+		)`,
+		// Append-only: no statement of this package updates or deletes it.
+		`CREATE TABLE IF NOT EXISTS audit (
+			id     INTEGER PRIMARY KEY AUTOINCREMENT,
+			time   TEXT NOT NULL,
+			actor  TEXT NOT NULL,
+			action TEXT NOT NULL,
+			target TEXT NOT NULL,
+			detail TEXT NOT NULL
+		)`,
+		`CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
+		`CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
 		`CREATE INDEX IF NOT EXISTS incidents_host_state ON incidents (host_id, state)`,
-		// A host has at most one open incident.
-		`CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (host_id) WHERE state = 'open'`,
+		// A host has at most one unresolved incident.
+		`CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (host_id) WHERE state <> 'closed'`,
 		`CREATE TABLE IF NOT EXISTS incident_attestations (
 			incident_id    INTEGER NOT NULL REFERENCES incidents (id),
 			attestation_id INTEGER NOT NULL REFERENCES attestations (id),
@@ -330,6 +350,13 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 		if err != nil {
 			return 0, fmt.Errorf("record attestation: %w", err)
 		}
+	} else {
+		// A fresh pass closes a remediated incident (the caller refuses
+		// passes while the incident is not remediated).
+		if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE host_id = ? AND state = ?`,
+			IncidentClosed, at, a.HostID, IncidentRemediated); err != nil {
+			return 0, fmt.Errorf("record attestation: close incident: %w", err)
+		}
 	}
 
 	if err := tx.Commit(); err != nil {
@@ -344,7 +371,7 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 func recordFailure(ctx context.Context, tx *sql.Tx, hostID string, id int64, at, reasons string) (int64, error) {
 	var incident int64
 	err := tx.QueryRowContext(ctx,
-		`SELECT id FROM incidents WHERE host_id = ? AND state = ?`, hostID, IncidentOpen).Scan(&incident)
+		`SELECT id FROM incidents WHERE host_id = ? AND state <> ?`, hostID, IncidentClosed).Scan(&incident)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		res, err := tx.ExecContext(ctx, `
@@ -363,7 +390,8 @@ func recordFailure(ctx context.Context, tx *sql.Tx, hostID string, id int64, at,
 	default:
 		if _, err := tx.ExecContext(ctx, `
 			UPDATE incidents
-			SET failures = failures + 1, updated = ?, last_attestation_id = ?, reasons = ?
+			SET failures = failures + 1, updated = ?, last_attestation_id = ?, reasons = ?,
+				state = CASE WHEN state = 'remediated' THEN 'open' ELSE state END
 			WHERE id = ?`,
 			at, id, reasons, incident); err != nil {
 			return 0, fmt.Errorf("update incident %d: %w", incident, err)
@@ -480,20 +508,176 @@ func (s *SQLite) Host(ctx context.Context, id string) (*Host, error) {
 
 // Incidents returns every incident, newest (highest ID) first.
 // Quarantine implements Store.
-func (s *SQLite) Quarantine(ctx context.Context, id string) error {
-	res, err := s.write.ExecContext(ctx, `UPDATE hosts SET state = ? WHERE id = ?`, HostQuarantined, id)
+func (s *SQLite) Quarantine(ctx context.Context, id, actor string) error {
+	return s.operator(ctx, actor, "quarantine", id, "", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE hosts SET state = ? WHERE id = ?`, HostQuarantined, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
+// operator runs an operator's action and its audit entry in one transaction.
+func (s *SQLite) operator(ctx context.Context, actor, action, target, detail string, f func(*sql.Tx) error) error {
+	if actor == "" {
+		return fmt.Errorf("%s %s: %w: no actor", action, target, ErrInvalid)
+	}
+	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("quarantine host %q: %w", id, err)
+		return fmt.Errorf("%s %s: %w", action, target, err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return fmt.Errorf("quarantine host %q: %w", id, ErrNotFound)
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return fmt.Errorf("%s %s: %w", action, target, err)
 	}
-	return nil
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit (time, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)`,
+		formatTime(time.Now()), actor, action, target, detail); err != nil {
+		return fmt.Errorf("%s %s: audit: %w", action, target, err)
+	}
+	return tx.Commit()
+}
+
+// UnresolvedIncident implements Store.
+func (s *SQLite) UnresolvedIncident(ctx context.Context, hostID string) (*Incident, error) {
+	var id int64
+	err := s.read.QueryRowContext(ctx, `SELECT id FROM incidents WHERE host_id = ? AND state <> ?`, hostID, IncidentClosed).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find unresolved incident: %w", err)
+	}
+	in, _, err := s.Incident(ctx, id)
+	return in, err
+}
+
+// Incident returns one incident and its history.
+func (s *SQLite) Incident(ctx context.Context, id int64) (*Incident, []Note, error) {
+	all, err := s.Incidents(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var in *Incident
+	for i := range all {
+		if all[i].ID == id {
+			in = &all[i]
+		}
+	}
+	if in == nil {
+		return nil, nil, fmt.Errorf("incident %d: %w", id, ErrNotFound)
+	}
+	rows, err := s.read.QueryContext(ctx, `SELECT time, author, kind, text FROM incident_notes WHERE incident_id = ? ORDER BY id`, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("incident %d notes: %w", id, err)
+	}
+	defer rows.Close()
+	notes := []Note{}
+	for rows.Next() {
+		var n Note
+		var at string
+		if err := rows.Scan(&at, &n.Author, &n.Kind, &n.Text); err != nil {
+			return nil, nil, err
+		}
+		if n.Time, err = parseTime(at); err != nil {
+			return nil, nil, err
+		}
+		notes = append(notes, n)
+	}
+	return in, notes, rows.Err()
+}
+
+// IncidentAction is an operator's step in the incident workflow.
+type IncidentAction struct {
+	Kind string // note, assign, investigate, remediate
+	Text string // the note, the assignee, or the post-mortem
+}
+
+// Act applies an operator's action to an incident, with its audit entry:
+// notes and assignments at any time before closing; investigate moves an
+// open incident on; remediate needs a post-mortem note and leaves the host
+// quarantined until a fresh attestation passes.
+func (s *SQLite) Act(ctx context.Context, id int64, actor string, a IncidentAction) error {
+	return s.operator(ctx, actor, "incident-"+a.Kind, fmt.Sprint(id), a.Text, func(tx *sql.Tx) error {
+		var state string
+		if err := tx.QueryRowContext(ctx, `SELECT state FROM incidents WHERE id = ?`, id).Scan(&state); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		if state == IncidentClosed {
+			return fmt.Errorf("%w: the incident is closed", ErrInvalid)
+		}
+		now := formatTime(time.Now())
+		next := state
+		switch a.Kind {
+		case "note":
+			if strings.TrimSpace(a.Text) == "" {
+				return fmt.Errorf("%w: empty note", ErrInvalid)
+			}
+		case "assign":
+			if strings.TrimSpace(a.Text) == "" {
+				return fmt.Errorf("%w: assign to whom?", ErrInvalid)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE incidents SET assignee = ?, updated = ? WHERE id = ?`, a.Text, now, id); err != nil {
+				return err
+			}
+		case "investigate":
+			if state != IncidentOpen {
+				return fmt.Errorf("%w: the incident is %s, not open", ErrInvalid, state)
+			}
+			next = IncidentInvestigating
+		case "remediate":
+			if len(strings.TrimSpace(a.Text)) < 10 {
+				return fmt.Errorf("%w: remediation needs a post-mortem note", ErrInvalid)
+			}
+			if state == IncidentRemediated {
+				return fmt.Errorf("%w: already remediated", ErrInvalid)
+			}
+			next = IncidentRemediated
+		default:
+			return fmt.Errorf("%w: unknown action %q", ErrInvalid, a.Kind)
+		}
+		if next != state {
+			if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE id = ?`, next, now, id); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO incident_notes (incident_id, time, author, kind, text) VALUES (?, ?, ?, ?, ?)`,
+			id, now, actor, a.Kind, a.Text)
+		return err
+	})
+}
+
+// Audit returns the audit log, oldest first.
+func (s *SQLite) Audit(ctx context.Context) ([]AuditEntry, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT id, time, actor, action, target, detail FROM audit ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	defer rows.Close()
+	out := []AuditEntry{}
+	for rows.Next() {
+		var e AuditEntry
+		var at string
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Target, &e.Detail); err != nil {
+			return nil, err
+		}
+		if e.Time, err = parseTime(at); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
 
 func (s *SQLite) Incidents(ctx context.Context) ([]Incident, error) {
 	rows, err := s.read.QueryContext(ctx, `
-		SELECT id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons
+		SELECT id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons, assignee
 		FROM incidents ORDER BY id DESC`)
 	if err != nil {
 		return nil, fmt.Errorf("list incidents: %w", err)
@@ -506,7 +690,7 @@ func (s *SQLite) Incidents(ctx context.Context) ([]Incident, error) {
 			opened, updated, reasons string
 		)
 		if err := rows.Scan(&in.ID, &in.HostID, &in.State, &opened, &updated, &in.Failures,
-			&in.FirstAttestationID, &in.LastAttestationID, &reasons); err != nil {
+			&in.FirstAttestationID, &in.LastAttestationID, &reasons, &in.Assignee); err != nil {
 			return nil, fmt.Errorf("list incidents: %w", err)
 		}
 		if in.Opened, err = parseTime(opened); err != nil {

@@ -669,13 +669,13 @@ func TestQuarantine(t *testing.T) {
 	if _, err := st.Record(ctx, a, Host{ID: "h1", State: HostAdmitted}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Quarantine(ctx, "h1"); err != nil {
+	if err := st.Quarantine(ctx, "h1", "alice"); err != nil {
 		t.Fatal(err)
 	}
 	if h, err := st.Host(ctx, "h1"); err != nil || h.State != HostQuarantined {
 		t.Fatalf("after quarantine: %+v %v", h, err)
 	}
-	if err := st.Quarantine(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+	if err := st.Quarantine(ctx, "nobody", "alice"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown host: %v", err)
 	}
 }

@@ -22,10 +22,37 @@ const (
 	HostQuarantined = "quarantined"
 )
 
-// Incident states.
+// Incident states: open → investigating → remediated (a post-mortem note is
+// required) → closed, which only a fresh passing attestation does. A failure
+// of a remediated host reopens its incident.
 const (
-	IncidentOpen = "open"
+	IncidentOpen          = "open"
+	IncidentInvestigating = "investigating"
+	IncidentRemediated    = "remediated"
+	IncidentClosed        = "closed"
 )
+
+// ErrInvalid reports an operator action the incident workflow refuses.
+var ErrInvalid = errors.New("refused")
+
+// Note is one entry of an incident's history: an operator's note, an
+// assignment, a state change.
+type Note struct {
+	Time   time.Time `json:"time"`
+	Author string    `json:"author"`
+	Kind   string    `json:"kind"` // note, assign, remediate, state
+	Text   string    `json:"text"`
+}
+
+// AuditEntry is one operator action, in the append-only audit log.
+type AuditEntry struct {
+	ID     int64     `json:"id"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Target string    `json:"target"`
+	Detail string    `json:"detail"`
+}
 
 // Evidence is everything a host sent for one attestation, kept so that a
 // verdict can be re-examined.
@@ -79,6 +106,7 @@ type Incident struct {
 	FirstAttestationID int64         `json:"first_attestation_id"`
 	LastAttestationID  int64         `json:"last_attestation_id"`
 	Reasons            []wire.Reason `json:"reasons"` // of the latest failure
+	Assignee           string        `json:"assignee,omitempty"`
 }
 
 // Store is the verifier's persistent state. Implementations are safe for
@@ -93,8 +121,11 @@ type Store interface {
 	Hosts(ctx context.Context) ([]Host, error)
 	Host(ctx context.Context, id string) (*Host, error)
 	// Quarantine sets a known host's state to quarantined (an operator's
-	// decision); only a fresh passing attestation admits it again.
-	Quarantine(ctx context.Context, id string) error
+	// decision, audited); only a fresh passing attestation admits it again.
+	Quarantine(ctx context.Context, id, actor string) error
+	// UnresolvedIncident returns the host's incident that is not closed, or
+	// nil.
+	UnresolvedIncident(ctx context.Context, hostID string) (*Incident, error)
 	Incidents(ctx context.Context) ([]Incident, error)
 	Close() error
 }
