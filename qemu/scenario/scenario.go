@@ -135,6 +135,7 @@ dhcp:
 gateway: {interface: br0}
 bootfiles: {dir: %q, tftp: "%s:69"}
 pki: {dir: %q}
+metrics_listen: "127.0.0.1:9100"
 `, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
 		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")),
 		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")), abs(filepath.Join(dir, "bootfiles")), ApplianceIP, abs(filepath.Join(dir, "pki")))

@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/config"
+	"github.com/bootgate/bootgate/verifier/dhcpgate"
 	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/gateway"
 	"github.com/bootgate/bootgate/verifier/pki"
@@ -89,10 +92,24 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 			return err
 		}
 	}
+	var metrics *server.Metrics
+	if cfg.MetricsListen != "" {
+		reg := prometheus.NewRegistry()
+		metrics = server.NewMetrics(reg)
+		registerStateGauges(reg, st, gate)
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go ms.Serve(mln)
+		context.AfterFunc(ctx, func() { ms.Close() })
+		e.logger.Info("serving metrics", "addr", mln.Addr().String())
+	}
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: e.logger,
 		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot, Recorded: recorded,
-		CA: ca, IdentityTTL: identityTTL(cfg),
+		CA: ca, IdentityTTL: identityTTL(cfg), Metrics: metrics,
 	})
 	if err != nil {
 		return err
@@ -154,4 +171,67 @@ func identityTTL(cfg *config.Config) time.Duration {
 		return 0
 	}
 	return cfg.PKI.IdentityTTL
+}
+
+// registerStateGauges exports the store's state: hosts by state, unresolved
+// incidents, and leases by pool when the DHCP gate runs.
+func registerStateGauges(reg prometheus.Registerer, st *store.SQLite, gate *dhcpGate) {
+	hosts := func(state string) func() float64 {
+		return func() float64 {
+			hs, err := st.Hosts(context.Background())
+			if err != nil {
+				return -1
+			}
+			n := 0
+			for _, h := range hs {
+				if h.State == state {
+					n++
+				}
+			}
+			return float64(n)
+		}
+	}
+	for _, state := range []string{store.HostAdmitted, store.HostQuarantined} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bootgate_hosts", Help: "Hosts by state.", ConstLabels: prometheus.Labels{"state": state},
+		}, hosts(state)))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bootgate_incidents_unresolved", Help: "Incidents that are not closed.",
+	}, func() float64 {
+		incs, err := st.Incidents(context.Background())
+		if err != nil {
+			return -1
+		}
+		n := 0
+		for _, in := range incs {
+			if in.State != store.IncidentClosed {
+				n++
+			}
+		}
+		return float64(n)
+	}))
+	if gate == nil {
+		return
+	}
+	for _, pool := range []string{dhcpgate.PoolQuarantine, dhcpgate.PoolProduction} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bootgate_dhcp_leases", Help: "Bound DHCP leases by pool.", ConstLabels: prometheus.Labels{"pool": pool},
+		}, func() float64 {
+			ls, err := gate.leases.All(context.Background(), time.Now())
+			if err != nil {
+				return -1
+			}
+			n := 0
+			for _, l := range ls {
+				if l.Pool == pool {
+					n++
+				}
+			}
+			return float64(n)
+		}))
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "bootgate_dhcp_dropped_total", Help: "DHCP packets dropped because the queue was full.",
+	}, func() float64 { return float64(gate.server.Stats.Dropped.Load()) }))
 }

@@ -43,6 +43,9 @@ type Config struct {
 	BootFiles *BootFiles `yaml:"bootfiles"`
 	// PKI is the attestation CA that issues host identities (optional).
 	PKI *PKI `yaml:"pki"`
+	// MetricsListen serves Prometheus metrics over plain HTTP on this
+	// address, e.g. 127.0.0.1:9100 (optional; keep it off the boot network).
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 // PKI configures the attestation CA: a root and an issuing CA in Dir

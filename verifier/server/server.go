@@ -51,6 +51,8 @@ type Options struct {
 	CA *pki.CA
 	// IdentityTTL is the identity certificates' lifetime (default 24h).
 	IdentityTTL time.Duration
+	// Metrics, if set, counts attestations, refusals and verification time.
+	Metrics *Metrics
 	// Credentials returns the secrets registered for a host, sealed to it
 	// with every pass besides its bootstrap token (default: none).
 	Credentials func(hostID string) []Secret
@@ -112,8 +114,8 @@ func New(opt Options) (*Server, error) {
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+wire.PathEnroll, s.enroll)
-	mux.HandleFunc("POST "+wire.PathQuote, s.quote)
+	mux.HandleFunc("POST "+wire.PathEnroll, s.counted(s.enroll))
+	mux.HandleFunc("POST "+wire.PathQuote, s.counted(s.quote))
 	if s.boot != nil {
 		mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
 	}
@@ -266,6 +268,10 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 			s.opt.Recorded(context.WithoutCancel(r.Context()), enr.HostID, net.ParseIP(host))
 		}
 	}
+	if s.opt.Metrics != nil {
+		s.opt.Metrics.Attestations.WithLabelValues(verdict).Inc()
+		s.opt.Metrics.VerifyTime.Observe(time.Since(start).Seconds())
+	}
 	log.Info("attested", "verdict", verdict, "reasons", len(reasons), "attestation", a.ID, "incident", incident, "verify_ms", time.Since(start).Milliseconds())
 	res := wire.Result{
 		AttestationID: a.ID, HostID: enr.HostID, Verdict: verdict, Reasons: reasons,
@@ -332,8 +338,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if m, ok := w.(interface{ refused(string) }); ok {
+		m.refused(code)
+	}
 	writeJSON(w, status, wire.Error{Code: code, Message: msg})
 }
+
+// counting counts the refusals a handler writes.
+type counting struct {
+	http.ResponseWriter
+	m *Metrics
+}
+
+func (c counting) refused(code string) { c.m.Refusals.WithLabelValues(code).Inc() }
 
 // Sweep drops expired sessions; Run calls it periodically.
 func (s *Server) Sweep() { s.sessions.sweep(s.opt.Now()) }
@@ -437,4 +454,11 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.WhoAmI{HostID: host.ID, State: host.State, LastAttestationID: host.LastAttestationID, NotAfter: cert.NotAfter})
+}
+
+func (s *Server) counted(h http.HandlerFunc) http.HandlerFunc {
+	if s.opt.Metrics == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) { h(counting{w, s.opt.Metrics}, r) }
 }
