@@ -557,18 +557,9 @@ func (s *SQLite) UnresolvedIncident(ctx context.Context, hostID string) (*Incide
 
 // Incident returns one incident and its history.
 func (s *SQLite) Incident(ctx context.Context, id int64) (*Incident, []Note, error) {
-	all, err := s.Incidents(ctx)
+	in, err := s.incidentByID(ctx, id)
 	if err != nil {
 		return nil, nil, err
-	}
-	var in *Incident
-	for i := range all {
-		if all[i].ID == id {
-			in = &all[i]
-		}
-	}
-	if in == nil {
-		return nil, nil, fmt.Errorf("incident %d: %w", id, ErrNotFound)
 	}
 	rows, err := s.read.QueryContext(ctx, `SELECT time, author, kind, text FROM incident_notes WHERE incident_id = ? ORDER BY id`, id)
 	if err != nil {
@@ -588,6 +579,33 @@ func (s *SQLite) Incident(ctx context.Context, id int64) (*Incident, []Note, err
 		notes = append(notes, n)
 	}
 	return in, notes, rows.Err()
+}
+
+func (s *SQLite) incidentByID(ctx context.Context, id int64) (*Incident, error) {
+	var (
+		in                       Incident
+		opened, updated, reasons string
+	)
+	err := s.read.QueryRowContext(ctx, `
+		SELECT id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons, assignee
+		FROM incidents WHERE id = ?`, id).Scan(&in.ID, &in.HostID, &in.State, &opened, &updated, &in.Failures,
+		&in.FirstAttestationID, &in.LastAttestationID, &reasons, &in.Assignee)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("incident %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("incident %d: %w", id, err)
+	}
+	if in.Opened, err = parseTime(opened); err != nil {
+		return nil, err
+	}
+	if in.Updated, err = parseTime(updated); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(reasons), &in.Reasons); err != nil {
+		return nil, fmt.Errorf("incident %d: decode reasons: %w", id, err)
+	}
+	return &in, nil
 }
 
 // IncidentAction is an operator's step in the incident workflow.
