@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/bootgate/bootgate/verifier/alert"
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
@@ -92,11 +93,22 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 			return err
 		}
 	}
+	var notifier *alert.Notifier
+	if cfg.Webhook != nil {
+		notifier = &alert.Notifier{URL: cfg.Webhook.URL, HTTP: &http.Client{Timeout: 10 * time.Second}, Outbox: st, Logger: e.logger}
+		go notifier.Run(ctx)
+		e.logger.Info("posting incident alerts", "url", cfg.Webhook.URL)
+	}
 	var metrics *server.Metrics
 	if cfg.MetricsListen != "" {
 		reg := prometheus.NewRegistry()
 		metrics = server.NewMetrics(reg)
 		registerStateGauges(reg, st, gate)
+		if notifier != nil {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "bootgate_webhook_failures_total", Help: "Failed webhook delivery attempts.",
+			}, func() float64 { return float64(notifier.Failures.Load()) }))
+		}
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)

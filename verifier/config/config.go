@@ -46,6 +46,13 @@ type Config struct {
 	// MetricsListen serves Prometheus metrics over plain HTTP on this
 	// address, e.g. 127.0.0.1:9100 (optional; keep it off the boot network).
 	MetricsListen string `yaml:"metrics_listen"`
+	// Webhook receives incident events as JSON (optional).
+	Webhook *Webhook `yaml:"webhook"`
+}
+
+// Webhook is where incident alerts are posted.
+type Webhook struct {
+	URL string `yaml:"url"`
 }
 
 // PKI configures the attestation CA: a root and an issuing CA in Dir
@@ -195,6 +202,9 @@ func (c *Config) validate() error {
 		if c.BootFiles.TFTP == "" && c.BootFiles.HTTP == "" {
 			errs = append(errs, errors.New("bootfiles: give tftp or http"))
 		}
+	}
+	if c.Webhook != nil {
+		req("webhook.url", c.Webhook.URL)
 	}
 	if c.Gateway != nil {
 		req("gateway.interface", c.Gateway.Interface)

@@ -167,6 +167,14 @@ func schemaStatements() []string {
 			kind        TEXT NOT NULL,
 			text        TEXT NOT NULL
 		)`,
+		// Alerts waiting for delivery, in the order they happened: written in
+		// the transaction that made the change they report.
+		`CREATE TABLE IF NOT EXISTS outbox (
+			id        INTEGER PRIMARY KEY AUTOINCREMENT,
+			time      TEXT NOT NULL,
+			event     TEXT NOT NULL CHECK (json_valid(event)),
+			delivered INTEGER NOT NULL DEFAULT 0
+		)`,
 		// Append-only: no statement of this package updates or deletes it.
 		`CREATE TABLE IF NOT EXISTS audit (
 			id     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -353,8 +361,16 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 	} else {
 		// A fresh pass closes a remediated incident (the caller refuses
 		// passes while the incident is not remediated).
-		if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE host_id = ? AND state = ?`,
-			IncidentClosed, at, a.HostID, IncidentRemediated); err != nil {
+		var closing int64
+		err := tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE host_id = ? AND state = ?`, a.HostID, IncidentRemediated).Scan(&closing)
+		if err == nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE id = ?`, IncidentClosed, at, closing); err != nil {
+				return 0, fmt.Errorf("record attestation: close incident: %w", err)
+			}
+			if err := alert(ctx, tx, at, closing, a.HostID, "incident.closed", IncidentClosed, "[]"); err != nil {
+				return 0, err
+			}
+		} else if !errors.Is(err, sql.ErrNoRows) {
 			return 0, fmt.Errorf("record attestation: close incident: %w", err)
 		}
 	}
@@ -385,9 +401,21 @@ func recordFailure(ctx context.Context, tx *sql.Tx, hostID string, id int64, at,
 		if incident, err = res.LastInsertId(); err != nil {
 			return 0, fmt.Errorf("open incident: %w", err)
 		}
+		if err := alert(ctx, tx, at, incident, hostID, "incident.opened", IncidentOpen, reasons); err != nil {
+			return 0, err
+		}
 	case err != nil:
 		return 0, fmt.Errorf("find open incident: %w", err)
 	default:
+		var prev string
+		if err := tx.QueryRowContext(ctx, `SELECT state FROM incidents WHERE id = ?`, incident).Scan(&prev); err != nil {
+			return 0, fmt.Errorf("update incident %d: %w", incident, err)
+		}
+		if prev == IncidentRemediated {
+			if err := alert(ctx, tx, at, incident, hostID, "incident.reopened", IncidentOpen, reasons); err != nil {
+				return 0, err
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `
 			UPDATE incidents
 			SET failures = failures + 1, updated = ?, last_attestation_id = ?, reasons = ?,
@@ -664,6 +692,13 @@ func (s *SQLite) Act(ctx context.Context, id int64, actor string, a IncidentActi
 			if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE id = ?`, next, now, id); err != nil {
 				return err
 			}
+			var host string
+			if err := tx.QueryRowContext(ctx, `SELECT host_id FROM incidents WHERE id = ?`, id).Scan(&host); err != nil {
+				return err
+			}
+			if err := alert(ctx, tx, now, id, host, "incident."+next, next, "[]"); err != nil {
+				return err
+			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO incident_notes (incident_id, time, author, kind, text) VALUES (?, ?, ?, ?, ?)`,
 			id, now, actor, a.Kind, a.Text)
@@ -795,4 +830,54 @@ func (b *blob) Scan(src any) error {
 		return fmt.Errorf("scan %T into blob", src)
 	}
 	return nil
+}
+
+// Alert is one event for the webhook.
+type Alert struct {
+	ID    int64           `json:"id"`
+	Time  time.Time       `json:"time"`
+	Event json.RawMessage `json:"event"`
+}
+
+// alert queues an incident event in the outbox, in the caller's transaction.
+func alert(ctx context.Context, tx *sql.Tx, at string, incident int64, hostID, kind, state, reasons string) error {
+	ev, err := json.Marshal(map[string]any{
+		"type": kind, "incident": incident, "host": hostID, "state": state, "reasons": json.RawMessage(reasons),
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (time, event) VALUES (?, ?)`, at, string(ev)); err != nil {
+		return fmt.Errorf("queue alert: %w", err)
+	}
+	return nil
+}
+
+// PendingAlerts returns the undelivered alerts, oldest first.
+func (s *SQLite) PendingAlerts(ctx context.Context, limit int) ([]Alert, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT id, time, event FROM outbox WHERE delivered = 0 ORDER BY id LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("pending alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []Alert
+	for rows.Next() {
+		var a Alert
+		var at, ev string
+		if err := rows.Scan(&a.ID, &at, &ev); err != nil {
+			return nil, err
+		}
+		if a.Time, err = parseTime(at); err != nil {
+			return nil, err
+		}
+		a.Event = json.RawMessage(ev)
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// AlertDelivered marks an alert delivered.
+func (s *SQLite) AlertDelivered(ctx context.Context, id int64) error {
+	_, err := s.write.ExecContext(ctx, `UPDATE outbox SET delivered = 1 WHERE id = ?`, id)
+	return err
 }
