@@ -112,3 +112,17 @@ func TestPolicyCheckJSON(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
+
+func TestPolicyDiff(t *testing.T) {
+	code, out, _ := run(t, "policy", "diff", "--eventlog", logs+"ubuntu-2104-no-secure-boot.bin", "--reference", logs+"rhel8-uefi.bin")
+	if code != 1 || !strings.Contains(out, "Secure Boot: on → off (event 3)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if code, out, _ := run(t, "policy", "diff", "--eventlog", logs+"rhel8-uefi.bin", "--reference", logs+"rhel8-uefi.bin"); code != 0 || !strings.Contains(out, "no difference") {
+		t.Fatalf("same log: exit %d:\n%s", code, out)
+	}
+	pol := learn(t, "rhel8-uefi.bin")
+	if code, out, _ := run(t, "policy", "diff", "--eventlog", logs+"cos-101-amd-sev.bin", "--policy", pol); code != 1 || !strings.Contains(out, "firmware.pcr0") {
+		t.Fatalf("against a policy: exit %d:\n%s", code, out)
+	}
+}

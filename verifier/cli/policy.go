@@ -14,7 +14,7 @@ import (
 
 func (e *env) policyCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Derive and check attestation policies offline"}
-	cmd.AddCommand(e.policyLearnCmd(), e.policyCheckCmd())
+	cmd.AddCommand(e.policyLearnCmd(), e.policyCheckCmd(), e.policyDiffCmd())
 	return cmd
 }
 
@@ -113,6 +113,57 @@ func (e *env) policyCheckCmd() *cobra.Command {
 	cmd.Flags().StringVar(&logPath, "eventlog", "", "raw TCG event log")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	_ = cmd.MarkFlagRequired("policy")
+	_ = cmd.MarkFlagRequired("eventlog")
+	return cmd
+}
+
+func (e *env) policyDiffCmd() *cobra.Command {
+	var reference, logPath, policyPath string
+	cmd := &cobra.Command{
+		Use:   "diff --eventlog FILE (--reference GOOD-LOG | --policy FILE)",
+		Short: "Explain how an event log departs from a known-good log, or from a policy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := offlineState(logPath)
+			if err != nil {
+				return err
+			}
+			switch {
+			case reference != "":
+				ref, err := offlineState(reference)
+				if err != nil {
+					return err
+				}
+				d := eventlog.Diff(ref, st)
+				for _, line := range d {
+					fmt.Fprintln(e.stdout, line)
+				}
+				if len(d) == 0 {
+					fmt.Fprintln(e.stdout, "no difference bootgate looks at")
+					return nil
+				}
+				return &ExitError{Code: ExitPolicyFail, Err: errors.New("the logs differ")}
+			case policyPath != "":
+				p, err := policy.Load(policyPath)
+				if err != nil {
+					return &ExitError{Code: ExitBadInput, Err: err}
+				}
+				fs := p.Evaluate(st)
+				for _, f := range fs {
+					fmt.Fprintf(e.stdout, "%s\n", f.String())
+				}
+				if len(fs) == 0 {
+					fmt.Fprintf(e.stdout, "the log meets policy %q\n", p.Name)
+					return nil
+				}
+				return &ExitError{Code: ExitPolicyFail, Err: errors.New("policy failed")}
+			}
+			return &ExitError{Code: ExitBadInput, Err: errors.New("give --reference or --policy")}
+		},
+	}
+	cmd.Flags().StringVar(&logPath, "eventlog", "", "the event log to explain")
+	cmd.Flags().StringVar(&reference, "reference", "", "a known-good host's event log")
+	cmd.Flags().StringVar(&policyPath, "policy", "", "a policy file")
 	_ = cmd.MarkFlagRequired("eventlog")
 	return cmd
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/bootgate/bootgate/verifier/config"
+	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/store"
 )
 
@@ -202,7 +204,13 @@ func (e *env) incidentCmd() *cobra.Command {
 			}
 			atts = append(atts, a)
 		}
-		b, err := json.MarshalIndent(map[string]any{"incident": in, "history": notes, "attestations": atts}, "", "  ")
+		bundle := map[string]any{"incident": in, "history": notes, "attestations": atts}
+		// A readable diff of the latest failing log against the host's last
+		// passing log, where there is one.
+		if last, pass := latestLogs(cmd.Context(), st, in.HostID, atts); last != nil && pass != nil {
+			bundle["diff_against_last_pass"] = eventlog.Diff(pass, last)
+		}
+		b, err := json.MarshalIndent(bundle, "", "  ")
 		if err != nil {
 			return err
 		}
@@ -228,4 +236,33 @@ func (e *env) auditCmd() *cobra.Command {
 		func(a store.AuditEntry) string {
 			return fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s", a.ID, a.Time.Format(time.RFC3339), a.Actor, a.Action, a.Target, a.Detail)
 		})
+}
+
+// latestLogs returns the boot states of the latest attestation in atts and of
+// the host's last passing attestation before it (read from the stored logs
+// with their stored PCR values), or nils.
+func latestLogs(ctx context.Context, st *store.SQLite, hostID string, atts []*store.Attestation) (last, pass *eventlog.BootState) {
+	if len(atts) == 0 {
+		return nil, nil
+	}
+	state := func(a *store.Attestation) *eventlog.BootState {
+		bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: map[int][]byte{}}
+		for _, p := range a.Evidence.PCRs {
+			bank.PCRs[p.Index] = p.Digest
+		}
+		s, err := eventlog.Verify(a.Evidence.EventLog, bank)
+		if err != nil {
+			return nil
+		}
+		return s
+	}
+	latest := atts[len(atts)-1]
+	for id := latest.ID - 1; id > 0; id-- {
+		a, err := st.Attestation(ctx, id)
+		if err != nil || a.HostID != hostID || a.Verdict != "pass" {
+			continue
+		}
+		return state(latest), state(a)
+	}
+	return nil, nil
 }

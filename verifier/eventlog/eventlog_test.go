@@ -259,3 +259,28 @@ func TestMutatedLogs(t *testing.T) {
 	}
 	t.Logf("%d mutated logs parsed and were verified", n)
 }
+
+func TestDiff(t *testing.T) {
+	logs := realLogs(t)
+	state := func(name string) *BootState {
+		bank, err := Replay(logs[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := Verify(logs[name], bank)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	a, b := state("rhel8-uefi.bin"), state("ubuntu-2104-no-secure-boot.bin")
+	if d := Diff(a, a); len(d) != 0 {
+		t.Fatalf("a log differs from itself: %v", d)
+	}
+	d := strings.Join(Diff(a, b), "\n")
+	for _, want := range []string{"Secure Boot: on → off", "boot applications: added", "PCR 7:"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("diff lacks %q:\n%s", want, d)
+		}
+	}
+}

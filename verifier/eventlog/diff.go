@@ -1,0 +1,128 @@
+package eventlog
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Diff explains in readable lines how the boot state b departs from a: Secure
+// Boot, the key databases, boot applications, signers, debug actions, command
+// lines, firmware and the PCR values. An empty result means no difference
+// bootgate looks at.
+func Diff(a, b *BootState) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	if a.SecureBoot.Enabled != b.SecureBoot.Enabled {
+		add("Secure Boot: %s → %s (event %d)", onOff(a.SecureBoot.Enabled), onOff(b.SecureBoot.Enabled), b.SecureBoot.Event)
+	}
+	for _, v := range []struct {
+		name string
+		a, b Variable
+	}{{"PK", a.PK, b.PK}, {"KEK", a.KEK, b.KEK}, {"db", a.DB, b.DB}, {"dbx", a.DBX, b.DBX}} {
+		if v.a.SHA256 == v.b.SHA256 {
+			continue
+		}
+		added, removed := setDiff(certIDs(v.a.Certs), certIDs(v.b.Certs))
+		ha, hr := setDiff(v.a.Hashes, v.b.Hashes)
+		add("%s changed (event %d): %d certificates added %v, %d removed %v; %d hashes added, %d removed",
+			v.name, v.b.Event, len(added), added, len(removed), removed, len(ha), len(hr))
+	}
+	apps := func(s *BootState) []string {
+		var o []string
+		for _, i := range s.BootApps {
+			o = append(o, i.SHA256[:16]+" "+i.Path)
+		}
+		return o
+	}
+	if added, removed := setDiff(apps(a), apps(b)); len(added)+len(removed) > 0 {
+		add("boot applications: added %v, removed %v", added, removed)
+	}
+	signers := func(s *BootState) []string {
+		var o []string
+		for _, x := range s.Authorities {
+			o = append(o, x.Cert.SHA256[:16]+" "+x.Cert.Subject)
+		}
+		return o
+	}
+	if added, removed := setDiff(signers(a), signers(b)); len(added)+len(removed) > 0 {
+		add("signers of boot applications: added %v, removed %v", added, removed)
+	}
+	actions := func(s *BootState) []string {
+		var o []string
+		for _, x := range s.Actions {
+			o = append(o, x.Text)
+		}
+		return o
+	}
+	if added, removed := setDiff(actions(a), actions(b)); len(added)+len(removed) > 0 {
+		add("firmware actions: added %q, removed %q", added, removed)
+	}
+	cmds := func(s *BootState) []string {
+		var o []string
+		for _, x := range s.Cmdlines {
+			o = append(o, x.Text)
+		}
+		return o
+	}
+	if added, removed := setDiff(cmds(a), cmds(b)); len(added)+len(removed) > 0 {
+		add("kernel command lines: added %q, removed %q", added, removed)
+	}
+	if a.SCRTMVersion != b.SCRTMVersion {
+		add("firmware version (S-CRTM): %q → %q", a.SCRTMVersion, b.SCRTMVersion)
+	}
+	var pcrs []int
+	for i := range b.PCRs {
+		pcrs = append(pcrs, i)
+	}
+	slices.Sort(pcrs)
+	for _, i := range pcrs {
+		if a.PCRs[i] != b.PCRs[i] {
+			add("PCR %d: %s → %s", i, short(a.PCRs[i]), short(b.PCRs[i]))
+		}
+	}
+	if len(b.Anomalies) > 0 {
+		add("%d structural anomalies, e.g. event %d: %s", len(b.Anomalies), b.Anomalies[0].Event, b.Anomalies[0].Detail)
+	}
+	return out
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	if h == "" {
+		return "(none)"
+	}
+	return h
+}
+
+func certIDs(cs []Cert) []string {
+	o := make([]string, len(cs))
+	for i, c := range cs {
+		o[i] = strings.TrimSpace(c.Subject)
+	}
+	return o
+}
+
+// setDiff returns what b has that a lacks, and what a has that b lacks.
+func setDiff(a, b []string) (added, removed []string) {
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			added = append(added, x)
+		}
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			removed = append(removed, x)
+		}
+	}
+	return added, removed
+}
