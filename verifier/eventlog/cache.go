@@ -49,7 +49,7 @@ func (c *Cache) Verify(raw []byte, bank Bank) (*BootState, error) {
 	if st := c.lookup(key, bank); st != nil {
 		return st, nil
 	}
-	st, err := Verify(raw, bank)
+	st, err := verify(raw, key, bank) // the log is hashed once
 	if err != nil {
 		return nil, err
 	}

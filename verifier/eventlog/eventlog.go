@@ -81,6 +81,11 @@ type Bank struct {
 // PCR 10 before IMA runs) are not required to replay. On success it returns the
 // boot state the replayed events describe.
 func Verify(raw []byte, bank Bank) (*BootState, error) {
+	return verify(raw, sha256.Sum256(raw), bank)
+}
+
+// verify is Verify for a log whose SHA-256 the caller has computed already.
+func verify(raw []byte, sum [32]byte, bank Bank) (*BootState, error) {
 	events, err := replay(raw, bank)
 	if err != nil {
 		return nil, err
@@ -89,7 +94,7 @@ func Verify(raw []byte, bank Bank) (*BootState, error) {
 	if err := checkUnexplained(bank, st.eventPCRs); err != nil {
 		return nil, err
 	}
-	st.LogSHA256 = sha256.Sum256(raw)
+	st.LogSHA256 = sum
 	st.PCRs = hexPCRs(bank.PCRs)
 	return st, nil
 }
