@@ -5,7 +5,6 @@
 package bootflow
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -130,7 +129,7 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	res := rep.Result
 	f.Events.Emit("attested", map[string]any{
 		"attempt": n, "verdict": res.Verdict, "host_id": res.HostID, "attestation_id": res.AttestationID,
-		"incident_id": res.IncidentID, "reasons": res.Reasons, "ek": rep.EKType,
+		"incident_id": res.IncidentID, "reasons": res.Reasons, "ek": rep.EK.Type,
 		"tpm_commands": rep.TPMCommands, "attest_ms": rep.Duration.Milliseconds(),
 	})
 	if res.Verdict != wire.VerdictPass {
@@ -166,7 +165,7 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	// in this boot.
 	files := map[string][]byte{}
 	if len(res.Credentials) > 0 {
-		n, err := unsealAll(t, rep.EKPublic, res.Credentials, files)
+		n, err := unsealAll(t, rep.EK, res.Credentials, files)
 		if err != nil {
 			t.Close()
 			return fail("boot_error", fmt.Errorf("unseal credentials: %w", err))
@@ -251,28 +250,17 @@ func IdentityClient(roots *x509.CertPool) func(*wire.Identity, *tpm.Key) *http.C
 
 // unsealAll unseals every credential with the EK the verifier enrolled and
 // puts each in files as bootgate/credentials/NAME.
-func unsealAll(t *tpm.TPM, ekPublic []byte, creds []wire.Credential, files map[string][]byte) (int, error) {
-	eks, err := t.EKs()
+func unsealAll(t *tpm.TPM, enrolled tpm.EK, creds []wire.Credential, files map[string][]byte) (int, error) {
+	ek, err := t.ReloadEK(enrolled)
 	if err != nil {
 		return 0, err
 	}
-	var ek *tpm.EK
-	for i := range eks {
-		if ek == nil && bytes.Equal(eks[i].Public, ekPublic) {
-			ek = &eks[i]
-			continue
-		}
-		_ = t.CloseEK(eks[i])
-	}
-	if ek == nil {
-		return 0, errors.New("the enrolled EK is not in this TPM")
-	}
-	defer t.CloseEK(*ek)
+	defer t.CloseEK(ek)
 	for _, c := range creds {
 		if strings.ContainsAny(c.Name, "/\\") || c.Name == "" || c.Name[0] == '.' {
 			return 0, fmt.Errorf("credential name %q", c.Name)
 		}
-		v, err := t.Unseal(*ek, &tpm.SealedBlob{Public: c.Public, Duplicate: c.Duplicate, EncryptedSeed: c.EncryptedSeed, PCRs: c.PCRs})
+		v, err := t.Unseal(ek, &tpm.SealedBlob{Public: c.Public, Duplicate: c.Duplicate, EncryptedSeed: c.EncryptedSeed, PCRs: c.PCRs})
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", c.Name, err)
 		}

@@ -47,9 +47,10 @@ type Client struct {
 
 // Report describes one attestation, for the console and for measurements.
 type Report struct {
-	Result      wire.Result
-	EKType      string
-	EKPublic    []byte // the EK the verifier enrolled: credentials are sealed to it
+	Result wire.Result
+	// EK is the EK the verifier enrolled (closed; tpm.ReloadEK makes it
+	// usable): credentials are sealed to it.
+	EK          tpm.EK
 	TPMCommands int
 	Duration    time.Duration
 	// IdentityKey is loaded when Client.Identity was set; the caller closes
@@ -164,7 +165,7 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	for _, i := range enr.PCRs {
 		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: values[i]})
 	}
-	rep := &Report{EKType: chosen.Type, EKPublic: chosen.Public}
+	rep := &Report{EK: chosen}
 	if err := c.post(ctx, wire.PathQuote, req, &rep.Result); err != nil {
 		return nil, fmt.Errorf("submit quote: %w", err)
 	}

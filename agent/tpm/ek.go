@@ -35,6 +35,7 @@ type EK struct {
 	name      tpm2.TPM2BName  // the key's TPM Name, for authorised commands
 	pub       tpm2.TPMTPublic // Public, parsed
 	transient bool            // Handle was created by EKs and must be flushed
+	template  tpm2.TPMTPublic // what a transient EK was created from
 }
 
 // ekSlot is a TCG-registered NV index for an EK certificate and the template of
@@ -300,6 +301,9 @@ type loadedKey struct {
 	public []byte // TPMT_PUBLIC as the TPM returned it
 	pub    tpm2.TPMTPublic
 	key    crypto.PublicKey
+	// template is what CreatePrimary made the key from (zero for
+	// persistent keys).
+	template tpm2.TPMTPublic
 }
 
 // ek makes an EK of k, without certificate.
@@ -311,6 +315,7 @@ func (k loadedKey) ek(transient bool) EK {
 		name:      k.name,
 		pub:       k.pub,
 		transient: transient,
+		template:  k.template,
 	}
 }
 
@@ -359,6 +364,7 @@ func (t *TPM) createPrimaryEK(template tpm2.TPMTPublic) (loadedKey, error) {
 		}
 		return loadedKey{}, err
 	}
+	k.template = template
 	return k, nil
 }
 
@@ -619,4 +625,24 @@ func certPublicKey(der []byte) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("parse certificate public key: %w", err)
 	}
 	return key, nil
+}
+
+// ReloadEK makes ek usable again after CloseEK without enumerating the TPM's
+// EKs anew: a persistent EK is where it was; a transient one is recreated
+// from the template it was made from (one command).
+func (t *TPM) ReloadEK(ek EK) (EK, error) {
+	if !ek.transient {
+		return ek, nil
+	}
+	k, err := t.createPrimaryEK(ek.template)
+	if err != nil {
+		return EK{}, fmt.Errorf("reload EK: %w", err)
+	}
+	if !bytes.Equal(k.public, ek.Public) {
+		_, _ = tpm2.FlushContext{FlushHandle: k.handle}.Execute(t.tr)
+		return EK{}, errors.New("reload EK: the TPM made another key from the EK's template")
+	}
+	re := k.ek(true)
+	re.Cert = ek.Cert
+	return re, nil
 }

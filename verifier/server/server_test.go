@@ -479,8 +479,8 @@ func TestGoodHostAdmitted(t *testing.T) {
 
 	id := hostIDOf(t, enrReq.EKPublic)
 	if res.Verdict != wire.VerdictPass || len(res.Reasons) != 0 || res.IncidentID != 0 || res.HostID != id || enr.HostID != id ||
-		res.PolicyDigest != f.pol.Digest() || res.AttestationID == 0 || rep.EKType != "ecc-p256" {
-		t.Fatalf("Attest = %+v (EK %s), want a pass of host %s under policy %s", res, rep.EKType, id, f.pol.Digest())
+		res.PolicyDigest != f.pol.Digest() || res.AttestationID == 0 || rep.EK.Type != "ecc-p256" {
+		t.Fatalf("Attest = %+v (EK %s), want a pass of host %s under policy %s", res, rep.EK.Type, id, f.pol.Digest())
 	}
 	if !enr.ExpiresAt.After(before) {
 		t.Errorf("session expires at %v, before it was made", enr.ExpiresAt)
@@ -809,8 +809,8 @@ func TestEKTrust(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Attest with an allowlisted EK: %v", err)
 		}
-		if rep.Result.Verdict != wire.VerdictPass || rep.Result.HostID != id || rep.EKType != "rsa2048" {
-			t.Fatalf("Attest = %+v (EK %s), want a pass of %s", rep.Result, rep.EKType, id)
+		if rep.Result.Verdict != wire.VerdictPass || rep.Result.HostID != id || rep.EK.Type != "rsa2048" {
+			t.Fatalf("Attest = %+v (EK %s), want a pass of %s", rep.Result, rep.EK.Type, id)
 		}
 		a, err := f.st.Attestation(context.Background(), rep.Result.AttestationID)
 		if err != nil {

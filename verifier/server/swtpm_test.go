@@ -183,8 +183,8 @@ func TestSwtpm(t *testing.T) {
 
 	// The good host: admitted, with the TPM's first EK and its certificate.
 	good := goodRep.Result
-	if good.Verdict != wire.VerdictPass || len(good.Reasons) != 0 || goodRep.EKType != "rsa2048" {
-		t.Fatalf("good swtpm: %+v with EK %s, want a pass with the rsa2048 EK", good, goodRep.EKType)
+	if good.Verdict != wire.VerdictPass || len(good.Reasons) != 0 || goodRep.EK.Type != "rsa2048" {
+		t.Fatalf("good swtpm: %+v with EK %s, want a pass with the rsa2048 EK", good, goodRep.EK.Type)
 	}
 	a, err := f.st.Attestation(context.Background(), good.AttestationID)
 	if err != nil {

@@ -124,7 +124,7 @@ func attest(ctx context.Context, log *slog.Logger, out io.Writer, tpmSpec, verif
 	}
 	r := rep.Result
 	fmt.Fprintf(out, "%s: host %s verdict %s (attestation %d, EK %s, %d TPM commands, %s)\n",
-		name, r.HostID, r.Verdict, r.AttestationID, rep.EKType, rep.TPMCommands, rep.Duration.Round(time.Millisecond))
+		name, r.HostID, r.Verdict, r.AttestationID, rep.EK.Type, rep.TPMCommands, rep.Duration.Round(time.Millisecond))
 	if r.Verdict == wire.VerdictPass {
 		return nil
 	}
