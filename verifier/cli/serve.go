@@ -103,7 +103,7 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if cfg.MetricsListen != "" {
 		reg := prometheus.NewRegistry()
 		metrics = server.NewMetrics(reg)
-		registerStateGauges(reg, st, gate)
+		reg.MustRegister(newStateCollector(st, gate))
 		if notifier != nil {
 			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "bootgate_webhook_failures_total", Help: "Failed webhook delivery attempts.",
@@ -185,65 +185,46 @@ func identityTTL(cfg *config.Config) time.Duration {
 	return cfg.PKI.IdentityTTL
 }
 
-// registerStateGauges exports the store's state: hosts by state, unresolved
-// incidents, and leases by pool when the DHCP gate runs.
-func registerStateGauges(reg prometheus.Registerer, st *store.SQLite, gate *dhcpGate) {
-	hosts := func(state string) func() float64 {
-		return func() float64 {
-			hs, err := st.Hosts(context.Background())
-			if err != nil {
-				return -1
-			}
-			n := 0
-			for _, h := range hs {
-				if h.State == state {
-					n++
-				}
-			}
-			return float64(n)
-		}
+// stateCollector exports the store's state at each scrape: hosts by state,
+// unresolved incidents (one query each) and, with the DHCP gate, bound
+// leases by pool (from memory) and dropped packets.
+type stateCollector struct {
+	st                             *store.SQLite
+	gate                           *dhcpGate
+	hosts, incidents, leases, drop *prometheus.Desc
+}
+
+func newStateCollector(st *store.SQLite, gate *dhcpGate) *stateCollector {
+	return &stateCollector{st: st, gate: gate,
+		hosts:     prometheus.NewDesc("bootgate_hosts", "Hosts by state.", []string{"state"}, nil),
+		incidents: prometheus.NewDesc("bootgate_incidents_unresolved", "Incidents that are not closed.", nil, nil),
+		leases:    prometheus.NewDesc("bootgate_dhcp_leases", "Bound DHCP leases by pool.", []string{"pool"}, nil),
+		drop:      prometheus.NewDesc("bootgate_dhcp_dropped_total", "DHCP packets dropped because the queue was full.", nil, nil),
 	}
-	for _, state := range []string{store.HostAdmitted, store.HostQuarantined} {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "bootgate_hosts", Help: "Hosts by state.", ConstLabels: prometheus.Labels{"state": state},
-		}, hosts(state)))
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.hosts
+	ch <- c.incidents
+	if c.gate != nil {
+		ch <- c.leases
+		ch <- c.drop
 	}
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "bootgate_incidents_unresolved", Help: "Incidents that are not closed.",
-	}, func() float64 {
-		incs, err := st.Incidents(context.Background())
-		if err != nil {
-			return -1
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	if hosts, unresolved, err := c.st.Counts(context.Background()); err == nil {
+		for _, state := range []string{store.HostAdmitted, store.HostQuarantined} {
+			ch <- prometheus.MustNewConstMetric(c.hosts, prometheus.GaugeValue, float64(hosts[state]), state)
 		}
-		n := 0
-		for _, in := range incs {
-			if in.State != store.IncidentClosed {
-				n++
-			}
-		}
-		return float64(n)
-	}))
-	if gate == nil {
+		ch <- prometheus.MustNewConstMetric(c.incidents, prometheus.GaugeValue, float64(unresolved))
+	}
+	if c.gate == nil {
 		return
 	}
+	counts := c.gate.leases.CountByPool(time.Now())
 	for _, pool := range []string{dhcpgate.PoolQuarantine, dhcpgate.PoolProduction} {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "bootgate_dhcp_leases", Help: "Bound DHCP leases by pool.", ConstLabels: prometheus.Labels{"pool": pool},
-		}, func() float64 {
-			ls, err := gate.leases.All(context.Background(), time.Now())
-			if err != nil {
-				return -1
-			}
-			n := 0
-			for _, l := range ls {
-				if l.Pool == pool {
-					n++
-				}
-			}
-			return float64(n)
-		}))
+		ch <- prometheus.MustNewConstMetric(c.leases, prometheus.GaugeValue, float64(counts[pool]), pool)
 	}
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "bootgate_dhcp_dropped_total", Help: "DHCP packets dropped because the queue was full.",
-	}, func() float64 { return float64(gate.server.Stats.Dropped.Load()) }))
+	ch <- prometheus.MustNewConstMetric(c.drop, prometheus.CounterValue, float64(c.gate.server.Stats.Dropped.Load()))
 }

@@ -401,3 +401,16 @@ func (l *Leases) HostOf(ctx context.Context, mac net.HardwareAddr) (string, erro
 	defer l.mu.Unlock()
 	return l.hosts[mac.String()], nil
 }
+
+// CountByPool counts the live bound leases by pool, from memory.
+func (l *Leases) CountByPool(now time.Time) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for _, le := range l.byIP {
+		if le.Bound && le.Expires.After(now) && le.Pool != "declined" {
+			out[le.Pool]++
+		}
+	}
+	return out
+}

@@ -881,3 +881,30 @@ func (s *SQLite) AlertDelivered(ctx context.Context, id int64) error {
 	_, err := s.write.ExecContext(ctx, `UPDATE outbox SET delivered = 1 WHERE id = ?`, id)
 	return err
 }
+
+// Counts returns the number of hosts by state and of unresolved incidents,
+// with one query each.
+func (s *SQLite) Counts(ctx context.Context) (hosts map[string]int, unresolved int, err error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT state, COUNT(*) FROM hosts GROUP BY state`)
+	if err != nil {
+		return nil, 0, fmt.Errorf("count hosts: %w", err)
+	}
+	defer rows.Close()
+	hosts = map[string]int{}
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, 0, fmt.Errorf("count hosts: %w", err)
+		}
+		hosts[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("count hosts: %w", err)
+	}
+	err = s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM incidents WHERE state <> ?`, IncidentClosed).Scan(&unresolved)
+	if err != nil {
+		return nil, 0, fmt.Errorf("count incidents: %w", err)
+	}
+	return hosts, unresolved, nil
+}

@@ -679,3 +679,22 @@ func TestQuarantine(t *testing.T) {
 		t.Fatalf("unknown host: %v", err)
 	}
 }
+
+func TestCounts(t *testing.T) {
+	st, err := OpenSQLite(filepath.Join(t.TempDir(), "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	for i, v := range []string{wire.VerdictPass, wire.VerdictFail, wire.VerdictFail} {
+		a := &Attestation{HostID: fmt.Sprint("h", i), Time: time.Now(), Verdict: v, PolicyName: "p", PolicyDigest: "d"}
+		if _, err := st.Record(ctx, a, Host{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hosts, unresolved, err := st.Counts(ctx)
+	if err != nil || hosts[HostAdmitted] != 1 || hosts[HostQuarantined] != 2 || unresolved != 2 {
+		t.Fatalf("counts %v, %d unresolved, %v", hosts, unresolved, err)
+	}
+}
