@@ -1,6 +1,7 @@
 package dhcpgate
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -341,46 +343,34 @@ func (l *Leases) Decline(ctx context.Context, ip net.IP, now time.Time, quaranti
 	return nil
 }
 
-// ByIP returns the live lease of ip.
-func (l *Leases) ByIP(ctx context.Context, ip net.IP, now time.Time) (*Lease, error) {
+// ByIP returns the live bound lease of ip.
+func (l *Leases) ByIP(_ context.Context, ip net.IP, now time.Time) (*Lease, error) {
 	if ip.To4() == nil {
 		return nil, errors.New("not an IPv4 address")
 	}
-	var mac, pool string
-	var bound bool
-	var exp int64
-	err := l.db.QueryRowContext(ctx, `SELECT mac, pool, bound, expires FROM dhcp_leases WHERE ip = ? AND expires > ?`, ip4(ip), now.UnixNano()).
-		Scan(&mac, &pool, &bound, &exp)
-	if err != nil {
-		return nil, err
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	le := l.live(ip4(ip), now)
+	if le == nil || !le.Bound || le.MAC == nil {
+		return nil, fmt.Errorf("no lease of %s: %w", ip, sql.ErrNoRows)
 	}
-	hw, err := net.ParseMAC(mac)
-	if err != nil {
-		return nil, err
-	}
-	return &Lease{IP: ip.To4(), MAC: hw, Pool: pool, Bound: bound, Expires: time.Unix(0, exp)}, nil
+	c := *le
+	return &c, nil
 }
 
-// All returns every live lease, by address.
-func (l *Leases) All(ctx context.Context, now time.Time) ([]Lease, error) {
-	rows, err := l.db.QueryContext(ctx, `SELECT ip, mac, pool, bound, expires FROM dhcp_leases WHERE expires > ? AND mac <> 'declined' ORDER BY ip`, now.UnixNano())
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
+// All returns every live bound lease, by address. The memory mirror holds
+// what SQLite holds (bound leases are written through), plus offers.
+func (l *Leases) All(_ context.Context, now time.Time) ([]Lease, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var out []Lease
-	for rows.Next() {
-		var ipn uint32
-		var mac, pool string
-		var bound bool
-		var exp int64
-		if err := rows.Scan(&ipn, &mac, &pool, &bound, &exp); err != nil {
-			return nil, err
+	for ipn := range l.byIP {
+		if le := l.live(ipn, now); le != nil && le.Bound && le.MAC != nil {
+			out = append(out, *le)
 		}
-		hw, _ := net.ParseMAC(mac)
-		out = append(out, Lease{IP: ipOf(ipn), MAC: hw, Pool: pool, Bound: bound, Expires: time.Unix(0, exp)})
 	}
-	return out, rows.Err()
+	slices.SortFunc(out, func(a, b Lease) int { return cmp.Compare(ip4(a.IP), ip4(b.IP)) })
+	return out, nil
 }
 
 // BindHost records that the client with mac is the host hostID (its
@@ -404,13 +394,10 @@ func (l *Leases) HostOf(ctx context.Context, mac net.HardwareAddr) (string, erro
 
 // CountByPool counts the live bound leases by pool, from memory.
 func (l *Leases) CountByPool(now time.Time) map[string]int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	all, _ := l.All(context.Background(), now)
 	out := map[string]int{}
-	for _, le := range l.byIP {
-		if le.Bound && le.Expires.After(now) && le.Pool != "declined" {
-			out[le.Pool]++
-		}
+	for _, le := range all {
+		out[le.Pool]++
 	}
 	return out
 }
