@@ -2,8 +2,6 @@ package pki
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -39,57 +37,26 @@ func InitCA(dir string, validity time.Duration) error {
 	if _, err := os.Stat(filepath.Join(dir, IssuingCertFile)); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("init CA: %w", err)
-	}
 	now := time.Now()
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("init CA: %w", err)
-	}
-	rootTmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "bootgate attestation root"},
+	root, rootKey, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate attestation root"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * validity), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 1}
-	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 1}, nil, nil)
 	if err != nil {
 		return fmt.Errorf("init CA: %w", err)
 	}
-	root, _ := x509.ParseCertificate(rootDER)
-	issKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("init CA: %w", err)
-	}
-	issTmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "bootgate attestation issuing CA"},
+	iss, issKey, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate attestation issuing CA"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}
-	issDER, err := x509.CreateCertificate(rand.Reader, issTmpl, root, &issKey.PublicKey, rootKey)
+		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}, root, rootKey)
 	if err != nil {
 		return fmt.Errorf("init CA: %w", err)
 	}
-	for _, f := range []struct {
-		name string
-		blk  func() (*pem.Block, error)
-		mode os.FileMode
-	}{
-		{RootCertFile, func() (*pem.Block, error) { return &pem.Block{Type: "CERTIFICATE", Bytes: rootDER}, nil }, 0o644},
-		{RootKeyFile, func() (*pem.Block, error) { return keyBlock(rootKey) }, 0o600},
-		{IssuingCertFile, func() (*pem.Block, error) { return &pem.Block{Type: "CERTIFICATE", Bytes: issDER}, nil }, 0o644},
-		{IssuingKeyFile, func() (*pem.Block, error) { return keyBlock(issKey) }, 0o600},
-	} {
-		blk, err := f.blk()
-		if err != nil {
-			return fmt.Errorf("init CA: %w", err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f.name), pem.EncodeToMemory(blk), f.mode); err != nil {
-			return fmt.Errorf("init CA: %w", err)
-		}
+	if err := writePEM(dir, []pemFile{
+		{name: RootCertFile, cert: root}, {name: RootKeyFile, key: rootKey},
+		{name: IssuingCertFile, cert: iss}, {name: IssuingKeyFile, key: issKey},
+	}); err != nil {
+		return fmt.Errorf("init CA: %w", err)
 	}
 	return nil
-}
-
-func keyBlock(k *ecdsa.PrivateKey) (*pem.Block, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	return &pem.Block{Type: "PRIVATE KEY", Bytes: der}, err
 }
 
 // LoadCA reads the root certificate and the issuing CA from dir; the root

@@ -2,12 +2,9 @@
 package pki
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -34,36 +31,18 @@ func WriteServerTLS(dir string, hosts []string, validity time.Duration) error {
 		}
 	}
 	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("write server TLS: %w", err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "bootgate appliance CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return fmt.Errorf("write server TLS: %w", err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, caKey, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate appliance CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity), KeyUsage: x509.KeyUsageCertSign,
+		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}, nil, nil)
 	if err != nil {
 		return fmt.Errorf("write server TLS: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "bootgate appliance"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{CommonName: "bootgate appliance"},
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.Add(validity),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -72,30 +51,12 @@ func WriteServerTLS(dir string, hosts []string, validity time.Duration) error {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	cert, key, err := newCert(tmpl, ca, caKey)
 	if err != nil {
 		return fmt.Errorf("write server TLS: %w", err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
+	if err := writePEM(dir, []pemFile{{name: CAFile, cert: ca}, {name: ServerFile, cert: cert}, {name: ServerKeyFile, key: key}}); err != nil {
 		return fmt.Errorf("write server TLS: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("write server TLS: %w", err)
-	}
-	for _, f := range []struct {
-		name, typ string
-		der       []byte
-		mode      os.FileMode
-	}{
-		{CAFile, "CERTIFICATE", caDER, 0o644},
-		{ServerFile, "CERTIFICATE", der, 0o644},
-		{ServerKeyFile, "PRIVATE KEY", keyDER, 0o600},
-	} {
-		b := pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der})
-		if err := os.WriteFile(filepath.Join(dir, f.name), b, f.mode); err != nil {
-			return fmt.Errorf("write server TLS: %w", err)
-		}
 	}
 	return nil
 }
