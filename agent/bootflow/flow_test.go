@@ -327,7 +327,7 @@ func TestIncidentWorkflow(t *testing.T) {
 	if err != nil || in.State != store.IncidentClosed || in.Failures != 2 || len(notes) != 2 {
 		t.Fatalf("incident after the pass: %+v, %d notes, %v", in, len(notes), err)
 	}
-	audit, err := e.store.Audit(ctx)
+	audit, err := e.store.ListAudit(ctx, 0, 0)
 	if err != nil || len(audit) != 2 || audit[0].Actor != "alice" {
 		t.Fatalf("audit log: %+v %v", audit, err)
 	}

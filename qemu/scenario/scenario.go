@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -104,8 +105,24 @@ func (o Outcome) OK() bool {
 type Appliance struct {
 	Config string
 	Store  string
-	cmd    *exec.Cmd
-	done   chan error
+	// Operator is an operator profile for the admin API, which listens on
+	// the namespace's loopback (run the CLI with CLI).
+	Operator string
+	bootgate string
+	net      *Network
+	cmd      *exec.Cmd
+	done     chan error
+}
+
+// CLI runs `bootgate ARGS --operator PROFILE` in the boot network's
+// namespace, where the admin API listens, and returns its combined output.
+func (a *Appliance) CLI(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := a.net.Command(a.bootgate, append(args, "--operator", a.Operator)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("bootgate %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return out, nil
 }
 
 // StartAppliance writes a configuration into dir and runs bootgate serve in
@@ -136,12 +153,19 @@ gateway: {interface: br0}
 bootfiles: {dir: %q, tftp: "%s:69"}
 pki: {dir: %q}
 metrics_listen: "127.0.0.1:9100"
+admin: {listen: "127.0.0.1:9443", operators: operators}
 `, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
 		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")),
 		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")), abs(filepath.Join(dir, "bootfiles")), ApplianceIP, abs(filepath.Join(dir, "pki")))
-	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"), done: make(chan error, 1)}
+	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"),
+		Operator: filepath.Join(dir, "operator.yaml"), bootgate: bootgate, net: n, done: make(chan error, 1)}
 	if err := os.WriteFile(a.Config, []byte(cfg), 0o644); err != nil {
 		return nil, err
+	}
+	if _, err := os.Stat(a.Operator); err != nil {
+		if out, err := exec.CommandContext(ctx, bootgate, "operator", "add", "demo", "--config", a.Config, "--out", a.Operator).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("operator add: %v: %s", err, out)
+		}
 	}
 	// What network-booting hosts load: the signed agent.
 	if err := os.MkdirAll(filepath.Join(dir, "bootfiles", "bootgate"), 0o755); err != nil {

@@ -2,6 +2,8 @@ package scenario
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/bootgate/bootgate/qemu/swtpm"
+	"github.com/bootgate/bootgate/verifier/admin"
+	"github.com/bootgate/bootgate/verifier/store"
 )
 
 // TestBoots boots every scenario host under OVMF with Secure Boot and its own
@@ -93,7 +97,8 @@ func TestBoots(t *testing.T) {
 		hosts = slices.DeleteFunc(slices.Clone(Hosts), func(h Host) bool { return !slices.Contains(strings.Split(names, ","), h.Name) })
 	}
 	start = time.Now()
-	for _, o := range Boot(ctx, opt, hosts) {
+	outcomes := Boot(ctx, opt, hosts)
+	for _, o := range outcomes {
 		t.Logf("%-15s verdict=%-4s os=%v kexec=%v %.1fs agent-to-kexec=%dms tpm-commands=%d reasons=%v incident=%d",
 			o.Host.Name, o.Verdict, o.ReachedOS, o.Kexec, o.Seconds, o.AgentMs, o.TPMCmds, o.Reasons, o.IncidentID)
 		if !o.OK() {
@@ -116,6 +121,64 @@ func TestBoots(t *testing.T) {
 		}
 	}
 	t.Logf("%d hosts booted side by side in %.1f s", len(hosts), time.Since(start).Seconds())
+	checkOperatorView(t, ctx, a, outcomes)
+}
+
+// checkOperatorView looks at the boots as an operator does, through the
+// admin API over mTLS: admitted hosts hold production leases, and each
+// quarantined host's incident exports a complete evidence bundle.
+func checkOperatorView(t *testing.T, ctx context.Context, a *Appliance, outcomes []Outcome) {
+	out, err := a.CLI(ctx, "hosts", "--json", "--all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts admin.HostPage
+	if err := json.Unmarshal(out, &hosts); err != nil {
+		t.Fatalf("hosts --json: %v\n%s", err, out)
+	}
+	admitted := 0
+	for _, h := range hosts.Hosts {
+		if h.State == store.HostAdmitted && h.Lease != nil && h.Lease.Pool == "production" {
+			admitted++
+		}
+	}
+	passing := 0
+	for _, o := range outcomes {
+		if o.Host.Pass && o.OK() {
+			passing++
+		}
+	}
+	if admitted < passing {
+		t.Errorf("the admin API shows %d admitted hosts with production leases, %d hosts passed:\n%s", admitted, passing, out)
+	}
+	for _, o := range outcomes {
+		if o.Host.Pass || o.IncidentID == 0 {
+			continue
+		}
+		file := filepath.Join(t.TempDir(), "bundle.json")
+		if _, err := a.CLI(ctx, "incident", "export", fmt.Sprint(o.IncidentID), file); err != nil {
+			t.Errorf("%s: %v", o.Host.Name, err)
+			continue
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bundle admin.Bundle
+		if err := json.Unmarshal(b, &bundle); err != nil {
+			t.Fatalf("%s: bundle: %v", o.Host.Name, err)
+		}
+		if len(bundle.Attestations) == 0 {
+			t.Errorf("%s: bundle without attestations", o.Host.Name)
+			continue
+		}
+		ev := bundle.Attestations[len(bundle.Attestations)-1].Evidence
+		if len(ev.EventLog) == 0 || len(ev.Quote) == 0 || len(ev.PCRs) == 0 || len(ev.EKCert) == 0 || bundle.Policy == nil ||
+			len(bundle.Incident.Reasons) == 0 || bundle.Diff.Against == "" || len(bundle.Diff.Lines) == 0 {
+			t.Errorf("%s: incomplete bundle: log %d bytes, quote %d, %d PCRs, EK cert %d bytes, policy %v, reasons %v, diff %+v",
+				o.Host.Name, len(ev.EventLog), len(ev.Quote), len(ev.PCRs), len(ev.EKCert), bundle.Policy != nil, bundle.Incident.Reasons, bundle.Diff)
+		}
+	}
 }
 
 // inRange reports whether ip is 10.23.0.lo to 10.23.0.hi.

@@ -52,6 +52,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type env struct {
 	stdout, stderr io.Writer
 	logger         *slog.Logger
+	profile        string // the operator's profile for the admin API
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -64,7 +65,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(e.serveCmd(), e.policyCmd(), e.hostsCmd(), e.incidentsCmd(), e.tlsCmd(), e.quarantineCmd(), e.incidentCmd(), e.auditCmd())
+	root.PersistentFlags().StringVar(&e.profile, "operator", defaultProfile(), "operator profile for the admin API (env BOOTGATE_OPERATOR)")
+	root.AddCommand(e.serveCmd(), e.policyCmd(), e.tlsCmd(), e.operatorCmd(),
+		e.statusCmd(), e.hostsCmd(), e.hostCmd(), e.incidentsCmd(), e.incidentCmd(), e.quarantineCmd(), e.auditCmd())
 	return root
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
+	"github.com/bootgate/bootgate/verifier/admin"
 	"github.com/bootgate/bootgate/verifier/bootfiles"
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
@@ -164,3 +165,16 @@ func serveBootFiles(ctx context.Context, c *config.BootFiles, log *slog.Logger) 
 	}
 	return nil
 }
+
+// adminLeases shows the DHCP gate's leases on the admin API.
+type adminLeases struct{ l *dhcpgate.Leases }
+
+func (a adminLeases) HostLeases(ids []string, now time.Time) map[string]admin.Lease {
+	out := map[string]admin.Lease{}
+	for id, le := range a.l.HostLeases(ids, now) {
+		out[id] = admin.Lease{IP: le.IP.String(), MAC: le.MAC.String(), Pool: le.Pool, Expires: le.Expires}
+	}
+	return out
+}
+
+func (a adminLeases) CountByPool(now time.Time) map[string]int { return a.l.CountByPool(now) }

@@ -2,267 +2,209 @@ package cli
 
 import (
 	"context"
-	"crypto"
-	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
-	"github.com/bootgate/bootgate/verifier/config"
-	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/admin"
 	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
-// storeFlags locate the store: --store, or the store named by --config.
-type storeFlags struct {
-	config, store string
-	json          bool
+// The operator commands talk to the appliance's admin API over mTLS with the
+// operator's certificate, never to its store: the appliance checks who they
+// are and writes what they do to its audit log.
+
+// defaultProfile is where `bootgate operator add --out` is expected to have
+// put the operator's profile, unless --operator or BOOTGATE_OPERATOR says
+// otherwise.
+func defaultProfile() string {
+	if p := os.Getenv("BOOTGATE_OPERATOR"); p != "" {
+		return p
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "bootgate", "operator.yaml")
 }
 
-func (f *storeFlags) add(cmd *cobra.Command) { f.addTo(cmd.Flags()) }
-
-func (f *storeFlags) addTo(fs *pflag.FlagSet) {
-	fs.StringVar(&f.config, "config", "", "appliance configuration naming the store")
-	fs.StringVar(&f.store, "store", "", "SQLite store file (overrides --config)")
-	fs.BoolVar(&f.json, "json", false, "print JSON")
+func (e *env) client() (*admin.Client, error) {
+	if e.profile == "" {
+		return nil, &ExitError{Code: ExitBadInput, Err: fmt.Errorf("give --operator PROFILE (written by `bootgate operator add`)")}
+	}
+	p, err := admin.LoadProfile(e.profile)
+	if err != nil {
+		return nil, &ExitError{Code: ExitBadInput, Err: err}
+	}
+	c, err := admin.NewClient(p)
+	if err != nil {
+		return nil, &ExitError{Code: ExitBadInput, Err: err}
+	}
+	return c, nil
 }
 
-func (f *storeFlags) open() (*store.SQLite, error) {
-	path := f.store
-	if path == "" {
-		if f.config == "" {
-			return nil, &ExitError{Code: ExitBadInput, Err: fmt.Errorf("give --config or --store")}
-		}
-		cfg, err := config.Load(f.config)
+// output prints v as JSON with --json, or as a table otherwise.
+type output struct{ json bool }
+
+func (o *output) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
+}
+
+// clientCmd makes a command that calls the admin API.
+func (e *env) clientCmd(cmd *cobra.Command, run func(ctx context.Context, c *admin.Client, args []string) error) *cobra.Command {
+	cmd.RunE = func(cc *cobra.Command, args []string) error {
+		c, err := e.client()
 		if err != nil {
-			return nil, &ExitError{Code: ExitBadInput, Err: err}
+			return err
 		}
-		path = cfg.Store
+		return run(cc.Context(), c, args)
 	}
-	return store.OpenSQLite(path)
+	return cmd
 }
 
-// listCmd makes a command that lists records from the store, as a table or
-// as JSON.
-func listCmd[T any](e *env, use, short string, fetch func(*store.SQLite, context.Context) ([]T, error), header string, row func(T) string) *cobra.Command {
-	var f storeFlags
-	cmd := &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := f.open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			items, err := fetch(st, cmd.Context())
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return e.printJSON(items)
-			}
-			tw := e.table()
-			fmt.Fprintln(tw, header)
-			for _, it := range items {
-				fmt.Fprintln(tw, row(it))
-			}
-			return tw.Flush()
-		},
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
 	}
-	f.add(cmd)
+	return t.UTC().Format(time.RFC3339)
+}
+
+func (e *env) statusCmd() *cobra.Command {
+	var o output
+	cmd := e.clientCmd(&cobra.Command{Use: "status", Short: "Show the fleet at a glance: hosts, incidents and leases by state", Args: cobra.NoArgs},
+		func(ctx context.Context, c *admin.Client, _ []string) error {
+			s, err := c.Summary(ctx)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return e.printJSON(s)
+			}
+			fmt.Fprintf(e.stdout, "hosts      admitted %d  quarantined %d\n", s.Hosts[store.HostAdmitted], s.Hosts[store.HostQuarantined])
+			fmt.Fprintf(e.stdout, "incidents  open %d  investigating %d  remediated %d  closed %d\n",
+				s.Incidents[store.IncidentOpen], s.Incidents[store.IncidentInvestigating], s.Incidents[store.IncidentRemediated], s.Incidents[store.IncidentClosed])
+			if s.Leases != nil {
+				fmt.Fprintf(e.stdout, "leases     production %d  quarantine %d\n", s.Leases["production"], s.Leases["quarantine"])
+			}
+			return nil
+		})
+	o.add(cmd)
 	return cmd
 }
 
 func (e *env) hostsCmd() *cobra.Command {
-	return listCmd(e, "hosts", "List the hosts the appliance has seen, with their state and last verdict",
-		(*store.SQLite).Hosts,
-		"HOST\tSTATE\tLAST VERDICT\tLAST SEEN\tATTESTATION\tEK",
-		func(h store.Host) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s", h.ID, h.State, h.LastVerdict, h.LastSeen.Format(time.RFC3339), h.LastAttestationID, h.EKType)
-		})
-}
-
-func (e *env) incidentsCmd() *cobra.Command {
-	return listCmd(e, "incidents", "List incidents opened by failed attestations, with their reasons",
-		(*store.SQLite).Incidents,
-		"INCIDENT\tHOST\tSTATE\tFAILURES\tOPENED\tREASONS",
-		func(in store.Incident) string {
-			var rules []string
-			for _, r := range in.Reasons {
-				if !slices.Contains(rules, r.Rule) {
-					rules = append(rules, r.Rule)
-				}
-			}
-			return fmt.Sprintf("%d\t%s\t%s\t%d\t%s\t%s", in.ID, in.HostID, in.State, in.Failures, in.Opened.Format(time.RFC3339), strings.Join(rules, ", "))
-		})
-}
-
-func (e *env) quarantineCmd() *cobra.Command {
-	var f storeFlags
-	cmd := &cobra.Command{
-		Use:   "quarantine HOST",
-		Short: "Quarantine a host: forwarding stops at the next gateway sync, DHCP gives it a quarantine lease",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := f.open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if err := st.Quarantine(cmd.Context(), args[0], actor); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "host %s quarantined; it is admitted again only by a passing attestation\n", args[0])
-			return nil
-		},
-	}
-	f.add(cmd)
-	return cmd
-}
-
-// actor names the operator in the audit log.
-var actor = func() string {
-	if u := os.Getenv("SUDO_USER"); u != "" {
-		return u
-	}
-	if u := os.Getenv("USER"); u != "" {
-		return u
-	}
-	return "operator"
-}()
-
-func (e *env) incidentCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "incident", Short: "Work an incident: show, export, assign, note, investigate, remediate"}
-	var f storeFlags
-	f.addTo(cmd.PersistentFlags())
-	withIncident := func(use, short string, nargs int, run func(cmd *cobra.Command, st *store.SQLite, id int64, args []string) error) *cobra.Command {
-		return &cobra.Command{
-			Use: use, Short: short, Args: cobra.ExactArgs(nargs),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				id, err := strconv.ParseInt(args[0], 10, 64)
-				if err != nil {
-					return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("incident ID %q: %w", args[0], err)}
-				}
-				st, err := f.open()
+	var (
+		o     output
+		q     store.HostQuery
+		all   bool
+		limit int
+	)
+	cmd := e.clientCmd(&cobra.Command{Use: "hosts", Short: "List hosts with their state, last attestation and lease", Args: cobra.NoArgs},
+		func(ctx context.Context, c *admin.Client, _ []string) error {
+			var hosts []admin.HostView
+			q.Limit = min(limit, store.MaxPage)
+			next := ""
+			for {
+				page, err := c.Hosts(ctx, q)
 				if err != nil {
 					return err
 				}
-				defer st.Close()
-				return run(cmd, st, id, args[1:])
-			},
-		}
-	}
-	act := func(kind string) func(cmd *cobra.Command, st *store.SQLite, id int64, args []string) error {
-		return func(cmd *cobra.Command, st *store.SQLite, id int64, args []string) error {
-			text := strings.Join(args, " ")
-			if err := st.Act(cmd.Context(), id, actor, store.IncidentAction{Kind: kind, Text: text}); err != nil {
+				hosts = append(hosts, page.Hosts...)
+				next = page.Next
+				if !all || next == "" {
+					break
+				}
+				q.After = next
+			}
+			if o.json {
+				return e.printJSON(admin.HostPage{Hosts: hosts, Next: next})
+			}
+			tw := e.table()
+			fmt.Fprintln(tw, "HOST\tSTATE\tLAST VERDICT\tLAST SEEN\tATTESTATION\tLEASE\tEK")
+			for _, h := range hosts {
+				lease := "-"
+				if h.Lease != nil {
+					lease = h.Lease.IP + " (" + h.Lease.Pool + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", h.ID, h.State, h.LastVerdict, when(h.LastSeen), h.LastAttestationID, lease, h.EKType)
+			}
+			if err := tw.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "incident %d: %s recorded by %s\n", id, kind, actor)
+			if next != "" {
+				fmt.Fprintf(e.stderr, "more hosts: --after %s, or --all\n", next)
+			}
 			return nil
-		}
-	}
-	show := withIncident("show ID", "Show an incident, its history and its latest reasons", 1, func(cmd *cobra.Command, st *store.SQLite, id int64, _ []string) error {
-		in, notes, err := st.Incident(cmd.Context(), id)
-		if err != nil {
-			return err
-		}
-		if f.json {
-			return e.printJSON(map[string]any{"incident": in, "history": notes})
-		}
-		fmt.Fprintf(e.stdout, "incident %d  host %s  state %s  failures %d  assignee %q\nopened %s  updated %s\n", in.ID, in.HostID, in.State, in.Failures, in.Assignee, in.Opened.Format(time.RFC3339), in.Updated.Format(time.RFC3339))
-		for _, r := range in.Reasons {
-			fmt.Fprintf(e.stdout, "  - %s (event %d): %s\n", r.Rule, r.Event, r.Detail)
-		}
-		for _, n := range notes {
-			fmt.Fprintf(e.stdout, "  %s %s %s: %s\n", n.Time.Format(time.RFC3339), n.Author, n.Kind, n.Text)
-		}
-		return nil
-	})
-	export := withIncident("export ID FILE", "Write the incident's evidence bundle (JSON: incident, history, every attestation with its evidence)", 2, func(cmd *cobra.Command, st *store.SQLite, id int64, args []string) error {
-		in, notes, err := st.Incident(cmd.Context(), id)
-		if err != nil {
-			return err
-		}
-		ids, err := st.IncidentAttestations(cmd.Context(), id)
-		if err != nil {
-			return err
-		}
-		var atts []*store.Attestation
-		for _, aid := range ids {
-			a, err := st.Attestation(cmd.Context(), aid)
-			if err != nil {
-				return err
-			}
-			atts = append(atts, a)
-		}
-		bundle := map[string]any{"incident": in, "history": notes, "attestations": atts}
-		// A readable diff of the latest failing log against the host's last
-		// passing log, where there is one.
-		if last, pass := latestLogs(cmd.Context(), st, in.HostID, atts); last != nil && pass != nil {
-			bundle["diff_against_last_pass"] = eventlog.Diff(pass, last)
-		}
-		b, err := json.MarshalIndent(bundle, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(args[0], b, 0o600); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "incident %d: evidence bundle with %d attestations written to %s\n", id, len(atts), args[0])
-		return nil
-	})
-	cmd.AddCommand(show, export,
-		withIncident("assign ID WHO", "Assign the incident", 2, act("assign")),
-		withIncident("note ID TEXT", "Add a note to the incident's history (quote the text)", 2, act("note")),
-		withIncident("investigate ID", "Mark an open incident as under investigation", 1, act("investigate")),
-		withIncident("remediate ID POSTMORTEM", "Mark the incident remediated (a post-mortem is required); the host rejoins after a fresh passing attestation", 2, act("remediate")),
-	)
+		})
+	cmd.Flags().StringVar(&q.State, "state", "", "only hosts in this state (admitted, quarantined)")
+	cmd.Flags().StringVar(&q.After, "after", "", "start after this host ID (paging)")
+	cmd.Flags().IntVar(&limit, "limit", 100, "hosts per page")
+	cmd.Flags().BoolVar(&all, "all", false, "follow every page")
+	o.add(cmd)
 	return cmd
 }
 
-func (e *env) auditCmd() *cobra.Command {
-	return listCmd(e, "audit", "Show the append-only audit log of operator actions",
-		(*store.SQLite).Audit,
-		"ID\tTIME\tACTOR\tACTION\tTARGET\tDETAIL",
-		func(a store.AuditEntry) string {
-			return fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s", a.ID, a.Time.Format(time.RFC3339), a.Actor, a.Action, a.Target, a.Detail)
+func (e *env) hostCmd() *cobra.Command {
+	var o output
+	show := e.clientCmd(&cobra.Command{Use: "show HOST", Short: "Show a host: state, lease, recent attestations and incidents", Args: cobra.ExactArgs(1)},
+		func(ctx context.Context, c *admin.Client, args []string) error {
+			h, err := c.Host(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return e.printJSON(h)
+			}
+			fmt.Fprintf(e.stdout, "host %s  state %s  EK %s %s\nfirst seen %s  last seen %s\n", h.ID, h.State, h.EKType, h.EKIssuer, when(h.FirstSeen), when(h.LastSeen))
+			if h.Lease != nil {
+				fmt.Fprintf(e.stdout, "lease %s (%s pool) MAC %s until %s\n", h.Lease.IP, h.Lease.Pool, h.Lease.MAC, when(h.Lease.Expires))
+			}
+			fmt.Fprintln(e.stdout, "attestations:")
+			for _, a := range h.Attestations {
+				fmt.Fprintf(e.stdout, "  %d  %s  %s  %s\n", a.ID, when(a.Time), a.Verdict, ruleList(a.Reasons))
+			}
+			fmt.Fprintln(e.stdout, "incidents:")
+			for _, in := range h.Incidents {
+				fmt.Fprintf(e.stdout, "  %d  %s  %d failures  opened %s\n", in.ID, in.State, in.Failures, when(in.Opened))
+			}
+			return nil
 		})
+	o.add(show)
+	cmd := &cobra.Command{Use: "host", Short: "Look at one host"}
+	cmd.AddCommand(show)
+	return cmd
 }
 
-// latestLogs returns the boot states of the latest attestation in atts and of
-// the host's last passing attestation before it (read from the stored logs
-// with their stored PCR values), or nils.
-func latestLogs(ctx context.Context, st *store.SQLite, hostID string, atts []*store.Attestation) (last, pass *eventlog.BootState) {
-	if len(atts) == 0 {
-		return nil, nil
-	}
-	state := func(a *store.Attestation) *eventlog.BootState {
-		bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: map[int][]byte{}}
-		for _, p := range a.Evidence.PCRs {
-			bank.PCRs[p.Index] = p.Digest
+// ruleList names the failed rules of reasons, each once.
+func ruleList(reasons []wire.Reason) string {
+	var rules []string
+	for _, r := range reasons {
+		if !slices.Contains(rules, r.Rule) {
+			rules = append(rules, r.Rule)
 		}
-		s, err := eventlog.Verify(a.Evidence.EventLog, bank)
-		if err != nil {
-			return nil
-		}
-		return s
 	}
-	latest := atts[len(atts)-1]
-	for id := latest.ID - 1; id > 0; id-- {
-		a, err := st.Attestation(ctx, id)
-		if err != nil || a.HostID != hostID || a.Verdict != "pass" {
-			continue
-		}
-		return state(latest), state(a)
+	if len(rules) == 0 {
+		return "-"
 	}
-	return nil, nil
+	return strings.Join(rules, ", ")
+}
+
+func (e *env) quarantineCmd() *cobra.Command {
+	return e.clientCmd(&cobra.Command{
+		Use:   "quarantine HOST",
+		Short: "Quarantine a host: forwarding stops at the next gateway sync, DHCP gives it a quarantine lease",
+		Args:  cobra.ExactArgs(1),
+	}, func(ctx context.Context, c *admin.Client, args []string) error {
+		if err := c.Quarantine(ctx, args[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "host %s quarantined; it is admitted again only by a passing attestation\n", args[0])
+		return nil
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/bootgate/bootgate/verifier/admin"
 	"github.com/bootgate/bootgate/verifier/alert"
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/config"
@@ -144,6 +146,11 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go srv.Run(ctx)
+	if cfg.Admin != nil {
+		if err := serveAdmin(ctx, cfg, cert, st, pol, gate, e.logger); err != nil {
+			return err
+		}
+	}
 	if cfg.Gateway != nil {
 		gw, err := gateway.New(cfg.Gateway.Interface, -1)
 		if err != nil {
@@ -176,6 +183,36 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	}
 	cancel()
 	return <-dhcpDone
+}
+
+// serveAdmin starts the operators' API and dashboard on their own listener.
+func serveAdmin(ctx context.Context, cfg *config.Config, cert tls.Certificate, st *store.SQLite, pol *policy.Policy, gate *dhcpGate, logger *slog.Logger) error {
+	if err := pki.InitOperators(cfg.Admin.Operators, 5*365*24*time.Hour); err != nil {
+		return err
+	}
+	ops, err := pki.LoadOperators(cfg.Admin.Operators, false)
+	if err != nil {
+		return err
+	}
+	opt := admin.Options{Store: st, Operators: ops, Policy: pol, Logger: logger}
+	if gate != nil {
+		opt.Leases = adminLeases{gate.leases}
+	}
+	api, err := admin.New(opt)
+	if err != nil {
+		return err
+	}
+	ln, err := tls.Listen("tcp", cfg.Admin.Listen, admin.TLSConfig(cert))
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	go func() {
+		if err := api.Serve(ctx, ln); err != nil {
+			logger.Error("admin API stopped", "err", err)
+		}
+	}()
+	logger.Info("serving the admin API and dashboard to operators", "addr", ln.Addr().String(), "url", cfg.Admin.URL)
+	return nil
 }
 
 func identityTTL(cfg *config.Config) time.Duration {
@@ -213,11 +250,11 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	if hosts, unresolved, err := c.st.Counts(context.Background()); err == nil {
+	if sum, err := c.st.Summarize(context.Background()); err == nil {
 		for _, state := range []string{store.HostAdmitted, store.HostQuarantined} {
-			ch <- prometheus.MustNewConstMetric(c.hosts, prometheus.GaugeValue, float64(hosts[state]), state)
+			ch <- prometheus.MustNewConstMetric(c.hosts, prometheus.GaugeValue, float64(sum.Hosts[state]), state)
 		}
-		ch <- prometheus.MustNewConstMetric(c.incidents, prometheus.GaugeValue, float64(unresolved))
+		ch <- prometheus.MustNewConstMetric(c.incidents, prometheus.GaugeValue, float64(sum.Unresolved()))
 	}
 	if c.gate == nil {
 		return

@@ -48,6 +48,23 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen"`
 	// Webhook receives incident events as JSON (optional).
 	Webhook *Webhook `yaml:"webhook"`
+	// Admin serves the operators' API and dashboard over mTLS (optional).
+	Admin *Admin `yaml:"admin"`
+}
+
+// Admin configures the operators' API and dashboard (docs/admin.md).
+type Admin struct {
+	// Listen is the admin API's address; keep it on the management
+	// network, e.g. 192.0.2.10:9443, never on the boot network.
+	Listen string `yaml:"listen"`
+	// Operators is the operator CA's directory (created on first start);
+	// `bootgate operator add` issues operator certificates from it.
+	Operators string `yaml:"operators"`
+	// URL is how operators reach the API (default https:// + listen).
+	URL string `yaml:"url"`
+	// ServerCA is the CA operators trust for the appliance's TLS
+	// certificate (default: ca.pem next to tls.cert).
+	ServerCA string `yaml:"server_ca"`
 }
 
 // Webhook is where incident alerts are posted.
@@ -161,6 +178,12 @@ func Load(path string) (*Config, error) {
 	if c.PKI != nil {
 		paths = append(paths, &c.PKI.Dir)
 	}
+	if c.Admin != nil {
+		if c.Admin.ServerCA == "" && c.TLS.Cert != "" {
+			c.Admin.ServerCA = filepath.Join(filepath.Dir(c.TLS.Cert), "ca.pem")
+		}
+		paths = append(paths, &c.Admin.Operators, &c.Admin.ServerCA)
+	}
 	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
@@ -205,6 +228,13 @@ func (c *Config) validate() error {
 	}
 	if c.Webhook != nil {
 		req("webhook.url", c.Webhook.URL)
+	}
+	if c.Admin != nil {
+		req("admin.listen", c.Admin.Listen)
+		req("admin.operators", c.Admin.Operators)
+		if c.Admin.URL == "" {
+			c.Admin.URL = "https://" + c.Admin.Listen
+		}
 	}
 	if c.Gateway != nil {
 		req("gateway.interface", c.Gateway.Interface)

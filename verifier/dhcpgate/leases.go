@@ -401,3 +401,28 @@ func (l *Leases) CountByPool(now time.Time) map[string]int {
 	}
 	return out
 }
+
+// HostLeases returns the live bound lease of each of the given hosts that
+// has one, from memory.
+func (l *Leases) HostLeases(hostIDs []string, now time.Time) map[string]Lease {
+	want := make(map[string]bool, len(hostIDs))
+	for _, id := range hostIDs {
+		want[id] = true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]Lease{}
+	for mac, host := range l.hosts {
+		if !want[host] {
+			continue
+		}
+		ipn, ok := l.byMAC[mac]
+		if !ok {
+			continue
+		}
+		if le := l.live(ipn, now); le != nil && le.Bound && le.MAC.String() == mac {
+			out[host] = *le
+		}
+	}
+	return out
+}

@@ -220,6 +220,10 @@ func TestAdmittedIPs(t *testing.T) {
 	if err != nil || len(ips) != 1 || !ips[0].Equal(pa) {
 		t.Fatalf("admitted addresses %v (%v), want [%v]", ips, err, pa)
 	}
+	byHost := l.HostLeases([]string{"host-a", "host-b", "host-z"}, time.Now())
+	if len(byHost) != 2 || !byHost["host-a"].IP.Equal(pa) || byHost["host-a"].Pool != PoolProduction || !byHost["host-b"].IP.Equal(pb) {
+		t.Fatalf("leases by host: %+v", byHost)
+	}
 	hosts["host-a"] = store.HostQuarantined
 	if ips, _ := l.AdmittedIPs(ctx, time.Now(), hosts); len(ips) != 0 {
 		t.Fatalf("a quarantined host is still forwarded: %v", ips)

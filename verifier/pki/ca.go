@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -62,17 +61,7 @@ func InitCA(dir string, validity time.Duration) error {
 // LoadCA reads the root certificate and the issuing CA from dir; the root
 // key is not needed.
 func LoadCA(dir string) (*CA, error) {
-	read := func(name, typ string) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return nil, err
-		}
-		blk, _ := pem.Decode(b)
-		if blk == nil || blk.Type != typ {
-			return nil, fmt.Errorf("%s: no %s", name, typ)
-		}
-		return blk.Bytes, nil
-	}
+	read := func(name, typ string) ([]byte, error) { return readPEM(filepath.Join(dir, name), typ) }
 	rootDER, err := read(RootCertFile, "CERTIFICATE")
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)

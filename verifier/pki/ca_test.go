@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,4 +68,87 @@ func BenchmarkIssue(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestOperators(t *testing.T) {
+	dir := t.TempDir()
+	if err := InitOperators(dir, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := LoadOperators(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _, err := ops.Issue("alice", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyOnly, err := LoadOperators(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := parsePEMCert(t, certPEM)
+	if name, err := verifyOnly.Verify([]*x509.Certificate{leaf}, time.Now()); err != nil || name != "alice" {
+		t.Fatalf("operator certificate: %q, %v", name, err)
+	}
+	if leaf.NotAfter.After(time.Now().Add(time.Hour + time.Minute)) {
+		t.Errorf("operator certificate outlives its CA: %v", leaf.NotAfter)
+	}
+	if _, err := verifyOnly.Verify([]*x509.Certificate{leaf}, time.Now().Add(2*time.Hour)); err == nil {
+		t.Error("an expired operator certificate verified")
+	}
+	if _, err := verifyOnly.Verify(nil, time.Now()); err == nil {
+		t.Error("no certificate verified")
+	}
+	if _, _, err := verifyOnly.Issue("bob", time.Hour); err == nil {
+		t.Error("issued without the CA key")
+	}
+	for _, bad := range []string{"", "Alice", "../x", "a b"} {
+		if _, _, err := ops.Issue(bad, time.Hour); err == nil {
+			t.Errorf("issued for name %q", bad)
+		}
+	}
+
+	// A host identity from the attestation CA is no operator certificate.
+	caDir := t.TempDir()
+	if err := InitCA(caDir, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, chain, _, err := ca.Issue(&key.PublicKey, "alice", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostCert, _ := x509.ParseCertificate(der)
+	issuing, _ := x509.ParseCertificate(chain[0])
+	if _, err := verifyOnly.Verify([]*x509.Certificate{hostCert, issuing}, time.Now()); err == nil {
+		t.Error("a host identity verified as an operator")
+	}
+	// Another appliance's operator CA is not this one's.
+	other := t.TempDir()
+	if err := InitOperators(other, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	otherOps, _ := LoadOperators(other, true)
+	foreign, _, _ := otherOps.Issue("alice", time.Hour)
+	if _, err := verifyOnly.Verify([]*x509.Certificate{parsePEMCert(t, foreign)}, time.Now()); err == nil {
+		t.Error("another CA's operator verified")
+	}
+}
+
+func parsePEMCert(t *testing.T, b []byte) *x509.Certificate {
+	t.Helper()
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("no PEM")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

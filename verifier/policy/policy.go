@@ -35,6 +35,7 @@ type Policy struct {
 	Log           Log           `yaml:"log"`
 
 	digest string
+	source []byte
 }
 
 // SecureBoot constrains the Secure Boot state and its key databases.
@@ -163,11 +164,15 @@ func Parse(b []byte) (*Policy, error) {
 	}
 	sum := sha256.Sum256(b)
 	p.digest = hex.EncodeToString(sum[:])
+	p.source = bytes.Clone(b)
 	return &p, nil
 }
 
 // Digest is the SHA-256 of the policy file as parsed, stored with every verdict.
 func (p *Policy) Digest() string { return p.digest }
+
+// Source is the policy file as parsed: the bytes Digest hashes.
+func (p *Policy) Source() []byte { return p.source }
 
 func (p *Policy) validate() error {
 	if strings.TrimSpace(p.Name) == "" {

@@ -39,8 +39,9 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 // with SQLITE_BUSY; reads use a separate pool of query-only connections, which
 // the database's WAL journal lets run alongside the writer.
 type SQLite struct {
-	write *sql.DB // one connection: every write transaction
-	read  *sql.DB // query-only connections
+	write   *sql.DB // one connection: every write transaction
+	read    *sql.DB // query-only connections
+	changes changes
 }
 
 var _ Store = (*SQLite)(nil)
@@ -187,6 +188,8 @@ func schemaStatements() []string {
 		`CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
 		`CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
 		`CREATE INDEX IF NOT EXISTS incidents_host_state ON incidents (host_id, state)`,
+		`CREATE INDEX IF NOT EXISTS hosts_state ON hosts (state, id)`,
+		`CREATE INDEX IF NOT EXISTS incidents_state ON incidents (state, id)`,
 		// A host has at most one unresolved incident.
 		`CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (host_id) WHERE state <> 'closed'`,
 		`CREATE TABLE IF NOT EXISTS incident_attestations (
@@ -378,6 +381,7 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("record attestation: commit: %w", err)
 	}
+	s.changes.notify()
 	a.ID = id
 	return incident, nil
 }
@@ -501,27 +505,6 @@ func scanHost(row interface{ Scan(...any) error }) (Host, error) {
 	return h, nil
 }
 
-// Hosts returns every host, ordered by ID.
-func (s *SQLite) Hosts(ctx context.Context) ([]Host, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT `+hostColumns+` FROM hosts ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
-	}
-	defer rows.Close()
-	hosts := []Host{}
-	for rows.Next() {
-		h, err := scanHost(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list hosts: %w", err)
-		}
-		hosts = append(hosts, h)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
-	}
-	return hosts, nil
-}
-
 // Host returns the host with the given ID, or an error wrapping ErrNotFound.
 func (s *SQLite) Host(ctx context.Context, id string) (*Host, error) {
 	h, err := scanHost(s.read.QueryRowContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE id = ?`, id))
@@ -534,7 +517,6 @@ func (s *SQLite) Host(ctx context.Context, id string) (*Host, error) {
 	return &h, nil
 }
 
-// Incidents returns every incident, newest (highest ID) first.
 // Quarantine implements Store.
 func (s *SQLite) Quarantine(ctx context.Context, id, actor string) error {
 	return s.operator(ctx, actor, "quarantine", id, "", func(tx *sql.Tx) error {
@@ -566,7 +548,11 @@ func (s *SQLite) operator(ctx context.Context, actor, action, target, detail str
 		formatTime(time.Now()), actor, action, target, detail); err != nil {
 		return fmt.Errorf("%s %s: audit: %w", action, target, err)
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s %s: %w", action, target, err)
+	}
+	s.changes.notify()
+	return nil
 }
 
 // UnresolvedIncident implements Store.
@@ -610,28 +596,12 @@ func (s *SQLite) Incident(ctx context.Context, id int64) (*Incident, []Note, err
 }
 
 func (s *SQLite) incidentByID(ctx context.Context, id int64) (*Incident, error) {
-	var (
-		in                       Incident
-		opened, updated, reasons string
-	)
-	err := s.read.QueryRowContext(ctx, `
-		SELECT id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons, assignee
-		FROM incidents WHERE id = ?`, id).Scan(&in.ID, &in.HostID, &in.State, &opened, &updated, &in.Failures,
-		&in.FirstAttestationID, &in.LastAttestationID, &reasons, &in.Assignee)
+	in, err := scanIncident(s.read.QueryRowContext(ctx, `SELECT `+incidentColumns+` FROM incidents WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("incident %d: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("incident %d: %w", id, err)
-	}
-	if in.Opened, err = parseTime(opened); err != nil {
-		return nil, err
-	}
-	if in.Updated, err = parseTime(updated); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal([]byte(reasons), &in.Reasons); err != nil {
-		return nil, fmt.Errorf("incident %d: decode reasons: %w", id, err)
 	}
 	return &in, nil
 }
@@ -704,63 +674,6 @@ func (s *SQLite) Act(ctx context.Context, id int64, actor string, a IncidentActi
 			id, now, actor, a.Kind, a.Text)
 		return err
 	})
-}
-
-// Audit returns the audit log, oldest first.
-func (s *SQLite) Audit(ctx context.Context) ([]AuditEntry, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT id, time, actor, action, target, detail FROM audit ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("read audit log: %w", err)
-	}
-	defer rows.Close()
-	out := []AuditEntry{}
-	for rows.Next() {
-		var e AuditEntry
-		var at string
-		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Target, &e.Detail); err != nil {
-			return nil, err
-		}
-		if e.Time, err = parseTime(at); err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
-func (s *SQLite) Incidents(ctx context.Context) ([]Incident, error) {
-	rows, err := s.read.QueryContext(ctx, `
-		SELECT id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons, assignee
-		FROM incidents ORDER BY id DESC`)
-	if err != nil {
-		return nil, fmt.Errorf("list incidents: %w", err)
-	}
-	defer rows.Close()
-	incidents := []Incident{}
-	for rows.Next() {
-		var (
-			in                       Incident
-			opened, updated, reasons string
-		)
-		if err := rows.Scan(&in.ID, &in.HostID, &in.State, &opened, &updated, &in.Failures,
-			&in.FirstAttestationID, &in.LastAttestationID, &reasons, &in.Assignee); err != nil {
-			return nil, fmt.Errorf("list incidents: %w", err)
-		}
-		if in.Opened, err = parseTime(opened); err != nil {
-			return nil, fmt.Errorf("list incidents: incident %d: %w", in.ID, err)
-		}
-		if in.Updated, err = parseTime(updated); err != nil {
-			return nil, fmt.Errorf("list incidents: incident %d: %w", in.ID, err)
-		}
-		if err := json.Unmarshal([]byte(reasons), &in.Reasons); err != nil {
-			return nil, fmt.Errorf("list incidents: incident %d: decode reasons: %w", in.ID, err)
-		}
-		incidents = append(incidents, in)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list incidents: %w", err)
-	}
-	return incidents, nil
 }
 
 // IncidentAttestations returns the IDs of the failed attestations attached
@@ -880,31 +793,4 @@ func (s *SQLite) PendingAlerts(ctx context.Context, limit int) ([]Alert, error) 
 func (s *SQLite) AlertDelivered(ctx context.Context, id int64) error {
 	_, err := s.write.ExecContext(ctx, `UPDATE outbox SET delivered = 1 WHERE id = ?`, id)
 	return err
-}
-
-// Counts returns the number of hosts by state and of unresolved incidents,
-// with one query each.
-func (s *SQLite) Counts(ctx context.Context) (hosts map[string]int, unresolved int, err error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT state, COUNT(*) FROM hosts GROUP BY state`)
-	if err != nil {
-		return nil, 0, fmt.Errorf("count hosts: %w", err)
-	}
-	defer rows.Close()
-	hosts = map[string]int{}
-	for rows.Next() {
-		var state string
-		var n int
-		if err := rows.Scan(&state, &n); err != nil {
-			return nil, 0, fmt.Errorf("count hosts: %w", err)
-		}
-		hosts[state] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("count hosts: %w", err)
-	}
-	err = s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM incidents WHERE state <> ?`, IncidentClosed).Scan(&unresolved)
-	if err != nil {
-		return nil, 0, fmt.Errorf("count incidents: %w", err)
-	}
-	return hosts, unresolved, nil
 }

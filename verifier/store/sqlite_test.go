@@ -680,21 +680,75 @@ func TestQuarantine(t *testing.T) {
 	}
 }
 
-func TestCounts(t *testing.T) {
+func TestSummaryAndPages(t *testing.T) {
 	st, err := OpenSQLite(filepath.Join(t.TempDir(), "c.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	ctx := context.Background()
-	for i, v := range []string{wire.VerdictPass, wire.VerdictFail, wire.VerdictFail} {
+	changed := st.Changed()
+	verdicts := []string{wire.VerdictPass, wire.VerdictFail, wire.VerdictFail, wire.VerdictPass, wire.VerdictFail}
+	for i, v := range verdicts {
 		a := &Attestation{HostID: fmt.Sprint("h", i), Time: time.Now(), Verdict: v, PolicyName: "p", PolicyDigest: "d"}
 		if _, err := st.Record(ctx, a, Host{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	hosts, unresolved, err := st.Counts(ctx)
-	if err != nil || hosts[HostAdmitted] != 1 || hosts[HostQuarantined] != 2 || unresolved != 2 {
-		t.Fatalf("counts %v, %d unresolved, %v", hosts, unresolved, err)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed was not signalled by a commit")
+	}
+	if err := st.Act(ctx, 2, "alice", IncidentAction{Kind: "investigate"}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := st.Summarize(ctx)
+	if err != nil || sum.Hosts[HostAdmitted] != 2 || sum.Hosts[HostQuarantined] != 3 ||
+		sum.Incidents[IncidentOpen] != 2 || sum.Incidents[IncidentInvestigating] != 1 || sum.Unresolved() != 3 {
+		t.Fatalf("summary %+v, %v", sum, err)
+	}
+
+	var got []string
+	q := HostQuery{Limit: 2}
+	for {
+		page, err := st.ListHosts(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, h := range page {
+			got = append(got, h.ID)
+		}
+		q.After = page[len(page)-1].ID
+	}
+	if diff := cmp.Diff([]string{"h0", "h1", "h2", "h3", "h4"}, got); diff != "" {
+		t.Errorf("hosts page by page (-want +got):\n%s", diff)
+	}
+	if q, err := st.ListHosts(ctx, HostQuery{State: HostQuarantined}); err != nil || len(q) != 3 {
+		t.Errorf("quarantined hosts: %d, %v", len(q), err)
+	}
+	if _, err := st.ListHosts(ctx, HostQuery{State: "sideways"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown host state: %v", err)
+	}
+	page, err := st.ListIncidents(ctx, IncidentQuery{State: IncidentOpen, Limit: 1})
+	if err != nil || len(page) != 1 || page[0].HostID != "h4" {
+		t.Fatalf("newest open incident: %+v %v", page, err)
+	}
+	page, err = st.ListIncidents(ctx, IncidentQuery{State: Unresolved, Before: page[0].ID})
+	if err != nil || len(page) != 2 || page[0].State != IncidentInvestigating || page[1].HostID != "h1" {
+		t.Fatalf("next page: %+v %v", page, err)
+	}
+	if page, err := st.ListIncidents(ctx, IncidentQuery{Host: "h2"}); err != nil || len(page) != 1 || page[0].HostID != "h2" {
+		t.Fatalf("by host: %+v %v", page, err)
+	}
+	if _, err := st.ListIncidents(ctx, IncidentQuery{State: "lost"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown incident state: %v", err)
+	}
+	audit, err := st.ListAudit(ctx, 0, 10)
+	if err != nil || len(audit) != 1 || audit[0].Action != "incident-investigate" {
+		t.Fatalf("audit: %+v %v", audit, err)
 	}
 }

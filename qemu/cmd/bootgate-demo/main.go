@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	work := fs.String("work", "build/demo", "working directory (recreated)")
 	bin := fs.String("bin", "bin", "directory holding bootgate and bootgate-agent")
 	addr := fs.String("listen", "127.0.0.1:18443", "address of the attestation API")
+	adminAddr := fs.String("admin", "127.0.0.1:19443", "address of the admin API and dashboard")
 	logs := fs.String("logs", "testdata/eventlogs", "directory of the recorded firmware event logs (process mode)")
 	mode := fs.String("mode", "vm", "vm: QEMU hosts boot the agent under OVMF; process: agent processes replay recorded logs")
 	buildDir := fs.String("build", "build", "images/build.sh's output (vm mode)")
@@ -126,10 +127,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := os.WriteFile(filepath.Join(*work, "policy.yaml"), policyYAML, 0o644); err != nil {
 		return err
 	}
-	cfg := fmt.Sprintf("listen: %q\ntls:\n  cert: tls/server.pem\n  key: tls/server-key.pem\npolicy: policy.yaml\nstore: bootgate.db\nek:\n  roots: roots\n", *addr)
+	cfg := fmt.Sprintf("listen: %q\ntls:\n  cert: tls/server.pem\n  key: tls/server-key.pem\npolicy: policy.yaml\nstore: bootgate.db\nek:\n  roots: roots\nadmin: {listen: %q, operators: operators}\n", *addr, *adminAddr)
 	cfgPath := filepath.Join(*work, "appliance.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
+	}
+	profile := filepath.Join(*work, "operator.yaml")
+	if out, err := exec.CommandContext(ctx, bootgate, "operator", "add", "demo", "--config", cfgPath, "--out", profile).CombinedOutput(); err != nil {
+		return fmt.Errorf("operator add: %v\n%s", err, out)
 	}
 
 	step("starting the appliance: bootgate serve --config %s (log: %s)", cfgPath, filepath.Join(*work, "logs", "appliance.log"))
@@ -213,9 +218,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
-	for _, c := range [][]string{{"hosts"}, {"incidents"}} {
-		fmt.Fprintf(stdout, "$ bootgate %s --config %s\n", c[0], cfgPath)
-		out, err := exec.CommandContext(ctx, bootgate, c[0], "--config", cfgPath).CombinedOutput()
+	fmt.Fprintf(stdout, "The operators' view, through the admin API on %s (mTLS with an operator certificate):\n", *adminAddr)
+	for _, c := range [][]string{{"status"}, {"hosts"}, {"incidents"}} {
+		fmt.Fprintf(stdout, "$ bootgate %s --operator %s\n", c[0], profile)
+		out, err := exec.CommandContext(ctx, bootgate, c[0], "--operator", profile).CombinedOutput()
 		fmt.Fprint(stdout, string(out))
 		if err != nil {
 			return fmt.Errorf("bootgate %s: %v", c[0], err)

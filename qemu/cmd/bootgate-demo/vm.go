@@ -122,10 +122,14 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
-	for _, c := range []string{"hosts", "incidents"} {
-		fmt.Fprintf(stdout, "$ bootgate %s\n", c)
-		out, _ := exec.CommandContext(ctx, bootgate, c, "--config", a.Config).CombinedOutput()
+	fmt.Fprintln(stdout, "The operators' view, through the admin API (mTLS with an operator certificate):")
+	for _, c := range [][]string{{"status"}, {"hosts"}, {"incidents"}} {
+		fmt.Fprintf(stdout, "$ bootgate %s\n", strings.Join(c, " "))
+		out, err := a.CLI(ctx, c...)
 		fmt.Fprint(stdout, string(out))
+		if err != nil {
+			bad++
+		}
 	}
 	if bad > 0 {
 		return fmt.Errorf("%d hosts ended otherwise than expected", bad)

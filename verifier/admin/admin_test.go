@@ -1,0 +1,278 @@
+package admin
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bootgate/bootgate/verifier/store"
+)
+
+// TestRefusesWithoutOperatorCertificate: no certificate, a host identity
+// from the attestation CA, and another appliance's operator are all refused,
+// on the API and on the dashboard alike, and nothing changes.
+func TestRefusesWithoutOperatorCertificate(t *testing.T) {
+	f := newFixture(t)
+	f.seed(t, 2, 1, 0)
+	other := newFixture(t)
+	otherCert := f.clientCert(t, other.profile)
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		status int
+	}{
+		{"no certificate", f.httpClient(), http.StatusUnauthorized},
+		{"host identity", f.httpClient(f.hostCert), http.StatusForbidden},
+		{"another appliance's operator", f.httpClient(otherCert), http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, req := range []struct{ method, path, body string }{
+				{"GET", "/api/v1/hosts", ""},
+				{"GET", "/api/v1/incidents/1/bundle", ""},
+				{"GET", "/", ""},
+				{"POST", "/api/v1/hosts/host-00001/quarantine", "{}"},
+				{"POST", "/api/v1/incidents/1/actions", `{"kind":"note","text":"let me in"}`},
+			} {
+				r, _ := http.NewRequest(req.method, f.url+req.path, strings.NewReader(req.body))
+				r.Header.Set("X-Bootgate-Operator", "alice")
+				resp, err := tc.client.Do(r)
+				if err != nil {
+					t.Fatalf("%s %s: %v", req.method, req.path, err)
+				}
+				var e Error
+				_ = json.NewDecoder(resp.Body).Decode(&e)
+				resp.Body.Close()
+				if resp.StatusCode != tc.status || e.Code != "not_an_operator" {
+					t.Errorf("%s %s: %d %+v, want %d not_an_operator", req.method, req.path, resp.StatusCode, e, tc.status)
+				}
+			}
+		})
+	}
+	ctx := context.Background()
+	if h, err := f.st.Host(ctx, "host-00001"); err != nil || h.State != store.HostAdmitted {
+		t.Errorf("a refused quarantine changed the host: %+v %v", h, err)
+	}
+	if audit, err := f.st.ListAudit(ctx, 0, 10); err != nil || len(audit) != 0 {
+		t.Errorf("refused calls reached the audit log: %+v %v", audit, err)
+	}
+	if _, notes, _ := f.st.Incident(ctx, 1); len(notes) != 0 {
+		t.Errorf("a refused note was recorded: %+v", notes)
+	}
+}
+
+func (f *fixture) clientCert(t *testing.T, p *Profile) tls.Certificate {
+	t.Helper()
+	c, err := tls.X509KeyPair([]byte(p.Certificate), []byte(p.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestOperatorWorkflow walks an incident through the API as the CLI does:
+// list, show with the diff against the last pass and against the policy,
+// refusals that change nothing, actions recorded under the certificate's
+// name, quarantine, the evidence bundle.
+func TestOperatorWorkflow(t *testing.T) {
+	f := newFixture(t)
+	f.seed(t, 5, 2, 1)
+	ctx := context.Background()
+	c := f.client
+
+	if who, err := c.WhoAmI(ctx); err != nil || who != "alice" {
+		t.Fatalf("whoami: %q %v", who, err)
+	}
+	sum, err := c.Summary(ctx)
+	if err != nil || sum.Hosts["admitted"] != 3 || sum.Hosts["quarantined"] != 3 || sum.Incidents["open"] != 3 {
+		t.Fatalf("summary %+v %v", sum, err)
+	}
+	var ids []string
+	q := store.HostQuery{Limit: 4}
+	for {
+		page, err := c.Hosts(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range page.Hosts {
+			ids = append(ids, h.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		q.After = page.Next
+	}
+	if len(ids) != 6 || ids[0] != "host-00000" || ids[5] != "new-0000" {
+		t.Fatalf("hosts page by page: %v", ids)
+	}
+	incs, err := c.Incidents(ctx, store.IncidentQuery{State: store.Unresolved})
+	if err != nil || len(incs.Incidents) != 3 {
+		t.Fatalf("incidents: %+v %v", incs, err)
+	}
+	if _, err := c.Incidents(ctx, store.IncidentQuery{State: "sideways"}); !isStatus(err, http.StatusBadRequest) {
+		t.Errorf("unknown state: %v", err)
+	}
+
+	// An incident of a host that passed before: diffed against that pass.
+	d, err := c.Incident(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Diff.Against != "last_pass" || !containsLine(d.Diff.Lines, "Secure Boot: on → off") ||
+		d.Latest == nil || len(d.Latest.Reasons) == 0 || d.Latest.Reasons[0].Rule != "secure_boot.enabled" || len(d.Latest.PCRs) == 0 {
+		t.Fatalf("incident 1: %+v", d)
+	}
+	// A host that never passed: explained against the policy in force.
+	d, err = c.Incident(ctx, 3)
+	if err != nil || d.Diff.Against != "policy" || !containsLine(d.Diff.Lines, "secure_boot.enabled") {
+		t.Fatalf("incident 3: %+v %v", d, err)
+	}
+	if _, err := c.Incident(ctx, 99); !isStatus(err, http.StatusNotFound) {
+		t.Errorf("unknown incident: %v", err)
+	}
+
+	// Refusals change nothing.
+	if err := c.Act(ctx, 1, Action{Kind: "remediate"}); !isStatus(err, http.StatusConflict) {
+		t.Errorf("remediation without a post-mortem: %v", err)
+	}
+	if err := c.Act(ctx, 1, Action{Kind: "reboot-it"}); !isStatus(err, http.StatusConflict) {
+		t.Errorf("unknown action: %v", err)
+	}
+	for _, tc := range []struct {
+		name, body string
+		header     bool
+		status     int
+	}{
+		{"no operator header", `{"kind":"note","text":"x"}`, false, http.StatusForbidden},
+		{"unknown field", `{"kind":"note","text":"x","force":true}`, true, http.StatusBadRequest},
+		{"two objects", `{"kind":"note","text":"x"}{"kind":"note","text":"y"}`, true, http.StatusBadRequest},
+		{"oversized", `{"kind":"note","text":"` + strings.Repeat("a", maxActionBody) + `"}`, true, http.StatusRequestEntityTooLarge},
+		{"not JSON", `kind=note`, true, http.StatusBadRequest},
+	} {
+		r, _ := http.NewRequest("POST", f.url+"/api/v1/incidents/1/actions", strings.NewReader(tc.body))
+		if tc.header {
+			r.Header.Set("X-Bootgate-Operator", "alice")
+		}
+		resp, err := c.http.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.status)
+		}
+	}
+	if _, notes, _ := f.st.Incident(ctx, 1); len(notes) != 0 {
+		t.Fatalf("refused actions were recorded: %+v", notes)
+	}
+
+	for _, a := range []Action{{"assign", "bob"}, {"investigate", ""}, {"note", "PCR 7 differs: SB off in firmware setup"}, {"remediate", "firmware setup password set; Secure Boot re-enabled"}} {
+		if err := c.Act(ctx, 1, a); err != nil {
+			t.Fatalf("%s: %v", a.Kind, err)
+		}
+	}
+	d, err = c.Incident(ctx, 1)
+	if err != nil || d.Incident.State != store.IncidentRemediated || d.Incident.Assignee != "bob" || len(d.History) != 4 || d.History[0].Author != "alice" {
+		t.Fatalf("after the workflow: %+v %v", d, err)
+	}
+	if h, _ := c.Host(ctx, "host-00000"); h.State != store.HostQuarantined || len(h.Attestations) != 2 || len(h.Incidents) != 1 {
+		t.Fatalf("a remediated host must stay quarantined until it passes: %+v", h)
+	}
+	if err := c.Quarantine(ctx, "host-00004"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Quarantine(ctx, "nobody"); !isStatus(err, http.StatusNotFound) {
+		t.Errorf("quarantine of an unknown host: %v", err)
+	}
+	audit, err := c.Audit(ctx, 0, 0)
+	if err != nil || len(audit.Entries) != 5 || audit.Entries[0].Action != "quarantine" || audit.Entries[0].Actor != "alice" {
+		t.Fatalf("audit log: %+v %v", audit, err)
+	}
+
+	raw, err := c.Bundle(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b Bundle
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Attestations) != 1 || len(b.Attestations[0].Evidence.EventLog) == 0 || len(b.Attestations[0].Evidence.Quote) == 0 ||
+		b.LastPass == nil || b.Policy == nil || !strings.Contains(b.Policy.Source, "secure_boot") || b.Policy.Digest != f.pol.Digest() ||
+		b.Diff.Against != "last_pass" || len(b.History) != 4 {
+		t.Fatalf("bundle incomplete: %d attestations, last pass %v, policy %v, diff %+v", len(b.Attestations), b.LastPass != nil, b.Policy != nil, b.Diff)
+	}
+}
+
+// TestLiveUpdates reads the event stream: a summary at once, and another
+// after an operator's action commits.
+func TestLiveUpdates(t *testing.T) {
+	f := newFixture(t)
+	f.seed(t, 2, 1, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/api/v1/events", nil)
+	resp, err := f.client.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	events := make(chan Summary)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var s Summary
+				if json.Unmarshal([]byte(data), &s) == nil {
+					events <- s
+				}
+			}
+		}
+		close(events)
+	}()
+	next := func() Summary {
+		select {
+		case s, ok := <-events:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			return s
+		case <-ctx.Done():
+			t.Fatal("no event")
+		}
+		return Summary{}
+	}
+	if s := next(); s.Incidents["open"] != 1 {
+		t.Fatalf("first summary %+v", s)
+	}
+	if err := f.client.Act(ctx, 1, Action{Kind: "investigate"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := next(); s.Incidents["investigating"] != 1 || s.Incidents["open"] != 0 {
+		t.Fatalf("summary after the action %+v", s)
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == status
+}
+
+func containsLine(lines []string, s string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,223 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/bootgate/bootgate/verifier/store"
+)
+
+// Profile is what an operator needs to reach an appliance's admin API: its
+// address, the CA its server certificate chains to, and the operator's
+// certificate and key (PEM). `bootgate operator add` writes it, mode 0600.
+type Profile struct {
+	Admin       string `yaml:"admin"` // https://host:port
+	ServerCA    string `yaml:"server_ca"`
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
+}
+
+// LoadProfile reads and checks an operator profile.
+func LoadProfile(path string) (*Profile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read operator profile: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var p Profile
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("operator profile %s: %w", path, err)
+	}
+	if p.Admin == "" || p.ServerCA == "" || p.Certificate == "" || p.Key == "" {
+		return nil, fmt.Errorf("operator profile %s: admin, server_ca, certificate and key are required", path)
+	}
+	return &p, nil
+}
+
+// Client calls an appliance's admin API.
+type Client struct {
+	base     string
+	http     *http.Client
+	operator string
+}
+
+// NewClient makes a client from a profile: it presents the operator's
+// certificate and trusts only the profile's server CA.
+func NewClient(p *Profile) (*Client, error) {
+	cert, err := tls.X509KeyPair([]byte(p.Certificate), []byte(p.Key))
+	if err != nil {
+		return nil, fmt.Errorf("operator certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("operator certificate: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(p.ServerCA)) {
+		return nil, errors.New("operator profile: no certificate in server_ca")
+	}
+	u, err := url.Parse(p.Admin)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("operator profile: admin %q is not an https URL", p.Admin)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS13}}
+	return &Client{base: u.Scheme + "://" + u.Host, http: &http.Client{Transport: tr, Timeout: 60 * time.Second}, operator: leaf.Subject.CommonName}, nil
+}
+
+// APIError is a refusal from the admin API.
+type APIError struct {
+	Status int
+	Body   Error
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("appliance refused (%d %s): %s", e.Status, e.Body.Code, e.Body.Message)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if method != http.MethodGet {
+		req.Header.Set("X-Bootgate-Operator", c.operator)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		ae := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(b, &ae.Body) != nil || ae.Body.Message == "" {
+			ae.Body.Message = http.StatusText(resp.StatusCode)
+		}
+		return ae
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = b
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("admin API: decode %s: %w", path, err)
+	}
+	return nil
+}
+
+// WhoAmI returns the operator the appliance sees.
+func (c *Client) WhoAmI(ctx context.Context) (string, error) {
+	var out struct{ Operator string }
+	err := c.do(ctx, http.MethodGet, "/api/v1/whoami", nil, &out)
+	return out.Operator, err
+}
+
+// Summary returns the fleet counts.
+func (c *Client) Summary(ctx context.Context) (*Summary, error) {
+	var s Summary
+	return &s, c.do(ctx, http.MethodGet, "/api/v1/summary", nil, &s)
+}
+
+// Hosts returns one page of hosts.
+func (c *Client) Hosts(ctx context.Context, q store.HostQuery) (*HostPage, error) {
+	v := url.Values{}
+	setNonEmpty(v, "state", q.State)
+	setNonEmpty(v, "after", q.After)
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var p HostPage
+	return &p, c.do(ctx, http.MethodGet, "/api/v1/hosts?"+v.Encode(), nil, &p)
+}
+
+// Host returns one host in detail.
+func (c *Client) Host(ctx context.Context, id string) (*HostDetail, error) {
+	var d HostDetail
+	return &d, c.do(ctx, http.MethodGet, "/api/v1/hosts/"+url.PathEscape(id), nil, &d)
+}
+
+// Quarantine quarantines a host.
+func (c *Client) Quarantine(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "/api/v1/hosts/"+url.PathEscape(id)+"/quarantine", struct{}{}, &store.Host{})
+}
+
+// Incidents returns one page of incidents.
+func (c *Client) Incidents(ctx context.Context, q store.IncidentQuery) (*IncidentPage, error) {
+	v := url.Values{}
+	setNonEmpty(v, "state", q.State)
+	setNonEmpty(v, "host", q.Host)
+	if q.Before > 0 {
+		v.Set("before", strconv.FormatInt(q.Before, 10))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var p IncidentPage
+	return &p, c.do(ctx, http.MethodGet, "/api/v1/incidents?"+v.Encode(), nil, &p)
+}
+
+// Incident returns one incident with its evidence summary and diff.
+func (c *Client) Incident(ctx context.Context, id int64) (*IncidentDetail, error) {
+	var d IncidentDetail
+	return &d, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/incidents/%d", id), nil, &d)
+}
+
+// Bundle returns an incident's evidence bundle as the appliance wrote it
+// (JSON).
+func (c *Client) Bundle(ctx context.Context, id int64) ([]byte, error) {
+	var b []byte
+	return b, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/incidents/%d/bundle", id), nil, &b)
+}
+
+// Act applies an operator's action to an incident.
+func (c *Client) Act(ctx context.Context, id int64, a Action) error {
+	var out json.RawMessage
+	return c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/incidents/%d/actions", id), a, &out)
+}
+
+// Audit returns one page of the audit log, newest first.
+func (c *Client) Audit(ctx context.Context, before int64, limit int) (*AuditPage, error) {
+	v := url.Values{}
+	if before > 0 {
+		v.Set("before", strconv.FormatInt(before, 10))
+	}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var p AuditPage
+	return &p, c.do(ctx, http.MethodGet, "/api/v1/audit?"+v.Encode(), nil, &p)
+}
+
+func setNonEmpty(v url.Values, k, s string) {
+	if s != "" {
+		v.Set(k, s)
+	}
+}

@@ -1,0 +1,194 @@
+package admin
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// Comparison explains how the incident's latest failing log departs from a
+// known-good reference: the host's last passing log or, for a host that never
+// passed, the policy in force.
+type Comparison struct {
+	Against       string   `json:"against"` // "last_pass", "policy", or "" when there is nothing to compare
+	AttestationID int64    `json:"attestation_id,omitempty"`
+	PolicyName    string   `json:"policy_name,omitempty"`
+	PolicyDigest  string   `json:"policy_digest,omitempty"`
+	Lines         []string `json:"lines"`
+	Note          string   `json:"note,omitempty"`
+}
+
+// EvidenceSummary is what an investigator looks at first.
+type EvidenceSummary struct {
+	AttestationID  int64          `json:"attestation_id"`
+	Time           string         `json:"time"`
+	Reasons        []wire.Reason  `json:"reasons"`
+	PolicyName     string         `json:"policy_name"`
+	PolicyDigest   string         `json:"policy_digest"`
+	EKType         string         `json:"ek_type"`
+	EKSubject      string         `json:"ek_subject,omitempty"`
+	EKIssuer       string         `json:"ek_issuer,omitempty"`
+	PCRs           map[int]string `json:"pcrs"`
+	EventLogBytes  int            `json:"event_log_bytes"`
+	EventLogEvents int            `json:"event_log_events,omitempty"`
+}
+
+// IncidentDetail is one incident as the dashboard and `incident show` show it.
+type IncidentDetail struct {
+	Incident     store.Incident   `json:"incident"`
+	History      []store.Note     `json:"history"`
+	Attestations []int64          `json:"attestations"`
+	Latest       *EvidenceSummary `json:"latest,omitempty"`
+	Diff         Comparison       `json:"diff"`
+}
+
+// Bundle is an incident's complete evidence, for export: every failed
+// attestation with its raw event log, quote, PCRs and EK certificate, the
+// policy in force, and the comparison.
+type Bundle struct {
+	Incident     store.Incident       `json:"incident"`
+	History      []store.Note         `json:"history"`
+	Attestations []*store.Attestation `json:"attestations"`
+	LastPass     *store.Attestation   `json:"last_pass,omitempty"`
+	Policy       *BundlePolicy        `json:"policy,omitempty"`
+	Diff         Comparison           `json:"diff"`
+}
+
+// BundlePolicy is the policy in force when the bundle was written.
+type BundlePolicy struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+	Source string `json:"source"`
+}
+
+// bootState replays a stored log against its stored PCR values.
+func bootState(a *store.Attestation) (*eventlog.BootState, error) {
+	bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: map[int][]byte{}}
+	for _, p := range a.Evidence.PCRs {
+		bank.PCRs[p.Index] = p.Digest
+	}
+	return eventlog.Verify(a.Evidence.EventLog, bank)
+}
+
+func summarize(a *store.Attestation, st *eventlog.BootState) *EvidenceSummary {
+	s := &EvidenceSummary{
+		AttestationID: a.ID, Time: a.Time.UTC().Format("2006-01-02T15:04:05Z"), Reasons: a.Reasons,
+		PolicyName: a.PolicyName, PolicyDigest: a.PolicyDigest, EKType: a.Evidence.EKType,
+		PCRs: map[int]string{}, EventLogBytes: len(a.Evidence.EventLog),
+	}
+	if s.Reasons == nil {
+		s.Reasons = []wire.Reason{}
+	}
+	for _, p := range a.Evidence.PCRs {
+		s.PCRs[p.Index] = hex.EncodeToString(p.Digest)
+	}
+	if c, err := x509.ParseCertificate(a.Evidence.EKCert); err == nil {
+		s.EKSubject, s.EKIssuer = c.Subject.String(), c.Issuer.String()
+	}
+	if st != nil {
+		s.EventLogEvents = st.Events
+	}
+	return s
+}
+
+// compare explains latest against the host's last passing attestation
+// before it, or against the policy in force when there is none.
+func (a *API) compare(ctx context.Context, latest *store.Attestation, st *eventlog.BootState) (Comparison, *store.Attestation, error) {
+	c := Comparison{Lines: []string{}}
+	if st == nil {
+		c.Note = "the failing log does not replay to its quoted PCRs, so it cannot be compared; see the failed rules"
+		return c, nil, nil
+	}
+	pass, err := a.opt.Store.LastPass(ctx, latest.HostID, latest.ID)
+	if err != nil {
+		return c, nil, err
+	}
+	if pass != nil {
+		good, err := bootState(pass)
+		if err != nil {
+			c.Note = fmt.Sprintf("the last passing log (attestation %d) no longer replays: %v", pass.ID, err)
+			return c, pass, nil
+		}
+		c.Against, c.AttestationID = "last_pass", pass.ID
+		c.Lines = append(c.Lines, eventlog.Diff(good, st)...)
+		if len(c.Lines) == 0 {
+			c.Note = "no difference in what bootgate looks at; the failure lies elsewhere (see the failed rules)"
+		}
+		return c, pass, nil
+	}
+	if a.opt.Policy == nil {
+		c.Note = "the host never passed and no policy is loaded to compare with"
+		return c, nil, nil
+	}
+	c.Against, c.PolicyName, c.PolicyDigest = "policy", a.opt.Policy.Name, a.opt.Policy.Digest()
+	for _, f := range a.opt.Policy.Evaluate(st) {
+		c.Lines = append(c.Lines, f.String())
+	}
+	if c.PolicyDigest != latest.PolicyDigest {
+		c.Note = "the policy in force differs from the one this attestation was judged by"
+	}
+	return c, nil, nil
+}
+
+// latestFailure loads the incident, its history and its latest attestation.
+func (a *API) latestFailure(ctx context.Context, id int64) (*store.Incident, []store.Note, []int64, *store.Attestation, error) {
+	in, notes, err := a.opt.Store.Incident(ctx, id)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ids, err := a.opt.Store.IncidentAttestations(ctx, id)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	latest, err := a.opt.Store.Attestation(ctx, in.LastAttestationID)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return in, notes, ids, latest, nil
+}
+
+func (a *API) incidentDetail(ctx context.Context, id int64) (*IncidentDetail, error) {
+	in, notes, ids, latest, err := a.latestFailure(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st, _ := bootState(latest)
+	diff, _, err := a.compare(ctx, latest, st)
+	if err != nil {
+		return nil, err
+	}
+	return &IncidentDetail{Incident: *in, History: notes, Attestations: ids, Latest: summarize(latest, st), Diff: diff}, nil
+}
+
+func (a *API) evidenceBundle(ctx context.Context, id int64) (*Bundle, error) {
+	in, notes, ids, latest, err := a.latestFailure(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bundle{Incident: *in, History: notes}
+	for _, aid := range ids {
+		if aid == latest.ID {
+			b.Attestations = append(b.Attestations, latest)
+			continue
+		}
+		att, err := a.opt.Store.Attestation(ctx, aid)
+		if err != nil {
+			return nil, err
+		}
+		b.Attestations = append(b.Attestations, att)
+	}
+	st, _ := bootState(latest)
+	if b.Diff, b.LastPass, err = a.compare(ctx, latest, st); err != nil {
+		return nil, err
+	}
+	if p := a.opt.Policy; p != nil {
+		b.Policy = &BundlePolicy{Name: p.Name, Digest: p.Digest(), Source: string(p.Source())}
+	}
+	return b, nil
+}

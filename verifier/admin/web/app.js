@@ -1,0 +1,198 @@
+// The bootgate dashboard: fleet counts, incidents, hosts and the audit log,
+// refreshed from the appliance's live stream. Everything the hosts sent is
+// shown as text, never as markup.
+"use strict";
+
+const state = { operator: "", tab: "incidents", incident: null, incNext: 0, hostNext: "" };
+
+function el(tag, props, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c === null || c === undefined ? "" : String(c));
+  return e;
+}
+
+async function api(path, opts) {
+  const r = await fetch(path, opts);
+  const body = await r.json().catch(() => ({ error: r.statusText }));
+  if (!r.ok) throw new Error(body.error || r.statusText);
+  return body;
+}
+
+function when(t) {
+  if (!t) return "";
+  return new Date(t).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+function rules(reasons) {
+  return [...new Set((reasons || []).map((r) => r.rule))].join(", ");
+}
+
+function setCount(id, n) {
+  document.getElementById(id).textContent = n === undefined ? "0" : String(n);
+}
+
+function renderSummary(s) {
+  setCount("count-admitted", s.hosts.admitted);
+  setCount("count-quarantined", s.hosts.quarantined);
+  for (const st of ["open", "investigating", "remediated", "closed"]) setCount("count-" + st, s.incidents[st]);
+  const leases = s.leases || {};
+  setCount("count-lease-production", leases.production);
+  setCount("count-lease-quarantine", leases.quarantine);
+}
+
+async function loadIncidents(more) {
+  const tbody = document.querySelector("#incidents tbody");
+  const q = new URLSearchParams({ state: document.getElementById("incident-state").value, limit: "100" });
+  if (more && state.incNext) q.set("before", state.incNext);
+  const page = await api("/api/v1/incidents?" + q);
+  if (!more) tbody.replaceChildren();
+  for (const i of page.incidents) {
+    tbody.append(el("tr", { class: "row", "data-incident": i.id, onclick: () => openIncident(i.id) },
+      el("td", {}, i.id), el("td", { class: "mono" }, i.host_id), el("td", { class: "state-" + i.state }, i.state),
+      el("td", {}, i.failures), el("td", {}, when(i.opened)), el("td", {}, i.assignee || ""), el("td", {}, rules(i.reasons))));
+  }
+  state.incNext = page.next || 0;
+  document.getElementById("incidents-more").hidden = !page.next;
+}
+
+async function loadHosts(more) {
+  const tbody = document.querySelector("#hosts tbody");
+  const q = new URLSearchParams({ limit: "100" });
+  const st = document.getElementById("host-state").value;
+  if (st) q.set("state", st);
+  if (more && state.hostNext) q.set("after", state.hostNext);
+  const page = await api("/api/v1/hosts?" + q);
+  if (!more) tbody.replaceChildren();
+  for (const h of page.hosts) {
+    const lease = h.lease ? `${h.lease.ip} (${h.lease.pool})` : "";
+    tbody.append(el("tr", { "data-host": h.id },
+      el("td", { class: "mono" }, h.id), el("td", { class: "state-" + h.state }, h.state),
+      el("td", { class: "verdict-" + h.last_verdict }, h.last_verdict), el("td", {}, when(h.last_seen)),
+      el("td", { class: "mono" }, lease), el("td", {}, h.ek_type)));
+  }
+  state.hostNext = page.next || "";
+  document.getElementById("hosts-more").hidden = !page.next;
+}
+
+async function loadAudit() {
+  const page = await api("/api/v1/audit?limit=200");
+  const tbody = document.querySelector("#audit tbody");
+  tbody.replaceChildren(...page.entries.map((a) => el("tr", {},
+    el("td", {}, a.id), el("td", {}, when(a.time)), el("td", {}, a.actor), el("td", {}, a.action),
+    el("td", { class: "mono" }, a.target), el("td", {}, a.detail))));
+}
+
+async function openIncident(id) {
+  state.incident = id;
+  const d = await api("/api/v1/incidents/" + id);
+  const i = d.incident;
+  document.getElementById("detail").hidden = false;
+  document.getElementById("detail-title").textContent = `Incident ${i.id}: ${i.state}`;
+  document.getElementById("detail-meta").textContent =
+    `host ${i.host_id} · ${i.failures} failure(s) · opened ${when(i.opened)} · updated ${when(i.updated)}` +
+    (i.assignee ? ` · assigned to ${i.assignee}` : "");
+  const latest = d.latest || { reasons: [], pcrs: {} };
+  document.querySelector("#detail-reasons tbody").replaceChildren(...latest.reasons.map((r) =>
+    el("tr", { class: "reason" }, el("td", { class: "rule" }, r.rule), el("td", {}, r.event || ""), el("td", {}, r.detail))));
+  const diff = d.diff;
+  document.getElementById("diff-title").textContent = diff.against === "last_pass"
+    ? `Event log diff against the last pass (attestation ${diff.attestation_id})`
+    : diff.against === "policy" ? `Departures from policy ${diff.policy_name}` : "Event log diff";
+  document.getElementById("diff-note").textContent = diff.note || "";
+  document.getElementById("diff").textContent = diff.lines.join("\n");
+  const ev = document.getElementById("evidence");
+  ev.replaceChildren();
+  for (const [k, v] of [["attestation", latest.attestation_id], ["time", latest.time], ["policy", `${latest.policy_name} ${latest.policy_digest}`],
+    ["EK", `${latest.ek_type} ${latest.ek_subject || ""}`], ["EK issuer", latest.ek_issuer || "(no certificate)"],
+    ["event log", `${latest.event_log_bytes} bytes, ${latest.event_log_events || "?"} events`], ["attestations", d.attestations.join(", ")]]) {
+    ev.append(el("dt", {}, k), el("dd", {}, v));
+  }
+  document.querySelector("#pcrs tbody").replaceChildren(...Object.entries(latest.pcrs).map(([n, v]) =>
+    el("tr", {}, el("td", {}, n), el("td", { class: "mono" }, v))));
+  document.getElementById("bundle").href = `/api/v1/incidents/${i.id}/bundle`;
+  document.getElementById("history").replaceChildren(...d.history.map((n) =>
+    el("li", {}, `${when(n.time)} ${n.author} ${n.kind}: ${n.text}`)));
+  document.getElementById("act").hidden = i.state === "closed";
+}
+
+async function act(ev) {
+  ev.preventDefault();
+  const out = document.getElementById("act-result");
+  out.className = "note";
+  try {
+    await api(`/api/v1/incidents/${state.incident}/actions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Bootgate-Operator": state.operator },
+      body: JSON.stringify({ kind: document.getElementById("act-kind").value, text: document.getElementById("act-text").value }),
+    });
+    out.textContent = "recorded";
+    document.getElementById("act-text").value = "";
+  } catch (e) {
+    out.className = "note error";
+    out.textContent = e.message;
+  }
+}
+
+async function refresh() {
+  try {
+    if (state.tab === "incidents") await loadIncidents(false);
+    if (state.tab === "hosts") await loadHosts(false);
+    if (state.tab === "audit") await loadAudit();
+    if (state.incident) await openIncident(state.incident);
+  } catch (e) {
+    console.error(e);
+  }
+}
+
+let pending = null;
+function refreshSoon() {
+  clearTimeout(pending);
+  pending = setTimeout(refresh, 200);
+}
+
+function connect() {
+  const live = document.getElementById("live");
+  const es = new EventSource("/api/v1/events");
+  es.addEventListener("summary", (m) => {
+    live.className = "live";
+    live.textContent = "live";
+    renderSummary(JSON.parse(m.data));
+    refreshSoon();
+  });
+  es.onerror = () => { live.className = "live off"; live.textContent = "reconnecting…"; };
+}
+
+async function main() {
+  try {
+    state.operator = (await api("/api/v1/whoami")).operator;
+    document.getElementById("whoami").textContent = "operator " + state.operator;
+  } catch (e) {
+    document.getElementById("whoami").textContent = e.message;
+    return;
+  }
+  for (const b of document.querySelectorAll(".tab")) {
+    b.addEventListener("click", () => {
+      state.tab = b.dataset.tab;
+      for (const o of document.querySelectorAll(".tab")) o.classList.toggle("active", o === b);
+      for (const p of document.querySelectorAll(".pane")) p.hidden = p.id !== "tab-" + state.tab;
+      refresh();
+    });
+  }
+  document.getElementById("incident-state").addEventListener("change", () => loadIncidents(false));
+  document.getElementById("host-state").addEventListener("change", () => loadHosts(false));
+  document.getElementById("incidents-more").addEventListener("click", () => loadIncidents(true));
+  document.getElementById("hosts-more").addEventListener("click", () => loadHosts(true));
+  document.getElementById("detail-close").addEventListener("click", () => {
+    state.incident = null;
+    document.getElementById("detail").hidden = true;
+  });
+  document.getElementById("act").addEventListener("submit", act);
+  connect();
+}
+
+main();
