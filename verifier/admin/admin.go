@@ -102,6 +102,7 @@ func (a *API) Server() *http.Server {
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(a.opt.Logger.Handler(), slog.LevelDebug),
 	}
 }
 

@@ -12,7 +12,7 @@ function el(tag, props, ...children) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v);
   }
-  for (const c of children) e.append(c === null || c === undefined ? "" : String(c));
+  for (const c of children) e.append(c instanceof Node ? c : c === null || c === undefined ? "" : String(c));
   return e;
 }
 
@@ -40,9 +40,11 @@ function renderSummary(s) {
   setCount("count-admitted", s.hosts.admitted);
   setCount("count-quarantined", s.hosts.quarantined);
   for (const st of ["open", "investigating", "remediated", "closed"]) setCount("count-" + st, s.incidents[st]);
-  const leases = s.leases || {};
-  setCount("count-lease-production", leases.production);
-  setCount("count-lease-quarantine", leases.quarantine);
+  // Without the DHCP gate there are no leases to count.
+  for (const pool of ["production", "quarantine"]) {
+    const n = s.leases ? s.leases[pool] || 0 : "–";
+    document.getElementById("count-lease-" + pool).textContent = String(n);
+  }
 }
 
 async function loadIncidents(more) {
@@ -54,7 +56,7 @@ async function loadIncidents(more) {
   for (const i of page.incidents) {
     tbody.append(el("tr", { class: "row", "data-incident": i.id, onclick: () => openIncident(i.id) },
       el("td", {}, i.id), el("td", { class: "mono" }, i.host_id), el("td", { class: "state-" + i.state }, i.state),
-      el("td", {}, i.failures), el("td", {}, when(i.opened)), el("td", {}, i.assignee || ""), el("td", {}, rules(i.reasons))));
+      el("td", {}, i.failures), el("td", { class: "time" }, when(i.opened)), el("td", {}, i.assignee || ""), el("td", {}, rules(i.reasons))));
   }
   state.incNext = page.next || 0;
   document.getElementById("incidents-more").hidden = !page.next;
