@@ -34,8 +34,12 @@ test: deps check images ## Run every test: unit (simulator), integration (swtpm)
 	$(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: bench
-bench: deps ## Run the benchmarks (verification cost, API exchange)
+bench: deps ## Run the benchmarks (verification cost, API exchange, admin API on 10000 hosts)
 	$(GO) test -run '^$$' -bench . -benchmem ./verifier/...
+
+.PHONY: bench-dashboard
+bench-dashboard: deps ## The dashboard in headless Chromium on 10000 hosts and 1000 incidents: time to list, open an incident, follow a change
+	BOOTGATE_DASHBOARD_SEED=10000,1000 $(GO) test -count=1 -run TestDashboardInBrowser -v ./verifier/admin
 
 .PHONY: bench-dhcp
 bench-dhcp: deps ## perfdhcp against bootgate's DHCP gate and against Kea; last line: dhcp-gate-vs-kea: RATIO

@@ -14,6 +14,7 @@ packages=(
   isc-dhcp-client busybox        # real DHCP clients for the DHCP gate's tests
   nftables                       # admission at the gateway (the nft tool, to inspect it)
   kea-admin kea-dhcp4-server     # make bench-dhcp: perfdhcp, and Kea to compare with
+  chromium                       # the dashboard's test in a real headless browser
   openssl ca-certificates curl
   make git
 )
@@ -22,6 +23,11 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# Node and npm drive the browser test; a machine may have them from elsewhere
+# than Debian (whose node 18 and npm 9 do).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
@@ -41,4 +47,12 @@ if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+fi
+
+# The dashboard's browser test drives Chromium with playwright-core, pinned by
+# its package-lock.json; npm ci installs exactly that (no browser download).
+browser=verifier/admin/testdata/browser
+if [ ! -d "$browser/node_modules/playwright-core" ] || [ "$browser/package-lock.json" -nt "$browser/node_modules" ]; then
+  echo "deps: npm ci in $browser"
+  (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi

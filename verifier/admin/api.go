@@ -52,15 +52,19 @@ type HostPage struct {
 	Next  string     `json:"next,omitempty"`
 }
 
-// limitParam reads limit=, defaulting to def and capped at store.MaxPage.
+// MaxLimit is the largest page the API returns. Handlers ask the store for
+// one row more than the page, to know whether another page follows.
+const MaxLimit = store.MaxPage - 1
+
+// limitParam reads limit=, defaulting to def and capped at MaxLimit.
 func limitParam(r *http.Request, def int) (int, error) {
 	v := r.URL.Query().Get("limit")
 	if v == "" {
 		return def, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 || n > store.MaxPage {
-		return 0, fmt.Errorf("limit: want 1 to %d", store.MaxPage)
+	if err != nil || n <= 0 || n > MaxLimit {
+		return 0, fmt.Errorf("limit: want 1 to %d", MaxLimit)
 	}
 	return n, nil
 }

@@ -31,7 +31,7 @@ func (e *env) incidentsListCmd(use string) *cobra.Command {
 	cmd := e.clientCmd(&cobra.Command{Use: use, Short: "List incidents, newest first, with their failed rules", Args: cobra.NoArgs},
 		func(ctx context.Context, c *admin.Client, _ []string) error {
 			var list []store.Incident
-			q.Limit = min(limit, store.MaxPage)
+			q.Limit = min(limit, admin.MaxLimit)
 			var next int64
 			for {
 				page, err := c.Incidents(ctx, q)

@@ -108,7 +108,7 @@ func (e *env) hostsCmd() *cobra.Command {
 	cmd := e.clientCmd(&cobra.Command{Use: "hosts", Short: "List hosts with their state, last attestation and lease", Args: cobra.NoArgs},
 		func(ctx context.Context, c *admin.Client, _ []string) error {
 			var hosts []admin.HostView
-			q.Limit = min(limit, store.MaxPage)
+			q.Limit = min(limit, admin.MaxLimit)
 			next := ""
 			for {
 				page, err := c.Hosts(ctx, q)
