@@ -93,8 +93,8 @@ func TLSConfig(serverCert tls.Certificate) *tls.Config {
 }
 
 // Server returns an HTTP server for the admin API with bounded reads. Writes
-// are not bounded by the server, because live streams stay open; every
-// other handler finishes in one store query or a few.
+// are bounded per request (a minute; each write of a live stream ten
+// seconds), because live streams stay open.
 func (a *API) Server() *http.Server {
 	return &http.Server{
 		Handler:           a.Handler(),
@@ -192,6 +192,11 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 				writeError(w, http.StatusForbidden, "csrf", "cross-origin request refused")
 				return
 			}
+		}
+		if r.URL.Path != "/api/v1/events" {
+			// The server sets no write timeout, for the live streams'
+			// sake; every other answer must be written within a minute.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Minute))
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), operatorKey{}, name)))
 	})

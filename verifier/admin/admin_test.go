@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // TestRefusesWithoutOperatorCertificate: no certificate, a host identity
@@ -275,4 +277,21 @@ func containsLine(lines []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestDiffWithUnloggedPCR: a host re-attesting in the same boot quotes
+// bootgate's PCR 15 non-zero with no event for it in the firmware log (as
+// real QEMU hosts do); its incident is still compared.
+func TestDiffWithUnloggedPCR(t *testing.T) {
+	f := newFixture(t)
+	good, bad := loadEvidence(t, goodLog, f.pol), loadEvidence(t, badLog, f.pol)
+	pcr15 := wire.PCR{Index: 15, Digest: bytes.Repeat([]byte{0x11}, 32)}
+	good.pcrs = append(good.pcrs, pcr15)
+	bad.pcrs = append(bad.pcrs, pcr15)
+	record(t, f.st, "h", time.Now(), good, f.pol)
+	_, inc := record(t, f.st, "h", time.Now(), bad, f.pol)
+	d, err := f.client.Incident(context.Background(), inc)
+	if err != nil || d.Diff.Against != "last_pass" || !containsLine(d.Diff.Lines, "Secure Boot: on → off") {
+		t.Fatalf("diff %+v, %v", d.Diff, err)
+	}
 }

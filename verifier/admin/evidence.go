@@ -67,11 +67,15 @@ type BundlePolicy struct {
 	Source string `json:"source"`
 }
 
-// bootState replays a stored log against its stored PCR values.
+// bootState replays a stored log against its stored PCR values, to show
+// what the log says. PCRs without events are not held against it here: the
+// verdict already judged them (a host re-attesting in the same boot quotes
+// bootgate's PCR 15 non-zero, for one).
 func bootState(a *store.Attestation) (*eventlog.BootState, error) {
 	bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: map[int][]byte{}}
 	for _, p := range a.Evidence.PCRs {
 		bank.PCRs[p.Index] = p.Digest
+		bank.Unlogged = append(bank.Unlogged, p.Index)
 	}
 	return eventlog.Verify(a.Evidence.EventLog, bank)
 }

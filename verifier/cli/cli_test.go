@@ -125,4 +125,10 @@ func TestPolicyDiff(t *testing.T) {
 	if code, out, _ := run(t, "policy", "diff", "--eventlog", logs+"cos-101-amd-sev.bin", "--policy", pol); code != 1 || !strings.Contains(out, "firmware.pcr0") {
 		t.Fatalf("against a policy: exit %d:\n%s", code, out)
 	}
+	if code, out, _ := run(t, "policy", "diff", "--json", "--eventlog", logs+"cos-101-amd-sev.bin", "--policy", pol); code != 1 || !strings.Contains(out, `"rule": "firmware.pcr0"`) {
+		t.Fatalf("against a policy, JSON: exit %d:\n%s", code, out)
+	}
+	if code, out, _ := run(t, "policy", "diff", "--json", "--eventlog", logs+"ubuntu-2104-no-secure-boot.bin", "--reference", logs+"rhel8-uefi.bin"); code != 1 || !strings.Contains(out, `"Secure Boot: on → off (event 3)"`) {
+		t.Fatalf("against a reference, JSON: exit %d:\n%s", code, out)
+	}
 }

@@ -119,6 +119,7 @@ func (e *env) policyCheckCmd() *cobra.Command {
 
 func (e *env) policyDiffCmd() *cobra.Command {
 	var reference, logPath, policyPath string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "diff --eventlog FILE (--reference GOOD-LOG | --policy FILE)",
 		Short: "Explain how an event log departs from a known-good log, or from a policy",
@@ -135,11 +136,19 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					return err
 				}
 				d := eventlog.Diff(ref, st)
-				for _, line := range d {
-					fmt.Fprintln(e.stdout, line)
+				if asJSON {
+					if err := e.printJSON(map[string]any{"against": "reference", "differences": append([]string{}, d...)}); err != nil {
+						return err
+					}
+				} else {
+					for _, line := range d {
+						fmt.Fprintln(e.stdout, line)
+					}
 				}
 				if len(d) == 0 {
-					fmt.Fprintln(e.stdout, "no difference bootgate looks at")
+					if !asJSON {
+						fmt.Fprintln(e.stdout, "no difference bootgate looks at")
+					}
 					return nil
 				}
 				return &ExitError{Code: ExitPolicyFail, Err: errors.New("the logs differ")}
@@ -149,11 +158,19 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					return &ExitError{Code: ExitBadInput, Err: err}
 				}
 				fs := p.Evaluate(st)
-				for _, f := range fs {
-					fmt.Fprintf(e.stdout, "%s\n", f.String())
+				if asJSON {
+					if err := e.printJSON(map[string]any{"against": "policy", "policy": p.Name, "policy_digest": p.Digest(), "failures": append([]policy.Failure{}, fs...)}); err != nil {
+						return err
+					}
+				} else {
+					for _, f := range fs {
+						fmt.Fprintf(e.stdout, "%s\n", f.String())
+					}
 				}
 				if len(fs) == 0 {
-					fmt.Fprintf(e.stdout, "the log meets policy %q\n", p.Name)
+					if !asJSON {
+						fmt.Fprintf(e.stdout, "the log meets policy %q\n", p.Name)
+					}
 					return nil
 				}
 				return &ExitError{Code: ExitPolicyFail, Err: errors.New("policy failed")}
@@ -164,6 +181,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 	cmd.Flags().StringVar(&logPath, "eventlog", "", "the event log to explain")
 	cmd.Flags().StringVar(&reference, "reference", "", "a known-good host's event log")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "a policy file")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	_ = cmd.MarkFlagRequired("eventlog")
 	return cmd
 }
