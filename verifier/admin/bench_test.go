@@ -38,7 +38,10 @@ func BenchmarkFleet(b *testing.B) {
 		return err
 	})
 	run("hosts-page-9000", func() error { _, err := c.Hosts(ctx, store.HostQuery{After: hostName(9000), Limit: 100}); return err })
-	run("hosts-quarantined-page", func() error { _, err := c.Hosts(ctx, store.HostQuery{State: store.HostQuarantined, Limit: 100}); return err })
+	run("hosts-quarantined-page", func() error {
+		_, err := c.Hosts(ctx, store.HostQuery{State: store.HostQuarantined, Limit: 100})
+		return err
+	})
 	run("hosts-all-10000", func() error {
 		n, q := 0, store.HostQuery{Limit: MaxLimit}
 		for {
