@@ -56,17 +56,28 @@ type HostPage struct {
 // one row more than the page, to know whether another page follows.
 const MaxLimit = store.MaxPage - 1
 
-// limitParam reads limit=, defaulting to def and capped at MaxLimit.
-func limitParam(r *http.Request, def int) (int, error) {
-	v := r.URL.Query().Get("limit")
-	if v == "" {
-		return def, nil
+// pageParams reads limit= (default 100, at most MaxLimit) and before= (an
+// ID, 0 when absent) and answers a bad request when they are malformed.
+func pageParams(w http.ResponseWriter, r *http.Request) (limit int, before int64, ok bool) {
+	q := r.URL.Query()
+	limit = 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > MaxLimit {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("limit: want 1 to %d", MaxLimit))
+			return 0, 0, false
+		}
+		limit = n
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 || n > MaxLimit {
-		return 0, fmt.Errorf("limit: want 1 to %d", MaxLimit)
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			writeError(w, http.StatusBadRequest, "bad_request", "before: want an ID")
+			return 0, 0, false
+		}
+		before = n
 	}
-	return n, nil
+	return limit, before, true
 }
 
 func (a *API) withLeases(hosts []store.Host) []HostView {
@@ -89,9 +100,8 @@ func (a *API) withLeases(hosts []store.Host) []HostView {
 }
 
 func (a *API) hosts(w http.ResponseWriter, r *http.Request) {
-	limit, err := limitParam(r, 100)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	limit, _, ok := pageParams(w, r)
+	if !ok {
 		return
 	}
 	q := r.URL.Query()
@@ -158,19 +168,11 @@ type IncidentPage struct {
 }
 
 func (a *API) incidents(w http.ResponseWriter, r *http.Request) {
-	limit, err := limitParam(r, 100)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	limit, before, ok := pageParams(w, r)
+	if !ok {
 		return
 	}
 	q := r.URL.Query()
-	var before int64
-	if v := q.Get("before"); v != "" {
-		if before, err = strconv.ParseInt(v, 10, 64); err != nil || before <= 0 {
-			writeError(w, http.StatusBadRequest, "bad_request", "before: want an incident ID")
-			return
-		}
-	}
 	list, err := a.opt.Store.ListIncidents(r.Context(), store.IncidentQuery{State: q.Get("state"), Host: q.Get("host"), Before: before, Limit: limit + 1})
 	if err != nil {
 		a.queryError(w, r, err)
@@ -271,17 +273,9 @@ type AuditPage struct {
 }
 
 func (a *API) audit(w http.ResponseWriter, r *http.Request) {
-	limit, err := limitParam(r, 100)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	limit, before, ok := pageParams(w, r)
+	if !ok {
 		return
-	}
-	var before int64
-	if v := r.URL.Query().Get("before"); v != "" {
-		if before, err = strconv.ParseInt(v, 10, 64); err != nil || before <= 0 {
-			writeError(w, http.StatusBadRequest, "bad_request", "before: want an audit entry ID")
-			return
-		}
 	}
 	list, err := a.opt.Store.ListAudit(r.Context(), before, limit+1)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -37,7 +36,9 @@ type evidence struct {
 	reasons []wire.Reason
 }
 
-func loadEvidence(t testing.TB, name string, pol *policy.Policy) evidence {
+// replayed reads a log of testdata/eventlogs and its boot state, replayed
+// against the PCR values it produces.
+func replayed(t testing.TB, name string) ([]byte, eventlog.Bank, *eventlog.BootState) {
 	t.Helper()
 	raw := tpmtest.EventLog(t, name)
 	bank, err := eventlog.Replay(raw)
@@ -48,31 +49,29 @@ func loadEvidence(t testing.TB, name string, pol *policy.Policy) evidence {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return raw, bank, st
+}
+
+func loadEvidence(t testing.TB, name string, pol *policy.Policy) evidence {
+	t.Helper()
+	raw, bank, st := replayed(t, name)
 	ev := evidence{log: raw}
 	for i := 0; i < 24; i++ {
 		if d, ok := bank.PCRs[i]; ok {
 			ev.pcrs = append(ev.pcrs, wire.PCR{Index: i, Digest: d})
 		}
 	}
-	if pol != nil {
-		for _, f := range pol.Evaluate(st) {
-			ev.reasons = append(ev.reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
-		}
+	for _, f := range pol.Evaluate(st) {
+		ev.reasons = append(ev.reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
 	}
 	return ev
 }
 
+// learnPolicy learns the policy from goodLog and round-trips it through
+// YAML, as an operator's policy file would be.
 func learnPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
-	raw := tpmtest.EventLog(t, goodLog)
-	bank, err := eventlog.Replay(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := eventlog.Verify(raw, bank)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, st := replayed(t, goodLog)
 	learned, err := policy.Learn(goodLog, st)
 	if err != nil {
 		t.Fatal(err)
@@ -241,8 +240,4 @@ func writeFile(t testing.TB, dir, name string, b []byte) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -30,20 +30,17 @@ func (e *env) incidentsListCmd(use string) *cobra.Command {
 	)
 	cmd := e.clientCmd(&cobra.Command{Use: use, Short: "List incidents, newest first, with their failed rules", Args: cobra.NoArgs},
 		func(ctx context.Context, c *admin.Client, _ []string) error {
-			var list []store.Incident
 			q.Limit = min(limit, admin.MaxLimit)
-			var next int64
-			for {
+			list, next, err := pages(all, q.Before, func(before int64) ([]store.Incident, int64, error) {
+				q.Before = before
 				page, err := c.Incidents(ctx, q)
 				if err != nil {
-					return err
+					return nil, 0, err
 				}
-				list = append(list, page.Incidents...)
-				next = page.Next
-				if !all || next == 0 {
-					break
-				}
-				q.Before = next
+				return page.Incidents, page.Next, nil
+			})
+			if err != nil {
+				return err
 			}
 			if o.json {
 				return e.printJSON(admin.IncidentPage{Incidents: list, Next: next})

@@ -49,6 +49,25 @@ func (e *env) client() (*admin.Client, error) {
 	return c, nil
 }
 
+// pages reads one page from cursor, or with all every page after it too,
+// and returns the items and the cursor of the page that follows (zero when
+// none does).
+func pages[T any, C comparable](all bool, cursor C, fetch func(C) ([]T, C, error)) ([]T, C, error) {
+	var items []T
+	var zero C
+	for {
+		page, next, err := fetch(cursor)
+		if err != nil {
+			return nil, zero, err
+		}
+		items = append(items, page...)
+		if !all || next == zero {
+			return items, next, nil
+		}
+		cursor = next
+	}
+}
+
 // output prints v as JSON with --json, or as a table otherwise.
 type output struct{ json bool }
 
@@ -107,20 +126,17 @@ func (e *env) hostsCmd() *cobra.Command {
 	)
 	cmd := e.clientCmd(&cobra.Command{Use: "hosts", Short: "List hosts with their state, last attestation and lease", Args: cobra.NoArgs},
 		func(ctx context.Context, c *admin.Client, _ []string) error {
-			var hosts []admin.HostView
 			q.Limit = min(limit, admin.MaxLimit)
-			next := ""
-			for {
+			hosts, next, err := pages(all, q.After, func(after string) ([]admin.HostView, string, error) {
+				q.After = after
 				page, err := c.Hosts(ctx, q)
 				if err != nil {
-					return err
+					return nil, "", err
 				}
-				hosts = append(hosts, page.Hosts...)
-				next = page.Next
-				if !all || next == "" {
-					break
-				}
-				q.After = next
+				return page.Hosts, page.Next, nil
+			})
+			if err != nil {
+				return err
 			}
 			if o.json {
 				return e.printJSON(admin.HostPage{Hosts: hosts, Next: next})
