@@ -40,6 +40,17 @@ func (a *API) summary(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, sum)
 }
 
+// cut trims a list read with one row more than the page: it returns the
+// page and, when another page follows, the key of the page's last row.
+func cut[T any, K any](list []T, limit int, key func(T) K) ([]T, K) {
+	var next K
+	if len(list) > limit {
+		list = list[:limit]
+		next = key(list[limit-1])
+	}
+	return list, next
+}
+
 // HostView is a host with its current lease.
 type HostView struct {
 	store.Host
@@ -110,13 +121,8 @@ func (a *API) hosts(w http.ResponseWriter, r *http.Request) {
 		a.queryError(w, r, err)
 		return
 	}
-	page := HostPage{}
-	if len(hosts) > limit {
-		hosts = hosts[:limit]
-		page.Next = hosts[limit-1].ID
-	}
-	page.Hosts = a.withLeases(hosts)
-	writeJSON(w, http.StatusOK, page)
+	hosts, next := cut(hosts, limit, func(h store.Host) string { return h.ID })
+	writeJSON(w, http.StatusOK, HostPage{Hosts: a.withLeases(hosts), Next: next})
 }
 
 // HostDetail is one host with its lease, recent attestations and incidents.
@@ -178,12 +184,8 @@ func (a *API) incidents(w http.ResponseWriter, r *http.Request) {
 		a.queryError(w, r, err)
 		return
 	}
-	page := IncidentPage{Incidents: list}
-	if len(list) > limit {
-		page.Incidents = list[:limit]
-		page.Next = list[limit-1].ID
-	}
-	writeJSON(w, http.StatusOK, page)
+	list, next := cut(list, limit, func(in store.Incident) int64 { return in.ID })
+	writeJSON(w, http.StatusOK, IncidentPage{Incidents: list, Next: next})
 }
 
 func incidentID(w http.ResponseWriter, r *http.Request) (int64, bool) {
@@ -282,12 +284,8 @@ func (a *API) audit(w http.ResponseWriter, r *http.Request) {
 		a.storeError(w, r, err)
 		return
 	}
-	page := AuditPage{Entries: list}
-	if len(list) > limit {
-		page.Entries = list[:limit]
-		page.Next = list[limit-1].ID
-	}
-	writeJSON(w, http.StatusOK, page)
+	list, next := cut(list, limit, func(e store.AuditEntry) int64 { return e.ID })
+	writeJSON(w, http.StatusOK, AuditPage{Entries: list, Next: next})
 }
 
 // queryError answers a list query the store refused as a bad request.
