@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +15,7 @@ import (
 	"github.com/bootgate/bootgate/verifier/admin"
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/pki"
+	"github.com/bootgate/bootgate/verifier/store"
 )
 
 func (e *env) operatorCmd() *cobra.Command {
@@ -29,12 +32,9 @@ func (e *env) operatorCmd() *cobra.Command {
 			"CLI reads it from --operator, $BOOTGATE_OPERATOR or ~/.config/bootgate/operator.yaml.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(cfgPath)
+			cfg, err := adminConfig(cfgPath)
 			if err != nil {
-				return &ExitError{Code: ExitBadInput, Err: err}
-			}
-			if cfg.Admin == nil {
-				return &ExitError{Code: ExitBadInput, Err: errors.New("the configuration has no admin section")}
+				return err
 			}
 			serverCA, err := os.ReadFile(cfg.Admin.ServerCA)
 			if err != nil {
@@ -58,6 +58,9 @@ func (e *env) operatorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := auditLocal(cmd.Context(), cfg, "operator-add", args[0], "valid "+validity.String()); err != nil {
+				return err
+			}
 			if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
 				return err
 			}
@@ -68,12 +71,100 @@ func (e *env) operatorCmd() *cobra.Command {
 			return nil
 		},
 	}
-	add.Flags().StringVar(&cfgPath, "config", "", "appliance configuration (YAML)")
-	add.Flags().StringVar(&out, "out", "", "where to write the operator's profile")
 	add.Flags().DurationVar(&validity, "validity", 90*24*time.Hour, "certificate lifetime")
-	_ = add.MarkFlagRequired("config")
+	add.Flags().StringVar(&out, "out", "", "where to write the operator's profile")
 	_ = add.MarkFlagRequired("out")
-	cmd := &cobra.Command{Use: "operator", Short: "Manage the operators who may use the admin API and dashboard"}
-	cmd.AddCommand(add)
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list --config FILE",
+		Short: "List the operator certificates issued, with their expiry and revocation",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := adminConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			ops, err := pki.LoadOperators(cfg.Admin.Operators, false)
+			if err != nil {
+				return err
+			}
+			issued, err := ops.Issued()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(append([]pki.IssuedOperator{}, issued...))
+			}
+			tw := e.table()
+			fmt.Fprintln(tw, "OPERATOR\tSERIAL\tNOT AFTER\tREVOKED")
+			for _, op := range issued {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", op.Name, op.Serial, when(op.NotAfter), op.Revoked)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	revoke := &cobra.Command{
+		Use:   "revoke NAME --config FILE",
+		Short: "Revoke every certificate issued to an operator; the admin API refuses them from its next request",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := adminConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			ops, err := pki.LoadOperators(cfg.Admin.Operators, false)
+			if err != nil {
+				return err
+			}
+			serials, err := ops.Revoke(args[0])
+			if err != nil {
+				return &ExitError{Code: ExitBadInput, Err: err}
+			}
+			if err := auditLocal(cmd.Context(), cfg, "operator-revoke", args[0], strings.Join(serials, " ")); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "operator %s: revoked %s\n", args[0], strings.Join(serials, ", "))
+			return nil
+		},
+	}
+	cmd := &cobra.Command{Use: "operator", Short: "Manage the operators who may use the admin API and dashboard (run on the appliance)"}
+	cmd.PersistentFlags().StringVar(&cfgPath, "config", "", "appliance configuration (YAML)")
+	_ = cmd.MarkPersistentFlagRequired("config")
+	cmd.AddCommand(add, list, revoke)
 	return cmd
+}
+
+// adminConfig loads an appliance configuration that has an admin section.
+func adminConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, &ExitError{Code: ExitBadInput, Err: err}
+	}
+	if cfg.Admin == nil {
+		return nil, &ExitError{Code: ExitBadInput, Err: errors.New("the configuration has no admin section")}
+	}
+	return cfg, nil
+}
+
+// auditLocal writes an action taken on the appliance (not through the admin
+// API) to the store's audit log, under the local user's name.
+func auditLocal(ctx context.Context, cfg *config.Config, action, target, detail string) error {
+	st, err := store.OpenSQLite(cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return st.RecordAction(ctx, localActor(), action, target, detail)
+}
+
+// localActor names the person at the appliance's console in the audit log.
+func localActor() string {
+	for _, v := range []string{"SUDO_USER", "USER"} {
+		if u := os.Getenv(v); u != "" {
+			return "local:" + u
+		}
+	}
+	return "local"
 }

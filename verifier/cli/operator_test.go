@@ -155,7 +155,19 @@ admin: {listen: %q, operators: operators}
 		t.Fatal(out)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 5 || !strings.Contains(lines[1], "alice") || !strings.Contains(lines[1], "quarantine") || !strings.Contains(lines[4], "incident-assign") {
-		t.Fatalf("audit log, newest first, by alice:\n%s", out)
+	if len(lines) != 6 || !strings.Contains(lines[1], "alice") || !strings.Contains(lines[1], "quarantine") ||
+		!strings.Contains(lines[4], "incident-assign") || !strings.Contains(lines[5], "local") || !strings.Contains(lines[5], "operator-add") {
+		t.Fatalf("audit log, newest first, by alice (and her certificate's issuance):\n%s", out)
+	}
+
+	// Revoked, alice is refused from her next call on.
+	if code, out, errOut := run(t, "operator", "revoke", "alice", "--config", cfg); code != 0 || !strings.Contains(out, "revoked") {
+		t.Fatalf("revoke: exit %d: %s%s", code, out, errOut)
+	}
+	if code, _, errOut := cli("status"); code == 0 || !strings.Contains(errOut, "revoked") {
+		t.Fatalf("a revoked operator: exit %d: %s", code, errOut)
+	}
+	if code, out, _ := run(t, "operator", "list", "--config", cfg); code != 0 || !strings.Contains(out, "alice") || !strings.Contains(out, "true") {
+		t.Fatalf("operator list:\n%s", out)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,6 +101,29 @@ func TestOperators(t *testing.T) {
 	if _, err := verifyOnly.Verify(nil, time.Now()); err == nil {
 		t.Error("no certificate verified")
 	}
+
+	// Revoking alice: the running verifier refuses her from then on, bob
+	// stays, and the list shows both.
+	bobPEM, _, err := ops.Issue("bob", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if serials, err := ops.Revoke("alice"); err != nil || len(serials) != 1 || serials[0] != leaf.SerialNumber.Text(16) {
+		t.Fatalf("revoke alice: %v %v", serials, err)
+	}
+	if _, err := verifyOnly.Verify([]*x509.Certificate{leaf}, time.Now()); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("a revoked operator verified: %v", err)
+	}
+	if name, err := verifyOnly.Verify([]*x509.Certificate{parsePEMCert(t, bobPEM)}, time.Now()); err != nil || name != "bob" {
+		t.Errorf("bob after alice's revocation: %q %v", name, err)
+	}
+	if _, err := ops.Revoke("alice"); err == nil {
+		t.Error("revoked alice twice")
+	}
+	issued, err := verifyOnly.Issued()
+	if err != nil || len(issued) != 2 || issued[0].Name != "alice" || !issued[0].Revoked || issued[1].Name != "bob" || issued[1].Revoked {
+		t.Errorf("issued: %+v %v", issued, err)
+	}
 	if _, _, err := verifyOnly.Issue("bob", time.Hour); err == nil {
 		t.Error("issued without the CA key")
 	}
@@ -137,6 +161,17 @@ func TestOperators(t *testing.T) {
 	foreign, _, _ := otherOps.Issue("alice", time.Hour)
 	if _, err := verifyOnly.Verify([]*x509.Certificate{parsePEMCert(t, foreign)}, time.Now()); err == nil {
 		t.Error("another CA's operator verified")
+	}
+
+	// An unreadable revocation list fails closed.
+	if err := os.Remove(filepath.Join(dir, RevokedFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, RevokedFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyOnly.Verify([]*x509.Certificate{parsePEMCert(t, bobPEM)}, time.Now()); err == nil {
+		t.Error("verified with an unreadable revocation list")
 	}
 }
 

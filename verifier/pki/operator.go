@@ -1,16 +1,21 @@
 package pki
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,6 +23,12 @@ import (
 const (
 	OperatorCAFile    = "operators-ca.pem"
 	OperatorCAKeyFile = "operators-ca-key.pem"
+	// IssuedDir keeps a copy of every operator certificate issued, by serial.
+	IssuedDir = "issued"
+	// RevokedFile lists revoked operator certificates: one serial (hex) per
+	// line, then the operator's name. The admin API rereads it when it
+	// changes.
+	RevokedFile = "revoked"
 )
 
 // operatorURIHost is the host part of the URI that names an operator in
@@ -30,8 +41,13 @@ var operatorName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // admin API. It is a CA of its own, apart from the attestation CA, so that no
 // host identity can ever pass for an operator.
 type Operators struct {
+	dir  string
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey // nil when loaded only to verify
+
+	mu      sync.Mutex
+	revoked map[string]bool // serials
+	stamp   string          // the revocation list's size and time when read
 }
 
 // InitOperators creates the operator CA in dir, unless it exists.
@@ -63,7 +79,10 @@ func LoadOperators(dir string, withKey bool) (*Operators, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load operator CA: %w", err)
 	}
-	o := &Operators{cert: cert}
+	o := &Operators{dir: dir, cert: cert}
+	if _, err := o.isRevoked(""); err != nil {
+		return nil, fmt.Errorf("load operator CA: %w", err)
+	}
 	if withKey {
 		der, err := readPEM(filepath.Join(dir, OperatorCAKeyFile), "PRIVATE KEY")
 		if err != nil {
@@ -110,8 +129,123 @@ func (o *Operators) Issue(name string, validity time.Duration) (certPEM, keyPEM 
 	if err != nil {
 		return nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+	if err := os.MkdirAll(filepath.Join(o.dir, IssuedDir), 0o700); err != nil {
+		return nil, nil, fmt.Errorf("issue operator certificate: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(o.dir, IssuedDir, cert.SerialNumber.Text(16)+".pem"), certPEM, 0o644); err != nil {
+		return nil, nil, fmt.Errorf("issue operator certificate: keep a copy: %w", err)
+	}
+	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// IssuedOperator is a certificate the operator CA issued.
+type IssuedOperator struct {
+	Name     string    `json:"name"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	Revoked  bool      `json:"revoked"`
+}
+
+// Issued lists the certificates the operator CA issued, by name.
+func (o *Operators) Issued() ([]IssuedOperator, error) {
+	entries, err := os.ReadDir(filepath.Join(o.dir, IssuedDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list operators: %w", err)
+	}
+	var out []IssuedOperator
+	for _, e := range entries {
+		der, err := readPEM(filepath.Join(o.dir, IssuedDir, e.Name()), "CERTIFICATE")
+		if err != nil {
+			return nil, fmt.Errorf("list operators: %w", err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("list operators: %s: %w", e.Name(), err)
+		}
+		serial := c.SerialNumber.Text(16)
+		revoked, err := o.isRevoked(serial)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, IssuedOperator{Name: c.Subject.CommonName, Serial: serial, NotAfter: c.NotAfter, Revoked: revoked})
+	}
+	slices.SortFunc(out, func(a, b IssuedOperator) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), a.NotAfter.Compare(b.NotAfter))
+	})
+	return out, nil
+}
+
+// Revoke revokes every certificate issued to the operator that is not
+// revoked yet and returns their serials. The admin API refuses them from its
+// next request on.
+func (o *Operators) Revoke(name string) ([]string, error) {
+	issued, err := o.Issued()
+	if err != nil {
+		return nil, err
+	}
+	var lines []byte
+	var serials []string
+	for _, op := range issued {
+		if op.Name == name && !op.Revoked {
+			serials = append(serials, op.Serial)
+			lines = fmt.Appendf(lines, "%s %s\n", op.Serial, op.Name)
+		}
+	}
+	if len(serials) == 0 {
+		return nil, fmt.Errorf("revoke: no unrevoked certificate was issued to %q", name)
+	}
+	f, err := os.OpenFile(filepath.Join(o.dir, RevokedFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	if _, err := f.Write(lines); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	return serials, nil
+}
+
+// isRevoked reports whether the serial is on the revocation list, rereading
+// the list when its size or time changed. An unreadable list fails closed.
+func (o *Operators) isRevoked(serial string) (bool, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	path := filepath.Join(o.dir, RevokedFile)
+	fi, err := os.Stat(path)
+	stamp := "none"
+	switch {
+	case err == nil:
+		stamp = fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+	case !errors.Is(err, fs.ErrNotExist):
+		return true, fmt.Errorf("operator revocation list: %w", err)
+	}
+	if stamp != o.stamp {
+		revoked := map[string]bool{}
+		if stamp != "none" {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return true, fmt.Errorf("operator revocation list: %w", err)
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(line); len(f) > 0 && !strings.HasPrefix(f[0], "#") {
+					revoked[strings.ToLower(f[0])] = true
+				}
+			}
+		}
+		o.revoked, o.stamp = revoked, stamp
+	}
+	return o.revoked[serial], nil
 }
 
 // Verify checks that chain (as a TLS client presented it, leaf first) is an
@@ -131,6 +265,12 @@ func (o *Operators) Verify(chain []*x509.Certificate, now time.Time) (string, er
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return "", fmt.Errorf("not an operator certificate of this appliance: %w", err)
+	}
+	if revoked, err := o.isRevoked(leaf.SerialNumber.Text(16)); err != nil || revoked {
+		if err == nil {
+			err = fmt.Errorf("operator certificate %s of %q is revoked", leaf.SerialNumber.Text(16), leaf.Subject.CommonName)
+		}
+		return "", err
 	}
 	for _, u := range leaf.URIs {
 		if u.Scheme == "bootgate" && u.Host == operatorURIHost {

@@ -531,6 +531,12 @@ func (s *SQLite) Quarantine(ctx context.Context, id, actor string) error {
 	})
 }
 
+// RecordAction writes an action taken on the appliance itself, outside the
+// admin API (issuing or revoking an operator certificate), to the audit log.
+func (s *SQLite) RecordAction(ctx context.Context, actor, action, target, detail string) error {
+	return s.operator(ctx, actor, action, target, detail, func(*sql.Tx) error { return nil })
+}
+
 // operator runs an operator's action and its audit entry in one transaction.
 func (s *SQLite) operator(ctx context.Context, actor, action, target, detail string, f func(*sql.Tx) error) error {
 	if actor == "" {
