@@ -39,7 +39,8 @@ func browserSeed(t *testing.T) (hosts, incidents int) {
 // driven by playwright-core: refused without an operator certificate; with
 // alice's, it shows the fleet, opens an incident with its failed rule and
 // diff, follows a change made elsewhere without a reload, and refuses a
-// remediation without a post-mortem.
+// remediation without a post-mortem, records a note and quarantines a host
+// from its panel.
 func TestDashboardInBrowser(t *testing.T) {
 	chromium := os.Getenv("CHROMIUM")
 	if chromium == "" {
@@ -77,6 +78,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		"BOOTGATE_RULE=secure_boot.enabled",
 		"BOOTGATE_DIFF=Secure Boot: on → off",
 		fmt.Sprintf("BOOTGATE_QUARANTINED=%d", nIncidents),
+		"BOOTGATE_ADMITTED_HOST="+hostName(nIncidents), // the first admitted host
 	)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -113,6 +115,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if result == nil {
 		t.Fatalf("the browser script reported nothing\n%s", stderr.String())
+	}
+	audit, err := f.st.ListAudit(context.Background(), 0, 1)
+	if err != nil || len(audit) != 1 || audit[0].Action != "quarantine" || audit[0].Target != hostName(nIncidents) || audit[0].Actor != "alice" {
+		t.Errorf("the dashboard's quarantine is not in the audit log as alice's: %+v %v", audit, err)
 	}
 	t.Logf("in Chromium with %d hosts and %d incidents: first list %.0f ms, open incident %.0f ms, live update %.0f ms",
 		nHosts, nIncidents, result["listMs"], result["openIncidentMs"], result["liveUpdateMs"])

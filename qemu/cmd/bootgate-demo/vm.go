@@ -123,7 +123,16 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 	tw.Flush()
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, "The operators' view, through the admin API (mTLS with an operator certificate):")
-	for _, c := range [][]string{{"status"}, {"hosts"}, {"incidents"}} {
+	cmds := [][]string{{"status"}, {"hosts"}, {"incidents"}}
+	for _, o := range outcomes {
+		if !o.Host.Pass && o.IncidentID > 0 {
+			// One incident as an investigator sees it: the failed rules
+			// with their events and the departures from the policy.
+			cmds = append(cmds, []string{"incident", "show", fmt.Sprint(o.IncidentID)})
+			break
+		}
+	}
+	for _, c := range cmds {
 		fmt.Fprintf(stdout, "$ bootgate %s\n", strings.Join(c, " "))
 		out, err := a.CLI(ctx, c...)
 		fmt.Fprint(stdout, string(out))

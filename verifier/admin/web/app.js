@@ -3,7 +3,7 @@
 // shown as text, never as markup.
 "use strict";
 
-const state = { operator: "", tab: "incidents", incident: null, incNext: 0, hostNext: "" };
+const state = { operator: "", tab: "incidents", incident: null, host: null, incNext: 0, hostNext: "" };
 
 function el(tag, props, ...children) {
   const e = document.createElement(tag);
@@ -72,7 +72,7 @@ async function loadHosts(more) {
   if (!more) tbody.replaceChildren();
   for (const h of page.hosts) {
     const lease = h.lease ? `${h.lease.ip} (${h.lease.pool})` : "";
-    tbody.append(el("tr", { "data-host": h.id },
+    tbody.append(el("tr", { class: "row", "data-host": h.id, onclick: () => openHost(h.id) },
       el("td", { class: "mono" }, h.id), el("td", { class: "state-" + h.state }, h.state),
       el("td", { class: "verdict-" + h.last_verdict }, h.last_verdict), el("td", {}, when(h.last_seen)),
       el("td", { class: "mono" }, lease), el("td", {}, h.ek_type)));
@@ -89,11 +89,54 @@ async function loadAudit() {
     el("td", { class: "mono" }, a.target), el("td", {}, a.detail))));
 }
 
+// show makes one detail panel visible (or none).
+function show(panel) {
+  for (const p of document.querySelectorAll(".panel")) p.hidden = p.id !== panel;
+  if (panel !== "detail") state.incident = null;
+  if (panel !== "host-detail") state.host = null;
+}
+
+async function openHost(id) {
+  const h = await api("/api/v1/hosts/" + encodeURIComponent(id));
+  show("host-detail");
+  state.host = id;
+  document.getElementById("host-title").textContent = `Host ${h.id}: ${h.state}`;
+  document.getElementById("host-meta").textContent =
+    `EK ${h.ek_type}${h.ek_issuer ? " issued by " + h.ek_issuer : ""} · first seen ${when(h.first_seen)} · last seen ${when(h.last_seen)}`;
+  document.getElementById("host-lease").textContent = h.lease
+    ? `lease ${h.lease.ip} (${h.lease.pool} pool), MAC ${h.lease.mac}, until ${when(h.lease.expires)}` : "no current lease";
+  document.getElementById("host-quarantine").hidden = h.state !== "admitted";
+  document.querySelector("#host-attestations tbody").replaceChildren(...h.attestations.map((a) =>
+    el("tr", {}, el("td", {}, a.id), el("td", { class: "time" }, when(a.time)),
+      el("td", { class: "verdict-" + a.verdict }, a.verdict), el("td", {}, rules(a.reasons)))));
+  document.querySelector("#host-incidents tbody").replaceChildren(...h.incidents.map((i) =>
+    el("tr", { class: "row", "data-incident": i.id, onclick: () => openIncident(i.id) },
+      el("td", {}, i.id), el("td", { class: "state-" + i.state }, i.state), el("td", {}, i.failures),
+      el("td", { class: "time" }, when(i.opened)))));
+}
+
+async function quarantine() {
+  const id = state.host;
+  const out = document.getElementById("host-result");
+  if (!id || !confirm(`Quarantine ${id}? Only a passing attestation admits it again.`)) return;
+  try {
+    await api(`/api/v1/hosts/${encodeURIComponent(id)}/quarantine`, {
+      method: "POST", headers: { "X-Bootgate-Operator": state.operator },
+    });
+    out.className = "note";
+    out.textContent = "quarantined";
+    await openHost(id);
+  } catch (e) {
+    out.className = "note error";
+    out.textContent = e.message;
+  }
+}
+
 async function openIncident(id) {
-  state.incident = id;
   const d = await api("/api/v1/incidents/" + id);
   const i = d.incident;
-  document.getElementById("detail").hidden = false;
+  show("detail");
+  state.incident = id;
   document.getElementById("detail-title").textContent = `Incident ${i.id}: ${i.state}`;
   document.getElementById("detail-meta").textContent =
     `host ${i.host_id} · ${i.failures} failure(s) · opened ${when(i.opened)} · updated ${when(i.updated)}` +
@@ -146,6 +189,7 @@ async function refresh() {
     if (state.tab === "hosts") await loadHosts(false);
     if (state.tab === "audit") await loadAudit();
     if (state.incident) await openIncident(state.incident);
+    if (state.host) await openHost(state.host);
   } catch (e) {
     console.error(e);
   }
@@ -189,10 +233,8 @@ async function main() {
   document.getElementById("host-state").addEventListener("change", () => loadHosts(false));
   document.getElementById("incidents-more").addEventListener("click", () => loadIncidents(true));
   document.getElementById("hosts-more").addEventListener("click", () => loadHosts(true));
-  document.getElementById("detail-close").addEventListener("click", () => {
-    state.incident = null;
-    document.getElementById("detail").hidden = true;
-  });
+  for (const b of document.querySelectorAll(".panel .close")) b.addEventListener("click", () => show(null));
+  document.getElementById("host-quarantine").addEventListener("click", quarantine);
   document.getElementById("act").addEventListener("submit", act);
   connect();
 }

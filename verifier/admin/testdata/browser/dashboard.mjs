@@ -1,11 +1,13 @@
 // Drives the bootgate dashboard in a real headless Chromium: refused without
 // an operator certificate; with one, the fleet counts show, an incident opens
 // with its failed rule and event-log diff, a change made elsewhere appears
-// without a reload, and a remediation without a post-mortem is refused.
+// without a reload, a remediation without a post-mortem is refused, a note is
+// recorded, and an admitted host is quarantined from its panel.
 //
 // Environment: BOOTGATE_URL, BOOTGATE_CERT, BOOTGATE_KEY (the operator's),
 // NODE_EXTRA_CA_CERTS (the appliance's server CA), BOOTGATE_INCIDENT,
-// BOOTGATE_RULE, BOOTGATE_DIFF, BOOTGATE_QUARANTINED, CHROMIUM; optionally
+// BOOTGATE_RULE, BOOTGATE_DIFF, BOOTGATE_QUARANTINED, BOOTGATE_ADMITTED_HOST,
+// CHROMIUM; optionally
 // BOOTGATE_SCREENSHOT, a PNG file to write at the end.
 // Protocol on stdio: prints "CHANGE" and waits for a line on stdin before
 // expecting the live update; prints "RESULT {json}" at the end.
@@ -84,6 +86,19 @@ try {
   await page.locator("#act-text").fill("looked at the diff in the dashboard");
   await page.locator("#act button[type=submit]").click();
   await page.locator("#history li", { hasText: "alice note: looked at the diff in the dashboard" }).waitFor();
+
+  // Quarantine an admitted host from its panel; the count follows.
+  page.on("dialog", (d) => d.accept());
+  const host = env("BOOTGATE_ADMITTED_HOST");
+  const quarantinedBefore = Number(await page.locator("#count-quarantined").textContent());
+  await page.locator("button.tab[data-tab=hosts]").click();
+  await page.locator("#host-state").selectOption("admitted");
+  await page.locator(`#hosts tr[data-host="${host}"]`).click();
+  await page.locator("#host-title", { hasText: "admitted" }).waitFor();
+  await page.locator("#host-attestations td.verdict-pass").first().waitFor();
+  await page.locator("#host-quarantine").click();
+  await page.locator("#host-title", { hasText: "quarantined" }).waitFor();
+  await page.waitForFunction((n) => Number(document.getElementById("count-quarantined").textContent) === n, quarantinedBefore + 1);
 
   check(errors.length === 0, `page errors: ${errors.join("; ")}`);
   if (process.env.BOOTGATE_SCREENSHOT) await page.screenshot({ path: process.env.BOOTGATE_SCREENSHOT, fullPage: true });
