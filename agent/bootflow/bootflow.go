@@ -68,10 +68,20 @@ type Flow struct {
 	// MaxAttempts bounds the attempts (0: no bound, as in production, where
 	// a quarantined host keeps trying until it passes).
 	MaxAttempts int
+
+	// crossed is set once PCR 15 moved in this boot (credentials unsealed,
+	// or an OS measured): the verifier refuses quotes taken after that.
+	crossed bool
 }
 
 // ErrQuarantined is returned when MaxAttempts ran out without a pass.
 var ErrQuarantined = errors.New("host stays quarantined")
+
+// ErrRebootRequired is returned when the flow failed after it moved PCR 15
+// (it unsealed credentials or measured an OS, then could not boot it): the
+// verifier refuses quotes taken past that boundary, so only a reboot can
+// attest again.
+var ErrRebootRequired = errors.New("the boot failed past bootgate's boundary (PCR 15 moved): reboot to attest again")
 
 // Run loops until an attestation passes and its OS is loaded, then executes
 // it (which does not return on success). It returns when ctx ends, after
@@ -87,6 +97,10 @@ func (f *Flow) Run(ctx context.Context) error {
 				return fmt.Errorf("kexec: %w", err)
 			}
 			return nil // dry run
+		}
+		if f.crossed {
+			f.Events.Emit("reboot_required", map[string]any{"attempt": attempt, "pcr": PCR})
+			return ErrRebootRequired
 		}
 		if f.MaxAttempts != 0 && attempt == f.MaxAttempts {
 			break
@@ -171,6 +185,7 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 			return fail("boot_error", fmt.Errorf("unseal credentials: %w", err))
 		}
 		boundary := sha256.Sum256([]byte("bootgate: credentials unsealed"))
+		f.crossed = true
 		if err := t.Extend(PCR, boundary[:]); err != nil {
 			t.Close()
 			return fail("boot_error", fmt.Errorf("extend the boundary into PCR %d: %w", PCR, err))
@@ -211,6 +226,7 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 		return fail("boot_error", err)
 	}
 	f.Loader.Measurer = t
+	f.crossed = true
 	err = f.Loader.Load(img)
 	f.Loader.Measurer = nil
 	t.Close()

@@ -32,6 +32,7 @@ const (
 	CheckQuote        = "evidence.quote"
 	CheckPCRSelection = "evidence.pcr_selection"
 	CheckEventLog     = "evidence.event_log"
+	CheckBoundary     = "evidence.boundary"
 )
 
 // Expected is what the verifier issued for one session.
@@ -42,13 +43,20 @@ type Expected struct {
 	// Unlogged are quoted PCRs that may hold values the event log does not
 	// explain (DefaultUnlogged); every other PCR without events must be zero.
 	Unlogged []int
+	// Fresh are quoted PCRs that must still be zero: BoundaryPCR.
+	Fresh []int
 }
 
 // DefaultUnlogged are the PCRs whose events are not in the firmware's log:
-// IMA's PCR 10 (in the IMA log) and bootgate's own PCR 15, which the agent
-// extends after credentials are unsealed and with the OS it boots (a host
-// re-attesting in the same boot quotes it non-zero).
-var DefaultUnlogged = []int{10, 15}
+// IMA's PCR 10 (in the IMA log).
+var DefaultUnlogged = []int{10}
+
+// BoundaryPCR is bootgate's own PCR. Its agent extends it only after a pass:
+// when credentials are unsealed, and with the OS it loads. A quote with it
+// moved was taken after bootgate handed the boot over (by the production
+// OS, or by whoever runs code there and relays its TPM's quotes for another
+// machine), and is refused: a host attests again after a reboot.
+const BoundaryPCR = 15
 
 // VolatilePCRs may change between the quote and the unsealing of the
 // credentials sealed to it (IMA keeps measuring): seals leave them out.
@@ -117,9 +125,23 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	if len(bank.PCRs) != len(want) {
 		return nil, &EvidenceError{CheckPCRSelection, fmt.Sprintf("%d PCR values sent for %d quoted PCRs", len(bank.PCRs), len(want))}
 	}
+	for _, i := range exp.Fresh {
+		if d, ok := bank.PCRs[i]; ok && !allZero(d) {
+			return nil, &EvidenceError{CheckBoundary, fmt.Sprintf("PCR %d is %x, not zero: the quote was taken after bootgate handed this boot over (credentials unsealed or an OS loaded); a host attests again only after a reboot", i, d)}
+		}
+	}
 	st, err := logs.Verify(q.EventLog, bank)
 	if err != nil {
 		return nil, &EvidenceError{CheckEventLog, err.Error()}
 	}
 	return &Verified{HostID: e.HostID, State: st}, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -66,6 +66,7 @@ type Server struct {
 	opt      Options
 	sessions *sessions
 	boot     *bootFiles
+	fresh    []int // quoted PCRs that must be zero: bootgate's boundary
 }
 
 // New checks the options and makes a Server.
@@ -101,6 +102,11 @@ func New(opt Options) (*Server, error) {
 		opt.Credentials = func(string) []Secret { return nil }
 	}
 	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
+	if slices.Contains(opt.PCRs, attest.BoundaryPCR) {
+		s.fresh = []int{attest.BoundaryPCR}
+	} else {
+		opt.Logger.Warn("the quoted PCRs leave out bootgate's boundary PCR: quotes taken after a handover are not recognised", "pcr", attest.BoundaryPCR)
+	}
 	if opt.Boot != nil {
 		b, err := loadBootFiles(opt.Boot)
 		if err != nil {
@@ -161,7 +167,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	sid := fmt.Sprintf("%x", id)
 	ok := s.sessions.add(sid, &session{
 		enrollment: enr,
-		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), Unlogged: attest.DefaultUnlogged},
+		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), Unlogged: attest.DefaultUnlogged, Fresh: s.fresh},
 		nonce:      nonce,
 		expires:    exp,
 	}, now)

@@ -642,6 +642,30 @@ func TestReplayedQuote(t *testing.T) {
 	}
 }
 
+// TestQuoteAfterBoundary: a TPM whose boot went past bootgate's boundary
+// (PCR 15 moved: credentials unsealed, an OS loaded) quotes a good firmware
+// log; the quote is refused and recorded, and the host is quarantined.
+// Whoever runs code in a production OS cannot attest with its TPM, for
+// itself or for another machine.
+func TestQuoteAfterBoundary(t *testing.T) {
+	ca := tpmtest.NewCA(t)
+	tp := tpmtest.Simulator(t, ca)
+	raw := tpmtest.ReplayLog(t, tp, goodLog)
+	boundary := sha256.Sum256([]byte("bootgate: credentials unsealed"))
+	if err := tp.Extend(attest.BoundaryPCR, boundary[:]); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, ca.Roots())
+	h := newHost(t, tp)
+	res := f.quote(t, h.answer(t, f.enroll(t, h.enrollRequest()), raw))
+	if res.Verdict != wire.VerdictFail || len(res.Reasons) != 1 || res.Reasons[0].Rule != attest.CheckBoundary || res.IncidentID == 0 {
+		t.Fatalf("result %+v, want a fail for %s with an incident", res, attest.CheckBoundary)
+	}
+	if hs := hosts(t, f.st); len(hs) != 1 || hs[0].State != store.HostQuarantined {
+		t.Errorf("hosts %+v, want one quarantined", hs)
+	}
+}
+
 func TestNonceExpiry(t *testing.T) {
 	ca := tpmtest.NewCA(t)
 	tp := tpmtest.Simulator(t, ca)

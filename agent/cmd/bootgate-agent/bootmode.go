@@ -181,3 +181,15 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	}
 	return flow.Run(ctx)
 }
+
+// rebootLater restarts the machine after a pause to read the console: the
+// boot failed past bootgate's boundary, and only a fresh boot (and its fresh
+// PCRs) can attest again.
+func rebootLater(console, stderr io.Writer, after time.Duration) {
+	fmt.Fprintf(console, "\n*** bootgate: this boot failed after the handover began; restarting in %s to attest again. ***\n", after)
+	time.Sleep(after)
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
+		fmt.Fprintln(stderr, "bootgate-agent: reboot:", err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/bootgate/bootgate/agent/bootflow"
 	"github.com/bootgate/bootgate/agent/client"
 	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -50,6 +51,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *bootMode {
 		err := runBoot(ctx, stdout)
 		fmt.Fprintln(stderr, "bootgate-agent:", err)
+		if errors.Is(err, bootflow.ErrRebootRequired) {
+			rebootLater(stdout, stderr, 30*time.Second)
+		}
 		// Never fall through to a shell or an OS: the host stays here.
 		for {
 			time.Sleep(time.Hour)
