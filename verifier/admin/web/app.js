@@ -204,11 +204,15 @@ function refreshSoon() {
 function connect() {
   const live = document.getElementById("live");
   const es = new EventSource("/api/v1/events");
+  let first = true;
   es.addEventListener("summary", (m) => {
     live.className = "live";
     live.textContent = "live";
     renderSummary(JSON.parse(m.data));
-    refreshSoon();
+    // The page loaded its lists itself; later summaries mean a change (or
+    // the heartbeat, which keeps leases and times current).
+    if (!first) refreshSoon();
+    first = false;
   });
   es.onerror = () => { live.className = "live off"; live.textContent = "reconnecting…"; };
 }
@@ -237,6 +241,7 @@ async function main() {
   document.getElementById("host-quarantine").addEventListener("click", quarantine);
   document.getElementById("act").addEventListener("submit", act);
   connect();
+  refresh();
 }
 
 main();
