@@ -3,6 +3,7 @@ package bootflow_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -64,7 +65,7 @@ type env struct {
 // setup runs the appliance in process with a policy learned from learnLog,
 // and a simulated TPM that replayed bootLog; tamper, if set, wraps the
 // appliance's handler.
-func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) http.Handler) *env {
+func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) http.Handler, opts ...func(*server.Options)) *env {
 	t.Helper()
 	ca := tpmtest.NewCA(t)
 	tp := tpmtest.Simulator(t, ca)
@@ -106,8 +107,12 @@ func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) htt
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Options{Roots: ca.Roots(), Policy: pol, Store: db, CA: idCA,
-		Boot: &server.BootOS{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd"), Cmdline: "console=ttyS0"}})
+	o := server.Options{Roots: ca.Roots(), Policy: pol, Store: db, CA: idCA,
+		Boot: &server.BootOS{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd"), Cmdline: "console=ttyS0"}}
+	for _, f := range opts {
+		f(&o)
+	}
+	srv, err := server.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,6 +274,71 @@ func TestBootFilesNeedAnAdmittedIdentity(t *testing.T) {
 	if code := get(); code != http.StatusForbidden {
 		t.Fatalf("with the identity of a quarantined host: %d", code)
 	}
+}
+
+// TestIdentityRenewal: the production OS renews its identity over itself
+// (mTLS with the TPM-resident key) for the same key while the host is
+// admitted; without an identity, or once the host is quarantined, it cannot.
+func TestIdentityRenewal(t *testing.T) {
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", nil)
+	tp := tpm.New(shared{e.tp.Transport()})
+	rep, err := e.flow.Client.Attest(context.Background(), tp, tpmtest.EventLog(t, "rhel8-uefi.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.IdentityKey.Close()
+	if rep.Result.Identity == nil {
+		t.Fatalf("no identity: %+v", rep.Result)
+	}
+	old, _ := x509.ParseCertificate(rep.Result.Identity.Cert)
+	ctx := context.Background()
+	plain := &client.Client{BaseURL: e.url, HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.roots}}}}
+	if _, err := plain.RenewIdentity(ctx); !isStatus(err, http.StatusForbidden) {
+		t.Fatalf("renewal without an identity: %v", err)
+	}
+	withID := &client.Client{BaseURL: e.url, HTTP: bootflow.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)}
+	renewed, err := withID.RenewIdentity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(renewed.Cert)
+	if err != nil || cert.Subject.CommonName != rep.Result.HostID || !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(old.PublicKey) ||
+		cert.SerialNumber.Cmp(old.SerialNumber) == 0 || cert.NotAfter.Before(old.NotAfter) {
+		t.Fatalf("renewed identity: %v (old serial %v, not after %v)", err, old.SerialNumber, old.NotAfter)
+	}
+	// The renewed identity works as the first did.
+	again := &client.Client{BaseURL: e.url, HTTP: bootflow.IdentityClient(e.roots)(renewed, rep.IdentityKey)}
+	if _, err := again.RenewIdentity(ctx); err != nil {
+		t.Fatalf("renewing the renewed identity: %v", err)
+	}
+	if err := e.store.Quarantine(ctx, rep.Result.HostID, "test operator"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := again.RenewIdentity(ctx); !isStatus(err, http.StatusForbidden) {
+		t.Fatalf("renewal by a quarantined host: %v", err)
+	}
+}
+
+// TestIdentityRenewalMaxAge: past the configured age of the host's last
+// attestation, renewal is refused; the host gets a new identity by rebooting.
+func TestIdentityRenewalMaxAge(t *testing.T) {
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", nil, func(o *server.Options) { o.IdentityMaxAge = time.Nanosecond })
+	tp := tpm.New(shared{e.tp.Transport()})
+	rep, err := e.flow.Client.Attest(context.Background(), tp, tpmtest.EventLog(t, "rhel8-uefi.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.IdentityKey.Close()
+	withID := &client.Client{BaseURL: e.url, HTTP: bootflow.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)}
+	var ae *client.APIError
+	if _, err := withID.RenewIdentity(context.Background()); !errors.As(err, &ae) || ae.Code != "attest_again" {
+		t.Fatalf("renewal past the maximum age: %v", err)
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var ae *client.APIError
+	return errors.As(err, &ae) && ae.Status == status
 }
 
 // A failing host gets no identity and no OS, whatever it asks for.

@@ -175,6 +175,17 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	return rep, nil
 }
 
+// RenewIdentity asks the verifier to reissue the identity that c.HTTP
+// presents (an mTLS client with the identity and its TPM-resident key, as
+// bootflow.IdentityClient makes) for the same key.
+func (c *Client) RenewIdentity(ctx context.Context) (*wire.Identity, error) {
+	var id wire.Identity
+	if err := c.post(ctx, wire.PathIdentityRenew, struct{}{}, &id); err != nil {
+		return nil, fmt.Errorf("renew identity: %w", err)
+	}
+	return &id, nil
+}
+
 func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	body, err := json.Marshal(in)
 	if err != nil {

@@ -81,6 +81,7 @@ type Outcome struct {
 	Credentials int
 	Identity    bool
 	MTLSStatus  float64 // the production OS's mTLS call to the appliance
+	Renewed     bool    // the production OS renewed its identity for the same key
 	MTLSError   string
 	// Addresses the host had: its first (quarantine) lease and, after a
 	// pass, its production lease.
@@ -324,8 +325,14 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 				case json.Number:
 					o.MTLSStatus, _ = v.Float64()
 				}
+				o.Renewed, _ = call["renewed"].(bool)
+				if msg, ok := call["renew_error"].(string); ok {
+					o.MTLSError = "renew: " + msg
+				}
 			}
-			o.MTLSError = e.String("appliance_call_error")
+			if msg := e.String("appliance_call_error"); msg != "" {
+				o.MTLSError = msg
+			}
 			o.Seconds = e.Time.Seconds()
 			_ = vm.Wait()
 			return o

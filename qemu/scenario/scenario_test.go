@@ -110,8 +110,9 @@ func TestBoots(t *testing.T) {
 				t.Errorf("%s: reasons %v lack %s", o.Host.Name, o.Reasons, r)
 			}
 		}
-		if o.Host.Pass && (o.Credentials == 0 || !o.Identity || o.MTLSStatus != 200) {
-			t.Errorf("%s: the production OS got %d credentials, identity %v; its mTLS call answered %v %s", o.Host.Name, o.Credentials, o.Identity, o.MTLSStatus, o.MTLSError)
+		if o.Host.Pass && (o.Credentials == 0 || !o.Identity || o.MTLSStatus != 200 || !o.Renewed) {
+			t.Errorf("%s: the production OS got %d credentials, identity %v; its mTLS call answered %v, renewed %v %s",
+				o.Host.Name, o.Credentials, o.Identity, o.MTLSStatus, o.Renewed, o.MTLSError)
 		}
 		if o.Host.Pass && (!inRange(o.QuarantineIP, 100, 149) || !inRange(o.ProductionIP, 150, 199)) {
 			t.Errorf("%s: leases %q then %q, want quarantine .100-.149 then production .150-.199", o.Host.Name, o.QuarantineIP, o.ProductionIP)

@@ -123,7 +123,7 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: e.logger,
 		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot, Recorded: recorded,
-		CA: ca, IdentityTTL: identityTTL(cfg), Metrics: metrics,
+		CA: ca, IdentityTTL: identityTTL(cfg), IdentityMaxAge: identityMaxAge(cfg), Metrics: metrics,
 	})
 	if err != nil {
 		return err
@@ -213,6 +213,13 @@ func serveAdmin(ctx context.Context, cfg *config.Config, cert tls.Certificate, s
 	}()
 	logger.Info("serving the admin API and dashboard to operators", "addr", ln.Addr().String(), "url", cfg.Admin.URL)
 	return nil
+}
+
+func identityMaxAge(cfg *config.Config) time.Duration {
+	if cfg.PKI == nil {
+		return 0
+	}
+	return cfg.PKI.MaxAge
 }
 
 func identityTTL(cfg *config.Config) time.Duration {

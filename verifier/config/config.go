@@ -73,10 +73,15 @@ type Webhook struct {
 }
 
 // PKI configures the attestation CA: a root and an issuing CA in Dir
-// (created on first start); host identities live IdentityTTL (default 24h).
+// (created on first start); host identities live IdentityTTL (default 24h)
+// and are renewed over themselves (wire.PathIdentityRenew) while the host is
+// admitted.
 type PKI struct {
 	Dir         string        `yaml:"dir"`
 	IdentityTTL time.Duration `yaml:"identity_ttl"`
+	// MaxAge, if set, bounds identity renewals: a host renews its identity
+	// only within this time of its last attestation (default: no bound).
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // BootFiles serves a directory read-only over TFTP and HTTP.

@@ -51,6 +51,10 @@ type Options struct {
 	CA *pki.CA
 	// IdentityTTL is the identity certificates' lifetime (default 24h).
 	IdentityTTL time.Duration
+	// IdentityMaxAge, if set, bounds renewals: an identity is renewed only
+	// within this time of the host's last attestation; after it, the host
+	// must reboot and attest to get one.
+	IdentityMaxAge time.Duration
 	// Metrics, if set, counts attestations, refusals and verification time.
 	Metrics *Metrics
 	// Credentials returns the secrets registered for a host, sealed to it
@@ -126,6 +130,9 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
 	}
 	mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
+	if s.opt.CA != nil {
+		mux.HandleFunc("POST "+wire.PathIdentityRenew, s.requireIdentity(s.renewIdentity))
+	}
 	return mux
 }
 
@@ -460,6 +467,34 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.WhoAmI{HostID: host.ID, State: host.State, LastAttestationID: host.LastAttestationID, NotAfter: cert.NotAfter})
+}
+
+// renewIdentity reissues the presented identity for the same key: the TLS
+// handshake proved that the caller holds it (in its TPM), and
+// requireIdentity that its host is admitted now.
+func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
+	if !decode(w, r, &struct{}{}) {
+		return
+	}
+	cert := r.TLS.VerifiedChains[0][0]
+	host, err := s.opt.Store.Host(r.Context(), pki.HostID(cert))
+	if err != nil {
+		writeError(w, http.StatusForbidden, "host_not_admitted", "unknown host")
+		return
+	}
+	if s.opt.IdentityMaxAge > 0 && s.opt.Now().Sub(host.LastSeen) > s.opt.IdentityMaxAge {
+		writeError(w, http.StatusForbidden, "attest_again",
+			fmt.Sprintf("the host last attested at %s, more than %s ago: it gets a new identity by rebooting and attesting", host.LastSeen.UTC().Format(time.RFC3339), s.opt.IdentityMaxAge))
+		return
+	}
+	der, chain, notAfter, err := s.opt.CA.Issue(cert.PublicKey, host.ID, s.opt.IdentityTTL)
+	if err != nil {
+		s.opt.Logger.Error("renew identity", "host", host.ID, "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot issue the identity")
+		return
+	}
+	s.opt.Logger.Info("identity renewed", "host", host.ID, "not_after", notAfter)
+	writeJSON(w, http.StatusOK, wire.Identity{Cert: der, Chain: chain, NotAfter: notAfter})
 }
 
 func (s *Server) counted(h http.HandlerFunc) http.HandlerFunc {

@@ -18,6 +18,11 @@ const (
 	// PathIdentity answers a host presenting its identity (mTLS) with what
 	// the appliance knows of it (WhoAmI); 403 unless the host is admitted.
 	PathIdentity = "/v1/identity"
+	// PathIdentityRenew reissues the identity a host presents (mTLS; body
+	// {}) for the same TPM-resident key while the host is admitted, so that
+	// its production OS keeps an identity without attesting again (quotes
+	// taken after the boot was handed over are refused). Answer: Identity.
+	PathIdentityRenew = "/v1/identity/renew"
 )
 
 // WhoAmI is the appliance's answer on PathIdentity.

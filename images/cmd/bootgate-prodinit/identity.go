@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bootgate/bootgate/agent/client"
 	"github.com/bootgate/bootgate/agent/netup"
 	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -88,6 +90,17 @@ func callAppliance(ctx context.Context, verifier string) (map[string]any, error)
 		out["host_id"], out["state"] = who.HostID, who.State
 	} else {
 		out["body"] = strings.TrimSpace(string(body))
+	}
+	// The identity lives a day: the OS renews it over itself, for the same
+	// TPM-resident key, without attesting again.
+	renewed, err := (&client.Client{BaseURL: strings.TrimRight(verifier, "/"), HTTP: c}).RenewIdentity(ctx)
+	if err != nil {
+		out["renew_error"] = err.Error()
+	} else if nc, err := x509.ParseCertificate(renewed.Cert); err != nil {
+		out["renew_error"] = err.Error()
+	} else {
+		out["renewed"] = nc.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Signer().Public())
+		out["renewed_not_after"] = renewed.NotAfter
 	}
 	fmt.Printf("*** the production OS called the appliance with its TPM-resident identity: %d %s ***\n", resp.StatusCode, who.State)
 	return out, nil
