@@ -46,6 +46,7 @@ type Leases struct {
 	closeOnce sync.Once
 	byIP      map[uint32]*Lease // live leases and offers, and declined addresses
 	byMAC     map[string]uint32 // the client's address
+	moving    map[string]uint32 // a client's bound lease in the pool it is leaving, while offered one in another
 	hosts     map[string]string // MAC → host ID
 	cursor    map[string]uint32 // per pool: where the next free-address search starts
 }
@@ -80,7 +81,7 @@ func OpenLeases(path string) (*Leases, error) {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
-	l := &Leases{db: db, byIP: map[uint32]*Lease{}, byMAC: map[string]uint32{}, hosts: map[string]string{}, cursor: map[string]uint32{}}
+	l := &Leases{db: db, byIP: map[uint32]*Lease{}, byMAC: map[string]uint32{}, moving: map[string]uint32{}, hosts: map[string]string{}, cursor: map[string]uint32{}}
 	if l.upsert, err = db.Prepare(upsertLease); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
@@ -180,8 +181,18 @@ func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now t
 	defer l.mu.Unlock()
 	key := mac.String()
 	if ipn, ok := l.byMAC[key]; ok {
-		if le := l.live(ipn, now); le != nil && le.Pool == p.Name {
-			return le, nil
+		if le := l.live(ipn, now); le != nil {
+			if le.Pool == p.Name {
+				return le, nil
+			}
+			// The client changes pools (admitted, or quarantined): its
+			// old offer is dropped; its old bound lease ends when it binds
+			// the new one.
+			if le.Bound {
+				l.moving[key] = ipn
+			} else {
+				delete(l.byIP, ipn)
+			}
 		}
 	}
 	start, end := ip4(p.Start), ip4(p.End)
@@ -220,7 +231,13 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 	prevIP, prev := l.byIP[ipn]
 	old, hadOther := l.byMAC[key]
 	hadOther = hadOther && old != ipn
+	if m, ok := l.moving[key]; ok && !hadOther && m != ipn {
+		old, hadOther = m, true
+	}
+	// The client's other lease is dropped only while it is still the
+	// client's (an expired one may have gone to someone else since).
 	oldLease := l.byIP[old]
+	hadOther = hadOther && oldLease != nil && oldLease.MAC != nil && oldLease.MAC.String() == key
 	// Reserve in memory first, so that no one else takes the address while
 	// it is being written.
 	mine := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Bound: true, Expires: exp}
@@ -229,6 +246,8 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 	if hadOther {
 		delete(l.byIP, old)
 	}
+	movingFrom, wasMoving := l.moving[key]
+	delete(l.moving, key)
 	l.mu.Unlock()
 
 	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: hadOther, done: make(chan error, 1)}
@@ -244,6 +263,9 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 			if hadOther && oldLease != nil {
 				l.byIP[old] = oldLease
 				l.byMAC[key] = old
+			}
+			if wasMoving {
+				l.moving[key] = movingFrom
 			}
 		}
 		l.mu.Unlock()

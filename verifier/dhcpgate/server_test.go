@@ -224,14 +224,38 @@ func TestAdmittedIPs(t *testing.T) {
 	if len(byHost) != 2 || !byHost["host-a"].IP.Equal(pa) || byHost["host-a"].Pool != PoolProduction || !byHost["host-b"].IP.Equal(pb) {
 		t.Fatalf("leases by host: %+v", byHost)
 	}
+	// Moving to production ended host-a's quarantine lease, in memory and
+	// in the store: the address is free at once.
+	if _, err := l.ByIP(ctx, qa, time.Now()); err == nil {
+		t.Errorf("host-a still holds its quarantine address %v", qa)
+	}
+	if n := storedLeases(t, l, PoolQuarantine); n != 1 {
+		t.Errorf("%d quarantine leases stored, want host-b's only", n)
+	}
 	hosts["host-a"] = store.HostQuarantined
 	if ips, _ := l.AdmittedIPs(ctx, time.Now(), hosts); len(ips) != 0 {
 		t.Fatalf("a quarantined host is still forwarded: %v", ips)
+	}
+	// And back: quarantined, host-a gives up its production address.
+	if q := exchange(t, s, a).YourIPAddr; !s.cfg.Quarantine.Contains(q) {
+		t.Fatalf("quarantined host-a got %v", q)
+	}
+	if c := l.CountByPool(time.Now()); c[PoolProduction] != 0 || c[PoolQuarantine] != 2 || storedLeases(t, l, PoolProduction) != 0 {
+		t.Errorf("leases by pool after host-a's quarantine: %v, %d production stored", c, storedLeases(t, l, PoolProduction))
 	}
 	// An attestation from an address without a lease binds nothing.
 	if err := l.Attested(ctx, "host-c", net.IPv4(10, 24, 0, 99), now); err == nil {
 		t.Error("bound a host to an address nobody leased")
 	}
+}
+
+func storedLeases(t *testing.T, l *Leases, pool string) int {
+	t.Helper()
+	var n int
+	if err := l.db.QueryRow(`SELECT COUNT(*) FROM dhcp_leases WHERE pool = ?`, pool).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestRestartDuringStorm has 300 clients (16 at a time) get leases while the
