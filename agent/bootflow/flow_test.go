@@ -7,11 +7,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,6 +336,83 @@ func TestIdentityRenewalMaxAge(t *testing.T) {
 	var ae *client.APIError
 	if _, err := withID.RenewIdentity(context.Background()); !errors.As(err, &ae) || ae.Code != "attest_again" {
 		t.Fatalf("renewal past the maximum age: %v", err)
+	}
+}
+
+// TestIdentityRevocation: quarantining a host revokes its identities; the
+// appliance's CRL (signed by the issuing CA) lists them for the services
+// that trust bootgate identities, and they stay revoked when the host is
+// admitted again with a new one.
+func TestIdentityRevocation(t *testing.T) {
+	var skew atomic.Int64 // the appliance's clock runs ahead by this
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", nil, func(o *server.Options) {
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	})
+	ctx := context.Background()
+	tp := tpm.New(shared{e.tp.Transport()})
+	attestOnce := func() *client.Report {
+		rep, err := e.flow.Client.Attest(ctx, tp, tpmtest.EventLog(t, "rhel8-uefi.bin"))
+		if err != nil || rep.Result.Identity == nil {
+			t.Fatalf("attest: %v", err)
+		}
+		t.Cleanup(func() { rep.IdentityKey.Close() })
+		return rep
+	}
+	crl := func() *x509.RevocationList {
+		resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.roots}}}).Get(e.url + wire.PathIdentityCRL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		der, _ := io.ReadAll(resp.Body)
+		l, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatalf("CRL (%s): %v", resp.Status, err)
+		}
+		return l
+	}
+	listed := func(l *x509.RevocationList, serial *big.Int) bool {
+		for _, r := range l.RevokedCertificateEntries {
+			if r.SerialNumber.Cmp(serial) == 0 {
+				return true
+			}
+		}
+		return false
+	}
+
+	first := attestOnce()
+	firstCert, _ := x509.ParseCertificate(first.Result.Identity.Cert)
+	issuing, _ := x509.ParseCertificate(first.Result.Identity.Chain[0])
+	if l := crl(); len(l.RevokedCertificateEntries) != 0 || l.CheckSignatureFrom(issuing) != nil {
+		t.Fatalf("CRL before any quarantine: %d entries, signature %v", len(l.RevokedCertificateEntries), l.CheckSignatureFrom(issuing))
+	}
+	if err := e.store.Quarantine(ctx, first.Result.HostID, "test operator"); err != nil {
+		t.Fatal(err)
+	}
+	skew.Add(int64(6 * time.Second)) // the CRL is made again at most every 5 s
+	if l := crl(); !listed(l, firstCert.SerialNumber) || l.CheckSignatureFrom(issuing) != nil {
+		t.Fatalf("the quarantined host's identity %x is not on a valid CRL", firstCert.SerialNumber)
+	}
+
+	// Admitted again by a fresh pass, the host has a new identity; the old
+	// one stays revoked, at the appliance too.
+	second := attestOnce()
+	if second.Result.Verdict != "pass" {
+		t.Fatalf("re-attestation: %+v", second.Result)
+	}
+	get := func(id *wire.Identity, key *tpm.Key) int {
+		resp, err := bootflow.IdentityClient(e.roots)(id, key).Get(e.url + wire.PathIdentity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(second.Result.Identity, second.IdentityKey); code != http.StatusOK {
+		t.Errorf("the new identity: %d", code)
+	}
+	if code := get(first.Result.Identity, second.IdentityKey); code != http.StatusForbidden {
+		t.Errorf("the revoked identity of a re-admitted host: %d", code)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -129,3 +130,26 @@ func (c *CA) Pool() *x509.CertPool {
 
 // HostID reads the host ID from a verified identity certificate.
 func HostID(cert *x509.Certificate) string { return cert.Subject.CommonName }
+
+// Revoked is one entry of a CRL.
+type Revoked struct {
+	Serial *big.Int
+	Time   time.Time
+}
+
+// CRL makes a certificate revocation list of host identities, signed by the
+// issuing CA, valid from now until nextUpdate; number must grow with every
+// CRL issued.
+func (c *CA) CRL(revoked []Revoked, number *big.Int, now, nextUpdate time.Time) ([]byte, error) {
+	entries := make([]x509.RevocationListEntry, len(revoked))
+	for i, r := range revoked {
+		entries[i] = x509.RevocationListEntry{SerialNumber: r.Serial, RevocationTime: r.Time}
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: number, ThisUpdate: now, NextUpdate: nextUpdate, RevokedCertificateEntries: entries,
+	}, c.issuing, c.key)
+	if err != nil {
+		return nil, fmt.Errorf("make CRL: %w", err)
+	}
+	return der, nil
+}

@@ -9,15 +9,18 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/bootgate/bootgate/verifier/attest"
@@ -71,6 +74,10 @@ type Server struct {
 	sessions *sessions
 	boot     *bootFiles
 	fresh    []int // quoted PCRs that must be zero: bootgate's boundary
+
+	crlMu   sync.Mutex
+	crlDER  []byte
+	crlMade time.Time
 }
 
 // New checks the options and makes a Server.
@@ -132,6 +139,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
 	if s.opt.CA != nil {
 		mux.HandleFunc("POST "+wire.PathIdentityRenew, s.requireIdentity(s.renewIdentity))
+		mux.HandleFunc("GET "+wire.PathIdentityCRL, s.crl)
 	}
 	return mux
 }
@@ -306,12 +314,12 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	}
 	// Identity only with a pass: it is contingent on attestation.
 	if verdict == wire.VerdictPass && identityKey != nil {
-		cert, chain, notAfter, err := s.opt.CA.Issue(identityKey, enr.HostID, s.opt.IdentityTTL)
+		id, err := s.issueIdentity(r.Context(), identityKey, enr.HostID)
 		if err != nil {
 			log.Error("issue identity", "err", err)
 		} else {
-			res.Identity = &wire.Identity{Cert: cert, Chain: chain, NotAfter: notAfter}
-			log.Info("issued identity", "not_after", notAfter)
+			res.Identity = id
+			log.Info("issued identity", "not_after", id.NotAfter)
 		}
 	}
 	writeJSON(w, http.StatusOK, res)
@@ -406,10 +414,17 @@ func (s *Server) requireIdentity(h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusForbidden, "identity_required", "a host identity certificate is required")
 			return
 		}
-		id := pki.HostID(r.TLS.VerifiedChains[0][0])
+		leaf := r.TLS.VerifiedChains[0][0]
+		id := pki.HostID(leaf)
 		host, err := s.opt.Store.Host(r.Context(), id)
 		if err != nil || host.State != store.HostAdmitted {
 			writeError(w, http.StatusForbidden, "host_not_admitted", "host "+id+" is not admitted")
+			return
+		}
+		// An identity revoked with an earlier quarantine stays revoked,
+		// also once the host is admitted again with a new one.
+		if revoked, err := s.opt.Store.IdentityRevoked(r.Context(), leaf.SerialNumber.Text(16)); err != nil || revoked {
+			writeError(w, http.StatusForbidden, "identity_revoked", "this identity certificate was revoked")
 			return
 		}
 		h(w, r)
@@ -487,14 +502,75 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("the host last attested at %s, more than %s ago: it gets a new identity by rebooting and attesting", host.LastSeen.UTC().Format(time.RFC3339), s.opt.IdentityMaxAge))
 		return
 	}
-	der, chain, notAfter, err := s.opt.CA.Issue(cert.PublicKey, host.ID, s.opt.IdentityTTL)
+	id, err := s.issueIdentity(r.Context(), cert.PublicKey, host.ID)
 	if err != nil {
 		s.opt.Logger.Error("renew identity", "host", host.ID, "err", err)
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot issue the identity")
 		return
 	}
-	s.opt.Logger.Info("identity renewed", "host", host.ID, "not_after", notAfter)
-	writeJSON(w, http.StatusOK, wire.Identity{Cert: der, Chain: chain, NotAfter: notAfter})
+	s.opt.Logger.Info("identity renewed", "host", host.ID, "not_after", id.NotAfter)
+	writeJSON(w, http.StatusOK, id)
+}
+
+// issueIdentity issues an identity certificate and records it, so that it
+// is revoked with its host's admission; an identity that could not be
+// recorded is not handed out.
+func (s *Server) issueIdentity(ctx context.Context, pub crypto.PublicKey, hostID string) (*wire.Identity, error) {
+	der, chain, notAfter, err := s.opt.CA.Issue(pub, hostID, s.opt.IdentityTTL)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.opt.Store.RecordIdentity(context.WithoutCancel(ctx), store.IdentityRecord{
+		Serial: cert.SerialNumber.Text(16), HostID: hostID, Issued: s.opt.Now(), NotAfter: notAfter,
+	}); err != nil {
+		return nil, err
+	}
+	return &wire.Identity{Cert: der, Chain: chain, NotAfter: notAfter}, nil
+}
+
+// crlLifetime is how long a CRL is valid; crlCache how long one is served
+// before it is made again.
+const (
+	crlLifetime = time.Hour
+	crlCache    = 5 * time.Second
+)
+
+// crl serves the CRL of host identities, made at most every crlCache.
+func (s *Server) crl(w http.ResponseWriter, r *http.Request) {
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	now := s.opt.Now()
+	if s.crlDER == nil || now.Sub(s.crlMade) >= crlCache || now.Before(s.crlMade) {
+		revoked, err := s.opt.Store.RevokedIdentities(r.Context(), now)
+		if err != nil {
+			s.opt.Logger.Error("CRL", "err", err)
+			writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot read the revoked identities")
+			return
+		}
+		entries := make([]pki.Revoked, 0, len(revoked))
+		for _, id := range revoked {
+			n, ok := new(big.Int).SetString(id.Serial, 16)
+			if !ok {
+				s.opt.Logger.Error("CRL: unreadable serial", "serial", id.Serial)
+				continue
+			}
+			entries = append(entries, pki.Revoked{Serial: n, Time: id.Revoked})
+		}
+		der, err := s.opt.CA.CRL(entries, big.NewInt(now.UnixNano()), now, now.Add(crlLifetime))
+		if err != nil {
+			s.opt.Logger.Error("CRL", "err", err)
+			writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot make the CRL")
+			return
+		}
+		s.crlDER, s.crlMade = der, now
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d", int(crlCache.Seconds())))
+	_, _ = w.Write(s.crlDER)
 }
 
 func (s *Server) counted(h http.HandlerFunc) http.HandlerFunc {

@@ -192,6 +192,19 @@ func schemaStatements() []string {
 		`CREATE INDEX IF NOT EXISTS incidents_state ON incidents (state, id)`,
 		// A host has at most one unresolved incident.
 		`CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (host_id) WHERE state <> 'closed'`,
+		// Host identity certificates issued, and revoked when their host
+		// stopped being admitted (a failed attestation, an operator's
+		// quarantine): the appliance's CRL lists the revoked ones until they
+		// expire.
+		`CREATE TABLE IF NOT EXISTS identities (
+			serial    TEXT PRIMARY KEY NOT NULL,
+			host_id   TEXT NOT NULL REFERENCES hosts (id),
+			issued    TEXT NOT NULL,
+			not_after TEXT NOT NULL,
+			revoked   TEXT
+		)`,
+		`CREATE INDEX IF NOT EXISTS identities_host ON identities (host_id) WHERE revoked IS NULL`,
+		`CREATE INDEX IF NOT EXISTS identities_revoked ON identities (not_after) WHERE revoked IS NOT NULL`,
 		`CREATE TABLE IF NOT EXISTS incident_attestations (
 			incident_id    INTEGER NOT NULL REFERENCES incidents (id),
 			attestation_id INTEGER NOT NULL REFERENCES attestations (id),
@@ -361,6 +374,9 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 		if err != nil {
 			return 0, fmt.Errorf("record attestation: %w", err)
 		}
+		if err := revokeIdentities(ctx, tx, a.HostID, at); err != nil {
+			return 0, fmt.Errorf("record attestation: %w", err)
+		}
 	} else {
 		// A fresh pass closes a remediated incident (the caller refuses
 		// passes while the incident is not remediated).
@@ -527,7 +543,7 @@ func (s *SQLite) Quarantine(ctx context.Context, id, actor string) error {
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return ErrNotFound
 		}
-		return nil
+		return revokeIdentities(ctx, tx, id, formatTime(time.Now()))
 	})
 }
 

@@ -752,3 +752,52 @@ func TestSummaryAndPages(t *testing.T) {
 		t.Fatalf("audit: %+v %v", audit, err)
 	}
 }
+
+// TestIdentities: a host's identities are revoked when it fails an
+// attestation (or is quarantined) and listed until they expire; later
+// identities of the re-admitted host are not.
+func TestIdentities(t *testing.T) {
+	st, err := OpenSQLite(filepath.Join(t.TempDir(), "i.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, now := context.Background(), time.Now()
+	rec := func(verdict string) {
+		a := &Attestation{HostID: "h", Time: now, Verdict: verdict, PolicyName: "p", PolicyDigest: "d"}
+		if _, err := st.Record(ctx, a, Host{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec(wire.VerdictPass)
+	for _, r := range []IdentityRecord{
+		{Serial: "a1", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)},
+		{Serial: "a2", HostID: "h", Issued: now, NotAfter: now.Add(-time.Minute)}, // expired
+	} {
+		if err := st.RecordIdentity(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "a1", HostID: "h", Issued: now, NotAfter: now}); err == nil {
+		t.Error("recorded a serial twice")
+	}
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "x", HostID: "nobody", Issued: now, NotAfter: now}); err == nil {
+		t.Error("recorded an identity of an unknown host")
+	}
+	if l, err := st.RevokedIdentities(ctx, now); err != nil || len(l) != 0 {
+		t.Fatalf("revoked while admitted: %+v %v", l, err)
+	}
+	rec(wire.VerdictFail)
+	l, err := st.RevokedIdentities(ctx, now)
+	if err != nil || len(l) != 1 || l[0].Serial != "a1" || l[0].Revoked.IsZero() {
+		t.Fatalf("revoked after a failure (the expired one left out): %+v %v", l, err)
+	}
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "b1", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for serial, want := range map[string]bool{"a1": true, "b1": false, "zz": false} {
+		if got, err := st.IdentityRevoked(ctx, serial); err != nil || got != want {
+			t.Errorf("IdentityRevoked(%s) = %v %v, want %v", serial, got, err, want)
+		}
+	}
+}

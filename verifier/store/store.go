@@ -127,5 +127,10 @@ type Store interface {
 	// nil.
 	UnresolvedIncident(ctx context.Context, hostID string) (*Incident, error)
 	Incidents(ctx context.Context) ([]Incident, error)
+	// RecordIdentity notes an identity certificate issued to a host; the
+	// host's identities are revoked when it stops being admitted.
+	RecordIdentity(ctx context.Context, r IdentityRecord) error
+	RevokedIdentities(ctx context.Context, now time.Time) ([]IdentityRecord, error)
+	IdentityRevoked(ctx context.Context, serial string) (bool, error)
 	Close() error
 }

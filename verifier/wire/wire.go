@@ -23,6 +23,10 @@ const (
 	// its production OS keeps an identity without attesting again (quotes
 	// taken after the boot was handed over are refused). Answer: Identity.
 	PathIdentityRenew = "/v1/identity/renew"
+	// PathIdentityCRL serves the CRL of host identities (DER, signed by the
+	// issuing CA; no client certificate needed): every identity of a host
+	// that stopped being admitted, until it expires.
+	PathIdentityCRL = "/v1/identity/crl"
 )
 
 // WhoAmI is the appliance's answer on PathIdentity.
