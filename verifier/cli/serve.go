@@ -233,9 +233,9 @@ func identityTTL(cfg *config.Config) time.Duration {
 // unresolved incidents (one query each) and, with the DHCP gate, bound
 // leases by pool (from memory) and dropped packets.
 type stateCollector struct {
-	st                             *store.SQLite
-	gate                           *dhcpGate
-	hosts, incidents, leases, drop *prometheus.Desc
+	st                                        *store.SQLite
+	gate                                      *dhcpGate
+	hosts, incidents, leases, drop, withdrawn *prometheus.Desc
 }
 
 func newStateCollector(st *store.SQLite, gate *dhcpGate) *stateCollector {
@@ -244,6 +244,7 @@ func newStateCollector(st *store.SQLite, gate *dhcpGate) *stateCollector {
 		incidents: prometheus.NewDesc("bootgate_incidents_unresolved", "Incidents that are not closed.", nil, nil),
 		leases:    prometheus.NewDesc("bootgate_dhcp_leases", "Bound DHCP leases by pool.", []string{"pool"}, nil),
 		drop:      prometheus.NewDesc("bootgate_dhcp_dropped_total", "DHCP packets dropped because the queue was full.", nil, nil),
+		withdrawn: prometheus.NewDesc("bootgate_dhcp_offers_withdrawn_total", "DHCP offers withdrawn to make room in a full pool (a DISCOVER flood, or too small a pool).", nil, nil),
 	}
 }
 
@@ -253,6 +254,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	if c.gate != nil {
 		ch <- c.leases
 		ch <- c.drop
+		ch <- c.withdrawn
 	}
 }
 
@@ -271,4 +273,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.leases, prometheus.GaugeValue, float64(counts[pool]), pool)
 	}
 	ch <- prometheus.MustNewConstMetric(c.drop, prometheus.CounterValue, float64(c.gate.server.Stats.Dropped.Load()))
+	ch <- prometheus.MustNewConstMetric(c.withdrawn, prometheus.CounterValue, float64(c.gate.leases.Withdrawn.Load()))
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
@@ -49,6 +50,10 @@ type Leases struct {
 	moving    map[string]uint32 // a client's bound lease in the pool it is leaving, while offered one in another
 	hosts     map[string]string // MAC → host ID
 	cursor    map[string]uint32 // per pool: where the next free-address search starts
+
+	// Withdrawn counts offers withdrawn from clients to make room in a
+	// full pool.
+	Withdrawn atomic.Uint64
 }
 
 // OpenLeases opens (creating) the lease tables in the SQLite file at path;
@@ -204,12 +209,35 @@ func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now t
 			continue
 		}
 		l.cursor[p.Name] = (cur + i + 1) % size
-		le := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Expires: now.Add(offerTTL)}
-		l.byIP[ipn] = le
-		l.byMAC[key] = ipn
-		return le, nil
+		return l.offerAt(ipn, p, mac, now, offerTTL), nil
 	}
-	return nil, ErrPoolFull
+	// The pool is full. Offers are promises nobody has taken up yet: the
+	// oldest is withdrawn for this client, so that a flood of DISCOVERs
+	// from made-up MACs cannot lock real clients out of the pool (a client
+	// whose offer was withdrawn is NAKed and starts over).
+	var oldest *Lease
+	for i := uint32(0); i < size; i++ {
+		if le := l.byIP[start+i]; le != nil && !le.Bound && le.MAC != nil && (oldest == nil || le.Expires.Before(oldest.Expires)) {
+			oldest = le
+		}
+	}
+	if oldest == nil {
+		return nil, ErrPoolFull
+	}
+	ipn := ip4(oldest.IP)
+	if l.byMAC[oldest.MAC.String()] == ipn {
+		delete(l.byMAC, oldest.MAC.String())
+	}
+	l.Withdrawn.Add(1)
+	return l.offerAt(ipn, p, mac, now, offerTTL), nil
+}
+
+// offerAt records an offer of ipn to mac.
+func (l *Leases) offerAt(ipn uint32, p *Pool, mac net.HardwareAddr, now time.Time, offerTTL time.Duration) *Lease {
+	le := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Expires: now.Add(offerTTL)}
+	l.byIP[ipn] = le
+	l.byMAC[mac.String()] = ipn
+	return le
 }
 
 // Bind binds ip to mac in pool for ttl, if ip is in the pool and free or

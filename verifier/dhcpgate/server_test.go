@@ -361,3 +361,44 @@ func lease(s *Server, hw net.HardwareAddr) (net.IP, error) {
 	}
 	return ack.YourIPAddr, nil
 }
+
+// TestDiscoverFloodDoesNotLockOutClients: made-up MACs that only DISCOVER
+// fill the quarantine pool (3 addresses) with offers; a real client still
+// gets a lease, because the oldest offer is withdrawn for it. Bound leases
+// are never taken: with the pool bound full, a newcomer gets nothing.
+func TestDiscoverFloodDoesNotLockOutClients(t *testing.T) {
+	s, _, l, _ := newTestServer(t)
+	ctx := context.Background()
+	for i := range 200 {
+		disc, err := dhcpv4.NewDiscovery(net.HardwareAddr{0x02, 0xee, 0, 0, byte(i >> 8), byte(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Reply(ctx, disc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.Withdrawn.Load() < 197 {
+		t.Fatalf("%d offers withdrawn for 200 DISCOVERs into 3 addresses", l.Withdrawn.Load())
+	}
+	var bound []net.IP
+	for i := byte(1); i <= 3; i++ {
+		ack := exchange(t, s, mac(i))
+		if ack.MessageType() != dhcpv4.MessageTypeAck || !s.cfg.Quarantine.Contains(ack.YourIPAddr) {
+			t.Fatalf("real client %d after the flood: %v %v", i, ack.MessageType(), ack.YourIPAddr)
+		}
+		bound = append(bound, ack.YourIPAddr)
+	}
+	if bound[0].Equal(bound[1]) || bound[1].Equal(bound[2]) || bound[0].Equal(bound[2]) {
+		t.Fatalf("addresses bound twice: %v", bound)
+	}
+	disc, _ := dhcpv4.NewDiscovery(mac(9))
+	if offer, err := s.Reply(ctx, disc); err == nil && offer != nil {
+		t.Fatalf("a bound lease was withdrawn for a newcomer: offered %v", offer.YourIPAddr)
+	}
+	for i := byte(1); i <= 3; i++ {
+		if le, err := l.ByIP(ctx, bound[i-1], time.Now()); err != nil || le.MAC.String() != mac(i).String() {
+			t.Errorf("client %d lost its lease: %+v %v", i, le, err)
+		}
+	}
+}
