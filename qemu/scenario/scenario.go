@@ -128,7 +128,9 @@ func (a *Appliance) CLI(ctx context.Context, args ...string) ([]byte, error) {
 
 // StartAppliance writes a configuration into dir and runs bootgate serve in
 // the boot network's namespace, on the address the agent UKI names.
-func StartAppliance(ctx context.Context, n *Network, bootgate string, b Build, dir, policy string, roots []byte) (*Appliance, error) {
+// reference, if not empty, is the known-good log the policy was learned
+// from: incidents of hosts that never passed are compared with it.
+func StartAppliance(ctx context.Context, n *Network, bootgate string, b Build, dir, policy, reference string, roots []byte) (*Appliance, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "roots"), 0o755); err != nil {
 		return nil, err
 	}
@@ -155,9 +157,9 @@ bootfiles: {dir: %q, tftp: "%s:69"}
 pki: {dir: %q}
 metrics_listen: "127.0.0.1:9100"
 admin: {listen: "127.0.0.1:9443", operators: operators}
-`, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
+%s`, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
 		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")),
-		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")), abs(filepath.Join(dir, "bootfiles")), ApplianceIP, abs(filepath.Join(dir, "pki")))
+		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")), abs(filepath.Join(dir, "bootfiles")), ApplianceIP, abs(filepath.Join(dir, "pki")), referenceLine(reference))
 	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"),
 		Operator: filepath.Join(dir, "operator.yaml"), bootgate: bootgate, net: n, done: make(chan error, 1)}
 	if err := os.WriteFile(a.Config, []byte(cfg), 0o644); err != nil {
@@ -201,6 +203,14 @@ admin: {listen: "127.0.0.1:9443", operators: operators}
 	}
 	a.Stop()
 	return nil, fmt.Errorf("the appliance did not start listening on %s (see %s)", ApplianceAddr, filepath.Join(dir, "appliance.log"))
+}
+
+func referenceLine(path string) string {
+	if path == "" {
+		return ""
+	}
+	abs, _ := filepath.Abs(path)
+	return fmt.Sprintf("policy_reference: %q\n", abs)
 }
 
 // Stop ends the appliance.
@@ -372,11 +382,11 @@ func copyFile(dst, src string) error {
 // appliance runs with a bootstrap policy the host cannot pass, stores the
 // host's verified event log with the failed attestation, and
 // `bootgate policy learn` turns that log into the policy.
-func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy string, roots []byte) ([]byte, error) {
+func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy string, roots []byte) (policy []byte, reference string, err error) {
 	dir := filepath.Join(opt.Work, "reference")
-	a, err := StartAppliance(ctx, opt.Net, bootgate, opt.Build, dir, bootstrapPolicy, roots)
+	a, err := StartAppliance(ctx, opt.Net, bootgate, opt.Build, dir, bootstrapPolicy, "", roots)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ref := Hosts[0]
 	ref.Pass = false // the bootstrap policy refuses it
@@ -385,28 +395,28 @@ func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy str
 	o := bootOne(ctx, ropt, ref)
 	a.Stop()
 	if o.Err != nil || o.Verdict != "fail" {
-		return nil, fmt.Errorf("reference boot: verdict %q: %v (console: %s)", o.Verdict, o.Err, o.Console)
+		return nil, "", fmt.Errorf("reference boot: verdict %q: %v (console: %s)", o.Verdict, o.Err, o.Console)
 	}
 	st, err := store.OpenSQLite(a.Store)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	hosts, err := st.Hosts(ctx)
 	st.Close()
 	if err != nil || len(hosts) != 1 {
-		return nil, fmt.Errorf("reference boot: %d hosts recorded: %v", len(hosts), err)
+		return nil, "", fmt.Errorf("reference boot: %d hosts recorded: %v", len(hosts), err)
 	}
 	log, err := EventLog(ctx, a.Store, hosts[0].LastAttestationID)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	logPath := filepath.Join(dir, "reference-eventlog.bin")
 	if err := os.WriteFile(logPath, log, 0o644); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out, err := exec.CommandContext(ctx, bootgate, "policy", "learn", "--name", "bootgate-qemu-ovmf", "--eventlog", logPath).Output()
 	if err != nil {
-		return nil, fmt.Errorf("policy learn: %w", err)
+		return nil, "", fmt.Errorf("policy learn: %w", err)
 	}
-	return out, nil
+	return out, logPath, nil
 }

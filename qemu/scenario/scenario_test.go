@@ -71,7 +71,7 @@ func TestBoots(t *testing.T) {
 	opt := Options{Build: b, Net: netw, Work: work, CA: ca, Timeout: 5 * time.Minute}
 
 	start := time.Now()
-	policy, err := LearnPolicy(ctx, opt, bootgate, filepath.Join(root, "verifier/policy/testdata/bootstrap.yaml"), roots)
+	policy, reference, err := LearnPolicy(ctx, opt, bootgate, filepath.Join(root, "verifier/policy/testdata/bootstrap.yaml"), roots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestBoots(t *testing.T) {
 	if err := os.WriteFile(policyPath, policy, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a, err := StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, roots)
+	a, err := StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, reference, roots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func checkOperatorView(t *testing.T, ctx context.Context, a *Appliance, outcomes
 		}
 		ev := bundle.Attestations[len(bundle.Attestations)-1].Evidence
 		if len(ev.EventLog) == 0 || len(ev.Quote) == 0 || len(ev.PCRs) == 0 || len(ev.EKCert) == 0 || bundle.Policy == nil ||
-			len(bundle.Incident.Reasons) == 0 || bundle.Diff.Against == "" || len(bundle.Diff.Lines) == 0 {
+			len(bundle.Incident.Reasons) == 0 || bundle.Diff.Against != "reference" || len(bundle.Diff.Lines) == 0 {
 			t.Errorf("%s: incomplete bundle: log %d bytes, quote %d, %d PCRs, EK cert %d bytes, policy %v, reasons %v, diff %+v",
 				o.Host.Name, len(ev.EventLog), len(ev.Quote), len(ev.PCRs), len(ev.EKCert), bundle.Policy != nil, bundle.Incident.Reasons, bundle.Diff)
 		}

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/store"
@@ -46,10 +47,14 @@ type Options struct {
 	Store     *store.SQLite
 	Operators *pki.Operators
 	// Policy is the policy in force: incidents of hosts without a passing
-	// attestation are explained against it.
+	// attestation are explained against it, or against Reference.
 	Policy *policy.Policy
-	Leases LeaseSource // nil without the DHCP gate
-	Logger *slog.Logger
+	// Reference is the boot state of the known-good log the policy was
+	// learned from (optional); ReferenceName names it.
+	Reference     *eventlog.BootState
+	ReferenceName string
+	Leases        LeaseSource // nil without the DHCP gate
+	Logger        *slog.Logger
 	// MaxStreams bounds the dashboards connected for live updates at once
 	// (default 32).
 	MaxStreams int

@@ -295,3 +295,16 @@ func TestDiffWithUnloggedPCR(t *testing.T) {
 		t.Fatalf("diff %+v, %v", d.Diff, err)
 	}
 }
+
+// TestDiffAgainstPolicyReference: a host that never passed is compared with
+// the known-good log the policy was learned from, when the appliance has it.
+func TestDiffAgainstPolicyReference(t *testing.T) {
+	f := newFixture(t)
+	_, _, ref := replayed(t, goodLog)
+	f.api.opt.Reference, f.api.opt.ReferenceName = ref, goodLog+".bin"
+	_, inc := record(t, f.st, "newcomer", time.Now(), loadEvidence(t, badLog, f.pol), f.pol)
+	d, err := f.client.Incident(context.Background(), inc)
+	if err != nil || d.Diff.Against != "reference" || d.Diff.Reference != goodLog+".bin" || !containsLine(d.Diff.Lines, "Secure Boot: on → off") {
+		t.Fatalf("diff %+v, %v", d.Diff, err)
+	}
+}

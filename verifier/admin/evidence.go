@@ -14,10 +14,12 @@ import (
 
 // Comparison explains how the incident's latest failing log departs from a
 // known-good reference: the host's last passing log or, for a host that never
-// passed, the policy in force.
+// passed, the log the policy was learned from (or, without one, the policy in
+// force).
 type Comparison struct {
-	Against       string   `json:"against"` // "last_pass", "policy", or "" when there is nothing to compare
+	Against       string   `json:"against"` // "last_pass", "reference", "policy", or "" when there is nothing to compare
 	AttestationID int64    `json:"attestation_id,omitempty"`
+	Reference     string   `json:"reference,omitempty"` // the policy's reference log
 	PolicyName    string   `json:"policy_name,omitempty"`
 	PolicyDigest  string   `json:"policy_digest,omitempty"`
 	Lines         []string `json:"lines"`
@@ -125,6 +127,17 @@ func (a *API) compare(ctx context.Context, latest *store.Attestation, st *eventl
 			c.Note = "no difference in what bootgate looks at; the failure lies elsewhere (see the failed rules)"
 		}
 		return c, pass, nil
+	}
+	if a.opt.Reference != nil {
+		c.Against, c.Reference = "reference", a.opt.ReferenceName
+		if a.opt.Policy != nil {
+			c.PolicyName, c.PolicyDigest = a.opt.Policy.Name, a.opt.Policy.Digest()
+		}
+		c.Lines = append(c.Lines, eventlog.Diff(a.opt.Reference, st)...)
+		if len(c.Lines) == 0 {
+			c.Note = "no difference from the policy's reference in what bootgate looks at; the failure lies elsewhere (see the failed rules)"
+		}
+		return c, nil, nil
 	}
 	if a.opt.Policy == nil {
 		c.Note = "the host never passed and no policy is loaded to compare with"

@@ -104,6 +104,8 @@ func (e *env) incidentShowCmd() *cobra.Command {
 			switch d.Diff.Against {
 			case "last_pass":
 				fmt.Fprintf(e.stdout, "diff against the host's last pass (attestation %d):\n", d.Diff.AttestationID)
+			case "reference":
+				fmt.Fprintf(e.stdout, "diff against %s, the known-good log policy %s was learned from:\n", d.Diff.Reference, d.Diff.PolicyName)
 			case "policy":
 				fmt.Fprintf(e.stdout, "departures from policy %s (%s):\n", d.Diff.PolicyName, d.Diff.PolicyDigest)
 			}

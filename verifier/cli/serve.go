@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,6 +196,13 @@ func serveAdmin(ctx context.Context, cfg *config.Config, cert tls.Certificate, s
 		return err
 	}
 	opt := admin.Options{Store: st, Operators: ops, Policy: pol, Logger: logger}
+	if cfg.PolicyReference != "" {
+		ref, err := offlineState(cfg.PolicyReference)
+		if err != nil {
+			return fmt.Errorf("policy_reference: %w", err)
+		}
+		opt.Reference, opt.ReferenceName = ref, filepath.Base(cfg.PolicyReference)
+	}
 	if gate != nil {
 		opt.Leases = adminLeases{gate.leases}
 	}

@@ -22,6 +22,10 @@ type Config struct {
 	TLS    TLS    `yaml:"tls"`
 	// Policy is the attestation policy file.
 	Policy string `yaml:"policy"`
+	// PolicyReference is the known-good event log the policy was learned
+	// from (optional): incidents of hosts that never passed are shown as a
+	// diff against it.
+	PolicyReference string `yaml:"policy_reference"`
 	// Store is the SQLite database file.
 	Store string `yaml:"store"`
 	EK    EK     `yaml:"ek"`
@@ -170,7 +174,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.Store, &c.EK.Roots}
+	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.PolicyReference, &c.Store, &c.EK.Roots}
 	if c.Boot != nil {
 		paths = append(paths, &c.Boot.Kernel, &c.Boot.Initrd, &c.Boot.Signer)
 	}

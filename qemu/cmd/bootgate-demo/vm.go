@@ -72,7 +72,7 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 	if err := os.WriteFile(bootstrap, out, 0o644); err != nil {
 		return err
 	}
-	policy, err := scenario.LearnPolicy(ctx, opt, bootgate, bootstrap, roots)
+	policy, reference, err := scenario.LearnPolicy(ctx, opt, bootgate, bootstrap, roots)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 	}
 
 	step("starting the appliance in the boot network: bootgate serve on %s (policy %s)", scenario.ApplianceAddr, policyPath)
-	a, err := scenario.StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, roots)
+	a, err := scenario.StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, reference, roots)
 	if err != nil {
 		return err
 	}

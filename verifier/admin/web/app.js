@@ -147,6 +147,7 @@ async function openIncident(id) {
   const diff = d.diff;
   document.getElementById("diff-title").textContent = diff.against === "last_pass"
     ? `Event log diff against the last pass (attestation ${diff.attestation_id})`
+    : diff.against === "reference" ? `Event log diff against ${diff.reference}, the log policy ${diff.policy_name} was learned from`
     : diff.against === "policy" ? `Departures from policy ${diff.policy_name}` : "Event log diff";
   document.getElementById("diff-note").textContent = diff.note || "";
   document.getElementById("diff").textContent = diff.lines.join("\n");
