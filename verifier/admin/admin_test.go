@@ -308,3 +308,40 @@ func TestDiffAgainstPolicyReference(t *testing.T) {
 		t.Fatalf("diff %+v, %v", d.Diff, err)
 	}
 }
+
+// TestBadQueries: malformed page parameters and unknown paths get a coded
+// 4xx, never a 500 or an empty page.
+func TestBadQueries(t *testing.T) {
+	f := newFixture(t)
+	f.seed(t, 3, 1, 0)
+	for _, tc := range []struct {
+		path   string
+		status int
+	}{
+		{"/api/v1/hosts?limit=0", http.StatusBadRequest},
+		{"/api/v1/hosts?limit=1000", http.StatusBadRequest},
+		{"/api/v1/hosts?limit=abc", http.StatusBadRequest},
+		{"/api/v1/hosts?state=sideways", http.StatusBadRequest},
+		{"/api/v1/incidents?before=-1", http.StatusBadRequest},
+		{"/api/v1/incidents?before=x", http.StatusBadRequest},
+		{"/api/v1/incidents?state=lost", http.StatusBadRequest},
+		{"/api/v1/audit?limit=-5", http.StatusBadRequest},
+		{"/api/v1/incidents/abc", http.StatusBadRequest},
+		{"/api/v1/incidents/0/bundle", http.StatusBadRequest},
+		{"/api/v1/incidents/99999", http.StatusNotFound},
+		{"/api/v1/hosts/nobody", http.StatusNotFound},
+		{"/api/v1/nothing", http.StatusNotFound},
+		{"/api/v1/hosts?after=" + strings.Repeat("z", 4000), http.StatusOK},
+	} {
+		resp, err := f.client.http.Get(f.url + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e Error
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || (tc.status != http.StatusOK && e.Code == "") {
+			t.Errorf("%s: %d %+v, want %d with a code", tc.path, resp.StatusCode, e, tc.status)
+		}
+	}
+}
