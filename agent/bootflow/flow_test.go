@@ -309,16 +309,30 @@ func TestIdentityRenewal(t *testing.T) {
 		cert.SerialNumber.Cmp(old.SerialNumber) == 0 || cert.NotAfter.Before(old.NotAfter) {
 		t.Fatalf("renewed identity: %v (old serial %v, not after %v)", err, old.SerialNumber, old.NotAfter)
 	}
-	// The renewed identity works as the first did.
+	// The renewed identity works as the first did; renewing again at once
+	// is refused (a host renewing in a loop must not fill the store).
 	again := &client.Client{BaseURL: e.url, HTTP: bootflow.IdentityClient(e.roots)(renewed, rep.IdentityKey)}
-	if _, err := again.RenewIdentity(ctx); err != nil {
-		t.Fatalf("renewing the renewed identity: %v", err)
+	resp, err := again.HTTP.Get(e.url + wire.PathIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the renewed identity: %s", resp.Status)
+	}
+	if _, err := again.RenewIdentity(ctx); !isStatus(err, http.StatusTooManyRequests) {
+		t.Fatalf("a second renewal within a minute: %v", err)
 	}
 	if err := e.store.Quarantine(ctx, rep.Result.HostID, "test operator"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := again.RenewIdentity(ctx); !isStatus(err, http.StatusForbidden) {
-		t.Fatalf("renewal by a quarantined host: %v", err)
+	resp, err = again.HTTP.Get(e.url + wire.PathIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the identity of a quarantined host: %s", resp.Status)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/bootgate/bootgate/verifier/eventlog"
@@ -65,8 +65,11 @@ type Options struct {
 
 // API serves the admin API and the dashboard.
 type API struct {
-	opt     Options
-	streams atomic.Int32
+	opt Options
+
+	streamMu    sync.Mutex
+	streams     int            // live streams open
+	perOperator map[string]int // live streams open by operator
 }
 
 // New checks the options and makes an API.

@@ -220,29 +220,106 @@ func TestLiveUpdates(t *testing.T) {
 	f.seed(t, 2, 1, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/api/v1/events", nil)
+	next := f.watch(t, ctx, f.url)
+	if s := next(); s.Incidents["open"] != 1 {
+		t.Fatalf("first summary %+v", s)
+	}
+	if err := f.client.Act(ctx, 1, Action{Kind: "investigate"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := next(); s.Incidents["investigating"] != 1 || s.Incidents["open"] != 0 {
+		t.Fatalf("summary after the action %+v", s)
+	}
+}
+
+// TestLiveStreamOutlivesReadTimeout: the server's read timeout (30 s, here 1
+// s) does not end a live stream.
+func TestLiveStreamOutlivesReadTimeout(t *testing.T) {
+	f := newFixture(t)
+	f.seed(t, 2, 1, 0)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", TLSConfig(f.serverCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := f.api.Server()
+	hs.ReadTimeout = time.Second
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	next := f.watch(t, ctx, "https://"+ln.Addr().String())
+	next()
+	time.Sleep(2 * time.Second)
+	if err := f.client.Act(ctx, 1, Action{Kind: "investigate"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := next(); s.Incidents["investigating"] != 1 {
+		t.Fatalf("summary after the action %+v", s)
+	}
+}
+
+// TestLiveStreamLimits: a stream asked for by another site's page is
+// refused, and one operator holds at most maxStreamsPerOperator.
+func TestLiveStreamLimits(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open := func(site string) *http.Response {
+		req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/api/v1/events", nil)
+		if site != "" {
+			req.Header.Set("Sec-Fetch-Site", site)
+		}
+		resp, err := f.client.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	if resp := open("cross-site"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a cross-site stream: %s", resp.Status)
+	}
+	for i := range maxStreamsPerOperator {
+		if resp := open("same-origin"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %s", i, resp.Status)
+		}
+	}
+	if resp := open(""); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("one stream too many: %s", resp.Status)
+	}
+}
+
+// watch opens the live stream at base and returns a function that reads
+// its next summary.
+func (f *fixture) watch(t *testing.T, ctx context.Context, base string) func() Summary {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v1/events", nil)
 	resp, err := f.client.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	t.Cleanup(func() { resp.Body.Close() })
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("content type %q", ct)
 	}
 	events := make(chan Summary)
 	go func() {
+		defer close(events)
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
 			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
 				var s Summary
 				if json.Unmarshal([]byte(data), &s) == nil {
-					events <- s
+					select {
+					case events <- s:
+					case <-ctx.Done():
+						return
+					}
 				}
 			}
 		}
-		close(events)
 	}()
-	next := func() Summary {
+	return func() Summary {
 		select {
 		case s, ok := <-events:
 			if !ok {
@@ -254,14 +331,27 @@ func TestLiveUpdates(t *testing.T) {
 		}
 		return Summary{}
 	}
-	if s := next(); s.Incidents["open"] != 1 {
-		t.Fatalf("first summary %+v", s)
+}
+
+// TestBundleIsBounded: an incident with more failures than a bundle holds
+// exports the newest and names the others.
+func TestBundleIsBounded(t *testing.T) {
+	f := newFixture(t)
+	bad := loadEvidence(t, badLog, f.pol)
+	var inc int64
+	for range MaxBundleAttestations + 5 {
+		_, inc = record(t, f.st, "flapping", time.Now(), bad, f.pol)
 	}
-	if err := f.client.Act(ctx, 1, Action{Kind: "investigate"}); err != nil {
+	raw, err := f.client.Bundle(context.Background(), inc)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if s := next(); s.Incidents["investigating"] != 1 || s.Incidents["open"] != 0 {
-		t.Fatalf("summary after the action %+v", s)
+	var b Bundle
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Attestations) != MaxBundleAttestations || len(b.Omitted) != 5 || b.Attestations[len(b.Attestations)-1].ID != b.Incident.LastAttestationID {
+		t.Fatalf("%d attestations, %d omitted, last %d (incident's last %d)", len(b.Attestations), len(b.Omitted), b.Attestations[len(b.Attestations)-1].ID, b.Incident.LastAttestationID)
 	}
 }
 

@@ -112,9 +112,13 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("admin API: %w", err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	const maxAnswer = 256 << 20
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
 		return fmt.Errorf("admin API: %w", err)
+	}
+	if len(b) > maxAnswer {
+		return fmt.Errorf("admin API: the answer to %s is larger than %d bytes", path, maxAnswer)
 	}
 	if resp.StatusCode != http.StatusOK {
 		ae := &APIError{Status: resp.StatusCode}

@@ -16,13 +16,23 @@ const streamLifetime = 10 * time.Minute
 // every committed change (coalesced over a quarter second), and at each
 // heartbeat. The dashboard refreshes what it shows on each.
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
-	if n := a.streams.Add(1); int(n) > a.opt.MaxStreams {
-		a.streams.Add(-1)
-		writeError(w, http.StatusServiceUnavailable, "busy", fmt.Sprintf("at most %d live streams at once", a.opt.MaxStreams))
+	// A page of another site cannot hold streams open with the operator's
+	// certificate (browsers say where a request comes from).
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		writeError(w, http.StatusForbidden, "csrf", "live streams are for the dashboard's own pages")
 		return
 	}
-	defer a.streams.Add(-1)
+	op := operator(r)
+	if !a.takeStream(op) {
+		writeError(w, http.StatusServiceUnavailable, "busy",
+			fmt.Sprintf("at most %d live streams at once, %d per operator", a.opt.MaxStreams, maxStreamsPerOperator))
+		return
+	}
+	defer a.releaseStream(op)
 	rc := http.NewResponseController(w)
+	// The server's read timeout would end the stream: the request has no
+	// body to read.
+	_ = rc.SetReadDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(http.StatusOK)
 	ctx := r.Context()
@@ -52,6 +62,10 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		case <-end.C:
 			return
 		case <-heartbeat.C:
+			// An operator revoked while watching stops watching.
+			if _, err := a.opt.Operators.Verify(r.TLS.PeerCertificates, time.Now()); err != nil {
+				return
+			}
 		case <-changed:
 			select {
 			case <-time.After(250 * time.Millisecond):
@@ -59,5 +73,31 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+}
+
+// maxStreamsPerOperator bounds one operator's live streams (tabs).
+const maxStreamsPerOperator = 8
+
+func (a *API) takeStream(op string) bool {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	if a.streams >= a.opt.MaxStreams || a.perOperator[op] >= maxStreamsPerOperator {
+		return false
+	}
+	if a.perOperator == nil {
+		a.perOperator = map[string]int{}
+	}
+	a.streams++
+	a.perOperator[op]++
+	return true
+}
+
+func (a *API) releaseStream(op string) {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	a.streams--
+	if a.perOperator[op]--; a.perOperator[op] <= 0 {
+		delete(a.perOperator, op)
 	}
 }

@@ -57,9 +57,12 @@ type Bundle struct {
 	Incident     store.Incident       `json:"incident"`
 	History      []store.Note         `json:"history"`
 	Attestations []*store.Attestation `json:"attestations"`
-	LastPass     *store.Attestation   `json:"last_pass,omitempty"`
-	Policy       *BundlePolicy        `json:"policy,omitempty"`
-	Diff         Comparison           `json:"diff"`
+	// Omitted lists the incident's older failed attestations left out of
+	// the bundle (at most MaxBundleAttestations are in it, the newest).
+	Omitted  []int64            `json:"omitted,omitempty"`
+	LastPass *store.Attestation `json:"last_pass,omitempty"`
+	Policy   *BundlePolicy      `json:"policy,omitempty"`
+	Diff     Comparison         `json:"diff"`
 }
 
 // BundlePolicy is the policy in force when the bundle was written.
@@ -183,12 +186,21 @@ func (a *API) incidentDetail(ctx context.Context, id int64) (*IncidentDetail, er
 	return &IncidentDetail{Incident: *in, History: notes, Attestations: ids, Latest: summarize(latest, st), Diff: diff}, nil
 }
 
+// MaxBundleAttestations bounds the failed attestations in one evidence
+// bundle (each carries its event log, up to 1 MiB).
+const MaxBundleAttestations = 50
+
 func (a *API) evidenceBundle(ctx context.Context, id int64) (*Bundle, error) {
 	in, notes, ids, latest, err := a.latestFailure(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	b := &Bundle{Incident: *in, History: notes}
+	if len(ids) > MaxBundleAttestations {
+		// A host failing for days would make a bundle of gigabytes: the
+		// newest failures are in it, the others named.
+		b.Omitted, ids = ids[:len(ids)-MaxBundleAttestations], ids[len(ids)-MaxBundleAttestations:]
+	}
 	for _, aid := range ids {
 		if aid == latest.ID {
 			b.Attestations = append(b.Attestations, latest)

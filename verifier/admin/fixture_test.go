@@ -107,15 +107,16 @@ func record(t testing.TB, st *store.SQLite, host string, at time.Time, ev eviden
 // an operator CA, an operator (alice) and a host identity from the
 // attestation CA.
 type fixture struct {
-	st       *store.SQLite
-	pol      *policy.Policy
-	api      *API
-	url      string
-	dir      string
-	serverCA *x509.CertPool
-	profile  *Profile
-	client   *Client
-	hostCert tls.Certificate
+	st         *store.SQLite
+	pol        *policy.Policy
+	api        *API
+	url        string
+	dir        string
+	serverCA   *x509.CertPool
+	serverCert tls.Certificate
+	profile    *Profile
+	client     *Client
+	hostCert   tls.Certificate
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -140,6 +141,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.serverCert = serverCert
 	f.serverCA = x509.NewCertPool()
 	f.serverCA.AppendCertsFromPEM(caPEM)
 

@@ -223,9 +223,16 @@ func serveAdmin(ctx context.Context, cfg *config.Config, cert tls.Certificate, s
 	return nil
 }
 
+// defaultIdentityMaxAge bounds renewals when the configuration does not: a
+// host that never reboots stops getting identities after 30 days.
+const defaultIdentityMaxAge = 30 * 24 * time.Hour
+
 func identityMaxAge(cfg *config.Config) time.Duration {
 	if cfg.PKI == nil {
 		return 0
+	}
+	if cfg.PKI.MaxAge == 0 {
+		return defaultIdentityMaxAge
 	}
 	return cfg.PKI.MaxAge
 }

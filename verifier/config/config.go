@@ -83,8 +83,9 @@ type Webhook struct {
 type PKI struct {
 	Dir         string        `yaml:"dir"`
 	IdentityTTL time.Duration `yaml:"identity_ttl"`
-	// MaxAge, if set, bounds identity renewals: a host renews its identity
-	// only within this time of its last attestation (default: no bound).
+	// MaxAge bounds identity renewals: a host renews its identity only
+	// within this time of its last attestation (default 720h, 30 days);
+	// after it, the host must reboot and attest.
 	MaxAge time.Duration `yaml:"max_age"`
 }
 

@@ -148,8 +148,13 @@ func (l *Leases) live(ipn uint32, now time.Time) *Lease {
 	}
 	if !le.Expires.After(now) {
 		delete(l.byIP, ipn)
-		if le.MAC != nil && l.byMAC[le.MAC.String()] == ipn {
-			delete(l.byMAC, le.MAC.String())
+		if le.MAC != nil {
+			if l.byMAC[le.MAC.String()] == ipn {
+				delete(l.byMAC, le.MAC.String())
+			}
+			if m, ok := l.moving[le.MAC.String()]; ok && m == ipn {
+				delete(l.moving, le.MAC.String())
+			}
 		}
 		return nil
 	}
@@ -288,7 +293,9 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 			} else {
 				delete(l.byIP, ipn)
 			}
-			if hadOther && oldLease != nil {
+			// The old lease comes back only if no one took its address
+			// meanwhile.
+			if hadOther && oldLease != nil && l.byIP[old] == nil {
 				l.byIP[old] = oldLease
 				l.byMAC[key] = old
 			}
@@ -369,7 +376,12 @@ func (l *Leases) Release(ctx context.Context, mac net.HardwareAddr, ip net.IP) e
 	}
 	if le, ok := l.byIP[ip4(ip)]; ok && le.MAC != nil && le.MAC.String() == mac.String() {
 		delete(l.byIP, ip4(ip))
-		delete(l.byMAC, mac.String())
+		if l.byMAC[mac.String()] == ip4(ip) {
+			delete(l.byMAC, mac.String())
+		}
+		if l.moving[mac.String()] == ip4(ip) {
+			delete(l.moving, mac.String())
+		}
 	}
 	return nil
 }

@@ -78,7 +78,15 @@ type Server struct {
 	crlMu   sync.Mutex
 	crlDER  []byte
 	crlMade time.Time
+
+	renewMu  sync.Mutex
+	renewals map[string]time.Time // host → its last renewal
 }
+
+// renewInterval is the shortest time between two renewals of one host's
+// identity: a day-long identity needs one a day, and a host renewing in a
+// loop must not fill the store or the CRL.
+const renewInterval = time.Minute
 
 // New checks the options and makes a Server.
 func New(opt Options) (*Server, error) {
@@ -423,7 +431,7 @@ func (s *Server) requireIdentity(h http.HandlerFunc) http.HandlerFunc {
 		}
 		// An identity revoked with an earlier quarantine stays revoked,
 		// also once the host is admitted again with a new one.
-		if revoked, err := s.opt.Store.IdentityRevoked(r.Context(), leaf.SerialNumber.Text(16)); err != nil || revoked {
+		if valid, err := s.opt.Store.IdentityValid(r.Context(), leaf.SerialNumber.Text(16)); err != nil || !valid {
 			writeError(w, http.StatusForbidden, "identity_revoked", "this identity certificate was revoked")
 			return
 		}
@@ -497,12 +505,31 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "host_not_admitted", "unknown host")
 		return
 	}
-	if s.opt.IdentityMaxAge > 0 && s.opt.Now().Sub(host.LastSeen) > s.opt.IdentityMaxAge {
+	now := s.opt.Now()
+	s.renewMu.Lock()
+	last, seen := s.renewals[host.ID]
+	if !seen || now.Sub(last) >= renewInterval || now.Before(last) {
+		if s.renewals == nil {
+			s.renewals = map[string]time.Time{}
+		}
+		s.renewals[host.ID] = now
+		seen = false
+	}
+	s.renewMu.Unlock()
+	if seen {
+		writeError(w, http.StatusTooManyRequests, "too_soon", fmt.Sprintf("the identity was renewed at %s; renew at most every %s", last.UTC().Format(time.RFC3339), renewInterval))
+		return
+	}
+	if s.opt.IdentityMaxAge > 0 && now.Sub(host.LastSeen) > s.opt.IdentityMaxAge {
 		writeError(w, http.StatusForbidden, "attest_again",
 			fmt.Sprintf("the host last attested at %s, more than %s ago: it gets a new identity by rebooting and attesting", host.LastSeen.UTC().Format(time.RFC3339), s.opt.IdentityMaxAge))
 		return
 	}
 	id, err := s.issueIdentity(r.Context(), cert.PublicKey, host.ID)
+	if errors.Is(err, store.ErrNotAdmitted) {
+		writeError(w, http.StatusForbidden, "host_not_admitted", "host "+host.ID+" is not admitted")
+		return
+	}
 	if err != nil {
 		s.opt.Logger.Error("renew identity", "host", host.ID, "err", err)
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot issue the identity")

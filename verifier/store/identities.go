@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -16,14 +17,48 @@ type IdentityRecord struct {
 	Revoked  time.Time `json:"revoked,omitzero"`
 }
 
-// RecordIdentity notes an identity certificate issued to an admitted host.
+// ErrNotAdmitted is returned by RecordIdentity when the host is not admitted
+// at the moment the identity would be recorded.
+var ErrNotAdmitted = errors.New("the host is not admitted")
+
+// identityRetention is how long expired identities are kept.
+const identityRetention = 24 * time.Hour
+
+// RecordIdentity notes an identity certificate issued to a host, in one
+// transaction with a check that the host is admitted now: an identity issued
+// while an operator quarantined the host (or a failure was recorded) is
+// recorded as revoked, and ErrNotAdmitted returned, so that it is never
+// handed out nor missing from the CRL. Identities expired for a day are
+// pruned.
 func (s *SQLite) RecordIdentity(ctx context.Context, r IdentityRecord) error {
 	if r.Serial == "" || r.HostID == "" {
 		return fmt.Errorf("record identity: %w: serial and host are required", ErrInvalid)
 	}
-	if _, err := s.write.ExecContext(ctx, `INSERT INTO identities (serial, host_id, issued, not_after) VALUES (?, ?, ?, ?)`,
-		r.Serial, r.HostID, formatTime(r.Issued), formatTime(r.NotAfter)); err != nil {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("record identity: %w", err)
+	}
+	defer tx.Rollback()
+	var state string
+	if err := tx.QueryRowContext(ctx, `SELECT state FROM hosts WHERE id = ?`, r.HostID).Scan(&state); err != nil {
+		return fmt.Errorf("record identity %s: host %q: %w", r.Serial, r.HostID, err)
+	}
+	var revoked any // NULL
+	if state != HostAdmitted {
+		revoked = formatTime(time.Now())
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO identities (serial, host_id, issued, not_after, revoked) VALUES (?, ?, ?, ?, ?)`,
+		r.Serial, r.HostID, formatTime(r.Issued), formatTime(r.NotAfter), revoked); err != nil {
 		return fmt.Errorf("record identity %s: %w", r.Serial, err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM identities WHERE not_after < ?`, formatTime(r.Issued.Add(-identityRetention))); err != nil {
+		return fmt.Errorf("record identity: prune: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record identity %s: %w", r.Serial, err)
+	}
+	if revoked != nil {
+		return fmt.Errorf("record identity %s: %w", r.Serial, ErrNotAdmitted)
 	}
 	return nil
 }
@@ -66,10 +101,11 @@ func (s *SQLite) RevokedIdentities(ctx context.Context, now time.Time) ([]Identi
 	return out, rows.Err()
 }
 
-// IdentityRevoked reports whether the identity with the serial was revoked.
-func (s *SQLite) IdentityRevoked(ctx context.Context, serial string) (bool, error) {
+// IdentityValid reports whether the identity with the serial was recorded
+// and is not revoked: the appliance accepts no identity it has no record of.
+func (s *SQLite) IdentityValid(ctx context.Context, serial string) (bool, error) {
 	var n int
-	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM identities WHERE serial = ? AND revoked IS NOT NULL`, serial).Scan(&n); err != nil {
+	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM identities WHERE serial = ? AND revoked IS NULL`, serial).Scan(&n); err != nil {
 		return false, fmt.Errorf("identity %s: %w", serial, err)
 	}
 	return n > 0, nil

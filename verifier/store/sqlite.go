@@ -205,6 +205,7 @@ func schemaStatements() []string {
 		)`,
 		`CREATE INDEX IF NOT EXISTS identities_host ON identities (host_id) WHERE revoked IS NULL`,
 		`CREATE INDEX IF NOT EXISTS identities_revoked ON identities (not_after) WHERE revoked IS NOT NULL`,
+		`CREATE INDEX IF NOT EXISTS identities_expiry ON identities (not_after)`,
 		`CREATE TABLE IF NOT EXISTS incident_attestations (
 			incident_id    INTEGER NOT NULL REFERENCES incidents (id),
 			attestation_id INTEGER NOT NULL REFERENCES attestations (id),

@@ -792,12 +792,28 @@ func TestIdentities(t *testing.T) {
 	if err != nil || len(l) != 1 || l[0].Serial != "a1" || l[0].Revoked.IsZero() {
 		t.Fatalf("revoked after a failure (the expired one left out): %+v %v", l, err)
 	}
-	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "b1", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)}); err != nil {
+	// Issued while the host is quarantined (a renewal racing an operator's
+	// quarantine): recorded as revoked, and refused.
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "b1", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)}); !errors.Is(err, ErrNotAdmitted) {
+		t.Fatalf("identity of a quarantined host: %v", err)
+	}
+	rec(wire.VerdictPass)
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "c1", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	for serial, want := range map[string]bool{"a1": true, "b1": false, "zz": false} {
-		if got, err := st.IdentityRevoked(ctx, serial); err != nil || got != want {
-			t.Errorf("IdentityRevoked(%s) = %v %v, want %v", serial, got, err, want)
+	for serial, want := range map[string]bool{"a1": false, "b1": false, "c1": true, "zz": false} {
+		if got, err := st.IdentityValid(ctx, serial); err != nil || got != want {
+			t.Errorf("IdentityValid(%s) = %v %v, want %v", serial, got, err, want)
 		}
+	}
+	if l, _ := st.RevokedIdentities(ctx, now); len(l) != 2 {
+		t.Errorf("revoked: %+v, want a1 and b1", l)
+	}
+	// A day after they expire, identities are pruned.
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "d1", HostID: "h", Issued: now.Add(50 * time.Hour), NotAfter: now.Add(51 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := st.IdentityValid(ctx, "c1"); ok {
+		t.Error("an identity expired for over a day was not pruned")
 	}
 }

@@ -127,10 +127,11 @@ type Store interface {
 	// nil.
 	UnresolvedIncident(ctx context.Context, hostID string) (*Incident, error)
 	Incidents(ctx context.Context) ([]Incident, error)
-	// RecordIdentity notes an identity certificate issued to a host; the
-	// host's identities are revoked when it stops being admitted.
+	// RecordIdentity notes an identity certificate issued to a host, if
+	// the host is admitted (else ErrNotAdmitted); the host's identities are
+	// revoked when it stops being admitted.
 	RecordIdentity(ctx context.Context, r IdentityRecord) error
 	RevokedIdentities(ctx context.Context, now time.Time) ([]IdentityRecord, error)
-	IdentityRevoked(ctx context.Context, serial string) (bool, error)
+	IdentityValid(ctx context.Context, serial string) (bool, error)
 	Close() error
 }
