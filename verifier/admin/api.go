@@ -116,7 +116,7 @@ func (a *API) hosts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	hosts, err := a.opt.Store.ListHosts(r.Context(), store.HostQuery{State: q.Get("state"), After: q.Get("after"), Limit: limit + 1})
+	hosts, err := a.opt.Store.ListHosts(r.Context(), store.HostQuery{State: q.Get("state"), Prefix: q.Get("prefix"), After: q.Get("after"), Limit: limit + 1})
 	if err != nil {
 		a.queryError(w, r, err)
 		return

@@ -42,6 +42,13 @@ func BenchmarkFleet(b *testing.B) {
 		_, err := c.Hosts(ctx, store.HostQuery{State: store.HostQuarantined, Limit: 100})
 		return err
 	})
+	run("hosts-by-prefix", func() error {
+		p, err := c.Hosts(ctx, store.HostQuery{Prefix: hostName(7777), Limit: 100})
+		if err == nil && len(p.Hosts) != 1 {
+			b.Fatalf("%d hosts", len(p.Hosts))
+		}
+		return err
+	})
 	run("hosts-all-10000", func() error {
 		n, q := 0, store.HostQuery{Limit: MaxLimit}
 		for {

@@ -154,6 +154,7 @@ func (c *Client) Summary(ctx context.Context) (*Summary, error) {
 func (c *Client) Hosts(ctx context.Context, q store.HostQuery) (*HostPage, error) {
 	v := url.Values{}
 	setNonEmpty(v, "state", q.State)
+	setNonEmpty(v, "prefix", q.Prefix)
 	setNonEmpty(v, "after", q.After)
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))

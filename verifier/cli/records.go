@@ -159,6 +159,7 @@ func (e *env) hostsCmd() *cobra.Command {
 			return nil
 		})
 	cmd.Flags().StringVar(&q.State, "state", "", "only hosts in this state (admitted, quarantined)")
+	cmd.Flags().StringVar(&q.Prefix, "prefix", "", "only hosts whose ID starts with this")
 	cmd.Flags().StringVar(&q.After, "after", "", "start after this host ID (paging)")
 	cmd.Flags().IntVar(&limit, "limit", 100, "hosts per page")
 	cmd.Flags().BoolVar(&all, "all", false, "follow every page")

@@ -18,9 +18,10 @@ const MaxPage = 1000
 
 // HostQuery selects a page of hosts, ordered by ID.
 type HostQuery struct {
-	State string // HostAdmitted, HostQuarantined, or "" for all
-	After string // only hosts whose ID sorts after this one (the previous page's last)
-	Limit int    // at most this many (0: MaxPage)
+	State  string // HostAdmitted, HostQuarantined, or "" for all
+	Prefix string // only hosts whose ID starts with this
+	After  string // only hosts whose ID sorts after this one (the previous page's last)
+	Limit  int    // at most this many (0: MaxPage)
 }
 
 // IncidentQuery selects a page of incidents, newest first.
@@ -51,6 +52,10 @@ func (s *SQLite) ListHosts(ctx context.Context, q HostQuery) ([]Host, error) {
 			return nil, fmt.Errorf("list hosts: %w: unknown state %q", ErrInvalid, q.State)
 		}
 		where, args = append(where, "state = ?"), append(args, q.State)
+	}
+	if q.Prefix != "" {
+		// A range on the primary key, so that the search uses its index.
+		where, args = append(where, "id >= ? AND id < ?"), append(args, q.Prefix, q.Prefix+"\U0010FFFF")
 	}
 	rows, err := s.read.QueryContext(ctx, `SELECT `+hostColumns+` FROM hosts WHERE `+strings.Join(where, " AND ")+
 		` ORDER BY id LIMIT ?`, append(args, pageLimit(q.Limit))...)

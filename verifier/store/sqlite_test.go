@@ -727,6 +727,12 @@ func TestSummaryAndPages(t *testing.T) {
 	if diff := cmp.Diff([]string{"h0", "h1", "h2", "h3", "h4"}, got); diff != "" {
 		t.Errorf("hosts page by page (-want +got):\n%s", diff)
 	}
+	if p, err := st.ListHosts(ctx, HostQuery{Prefix: "h3"}); err != nil || len(p) != 1 || p[0].ID != "h3" {
+		t.Errorf("hosts by prefix: %+v %v", p, err)
+	}
+	if p, err := st.ListHosts(ctx, HostQuery{Prefix: "x"}); err != nil || len(p) != 0 {
+		t.Errorf("hosts by an unknown prefix: %+v %v", p, err)
+	}
 	if q, err := st.ListHosts(ctx, HostQuery{State: HostQuarantined}); err != nil || len(q) != 3 {
 		t.Errorf("quarantined hosts: %d, %v", len(q), err)
 	}

@@ -67,6 +67,8 @@ async function loadHosts(more) {
   const q = new URLSearchParams({ limit: "100" });
   const st = document.getElementById("host-state").value;
   if (st) q.set("state", st);
+  const prefix = document.getElementById("host-prefix").value.trim();
+  if (prefix) q.set("prefix", prefix);
   if (more && state.hostNext) q.set("after", state.hostNext);
   const page = await api("/api/v1/hosts?" + q);
   if (!more) tbody.replaceChildren();
@@ -236,6 +238,11 @@ async function main() {
   }
   document.getElementById("incident-state").addEventListener("change", () => loadIncidents(false));
   document.getElementById("host-state").addEventListener("change", () => loadHosts(false));
+  let typing = null;
+  document.getElementById("host-prefix").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => loadHosts(false), 250);
+  });
   document.getElementById("incidents-more").addEventListener("click", () => loadIncidents(true));
   document.getElementById("hosts-more").addEventListener("click", () => loadHosts(true));
   for (const b of document.querySelectorAll(".panel .close")) b.addEventListener("click", () => show(null));

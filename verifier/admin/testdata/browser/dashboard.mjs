@@ -87,12 +87,18 @@ try {
   await page.locator("#act button[type=submit]").click();
   await page.locator("#history li", { hasText: "alice note: looked at the diff in the dashboard" }).waitFor();
 
-  // Quarantine an admitted host from its panel; the count follows.
+  // Find an admitted host by its ID and quarantine it from its panel; the
+  // count follows.
   page.on("dialog", (d) => d.accept());
   const host = env("BOOTGATE_ADMITTED_HOST");
   const quarantinedBefore = Number(await page.locator("#count-quarantined").textContent());
   await page.locator("button.tab[data-tab=hosts]").click();
   await page.locator("#host-state").selectOption("admitted");
+  await page.locator("#host-prefix").fill(host);
+  await page.waitForFunction((h) => {
+    const rows = document.querySelectorAll("#hosts tbody tr");
+    return rows.length === 1 && rows[0].dataset.host === h;
+  }, host);
   await page.locator(`#hosts tr[data-host="${host}"]`).click();
   await page.locator("#host-title", { hasText: "admitted" }).waitFor();
   await page.locator("#host-attestations td.verdict-pass").first().waitFor();
