@@ -392,10 +392,16 @@ func TestDiffAgainstPolicyReference(t *testing.T) {
 	f := newFixture(t)
 	_, _, ref := replayed(t, goodLog)
 	f.api.opt.Reference, f.api.opt.ReferenceName = ref, goodLog+".bin"
-	_, inc := record(t, f.st, "newcomer", time.Now(), loadEvidence(t, badLog, f.pol), f.pol)
+	bad := loadEvidence(t, badLog, f.pol)
+	// As quoted: PCRs without events (zero, or IMA's) beside the log's.
+	bad.pcrs = append(bad.pcrs, wire.PCR{Index: 12, Digest: make([]byte, 32)}, wire.PCR{Index: 10, Digest: bytes.Repeat([]byte{7}, 32)})
+	_, inc := record(t, f.st, "newcomer", time.Now(), bad, f.pol)
 	d, err := f.client.Incident(context.Background(), inc)
 	if err != nil || d.Diff.Against != "reference" || d.Diff.Reference != goodLog+".bin" || !containsLine(d.Diff.Lines, "Secure Boot: on → off") {
 		t.Fatalf("diff %+v, %v", d.Diff, err)
+	}
+	if containsLine(d.Diff.Lines, "PCR 12") || containsLine(d.Diff.Lines, "PCR 10") {
+		t.Errorf("PCRs the reference has no value for are shown as differences: %q", d.Diff.Lines)
 	}
 }
 
