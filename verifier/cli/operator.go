@@ -81,11 +81,7 @@ func (e *env) operatorCmd() *cobra.Command {
 		Short: "List the operator certificates issued, with their expiry and revocation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := adminConfig(cfgPath)
-			if err != nil {
-				return err
-			}
-			ops, err := pki.LoadOperators(cfg.Admin.Operators, false)
+			_, ops, err := loadOperators(cfgPath)
 			if err != nil {
 				return err
 			}
@@ -110,11 +106,7 @@ func (e *env) operatorCmd() *cobra.Command {
 		Short: "Revoke every certificate issued to an operator; the admin API refuses them from its next request",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := adminConfig(cfgPath)
-			if err != nil {
-				return err
-			}
-			ops, err := pki.LoadOperators(cfg.Admin.Operators, false)
+			cfg, ops, err := loadOperators(cfgPath)
 			if err != nil {
 				return err
 			}
@@ -146,6 +138,20 @@ func adminConfig(path string) (*config.Config, error) {
 		return nil, &ExitError{Code: ExitBadInput, Err: errors.New("the configuration has no admin section")}
 	}
 	return cfg, nil
+}
+
+// loadOperators loads the configuration and its operator CA, without the
+// CA's key (listing and revoking do not need it).
+func loadOperators(cfgPath string) (*config.Config, *pki.Operators, error) {
+	cfg, err := adminConfig(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	ops, err := pki.LoadOperators(cfg.Admin.Operators, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, ops, nil
 }
 
 // auditLocal writes an action taken on the appliance (not through the admin
