@@ -5,6 +5,7 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -41,5 +42,37 @@ func BenchmarkLease(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = offer.ToBytes()
+	}
+}
+
+// BenchmarkOfferFullPool is a DISCOVER from a new client while the pool
+// (65 536 addresses) is full of offers nobody took up, as under a DISCOVER
+// flood or overload: the oldest offer is withdrawn for it.
+func BenchmarkOfferFullPool(b *testing.B) {
+	l, err := OpenLeases(filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	p := &Pool{Name: PoolQuarantine, Start: net.IPv4(10, 30, 0, 0), End: net.IPv4(10, 30, 255, 255), Netmask: net.CIDRMask(16, 32)}
+	ctx, now := context.Background(), time.Now()
+	macOf := func(i int) net.HardwareAddr {
+		return net.HardwareAddr{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+	}
+	i := 0
+	for ; i < 65536; i++ {
+		if _, err := l.Offer(ctx, p, macOf(i), now, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Offer(ctx, p, macOf(i), now, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	if l.Withdrawn.Load() == 0 {
+		b.Fatal("no offer was withdrawn")
 	}
 }

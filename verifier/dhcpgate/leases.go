@@ -45,11 +45,12 @@ type Leases struct {
 	commits   chan commitReq
 	stopped   chan struct{}
 	closeOnce sync.Once
-	byIP      map[uint32]*Lease // live leases and offers, and declined addresses
-	byMAC     map[string]uint32 // the client's address
-	moving    map[string]uint32 // a client's bound lease in the pool it is leaving, while offered one in another
-	hosts     map[string]string // MAC → host ID
-	cursor    map[string]uint32 // per pool: where the next free-address search starts
+	byIP      map[uint32]*Lease   // live leases and offers, and declined addresses
+	byMAC     map[string]uint32   // the client's address
+	moving    map[string]uint32   // a client's bound lease in the pool it is leaving, while offered one in another
+	offers    map[string][]*Lease // per pool: offers in the order they were made (some since bound or gone)
+	hosts     map[string]string   // MAC → host ID
+	cursor    map[string]uint32   // per pool: where the next free-address search starts
 
 	// Withdrawn counts offers withdrawn from clients to make room in a
 	// full pool.
@@ -86,7 +87,7 @@ func OpenLeases(path string) (*Leases, error) {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
-	l := &Leases{db: db, byIP: map[uint32]*Lease{}, byMAC: map[string]uint32{}, moving: map[string]uint32{}, hosts: map[string]string{}, cursor: map[string]uint32{}}
+	l := &Leases{db: db, byIP: map[uint32]*Lease{}, byMAC: map[string]uint32{}, moving: map[string]uint32{}, offers: map[string][]*Lease{}, hosts: map[string]string{}, cursor: map[string]uint32{}}
 	if l.upsert, err = db.Prepare(upsertLease); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
@@ -207,8 +208,12 @@ func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now t
 	}
 	start, end := ip4(p.Start), ip4(p.End)
 	size := end - start + 1
+	// The next free address after the cursor: addresses are handed out in
+	// turn, so the ones ahead of it are the oldest and most likely expired.
+	// The search is bounded so that an offer stays cheap when the pool is
+	// (nearly) full.
 	cur := l.cursor[p.Name]
-	for i := uint32(0); i < size; i++ {
+	for i := uint32(0); i < min(size, offerScan); i++ {
 		ipn := start + (cur+i)%size
 		if l.live(ipn, now) != nil {
 			continue
@@ -216,32 +221,62 @@ func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now t
 		l.cursor[p.Name] = (cur + i + 1) % size
 		return l.offerAt(ipn, p, mac, now, offerTTL), nil
 	}
-	// The pool is full. Offers are promises nobody has taken up yet: the
-	// oldest is withdrawn for this client, so that a flood of DISCOVERs
-	// from made-up MACs cannot lock real clients out of the pool (a client
-	// whose offer was withdrawn is NAKed and starts over).
-	var oldest *Lease
-	for i := uint32(0); i < size; i++ {
-		if le := l.byIP[start+i]; le != nil && !le.Bound && le.MAC != nil && (oldest == nil || le.Expires.Before(oldest.Expires)) {
-			oldest = le
+	// Nothing free nearby. Offers are promises nobody has taken up yet: the
+	// oldest is withdrawn for this client (in order of offering, which is
+	// the order of expiry), so that a flood of DISCOVERs from made-up MACs
+	// cannot lock real clients out of the pool; a client whose offer was
+	// withdrawn is NAKed and starts over.
+	q := l.offers[p.Name]
+	for len(q) > 0 {
+		le := q[0]
+		q = q[1:]
+		ipn := ip4(le.IP)
+		if l.byIP[ipn] != le || le.Bound {
+			// Bound since, or gone: if gone, the address may be free.
+			if l.live(ipn, now) == nil {
+				l.offers[p.Name] = q
+				return l.offerAt(ipn, p, mac, now, offerTTL), nil
+			}
+			continue
 		}
+		l.offers[p.Name] = q
+		if l.byMAC[le.MAC.String()] == ipn {
+			delete(l.byMAC, le.MAC.String())
+		}
+		l.Withdrawn.Add(1)
+		return l.offerAt(ipn, p, mac, now, offerTTL), nil
 	}
-	if oldest == nil {
-		return nil, ErrPoolFull
+	l.offers[p.Name] = q
+	// No offer to withdraw: look through the whole pool (every address is
+	// bound, or free ones are far from the cursor).
+	for i := offerScan; i < size; i++ {
+		ipn := start + (cur+i)%size
+		if l.live(ipn, now) != nil {
+			continue
+		}
+		l.cursor[p.Name] = (cur + i + 1) % size
+		return l.offerAt(ipn, p, mac, now, offerTTL), nil
 	}
-	ipn := ip4(oldest.IP)
-	if l.byMAC[oldest.MAC.String()] == ipn {
-		delete(l.byMAC, oldest.MAC.String())
-	}
-	l.Withdrawn.Add(1)
-	return l.offerAt(ipn, p, mac, now, offerTTL), nil
+	return nil, ErrPoolFull
 }
+
+// offerScan bounds the search for a free address before an offer is
+// withdrawn.
+const offerScan uint32 = 256
 
 // offerAt records an offer of ipn to mac.
 func (l *Leases) offerAt(ipn uint32, p *Pool, mac net.HardwareAddr, now time.Time, offerTTL time.Duration) *Lease {
 	le := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Expires: now.Add(offerTTL)}
 	l.byIP[ipn] = le
 	l.byMAC[mac.String()] = ipn
+	// Offers live offerTTL, all alike, so the queue is in order of expiry:
+	// entries at its front that are no longer standing offers (bound since,
+	// replaced, or expired) are dropped as new ones come in.
+	q := l.offers[p.Name]
+	for len(q) > 0 && (q[0].Bound || l.byIP[ip4(q[0].IP)] != q[0] || !q[0].Expires.After(now)) {
+		q = q[1:]
+	}
+	l.offers[p.Name] = append(q, le)
 	return le
 }
 
