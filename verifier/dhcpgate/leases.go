@@ -46,8 +46,8 @@ type Leases struct {
 	stopped   chan struct{}
 	closeOnce sync.Once
 	byIP      map[uint32]*Lease   // live leases and offers, and declined addresses
-	byMAC     map[string]uint32   // the client's address
-	moving    map[string]uint32   // a client's bound lease in the pool it is leaving, while offered one in another
+	bound     map[string]uint32   // MAC → the client's bound lease
+	offered   map[string]uint32   // MAC → the offer standing for the client (it may also hold a lease in the other pool)
 	offers    map[string][]*Lease // per pool: offers in the order they were made (some since bound or gone)
 	hosts     map[string]string   // MAC → host ID
 	cursor    map[string]uint32   // per pool: where the next free-address search starts
@@ -87,7 +87,7 @@ func OpenLeases(path string) (*Leases, error) {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
-	l := &Leases{db: db, byIP: map[uint32]*Lease{}, byMAC: map[string]uint32{}, moving: map[string]uint32{}, offers: map[string][]*Lease{}, hosts: map[string]string{}, cursor: map[string]uint32{}}
+	l := &Leases{db: db, byIP: map[uint32]*Lease{}, bound: map[string]uint32{}, offered: map[string]uint32{}, offers: map[string][]*Lease{}, hosts: map[string]string{}, cursor: map[string]uint32{}}
 	if l.upsert, err = db.Prepare(upsertLease); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
@@ -119,7 +119,7 @@ func (l *Leases) load(now time.Time) error {
 		hw, _ := net.ParseMAC(mac)
 		l.byIP[ipn] = &Lease{IP: ipOf(ipn), MAC: hw, Pool: pool, Bound: bound, Expires: time.Unix(0, exp)}
 		if hw != nil {
-			l.byMAC[mac] = ipn
+			l.bound[mac] = ipn
 		}
 	}
 	rows.Close()
@@ -149,17 +149,34 @@ func (l *Leases) live(ipn uint32, now time.Time) *Lease {
 	}
 	if !le.Expires.After(now) {
 		delete(l.byIP, ipn)
-		if le.MAC != nil {
-			if l.byMAC[le.MAC.String()] == ipn {
-				delete(l.byMAC, le.MAC.String())
-			}
-			if m, ok := l.moving[le.MAC.String()]; ok && m == ipn {
-				delete(l.moving, le.MAC.String())
-			}
-		}
+		l.forget(le, ipn)
 		return nil
 	}
 	return le
+}
+
+// forget drops the client's pointers to ipn, whose entry le is gone.
+func (l *Leases) forget(le *Lease, ipn uint32) {
+	if le.MAC == nil {
+		return
+	}
+	key := le.MAC.String()
+	if ipn2, ok := l.bound[key]; ok && ipn2 == ipn {
+		delete(l.bound, key)
+	}
+	if ipn2, ok := l.offered[key]; ok && ipn2 == ipn {
+		delete(l.offered, key)
+	}
+}
+
+// dropOffer withdraws the offer standing for the client, if any.
+func (l *Leases) dropOffer(key string) {
+	if ipn, ok := l.offered[key]; ok {
+		if le := l.byIP[ipn]; le != nil && !le.Bound && le.MAC != nil && le.MAC.String() == key {
+			delete(l.byIP, ipn)
+		}
+		delete(l.offered, key)
+	}
 }
 
 // Close writes what is pending and closes the database. No Bind may run
@@ -191,21 +208,17 @@ func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now t
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	key := mac.String()
-	if ipn, ok := l.byMAC[key]; ok {
-		if le := l.live(ipn, now); le != nil {
-			if le.Pool == p.Name {
+	// The client's lease or standing offer in this pool is offered again.
+	// A lease in the other pool (the client was admitted, or quarantined)
+	// stays until the client binds the new address.
+	for _, m := range []map[string]uint32{l.bound, l.offered} {
+		if ipn, ok := m[key]; ok {
+			if le := l.live(ipn, now); le != nil && le.Pool == p.Name {
 				return le, nil
-			}
-			// The client changes pools (admitted, or quarantined): its
-			// old offer is dropped; its old bound lease ends when it binds
-			// the new one.
-			if le.Bound {
-				l.moving[key] = ipn
-			} else {
-				delete(l.byIP, ipn)
 			}
 		}
 	}
+	l.dropOffer(key)
 	start, end := ip4(p.Start), ip4(p.End)
 	size := end - start + 1
 	// The next free address after the cursor: addresses are handed out in
@@ -240,9 +253,7 @@ func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now t
 			continue
 		}
 		l.offers[p.Name] = q
-		if l.byMAC[le.MAC.String()] == ipn {
-			delete(l.byMAC, le.MAC.String())
-		}
+		l.forget(le, ipn)
 		l.Withdrawn.Add(1)
 		return l.offerAt(ipn, p, mac, now, offerTTL), nil
 	}
@@ -268,7 +279,7 @@ const offerScan uint32 = 256
 func (l *Leases) offerAt(ipn uint32, p *Pool, mac net.HardwareAddr, now time.Time, offerTTL time.Duration) *Lease {
 	le := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Expires: now.Add(offerTTL)}
 	l.byIP[ipn] = le
-	l.byMAC[mac.String()] = ipn
+	l.offered[mac.String()] = ipn
 	// Offers live offerTTL, all alike, so the queue is in order of expiry:
 	// entries at its front that are no longer standing offers (bound since,
 	// replaced, or expired) are dropped as new ones come in.
@@ -297,25 +308,25 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 		return false, nil
 	}
 	prevIP, prev := l.byIP[ipn]
-	old, hadOther := l.byMAC[key]
-	hadOther = hadOther && old != ipn
-	if m, ok := l.moving[key]; ok && !hadOther && m != ipn {
-		old, hadOther = m, true
-	}
-	// The client's other lease is dropped only while it is still the
-	// client's (an expired one may have gone to someone else since).
+	prevOffer, hadOffer := l.offered[key]
+	// The client's other lease (in the pool it leaves, or an address it
+	// gave up) ends with this bind, while it is still the client's (an
+	// expired one may have gone to someone else since).
+	old, hadOther := l.bound[key]
 	oldLease := l.byIP[old]
-	hadOther = hadOther && oldLease != nil && oldLease.MAC != nil && oldLease.MAC.String() == key
+	hadOther = hadOther && old != ipn && oldLease != nil && oldLease.MAC != nil && oldLease.MAC.String() == key
 	// Reserve in memory first, so that no one else takes the address while
 	// it is being written.
 	mine := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Bound: true, Expires: exp}
+	if hadOffer && prevOffer != ipn {
+		l.dropOffer(key) // the client asked for another address than offered
+	}
+	delete(l.offered, key)
 	l.byIP[ipn] = mine
-	l.byMAC[key] = ipn
+	l.bound[key] = ipn
 	if hadOther {
 		delete(l.byIP, old)
 	}
-	movingFrom, wasMoving := l.moving[key]
-	delete(l.moving, key)
 	l.mu.Unlock()
 
 	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: hadOther, done: make(chan error, 1)}
@@ -328,14 +339,12 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 			} else {
 				delete(l.byIP, ipn)
 			}
+			delete(l.bound, key)
 			// The old lease comes back only if no one took its address
 			// meanwhile.
-			if hadOther && oldLease != nil && l.byIP[old] == nil {
+			if hadOther && l.byIP[old] == nil {
 				l.byIP[old] = oldLease
-				l.byMAC[key] = old
-			}
-			if wasMoving {
-				l.moving[key] = movingFrom
+				l.bound[key] = old
 			}
 		}
 		l.mu.Unlock()
@@ -411,12 +420,7 @@ func (l *Leases) Release(ctx context.Context, mac net.HardwareAddr, ip net.IP) e
 	}
 	if le, ok := l.byIP[ip4(ip)]; ok && le.MAC != nil && le.MAC.String() == mac.String() {
 		delete(l.byIP, ip4(ip))
-		if l.byMAC[mac.String()] == ip4(ip) {
-			delete(l.byMAC, mac.String())
-		}
-		if l.moving[mac.String()] == ip4(ip) {
-			delete(l.moving, mac.String())
-		}
+		l.forget(le, ip4(ip))
 	}
 	return nil
 }
@@ -433,8 +437,8 @@ func (l *Leases) Decline(ctx context.Context, ip net.IP, now time.Time, quaranti
 		ip4(ip), now.Add(quarantine).UnixNano()); err != nil {
 		return err
 	}
-	if le, ok := l.byIP[ip4(ip)]; ok && le.MAC != nil {
-		delete(l.byMAC, le.MAC.String())
+	if le, ok := l.byIP[ip4(ip)]; ok {
+		l.forget(le, ip4(ip))
 	}
 	l.byIP[ip4(ip)] = &Lease{IP: ip.To4(), Pool: "declined", Bound: true, Expires: now.Add(quarantine)}
 	return nil
@@ -513,7 +517,7 @@ func (l *Leases) HostLeases(hostIDs []string, now time.Time) map[string]Lease {
 		if !want[host] {
 			continue
 		}
-		ipn, ok := l.byMAC[mac]
+		ipn, ok := l.bound[mac]
 		if !ok {
 			continue
 		}
