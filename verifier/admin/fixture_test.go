@@ -167,11 +167,11 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, chain, _, err := ca.Issue(&hostKey.PublicKey, "alice", time.Hour)
+	id, err := ca.Issue(&hostKey.PublicKey, "alice", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.hostCert = tls.Certificate{Certificate: append([][]byte{der}, chain...), PrivateKey: hostKey}
+	f.hostCert = tls.Certificate{Certificate: append([][]byte{id.DER}, id.Chain...), PrivateKey: hostKey}
 
 	verifyOnly, err := pki.LoadOperators(opsDir, false)
 	if err != nil {

@@ -97,11 +97,19 @@ func LoadCA(dir string) (*CA, error) {
 	return &CA{Root: root, issuing: iss, key: signer}, nil
 }
 
+// Identity is an issued host identity certificate.
+type Identity struct {
+	DER      []byte
+	Chain    [][]byte // the issuing CA
+	Serial   *big.Int
+	NotAfter time.Time
+}
+
 // Issue makes a host identity certificate for pub, naming hostID, valid for
 // validity (capped by the issuing CA's own lifetime).
-func (c *CA) Issue(pub crypto.PublicKey, hostID string, validity time.Duration) (cert []byte, chain [][]byte, notAfter time.Time, err error) {
+func (c *CA) Issue(pub crypto.PublicKey, hostID string, validity time.Duration) (*Identity, error) {
 	now := time.Now()
-	notAfter = now.Add(validity)
+	notAfter := now.Add(validity)
 	if notAfter.After(c.issuing.NotAfter) {
 		notAfter = c.issuing.NotAfter
 	}
@@ -116,9 +124,9 @@ func (c *CA) Issue(pub crypto.PublicKey, hostID string, validity time.Duration) 
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.issuing, pub, c.key)
 	if err != nil {
-		return nil, nil, time.Time{}, fmt.Errorf("issue identity: %w", err)
+		return nil, fmt.Errorf("issue identity: %w", err)
 	}
-	return der, [][]byte{c.issuing.Raw}, notAfter, nil
+	return &Identity{DER: der, Chain: [][]byte{c.issuing.Raw}, Serial: tmpl.SerialNumber, NotAfter: notAfter}, nil
 }
 
 // Pool is what TLS servers trust for client identities: the root.

@@ -23,13 +23,17 @@ func TestIssue(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, chain, notAfter, err := ca.Issue(&key.PublicKey, "host-1", 24*time.Hour)
+	id, err := ca.Issue(&key.PublicKey, "host-1", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
+	der, chain, notAfter := id.DER, id.Chain, id.NotAfter
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cert.SerialNumber.Cmp(id.Serial) != 0 {
+		t.Errorf("serial %x, certificate's %x", id.Serial, cert.SerialNumber)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain {
@@ -65,7 +69,7 @@ func BenchmarkIssue(b *testing.B) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, _, err := ca.Issue(&key.PublicKey, "host", time.Hour); err != nil {
+		if _, err := ca.Issue(&key.PublicKey, "host", time.Hour); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -143,12 +147,12 @@ func TestOperators(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, chain, _, err := ca.Issue(&key.PublicKey, "alice", time.Hour)
+	id, err := ca.Issue(&key.PublicKey, "alice", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostCert, _ := x509.ParseCertificate(der)
-	issuing, _ := x509.ParseCertificate(chain[0])
+	hostCert, _ := x509.ParseCertificate(id.DER)
+	issuing, _ := x509.ParseCertificate(id.Chain[0])
 	if _, err := verifyOnly.Verify([]*x509.Certificate{hostCert, issuing}, time.Now()); err == nil {
 		t.Error("a host identity verified as an operator")
 	}

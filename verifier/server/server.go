@@ -9,7 +9,6 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -543,20 +542,16 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 // is revoked with its host's admission; an identity that could not be
 // recorded is not handed out.
 func (s *Server) issueIdentity(ctx context.Context, pub crypto.PublicKey, hostID string) (*wire.Identity, error) {
-	der, chain, notAfter, err := s.opt.CA.Issue(pub, hostID, s.opt.IdentityTTL)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
+	id, err := s.opt.CA.Issue(pub, hostID, s.opt.IdentityTTL)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.opt.Store.RecordIdentity(context.WithoutCancel(ctx), store.IdentityRecord{
-		Serial: cert.SerialNumber.Text(16), HostID: hostID, Issued: s.opt.Now(), NotAfter: notAfter,
+		Serial: id.Serial.Text(16), HostID: hostID, Issued: s.opt.Now(), NotAfter: id.NotAfter,
 	}); err != nil {
 		return nil, err
 	}
-	return &wire.Identity{Cert: der, Chain: chain, NotAfter: notAfter}, nil
+	return &wire.Identity{Cert: id.DER, Chain: id.Chain, NotAfter: id.NotAfter}, nil
 }
 
 // crlLifetime is how long a CRL is valid; crlCache how long one is served
