@@ -10,6 +10,8 @@ import (
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/bootgate/bootgate/internal/keytype"
 )
 
 // ErrUnsupportedEK is returned by ActivateCredential for an EK whose
@@ -311,7 +313,7 @@ func (k loadedKey) ek(transient bool) EK {
 	return EK{
 		Public:    k.public,
 		Handle:    k.handle,
-		Type:      keyType(&k.pub),
+		Type:      keytype.Of(&k.pub),
 		name:      k.name,
 		pub:       k.pub,
 		transient: transient,
@@ -447,30 +449,6 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 }
 
 // keyType names a key's algorithm and size: "rsa2048", "ecc-p256", ...
-func keyType(pub *tpm2.TPMTPublic) string {
-	switch pub.Type {
-	case tpm2.TPMAlgRSA:
-		if d, err := pub.Parameters.RSADetail(); err == nil {
-			return fmt.Sprintf("rsa%d", d.KeyBits)
-		}
-		return "rsa"
-	case tpm2.TPMAlgECC:
-		d, err := pub.Parameters.ECCDetail()
-		if err != nil {
-			return "ecc"
-		}
-		switch d.CurveID {
-		case tpm2.TPMECCNistP256:
-			return "ecc-p256"
-		case tpm2.TPMECCNistP384:
-			return "ecc-p384"
-		case tpm2.TPMECCNistP521:
-			return "ecc-p521"
-		}
-		return fmt.Sprintf("ecc-%#04x", uint16(d.CurveID))
-	}
-	return fmt.Sprintf("alg-%#04x", uint16(pub.Type))
-}
 
 // nvBufferMax returns the largest TPM2_NV_Read the TPM accepts
 // (TPM_PT_NV_BUFFER_MAX), or a conservative default if it does not say.

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-eventlog/tcg"
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/bootgate/bootgate/internal/keytype"
 	"github.com/bootgate/bootgate/qemu/swtpm"
 )
 
@@ -95,7 +96,7 @@ func TestSwtpm(t *testing.T) {
 		flush(t, tp, k.handle)
 		var ek EK
 		for _, e := range got {
-			if e.Type == keyType(&k.pub) {
+			if e.Type == keytype.Of(&k.pub) {
 				ek = e
 			}
 		}

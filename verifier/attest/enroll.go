@@ -30,6 +30,7 @@ import (
 	legacy "github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/bootgate/bootgate/internal/keytype"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
@@ -170,7 +171,7 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
 	}
-	e := &Enrollment{HostID: id, EKType: keyType(ekPub), EKPublic: req.EKPublic, AK: req.AK, ekPublic: *ekPub}
+	e := &Enrollment{HostID: id, EKType: keytype.Of(ekPub), EKPublic: req.EKPublic, AK: req.AK, ekPublic: *ekPub}
 
 	if len(req.EKCert) == 0 {
 		if !r.allowedEKs[id] {
@@ -300,27 +301,6 @@ func checkEKAttributes(p *tpm2.TPMTPublic) error {
 		return fmt.Errorf("unsupported key type %v", p.Type)
 	}
 	return nil
-}
-
-func keyType(p *tpm2.TPMTPublic) string {
-	switch p.Type {
-	case tpm2.TPMAlgRSA:
-		if d, err := p.Parameters.RSADetail(); err == nil {
-			return fmt.Sprintf("rsa%d", d.KeyBits)
-		}
-	case tpm2.TPMAlgECC:
-		if d, err := p.Parameters.ECCDetail(); err == nil {
-			switch d.CurveID {
-			case tpm2.TPMECCNistP256:
-				return "ecc-p256"
-			case tpm2.TPMECCNistP384:
-				return "ecc-p384"
-			case tpm2.TPMECCNistP521:
-				return "ecc-p521"
-			}
-		}
-	}
-	return "unknown"
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
