@@ -23,11 +23,7 @@ func check(c *console, o options) error {
 	e := efivarfs.NewFS().Open()
 	var problems []string
 
-	sb, err := readU8(efivar.SecureBoot)
-	if err != nil {
-		return err
-	}
-	setup, err := readU8(efivar.SetupMode)
+	sb, setup, err := modes()
 	if err != nil {
 		return err
 	}

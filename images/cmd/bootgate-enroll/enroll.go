@@ -38,11 +38,7 @@ func enroll(c *console, o options) error {
 	}
 
 	e := efivarfs.NewFS().CheckImmutable().UnsetImmutable().Open()
-	setup, err := readU8(efivar.SetupMode)
-	if err != nil {
-		return err
-	}
-	sb, err := readU8(efivar.SecureBoot)
+	sb, setup, err := modes()
 	if err != nil {
 		return err
 	}
@@ -138,6 +134,17 @@ func readCerts(e *efivarfs.Efivarfs, v efivar.Efivar) ([]*x509.Certificate, erro
 }
 
 // readU8 returns the one-byte value of a variable such as SecureBoot.
+// modes reads the firmware's SecureBoot and SetupMode variables.
+func modes() (secureBoot, setupMode int, err error) {
+	if secureBoot, err = readU8(efivar.SecureBoot); err != nil {
+		return 0, 0, err
+	}
+	if setupMode, err = readU8(efivar.SetupMode); err != nil {
+		return 0, 0, err
+	}
+	return secureBoot, setupMode, nil
+}
+
 func readU8(v efivar.Efivar) (int, error) {
 	b, err := os.ReadFile(filepath.Join(efivarsDir, v.Name+"-"+v.GUID.Format()))
 	if err != nil {
