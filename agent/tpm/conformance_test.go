@@ -120,7 +120,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 
 	t.Run("EKs", func(t *testing.T) {
 		tp := open(t)
-		eks := getEKs(t, tp)
+		eks := tpm.EKsForTest(t, tp)
 		if len(eks) == 0 {
 			t.Fatal("EKs returned no EK")
 		}
@@ -163,7 +163,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 		for _, alg := range algs {
 			t.Run(alg.String(), func(t *testing.T) {
 				tp := open(t)
-				ak := newAK(t, tp, alg)
+				ak := tpm.NewAKForTest(t, tp, alg)
 				p := ak.Params()
 				ap := attest.ActivationParameters{AK: attestParams(p)}
 				if err := ap.CheckAKParameters(); err != nil {
@@ -196,7 +196,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 				}
 
 				// Each AK is new.
-				if again := newAK(t, tp, alg); bytes.Equal(again.Params().Public, p.Public) {
+				if again := tpm.NewAKForTest(t, tp, alg); bytes.Equal(again.Params().Public, p.Public) {
 					t.Error("two AKs have the same public area")
 				}
 			})
@@ -205,10 +205,10 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 
 	t.Run("ActivateCredential", func(t *testing.T) {
 		tp := open(t)
-		eks := getEKs(t, tp)
+		eks := tpm.EKsForTest(t, tp)
 		for _, alg := range algs {
 			t.Run(alg.String()+"-AK", func(t *testing.T) {
-				ak := newAK(t, tp, alg)
+				ak := tpm.NewAKForTest(t, tp, alg)
 				for i, ek := range eks {
 					t.Run(fmt.Sprintf("EK%d-%s", i, ek.Type), func(t *testing.T) {
 						checkActivation(t, ak, ek)
@@ -220,8 +220,8 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 
 	t.Run("ActivateCredentialOtherAK", func(t *testing.T) {
 		tp := open(t)
-		eks := getEKs(t, tp)
-		ak := newAK(t, tp, tpm.AKECCP256)
+		eks := tpm.EKsForTest(t, tp)
+		ak := tpm.NewAKForTest(t, tp, tpm.AKECCP256)
 		// Only the other AK's name matters: close it at once, which also
 		// spares the simulator's few object slots.
 		other, err := tp.NewAK(tpm.AKECCP256)
@@ -246,7 +246,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 		for _, alg := range algs {
 			t.Run(alg.String(), func(t *testing.T) {
 				tp := open(t)
-				ak := newAK(t, tp, alg)
+				ak := tpm.NewAKForTest(t, tp, alg)
 				pub, err := attest.ParseAKPublic(ak.Params().Public)
 				if err != nil {
 					t.Fatalf("go-attestation ParseAKPublic: %v", err)
@@ -381,13 +381,13 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 			t.Fatal(err)
 		}
 		step("a command sent through Transport", 1)
-		ak := newAK(t, tp, tpm.AKECCP256)
+		ak := tpm.NewAKForTest(t, tp, tpm.AKECCP256)
 		step("NewAK", 0)
 		if _, _, err := ak.Quote([]byte("nonce"), []int{0}); err != nil {
 			t.Fatal(err)
 		}
 		step("Quote", 1)
-		getEKs(t, tp)
+		tpm.EKsForTest(t, tp)
 		step("EKs", 0)
 	})
 }
@@ -469,38 +469,6 @@ func allPCRs() []int {
 		all[i] = i
 	}
 	return all
-}
-
-// getEKs finds the EKs and closes them when the test ends.
-func getEKs(t *testing.T, tp *tpm.TPM) []tpm.EK {
-	t.Helper()
-	eks, err := tp.EKs()
-	if err != nil {
-		t.Fatalf("EKs: %v", err)
-	}
-	t.Cleanup(func() {
-		for _, ek := range eks {
-			if err := tp.CloseEK(ek); err != nil {
-				t.Errorf("CloseEK(%s): %v", ek.Type, err)
-			}
-		}
-	})
-	return eks
-}
-
-// newAK creates an AK that is closed when the test ends.
-func newAK(t *testing.T, tp *tpm.TPM, alg tpm.AKAlg) *tpm.AK {
-	t.Helper()
-	ak, err := tp.NewAK(alg)
-	if err != nil {
-		t.Fatalf("NewAK(%v): %v", alg, err)
-	}
-	t.Cleanup(func() {
-		if err := ak.Close(); err != nil {
-			t.Errorf("close AK: %v", err)
-		}
-	})
-	return ak
 }
 
 // quote quotes sel and reads the PCRs it covers. A live machine extends some

@@ -6,4 +6,6 @@ var (
 	MakeCredentialForTest  = makeCredential
 	Prefix2BForTest        = prefix2B
 	UnmarshalPublicForTest = unmarshalPublic
+	NewAKForTest           = newAK
+	EKsForTest             = eks
 )

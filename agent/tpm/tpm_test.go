@@ -544,44 +544,14 @@ func TestReplayEventLog(t *testing.T) {
 				t.Errorf("extended %d events with %d commands", n, got)
 			}
 
-			all := make([]int, maxReplayPCR+1)
-			for i := range all {
-				all[i] = i
-			}
-			values, err := tp.PCRs(all)
-			if err != nil {
-				t.Fatal(err)
-			}
-
 			// go-eventlog's replay must match the simulator's PCRs.
-			el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mrs []register.MR
-			for i, d := range values {
-				mrs = append(mrs, register.PCR{Index: i, Digest: d, DigestAlg: crypto.SHA256})
-			}
-			events, err := el.Verify(mrs)
-			if err != nil {
-				t.Fatalf("go-eventlog Verify against replayed PCRs: %v", err)
-			}
-			if len(events) != n {
-				t.Errorf("go-eventlog verified %d events, ReplayEventLog extended %d", len(events), n)
-			}
+			checkReplayed(t, tp, raw, n)
 
 			// A second replay doubles up: the PCRs no longer match the log.
 			if _, err := tp.ReplayEventLog(raw); err != nil {
 				t.Fatal(err)
 			}
-			if values, err = tp.PCRs(all); err != nil {
-				t.Fatal(err)
-			}
-			mrs = mrs[:0]
-			for i, d := range values {
-				mrs = append(mrs, register.PCR{Index: i, Digest: d, DigestAlg: crypto.SHA256})
-			}
-			if _, err := el.Verify(mrs); err == nil {
+			if _, err := verifyAgainstPCRs(t, tp, raw); err == nil {
 				t.Error("go-eventlog verified a doubly replayed log")
 			}
 		})
@@ -801,4 +771,41 @@ func TestOpen(t *testing.T) {
 	if err := tp.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
+}
+
+// checkReplayed checks that go-eventlog verifies raw against the TPM's
+// SHA-256 PCRs after ReplayEventLog extended n events of it.
+func checkReplayed(t *testing.T, tp *TPM, raw []byte, n int) {
+	t.Helper()
+	verified, err := verifyAgainstPCRs(t, tp, raw)
+	if err != nil {
+		t.Fatalf("go-eventlog Verify against the replayed PCRs: %v", err)
+	}
+	if verified != n {
+		t.Errorf("go-eventlog verified %d events, ReplayEventLog extended %d", verified, n)
+	}
+}
+
+// verifyAgainstPCRs verifies raw with go-eventlog against the TPM's SHA-256
+// PCRs and returns the number of events verified.
+func verifyAgainstPCRs(t *testing.T, tp *TPM, raw []byte) (int, error) {
+	t.Helper()
+	all := make([]int, maxReplayPCR+1)
+	for i := range all {
+		all[i] = i
+	}
+	values, err := tp.PCRs(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mrs []register.MR
+	for i, d := range values {
+		mrs = append(mrs, register.PCR{Index: i, Digest: d, DigestAlg: crypto.SHA256})
+	}
+	events, err := el.Verify(mrs)
+	return len(events), err
 }
