@@ -7,7 +7,6 @@ package bootflow
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -250,18 +249,6 @@ func (f *Flow) showQuarantine(res wire.Result) {
 	}
 	_, _ = io.WriteString(f.Console, b.String())
 	f.Events.Emit("quarantined", map[string]any{"host_id": res.HostID, "incident_id": res.IncidentID, "reasons": len(res.Reasons)})
-}
-
-// IdentityClient returns an HTTP client that presents the host identity
-// (certificate and chain, private key in the TPM) to servers that roots
-// trust.
-func IdentityClient(roots *x509.CertPool) func(*wire.Identity, *tpm.Key) *http.Client {
-	return func(id *wire.Identity, key *tpm.Key) *http.Client {
-		cert := tls.Certificate{Certificate: append([][]byte{id.Cert}, id.Chain...), PrivateKey: key.Signer()}
-		return &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
-		}}
-	}
 }
 
 // unsealAll unseals every credential with the EK the verifier enrolled and

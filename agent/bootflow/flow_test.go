@@ -133,7 +133,7 @@ func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) htt
 	e := &env{kexec: &fakeKexec{}, tp: tp, events: &bytes.Buffer{}, kernel: kernel, url: ts.URL, store: db, roots: roots}
 	e.flow = &bootflow.Flow{
 		Client:         &client.Client{BaseURL: ts.URL, HTTP: ts.Client(), Identity: true},
-		IdentityClient: bootflow.IdentityClient(roots),
+		IdentityClient: client.IdentityClient(roots),
 		OpenTPM:        func() (*tpm.TPM, error) { return tpm.New(shared{tp.Transport()}), nil },
 		EventLog:       func() ([]byte, error) { return raw, nil },
 		Loader:         &boot.Loader{HTTP: ts.Client(), Dir: filepath.Join(dir, "os"), PCR: bootflow.PCR, Kexec: e.kexec},
@@ -259,7 +259,7 @@ func TestBootFilesNeedAnAdmittedIdentity(t *testing.T) {
 	if err != nil || cert.Subject.CommonName != rep.Result.HostID {
 		t.Fatalf("identity certificate (%v) does not name host %s", err, rep.Result.HostID)
 	}
-	withID := bootflow.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)
+	withID := client.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)
 	get := func() int {
 		resp, err := withID.Get(e.url + "/v1/boot/initrd")
 		if err != nil {
@@ -299,7 +299,7 @@ func TestIdentityRenewal(t *testing.T) {
 	if _, err := plain.RenewIdentity(ctx); !isStatus(err, http.StatusForbidden) {
 		t.Fatalf("renewal without an identity: %v", err)
 	}
-	withID := &client.Client{BaseURL: e.url, HTTP: bootflow.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)}
+	withID := &client.Client{BaseURL: e.url, HTTP: client.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)}
 	renewed, err := withID.RenewIdentity(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +311,7 @@ func TestIdentityRenewal(t *testing.T) {
 	}
 	// The renewed identity works as the first did; renewing again at once
 	// is refused (a host renewing in a loop must not fill the store).
-	again := &client.Client{BaseURL: e.url, HTTP: bootflow.IdentityClient(e.roots)(renewed, rep.IdentityKey)}
+	again := &client.Client{BaseURL: e.url, HTTP: client.IdentityClient(e.roots)(renewed, rep.IdentityKey)}
 	resp, err := again.HTTP.Get(e.url + wire.PathIdentity)
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +346,7 @@ func TestIdentityRenewalMaxAge(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rep.IdentityKey.Close()
-	withID := &client.Client{BaseURL: e.url, HTTP: bootflow.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)}
+	withID := &client.Client{BaseURL: e.url, HTTP: client.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)}
 	var ae *client.APIError
 	if _, err := withID.RenewIdentity(context.Background()); !errors.As(err, &ae) || ae.Code != "attest_again" {
 		t.Fatalf("renewal past the maximum age: %v", err)
@@ -415,7 +415,7 @@ func TestIdentityRevocation(t *testing.T) {
 		t.Fatalf("re-attestation: %+v", second.Result)
 	}
 	get := func(id *wire.Identity, key *tpm.Key) int {
-		resp, err := bootflow.IdentityClient(e.roots)(id, key).Get(e.url + wire.PathIdentity)
+		resp, err := client.IdentityClient(e.roots)(id, key).Get(e.url + wire.PathIdentity)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,7 +179,7 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 
 // RenewIdentity asks the verifier to reissue the identity that c.HTTP
 // presents (an mTLS client with the identity and its TPM-resident key, as
-// bootflow.IdentityClient makes) for the same key.
+// IdentityClient makes) for the same key.
 func (c *Client) RenewIdentity(ctx context.Context) (*wire.Identity, error) {
 	var id wire.Identity
 	if err := c.post(ctx, wire.PathIdentityRenew, struct{}{}, &id); err != nil {
@@ -216,4 +218,16 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 		return fmt.Errorf("decode response: %w", err)
 	}
 	return nil
+}
+
+// IdentityClient returns an HTTP client that presents the host identity
+// (certificate and chain, private key in the TPM) to servers that roots
+// trust.
+func IdentityClient(roots *x509.CertPool) func(*wire.Identity, *tpm.Key) *http.Client {
+	return func(id *wire.Identity, key *tpm.Key) *http.Client {
+		cert := tls.Certificate{Certificate: append([][]byte{id.Cert}, id.Chain...), PrivateKey: key.Signer()}
+		return &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
+		}}
+	}
 }

@@ -159,7 +159,7 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	}}
 	flow := &bootflow.Flow{
 		Client:         &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), HTTP: httpc, Logger: log, AK: cfg.ak, Identity: true},
-		IdentityClient: bootflow.IdentityClient(pool),
+		IdentityClient: client.IdentityClient(pool),
 		ApplianceCA:    caPEM,
 		OpenTPM:        func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
 		EventLog:       func() ([]byte, error) { return os.ReadFile(securityfsLog) },

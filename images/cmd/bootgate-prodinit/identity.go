@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -74,10 +73,8 @@ func callAppliance(ctx context.Context, verifier string) (map[string]any, error)
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		RootCAs: roots, MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: key.Signer()}},
-	}}}
+	// The client the agent fetched the OS with.
+	c := client.IdentityClient(roots)(&wire.Identity{Cert: chain[0], Chain: chain[1:]}, key)
 	resp, err := c.Get(strings.TrimRight(verifier, "/") + wire.PathIdentity)
 	if err != nil {
 		return nil, err
