@@ -136,16 +136,7 @@ func (a *API) compare(ctx context.Context, latest *store.Attestation, st *eventl
 		if a.opt.Policy != nil {
 			c.PolicyName, c.PolicyDigest = a.opt.Policy.Name, a.opt.Policy.Digest()
 		}
-		// The reference was replayed offline: it knows only the PCRs its
-		// events extend. Quoted PCRs it has no value for are no difference.
-		cur := *st
-		cur.PCRs = map[int]string{}
-		for i, v := range st.PCRs {
-			if _, ok := a.opt.Reference.PCRs[i]; ok {
-				cur.PCRs[i] = v
-			}
-		}
-		c.Lines = append(c.Lines, eventlog.Diff(a.opt.Reference, &cur)...)
+		c.Lines = append(c.Lines, eventlog.Diff(a.opt.Reference, st)...)
 		if len(c.Lines) == 0 {
 			c.Note = "no difference from the policy's reference in what bootgate looks at; the failure lies elsewhere (see the failed rules)"
 		}

@@ -71,14 +71,28 @@ func Diff(a, b *BootState) []string {
 	if a.SCRTMVersion != b.SCRTMVersion {
 		add("firmware version (S-CRTM): %q → %q", a.SCRTMVersion, b.SCRTMVersion)
 	}
+	// PCRs are compared where a log has events for them. A quoted PCR that
+	// no event extends (zero, or IMA's PCR 10) says nothing about the boot
+	// the logs describe, and a log replayed offline has no value for it.
+	logged := func(st *BootState, i int) string {
+		if st.eventPCRs[i] {
+			return st.PCRs[i]
+		}
+		return ""
+	}
 	var pcrs []int
-	for i := range b.PCRs {
+	for i := range a.eventPCRs {
 		pcrs = append(pcrs, i)
+	}
+	for i := range b.eventPCRs {
+		if !a.eventPCRs[i] {
+			pcrs = append(pcrs, i)
+		}
 	}
 	slices.Sort(pcrs)
 	for _, i := range pcrs {
-		if a.PCRs[i] != b.PCRs[i] {
-			add("PCR %d: %s → %s", i, short(a.PCRs[i]), short(b.PCRs[i]))
+		if va, vb := logged(a, i), logged(b, i); va != vb {
+			add("PCR %d: %s → %s", i, short(va), short(vb))
 		}
 	}
 	if len(b.Anomalies) > 0 {
@@ -99,7 +113,7 @@ func short(h string) string {
 		return h[:16] + "…"
 	}
 	if h == "" {
-		return "(none)"
+		return "(no events)"
 	}
 	return h
 }

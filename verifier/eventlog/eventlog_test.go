@@ -283,4 +283,19 @@ func TestDiff(t *testing.T) {
 			t.Errorf("diff lacks %q:\n%s", want, d)
 		}
 	}
+	// The same log as quoted, with PCRs no event extends (IMA's PCR 10, a
+	// zero PCR 12), is no different from the log replayed offline.
+	bank, err := Replay(logs["rhel8-uefi.bin"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bank.PCRs[10], bank.PCRs[12] = bytes.Repeat([]byte{7}, 32), make([]byte, 32)
+	bank.Unlogged = []int{10, 12}
+	quoted, err := Verify(logs["rhel8-uefi.bin"], bank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Diff(a, quoted); len(d) != 0 {
+		t.Errorf("unlogged PCRs shown as differences: %v", d)
+	}
 }
