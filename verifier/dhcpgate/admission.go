@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/bootgate/bootgate/verifier/store"
@@ -39,43 +40,32 @@ func (a StoreAdmission) Admitted(ctx context.Context, mac net.HardwareAddr) (boo
 	return h.State == store.HostAdmitted, nil
 }
 
+// AdmittedSet lists the hosts admitted now.
+type AdmittedSet interface {
+	AdmittedHosts(ctx context.Context) (map[string]bool, error)
+}
+
 // AdmittedIPs returns the addresses of bound production leases whose client
-// is bound to a host that is admitted now: what the gateway may forward.
-func (l *Leases) AdmittedIPs(ctx context.Context, now time.Time, hosts HostStates) ([]net.IP, error) {
-	rows, err := l.db.QueryContext(ctx, `SELECT l.ip, m.host_id FROM dhcp_leases l JOIN dhcp_host_macs m ON l.mac = m.mac
-		WHERE l.pool = ? AND l.bound = 1 AND l.expires > ?`, PoolProduction, now.UnixNano())
+// is bound to a host that is admitted now: what the gateway may forward. It
+// reads the leases and their hosts from memory (which holds what SQLite
+// holds) and the admitted hosts in one query.
+func (l *Leases) AdmittedIPs(ctx context.Context, now time.Time, hosts AdmittedSet) ([]net.IP, error) {
+	admitted, err := hosts.AdmittedHosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("admitted addresses: %w", err)
 	}
-	type row struct {
-		ip   uint32
-		host string
+	l.mu.Lock()
+	var ipns []uint32
+	for mac, ipn := range l.bound {
+		if le := l.live(ipn, now); le != nil && le.Pool == PoolProduction && admitted[l.hosts[mac]] {
+			ipns = append(ipns, ipn)
+		}
 	}
-	var rs []row
-	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.ip, &r.host); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("admitted addresses: %w", err)
-		}
-		rs = append(rs, r)
-	}
-	rows.Close()
-	state := map[string]bool{}
-	var out []net.IP
-	for _, r := range rs {
-		ok, seen := state[r.host]
-		if !seen {
-			h, err := hosts.Host(ctx, r.host)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return nil, fmt.Errorf("admitted addresses: %w", err)
-			}
-			ok = err == nil && h.State == store.HostAdmitted
-			state[r.host] = ok
-		}
-		if ok {
-			out = append(out, ipOf(r.ip))
-		}
+	l.mu.Unlock()
+	slices.Sort(ipns)
+	out := make([]net.IP, len(ipns))
+	for i, ipn := range ipns {
+		out[i] = ipOf(ipn)
 	}
 	return out, nil
 }

@@ -2,12 +2,16 @@ package dhcpgate
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // BenchmarkLease is one DISCOVER/OFFER, REQUEST/ACK exchange of a new client
@@ -74,5 +78,49 @@ func BenchmarkOfferFullPool(b *testing.B) {
 	}
 	if l.Withdrawn.Load() == 0 {
 		b.Fatal("no offer was withdrawn")
+	}
+}
+
+// BenchmarkAdmittedIPs is one gateway sync's read (every second): 5 000
+// admitted hosts with production leases, in the appliance's store file.
+func BenchmarkAdmittedIPs(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "bootgate.db")
+	st, err := store.OpenSQLite(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	l, err := OpenLeases(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	p := &Pool{Name: PoolProduction, Start: net.IPv4(10, 30, 0, 0), End: net.IPv4(10, 30, 255, 255), Netmask: net.CIDRMask(16, 32)}
+	ctx, now := context.Background(), time.Now()
+	const n = 5000
+	for i := range n {
+		mac := net.HardwareAddr{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
+		host := fmt.Sprintf("host-%05d", i)
+		a := &store.Attestation{HostID: host, Time: now, Verdict: wire.VerdictPass, PolicyName: "p", PolicyDigest: "d"}
+		if _, err := st.Record(ctx, a, store.Host{}); err != nil {
+			b.Fatal(err)
+		}
+		le, err := l.Offer(ctx, p, mac, now, time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ok, err := l.Bind(ctx, p, mac, le.IP, now, time.Hour); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		if err := l.BindHost(ctx, mac, host, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		ips, err := l.AdmittedIPs(ctx, now, st)
+		if err != nil || len(ips) != n {
+			b.Fatalf("%d addresses, %v", len(ips), err)
+		}
 	}
 }

@@ -183,6 +183,14 @@ func (f fakeHosts) Host(_ context.Context, id string) (*store.Host, error) {
 	return &store.Host{ID: id, State: s}, nil
 }
 
+func (f fakeHosts) AdmittedHosts(context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	for id, s := range f {
+		out[id] = s == store.HostAdmitted
+	}
+	return out, nil
+}
+
 // TestAdmittedIPs follows a host from its attestation (bound by its
 // quarantine lease's address) to a production lease, and checks that only
 // admitted hosts' production leases are forwarded, and that a quarantine

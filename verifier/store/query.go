@@ -332,3 +332,21 @@ func (s *SQLite) LastPass(ctx context.Context, hostID string, before int64) (*At
 	}
 	return s.Attestation(ctx, id)
 }
+
+// AdmittedHosts returns the IDs of the hosts admitted now.
+func (s *SQLite) AdmittedHosts(ctx context.Context) (map[string]bool, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT id FROM hosts WHERE state = ?`, HostAdmitted)
+	if err != nil {
+		return nil, fmt.Errorf("admitted hosts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("admitted hosts: %w", err)
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}

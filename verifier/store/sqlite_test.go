@@ -736,6 +736,9 @@ func TestSummaryAndPages(t *testing.T) {
 	if q, err := st.ListHosts(ctx, HostQuery{State: HostQuarantined}); err != nil || len(q) != 3 {
 		t.Errorf("quarantined hosts: %d, %v", len(q), err)
 	}
+	if adm, err := st.AdmittedHosts(ctx); err != nil || len(adm) != 2 || !adm["h0"] || !adm["h3"] {
+		t.Errorf("admitted hosts: %v %v", adm, err)
+	}
 	if _, err := st.ListHosts(ctx, HostQuery{State: "sideways"}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("unknown host state: %v", err)
 	}

@@ -120,6 +120,8 @@ type Store interface {
 	Attestation(ctx context.Context, id int64) (*Attestation, error)
 	Hosts(ctx context.Context) ([]Host, error)
 	Host(ctx context.Context, id string) (*Host, error)
+	// AdmittedHosts returns the IDs of the hosts admitted now.
+	AdmittedHosts(ctx context.Context) (map[string]bool, error)
 	// Quarantine sets a known host's state to quarantined (an operator's
 	// decision, audited); only a fresh passing attestation admits it again.
 	Quarantine(ctx context.Context, id, actor string) error
