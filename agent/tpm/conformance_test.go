@@ -20,7 +20,6 @@ import (
 
 	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/internal/tpmtest"
-	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // devicePath is the real TPM the device backend uses: the kernel's
@@ -130,7 +129,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 			if a := pub.ObjectAttributes; !a.FixedTPM || !a.FixedParent || !a.Restricted || !a.Decrypt || a.SignEncrypt {
 				t.Errorf("EK %d (%s): attributes %+v are not an endorsement key's", i, ek.Type, a)
 			}
-			key := cryptoPublic(t, ek.Public)
+			key := tpm.CryptoPublicForTest(t, ek.Public)
 			if typ := keyType(key); typ != ek.Type {
 				t.Errorf("EK %d: Type %q, but its public area holds an %s key", i, ek.Type, typ)
 			}
@@ -165,7 +164,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 				tp := open(t)
 				ak := tpm.NewAKForTest(t, tp, alg)
 				p := ak.Params()
-				ap := attest.ActivationParameters{AK: attestParams(p)}
+				ap := attest.ActivationParameters{AK: tpm.AttestParamsForTest(p)}
 				if err := ap.CheckAKParameters(); err != nil {
 					t.Fatalf("go-attestation CheckAKParameters: %v", err)
 				}
@@ -177,7 +176,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 				if pub.NameAlg != tpm2.TPMAlgSHA256 || len(pub.AuthPolicy.Buffer) != 0 {
 					t.Errorf("AK nameAlg %v, authPolicy %x", pub.NameAlg, pub.AuthPolicy.Buffer)
 				}
-				if typ := keyType(cryptoPublic(t, p.Public)); typ != alg.String() {
+				if typ := keyType(tpm.CryptoPublicForTest(t, p.Public)); typ != alg.String() {
 					t.Errorf("AK is %s, want %s", typ, alg)
 				}
 				if _, err := attest.ParseAKPublic(p.Public); err != nil {
@@ -211,7 +210,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 				ak := tpm.NewAKForTest(t, tp, alg)
 				for i, ek := range eks {
 					t.Run(fmt.Sprintf("EK%d-%s", i, ek.Type), func(t *testing.T) {
-						checkActivation(t, ak, ek)
+						tpm.CheckActivationForTest(t, ak, ek)
 					})
 				}
 			})
@@ -238,7 +237,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *tpm.TPM, opts ...conf
 				t.Errorf("ActivateCredential(%s EK) of another AK's credential = %q, want an error", ek.Type, got)
 			}
 			// The failure leaked no session: the TPM still activates.
-			checkActivation(t, ak, ek)
+			tpm.CheckActivationForTest(t, ak, ek)
 		}
 	})
 
@@ -503,59 +502,6 @@ func quote(t *testing.T, tp *tpm.TPM, ak *tpm.AK, nonce []byte, sel []int) (atte
 	}
 	t.Fatalf("PCRs %v kept changing while quoted", sel)
 	return attest.Quote{}, nil
-}
-
-// checkActivation runs the verifier/agent credential round trip for ek with
-// both encodings of the challenge (go-tpm's CreateCredential output, and with
-// TPM2B size prefixes), and with go-attestation's generator.
-func checkActivation(t *testing.T, ak *tpm.AK, ek tpm.EK) {
-	t.Helper()
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	cred, encSecret := tpm.MakeCredentialForTest(t, ek.Public, ak.Params(), secret)
-	got, err := ak.ActivateCredential(ek, cred, encSecret)
-	if err != nil {
-		t.Fatalf("ActivateCredential(%s EK): %v", ek.Type, err)
-	}
-	if !bytes.Equal(got, secret) {
-		t.Fatalf("ActivateCredential(%s EK) = %x, want %x", ek.Type, got, secret)
-	}
-
-	cred, encSecret = tpm.MakeCredentialForTest(t, ek.Public, ak.Params(), secret)
-	got, err = ak.ActivateCredential(ek, tpm.Prefix2BForTest(cred), tpm.Prefix2BForTest(encSecret))
-	if err != nil || !bytes.Equal(got, secret) {
-		t.Fatalf("ActivateCredential(%s EK) with TPM2B prefixes = %x, %v; want %x", ek.Type, got, err, secret)
-	}
-
-	if tpm.UnmarshalPublicForTest(t, ek.Public).NameAlg != tpm2.TPMAlgSHA256 {
-		return // go-attestation generates only for SHA-256 / AES-128 EKs
-	}
-	ap := attest.ActivationParameters{EK: cryptoPublic(t, ek.Public), AK: attestParams(ak.Params())}
-	secret, ec, err := ap.Generate()
-	if err != nil {
-		t.Fatalf("go-attestation Generate: %v", err)
-	}
-	got, err = ak.ActivateCredential(ek, ec.Credential, ec.Secret)
-	if err != nil || !bytes.Equal(got, secret) {
-		t.Fatalf("ActivateCredential(%s EK) of go-attestation's challenge = %x, %v; want %x", ek.Type, got, err, secret)
-	}
-}
-
-func attestParams(p wire.AKParams) attest.AttestationParameters {
-	return attest.AttestationParameters{
-		Public:            p.Public,
-		CreateData:        p.CreateData,
-		CreateAttestation: p.CreateAttestation,
-		CreateSignature:   p.CreateSignature,
-	}
-}
-
-func cryptoPublic(t *testing.T, b []byte) crypto.PublicKey {
-	t.Helper()
-	k, err := tpm2.Pub(*tpm.UnmarshalPublicForTest(t, b))
-	if err != nil {
-		t.Fatalf("decode public key: %v", err)
-	}
-	return k
 }
 
 // keyType names a public key as package tpm does: "ecc-p256", "rsa2048".

@@ -8,4 +8,7 @@ var (
 	UnmarshalPublicForTest = unmarshalPublic
 	NewAKForTest           = newAK
 	EKsForTest             = eks
+	CheckActivationForTest = checkActivation
+	CryptoPublicForTest    = cryptoPublic
+	AttestParamsForTest    = attestParams
 )
