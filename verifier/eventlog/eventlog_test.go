@@ -70,14 +70,7 @@ func TestExtractedState(t *testing.T) {
 	} {
 		t.Run(tc.log, func(t *testing.T) {
 			raw := logs[tc.log]
-			bank, err := Replay(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := Verify(raw, bank)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := offline(t, raw)
 			if !st.SecureBoot.Measured || st.SecureBoot.Enabled != tc.secureBoot || st.SecureBoot.Event == 0 {
 				t.Errorf("secure boot = %+v, want enabled=%v with its event", st.SecureBoot, tc.secureBoot)
 			}
@@ -176,14 +169,7 @@ func FuzzVerify(f *testing.F) {
 // not what its digest covers: the text must be ignored and reported.
 func TestUnverifiableCommandLine(t *testing.T) {
 	raw := realLogs(t)["arch-linux-workstation.bin"]
-	bank, err := Replay(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := Verify(raw, bank)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := offline(t, raw)
 	if len(st.Cmdlines) != 0 || len(st.Unverifiable) != 1 || !strings.Contains(st.Unverifiable[0].Detail, "systemd") {
 		t.Fatalf("cmdlines %v, unverifiable %v", st.Cmdlines, st.Unverifiable)
 	}
@@ -197,14 +183,7 @@ func TestKernelCommandLines(t *testing.T) {
 		{"cos-101-amd-sev.bin", "init=/usr/lib/systemd/systemd"},
 	} {
 		t.Run(tc.log, func(t *testing.T) {
-			bank, err := Replay(logs[tc.log])
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := Verify(logs[tc.log], bank)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := offline(t, logs[tc.log])
 			found := false
 			for _, c := range st.Cmdlines {
 				found = found || strings.Contains(c.Text, tc.contains)
@@ -262,18 +241,7 @@ func TestMutatedLogs(t *testing.T) {
 
 func TestDiff(t *testing.T) {
 	logs := realLogs(t)
-	state := func(name string) *BootState {
-		bank, err := Replay(logs[name])
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := Verify(logs[name], bank)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
-	a, b := state("rhel8-uefi.bin"), state("ubuntu-2104-no-secure-boot.bin")
+	a, b := offline(t, logs["rhel8-uefi.bin"]), offline(t, logs["ubuntu-2104-no-secure-boot.bin"])
 	if d := Diff(a, a); len(d) != 0 {
 		t.Fatalf("a log differs from itself: %v", d)
 	}
@@ -298,4 +266,18 @@ func TestDiff(t *testing.T) {
 	if d := Diff(a, quoted); len(d) != 0 {
 		t.Errorf("unlogged PCRs shown as differences: %v", d)
 	}
+}
+
+// offline replays raw against itself and returns its boot state.
+func offline(t *testing.T, raw []byte) *BootState {
+	t.Helper()
+	bank, err := Replay(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Verify(raw, bank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
