@@ -588,8 +588,7 @@ func (s *SQLite) UnresolvedIncident(ctx context.Context, hostID string) (*Incide
 	if err != nil {
 		return nil, fmt.Errorf("find unresolved incident: %w", err)
 	}
-	in, _, err := s.Incident(ctx, id)
-	return in, err
+	return s.incidentByID(ctx, id)
 }
 
 // Incident returns one incident and its history.
