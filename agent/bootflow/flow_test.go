@@ -82,7 +82,7 @@ func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) htt
 	if err != nil {
 		t.Fatal(err)
 	}
-	learned, err := policy.Learn("flow", st)
+	learned, _, err := policy.Learn("flow", st, policy.LearnOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func loadEvidence(t testing.TB, name string, pol *policy.Policy) evidence {
 func learnPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
 	_, _, st := replayed(t, goodLog)
-	learned, err := policy.Learn(goodLog, st)
+	learned, _, err := policy.Learn(goodLog, st, policy.LearnOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

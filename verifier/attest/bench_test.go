@@ -84,7 +84,7 @@ func newEvidence(tb testing.TB) *evidence {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	learned, err := policy.Learn("bench", st)
+	learned, _, err := policy.Learn("bench", st, policy.LearnOptions{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -38,9 +38,10 @@ func offlineState(path string) (*eventlog.BootState, error) {
 
 func (e *env) policyLearnCmd() *cobra.Command {
 	var logPath, name string
+	var opts policy.LearnOptions
 	cmd := &cobra.Command{
 		Use:   "learn --eventlog FILE",
-		Short: "Print the narrowest policy that a known-good host's event log passes",
+		Short: "Print the narrowest policy that a known-good host's event log passes; allowances and pins are listed on stderr",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := offlineState(logPath)
@@ -50,15 +51,18 @@ func (e *env) policyLearnCmd() *cobra.Command {
 			if name == "" {
 				name = strings.TrimSuffix(filepath.Base(logPath), filepath.Ext(logPath))
 			}
-			p, err := policy.Learn(name, st)
-			if err != nil {
-				return &ExitError{Code: ExitBadInput, Err: err}
-			}
-			if len(st.Anomalies) > 0 {
-				fmt.Fprintf(e.stderr, "warning: this log has %d structural anomalies; it fails every policy:\n", len(st.Anomalies))
+			p, notes, err := policy.Learn(name, st, opts)
+			if errors.Is(err, policy.ErrNotReference) {
 				for _, a := range st.Anomalies {
 					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, a.Detail)
 				}
+				return &ExitError{Code: ExitPolicyFail, Err: err}
+			}
+			if err != nil {
+				return &ExitError{Code: ExitBadInput, Err: err}
+			}
+			for _, n := range notes {
+				fmt.Fprintf(e.stderr, "allowed: %s\n", n)
 			}
 			b, err := p.Marshal()
 			if err != nil {
@@ -70,6 +74,10 @@ func (e *env) policyLearnCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&logPath, "eventlog", "", "raw TCG event log (binary_bios_measurements)")
 	cmd.Flags().StringVar(&name, "name", "", "policy name (default: the log's file name)")
+	cmd.Flags().BoolVar(&opts.AllowAnyBootApp, "allow-any-boot-app", false, "write allow_any_boot_app if the log measured no boot application (risk: any signed image boots)")
+	cmd.Flags().BoolVar(&opts.AllowEmptyKeys, "allow-empty-keys", false, "write allow_any for PK, KEK or db if the log shows them empty (risk: whoever sets them decides what boots)")
+	cmd.Flags().BoolVar(&opts.AllowUnverifiedBootApps, "allow-unverified-boot-apps", false, "write the allowances for a Secure Boot log in which no authority verified a boot application")
+	cmd.Flags().BoolVar(&opts.AllowDebug, "allow-debug", false, "write the debug allowances for UEFI Debug Mode and DMA Protection Disabled if the log reports them")
 	_ = cmd.MarkFlagRequired("eventlog")
 	return cmd
 }

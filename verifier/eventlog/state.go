@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -29,16 +30,21 @@ type BootState struct {
 	DB         Variable   `json:"db"`
 	DBX        Variable   `json:"dbx"`
 
-	// Authorities are the EV_EFI_VARIABLE_AUTHORITY events: the certificates
-	// (from db, or shim's MokList) that verified an image.
+	// Authorities are the PCR 7 authority events: the certificates (from
+	// db, or shim's MokList) that verified an image.
 	Authorities []Authority `json:"authorities,omitempty"`
-	// BootApps are the EV_EFI_BOOT_SERVICES_APPLICATION events of PCR 4; the
-	// digest is the image's Authenticode SHA-256.
+	// BootApps are the digests of PCR 4 that are neither separators nor
+	// well-known actions, whatever their event type: code the boot manager
+	// ran. For a boot application the digest is its Authenticode SHA-256.
 	BootApps []Image `json:"boot_apps,omitempty"`
-	// Actions are the EV_EFI_ACTION strings, such as "UEFI Debug Mode".
+	// Actions are the well-known firmware actions, such as "UEFI Debug
+	// Mode", recognised by their digest wherever they were measured.
 	Actions []Action `json:"actions,omitempty"`
-	// Cmdlines are kernel command lines measured as text (GRUB's PCR 8).
+	// Cmdlines are the texts measured into CmdlinePCRs that their digests
+	// cover: kernel command lines and GRUB's commands.
 	Cmdlines []Cmdline `json:"cmdlines,omitempty"`
+	// SeparatorPCRs are the PCRs among 0–7 that hold a separator.
+	SeparatorPCRs []int `json:"separator_pcrs,omitempty"`
 
 	SCRTMVersion string `json:"scrtm_version,omitempty"`
 
@@ -48,9 +54,12 @@ type BootState struct {
 	// where the TCG specifications put them, data that does not match its
 	// digest, error separators. Any anomaly fails the log.
 	Anomalies []Anomaly `json:"anomalies,omitempty"`
-	// Unverifiable are events that replayed but whose data is not what their
-	// digest covers (a firmware or shim bug): their data is ignored.
-	Unverifiable []Anomaly `json:"unverifiable,omitempty"`
+	// Unverifiable are events in PCRs the policy judges (7 and CmdlinePCRs)
+	// that replayed but whose digest bootgate cannot explain: their data is
+	// not what the digest covers (a firmware or shim bug, or a forgery), or
+	// it is of no kind bootgate knows. A policy passes one only if it pins
+	// it exactly.
+	Unverifiable []Unverified `json:"unverifiable,omitempty"`
 	// ShimVariables are shim's state variables (SbatLevel, MokListTrusted),
 	// which shim measures as authority events.
 	ShimVariables []ShimVariable `json:"shim_variables,omitempty"`
@@ -94,11 +103,12 @@ type ShimVariable struct {
 	SHA256 string `json:"sha256"`
 }
 
-// Image is a loaded boot application.
+// Image is a loaded boot application (a PCR 4 digest).
 type Image struct {
 	Event  int    `json:"event"`
-	SHA256 string `json:"sha256"`
+	SHA256 string `json:"sha256"` // the digest, hex, in the log's bank
 	Path   string `json:"path,omitempty"`
+	Type   string `json:"type,omitempty"` // the event type as sent (EV_...)
 }
 
 // Action is an EV_EFI_ACTION event.
@@ -108,10 +118,21 @@ type Action struct {
 	Text  string `json:"text"`
 }
 
-// Cmdline is a kernel command line found in the log.
+// Cmdline is a text measured into a command-line PCR.
 type Cmdline struct {
 	Event int    `json:"event"`
+	PCR   int    `json:"pcr"`
 	Text  string `json:"text"`
+}
+
+// Unverified is an event whose digest bootgate cannot explain. PCR, Type and
+// Digest (hex, in the log's bank) are what a policy pins.
+type Unverified struct {
+	Event  int    `json:"event"`
+	PCR    int    `json:"pcr"`
+	Type   string `json:"type"`
+	Digest string `json:"digest"`
+	Detail string `json:"detail"`
 }
 
 // Anomaly is a structural problem with the log.
@@ -126,29 +147,49 @@ const (
 	efiImageSecurityDB = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
 )
 
+// secureBootVariables are the PCR 7 configuration variables (PFP 1.05
+// §3.3.4.8), by namespace and name. Each may be measured once, before the
+// PCR 7 separator.
+var secureBootVariables = map[string]bool{
+	efiGlobalVariable + "/SecureBoot":   true,
+	efiGlobalVariable + "/PK":           true,
+	efiGlobalVariable + "/KEK":          true,
+	efiGlobalVariable + "/DeployedMode": true,
+	efiGlobalVariable + "/AuditMode":    true,
+	efiImageSecurityDB + "/db":          true,
+	efiImageSecurityDB + "/dbx":         true,
+	efiImageSecurityDB + "/dbt":         true,
+	efiImageSecurityDB + "/dbr":         true,
+}
+
 // shim's variables, which it measures into PCR 7 as authority events although
 // they hold state, not certificates.
 const shimLockGUID = "605dab50-e046-4300-abb6-3dd810dd8b23"
 
 var shimStateVariables = map[string]bool{"SbatLevel": true, "MokListTrusted": true}
 
-// Action strings with a meaning for the policy.
-const (
-	ActionDebugMode     = "UEFI Debug Mode"
-	ActionDMADisabled   = "DMA Protection Disabled"
-	ActionCallingEFIApp = "Calling EFI Application from Boot Option"
-)
-
-// pcr7Types are the event types the PC Client specification allows in PCR 7.
-var pcr7Types = map[tcg.EventType]bool{
-	tcg.EFIVariableDriverConfig: true,
-	tcg.EFIVariableAuthority:    true,
-	tcg.Separator:               true,
-	tcg.EFIAction:               true,
-}
-
+// extract derives the boot state from replayed events, judging each digest
+// by what it is (measure.go), never by the type or data around it alone:
+//
+//   - an event whose type the PFP does not allow in its PCR (0–7) is an
+//     anomaly;
+//   - a digest of a separator value is a separator, and of a well-known
+//     action string that action, in every PCR and whatever the event's type;
+//     where the PFP says the digest is over the data (separators, actions,
+//     Secure Boot variables), data and digest must agree;
+//   - every other digest in PCR 4 is code: a boot application;
+//   - every other event in PCR 7 is either a Secure Boot variable
+//     (EV_EFI_VARIABLE_DRIVER_CONFIG of a variable in secureBootVariables,
+//     before the separator, data bound to the digest) or an authority whose
+//     data, bound to its digest, holds a certificate (or shim's state);
+//     an event that is neither, but is bound, is unverifiable;
+//   - every event in CmdlinePCRs must be a command-line text that its
+//     digest covers (cmdlineTexts), or it is unverifiable.
+//
+// Unverifiable events fail every policy that does not pin them exactly.
 func extract(events []tcg.Event, alg crypto.Hash) *BootState {
 	st := &BootState{Events: len(events), Hash: alg}
+	known := knownDigests[alg]
 	dataBound := func(e tcg.Event) bool { return digestOf(alg, e, e.Data) }
 	seenSep := map[int]bool{}
 	seenVar := map[string]bool{}
@@ -156,96 +197,132 @@ func extract(events []tcg.Event, alg crypto.Hash) *BootState {
 	for _, e := range events {
 		st.eventPCRs[e.Index] = true
 		n := int(e.Num())
+		typ := EventTypeName(e.Type)
 		anomaly := func(format string, args ...any) {
 			st.Anomalies = append(st.Anomalies, Anomaly{Event: n, Detail: fmt.Sprintf(format, args...)})
 		}
-		if e.Index == 7 && !pcr7Types[e.Type] {
-			anomaly("event type %s is not allowed in PCR 7", e.Type)
+		unverifiable := func(format string, args ...any) {
+			st.Unverifiable = append(st.Unverifiable, Unverified{
+				Event: n, PCR: e.Index, Type: typ, Digest: hex.EncodeToString(e.Digest),
+				Detail: fmt.Sprintf(format, args...),
+			})
+		}
+		if allowed, ok := pcrEventTypes[e.Index]; ok && !slices.Contains(allowed, e.Type) {
+			anomaly("event type %s is not allowed in PCR %d", typ, e.Index)
 			continue
 		}
-		switch e.Type {
-		case tcg.Separator:
-			if e.Index <= 7 {
-				if seenSep[e.Index] {
-					anomaly("second separator in PCR %d", e.Index)
-				}
-				seenSep[e.Index] = true
-				if !bytes.Equal(e.Data, []byte{0, 0, 0, 0}) {
-					anomaly("separator in PCR %d signals a firmware error (data %x)", e.Index, e.Data)
-				}
-				if !dataBound(e) {
-					anomaly("separator in PCR %d: digest does not match its data", e.Index)
-				}
-			}
-		case tcg.EFIVariableDriverConfig:
-			if e.Index != 7 {
-				break // PCR 1 configuration variables are covered by PCR values only
-			}
-			if seenSep[7] {
-				anomaly("Secure Boot variable measured after the PCR 7 separator")
-			}
+		if e.Type == tcg.SCRTMVersion {
+			st.SCRTMVersion = decodeText(e.Data)
+		}
+		// The PFP defines the digest of these types as the digest of their data.
+		if (e.Type == tcg.Separator && e.Index <= 7) || e.Type == tcg.EFIAction || e.Type == tcg.Action {
 			if !dataBound(e) {
-				anomaly("variable event digest does not match its data")
-				continue
+				anomaly("%s in PCR %d: digest does not match its data", typ, e.Index)
 			}
-			v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
-			if err != nil {
-				anomaly("unparsable UEFI variable: %v", err)
-				continue
+		}
+		d := string(e.Digest)
+		switch {
+		case e.Type == tcg.Separator && e.Index <= 7:
+			// By type and digest: other events of PCRs 0–6 may measure
+			// four-byte values too. An event of another type in PCR 4 or 7
+			// with a separator's digest is judged as code or authority below,
+			// and fails there.
+			switch {
+			case d != known.sepOK && !known.sepError[d]:
+				anomaly("separator in PCR %d has a digest of no separator value", e.Index)
+			case seenSep[e.Index]:
+				anomaly("second separator in PCR %d", e.Index)
+			case known.sepError[d]:
+				anomaly("separator in PCR %d signals a firmware error", e.Index)
 			}
-			key := v.Header.VariableName.String() + "/" + v.VarName()
-			if seenVar[key] {
-				anomaly("variable %s measured twice", v.VarName())
-			}
-			seenVar[key] = true
-			st.addVariable(n, v, anomaly)
-		case tcg.EFIVariableAuthority:
-			if e.Index != 7 {
-				break
-			}
-			if !dataBound(e) {
-				// The event replayed, so PCR 7 is right, but its data is not
-				// what was measured: ignore the data, and say so.
-				st.Unverifiable = append(st.Unverifiable, Anomaly{Event: n, Detail: "authority event data does not match its digest"})
-				continue
-			}
-			v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
-			if err != nil {
-				anomaly("unparsable authority event: %v", err)
-				continue
-			}
-			if v.Header.VariableName.String() == shimLockGUID && shimStateVariables[v.VarName()] {
-				sum := sha256.Sum256(v.VariableData)
-				st.ShimVariables = append(st.ShimVariables, ShimVariable{Event: n, Name: v.VarName(), SHA256: hex.EncodeToString(sum[:])})
-				continue
-			}
-			c, err := authorityCert(v.VariableData)
-			if err != nil {
-				anomaly("authority event for %s: %v", v.VarName(), err)
-				continue
-			}
-			st.Authorities = append(st.Authorities, Authority{Event: n, Variable: v.VarName(), Cert: c})
-		case tcg.EFIBootServicesApplication:
-			if e.Index != 4 {
-				break
-			}
-			img := Image{Event: n, SHA256: hex.EncodeToString(e.Digest)}
-			if il, err := tcg.ParseEFIImageLoad(bytes.NewReader(e.Data)); err == nil {
-				img.Path = imagePath(&il)
+			seenSep[e.Index] = true
+			continue
+		case known.action[d] != "":
+			st.Actions = append(st.Actions, Action{Event: n, PCR: e.Index, Text: known.action[d]})
+			continue
+		}
+		switch {
+		case e.Index == 4:
+			img := Image{Event: n, SHA256: hex.EncodeToString(e.Digest), Type: typ}
+			if e.Type == tcg.EFIBootServicesApplication {
+				if il, err := tcg.ParseEFIImageLoad(bytes.NewReader(e.Data)); err == nil {
+					img.Path = imagePath(&il)
+				}
 			}
 			st.BootApps = append(st.BootApps, img)
-		case tcg.EFIAction:
-			st.Actions = append(st.Actions, Action{Event: n, PCR: e.Index, Text: string(e.Data)})
-		case tcg.SCRTMVersion:
-			st.SCRTMVersion = decodeText(e.Data)
-		case tcg.Ipl:
-			st.addCmdline(n, e, alg)
+		case e.Index == 7:
+			st.addPCR7(n, e, alg, seenSep[7], seenVar, anomaly, unverifiable)
+		case slices.Contains(CmdlinePCRs, e.Index):
+			texts := cmdlineTexts(alg, e)
+			if len(texts) == 0 {
+				unverifiable("%s in PCR %d: its digest covers no command-line encoding of its data", typ, e.Index)
+			}
+			for _, t := range texts {
+				st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, PCR: e.Index, Text: t})
+			}
 		}
 	}
 	if st.SecureBoot.Enabled && !seenSep[7] {
 		st.Anomalies = append(st.Anomalies, Anomaly{Detail: "PCR 7 has no separator"})
 	}
+	for i := range 8 {
+		if seenSep[i] {
+			st.SeparatorPCRs = append(st.SeparatorPCRs, i)
+		}
+	}
 	return st
+}
+
+// addPCR7 judges a PCR 7 event that is neither a separator nor a well-known
+// action (extract's doc).
+func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator bool, seenVar map[string]bool, anomaly, unverifiable func(string, ...any)) {
+	bound := digestOf(alg, e, e.Data)
+	if e.Type == tcg.EFIVariableDriverConfig {
+		if !bound {
+			anomaly("variable event digest does not match its data")
+			return
+		}
+		v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
+		if err != nil {
+			anomaly("unparsable UEFI variable: %v", err)
+			return
+		}
+		key := v.Header.VariableName.String() + "/" + v.VarName()
+		if secureBootVariables[key] {
+			if afterSeparator {
+				anomaly("Secure Boot variable %s measured after the PCR 7 separator", v.VarName())
+			}
+			if seenVar[key] {
+				anomaly("variable %s measured twice", v.VarName())
+			}
+			seenVar[key] = true
+			st.addVariable(n, v, anomaly)
+			return
+		}
+		// Any other variable must be what an authority is.
+	}
+	if !bound {
+		// The event replayed, so PCR 7 is right, but its data is not what
+		// was measured: what it stands for cannot be told.
+		unverifiable("%s data does not match its digest", EventTypeName(e.Type))
+		return
+	}
+	v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
+	if err != nil {
+		unverifiable("%s in PCR 7 is neither a Secure Boot variable, a known action nor an authority", EventTypeName(e.Type))
+		return
+	}
+	if v.Header.VariableName.String() == shimLockGUID && shimStateVariables[v.VarName()] {
+		sum := sha256.Sum256(v.VariableData)
+		st.ShimVariables = append(st.ShimVariables, ShimVariable{Event: n, Name: v.VarName(), SHA256: hex.EncodeToString(sum[:])})
+		return
+	}
+	c, err := authorityCert(v.VariableData)
+	if err != nil {
+		anomaly("authority event for %s: %v", v.VarName(), err)
+		return
+	}
+	st.Authorities = append(st.Authorities, Authority{Event: n, Variable: v.VarName(), Cert: c})
 }
 
 func (st *BootState) addVariable(n int, v tcg.UEFIVariableData, anomaly func(string, ...any)) {
@@ -287,79 +364,97 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData, anomaly func(str
 	target.Certs, target.Hashes, target.OtherEntries = certs, hashes, other
 }
 
-// cmdlineFormats are the ways boot loaders record the kernel command line as
-// text in an EV_IPL event, as data: the PCR, a prefix that marks the event, and
-// whether the text is UTF-16. The digest must cover the command line (with or
-// without the prefix, with or without a terminating NUL); otherwise the text
-// could say anything and is ignored as unverifiable.
-var cmdlineFormats = []struct {
-	id     string
-	pcrs   []int
-	prefix string
-	utf16  bool
-}{
-	{id: "grub", pcrs: []int{8}, prefix: "kernel_cmdline: "},
-	{id: "grub-rhel", pcrs: []int{8}, prefix: "grub_kernel_cmdline "},
-	// systemd-boot and systemd-stub measure the load options, UTF-16.
-	{id: "systemd", pcrs: []int{8, 12}, utf16: true},
-}
-
-// addCmdline records a kernel command line from a text event.
-func (st *BootState) addCmdline(n int, e tcg.Event, alg crypto.Hash) {
-	for _, f := range cmdlineFormats {
-		if !slices.Contains(f.pcrs, e.Index) {
+// cmdlineTexts returns the text that e's digest covers, trying each way a
+// supported boot loader measures a kernel command line:
+//
+//   - GRUB: data "kernel_cmdline: TEXT\0" (also "grub_cmd: ", and RHEL's
+//     "grub_kernel_cmdline TEXT\0" and "grub_cmd TEXT\0"), digest over TEXT
+//     with or without its NUL. The prefix is not covered by the digest, so any
+//     prefix up to the first ": " or " " is tried, not only the known ones.
+//   - systemd-boot and systemd-stub: the load options as UTF-16LE, digest over
+//     the text and its terminator (or without it, in older versions).
+//   - the whole data as text, and an EV_EVENT_TAG's payload.
+//
+// It returns nothing when no encoding explains the digest: the text then
+// cannot be trusted. Text that is UTF-16 yields its decoding; where the data
+// is not clearly one encoding both decodings are returned, so that the policy
+// checks each. NULs inside a text become spaces.
+func cmdlineTexts(alg crypto.Hash, e tcg.Event) []string {
+	data := e.Data
+	if e.Type == tcg.EventTag && len(data) >= 8 {
+		size := int(binary.LittleEndian.Uint32(data[4:8]))
+		if size <= len(data)-8 {
+			data = data[8 : 8+size]
+		}
+	}
+	var cands [][]byte
+	add := func(b []byte) {
+		cands = append(cands, b, append(bytes.Clone(b), 0), bytes.TrimRight(b, "\x00"))
+	}
+	add(data)
+	cands = append(cands, append(bytes.Clone(data), 0, 0))
+	for _, sep := range []string{": ", " "} {
+		if i := bytes.Index(data, []byte(sep)); i >= 0 {
+			add(data[i+len(sep):])
+		}
+	}
+	for _, c := range cands {
+		if !digestOf(alg, e, c) {
 			continue
 		}
-		var text string
-		if f.utf16 {
-			if !looksUTF16(e.Data) {
-				continue
-			}
-			text = decodeUTF16(e.Data)
-		} else {
-			t := strings.TrimRight(string(e.Data), "\x00")
-			if !strings.HasPrefix(t, f.prefix) {
-				continue
-			}
-			text = strings.TrimPrefix(t, f.prefix)
+		return decodeCmdline(c)
+	}
+	return nil
+}
+
+// decodeCmdline decodes a measured command line (cmdlineTexts).
+func decodeCmdline(b []byte) []string {
+	ascii := strings.Map(func(r rune) rune {
+		if r == 0 {
+			return ' '
 		}
-		covered := digestOf(alg, e, e.Data) || digestOf(alg, e, []byte(text)) ||
-			digestOf(alg, e, append([]byte(text), 0)) || digestOf(alg, e, bytes.TrimRight(e.Data, "\x00"))
-		if !covered && f.utf16 {
-			covered = digestOf(alg, e, append(bytes.Clone(e.Data), 0, 0))
+		return r
+	}, string(bytes.TrimRight(b, "\x00")))
+	u := b
+	if len(u)%2 == 1 {
+		u = u[:len(u)-1]
+	}
+	if len(u) < 2 {
+		return []string{ascii}
+	}
+	clean := true // every high byte zero: UTF-16 of ASCII
+	for i := 1; i < len(u); i += 2 {
+		if u[i] != 0 {
+			clean = false
+			break
 		}
-		if !covered {
-			// The event replayed but its text is not what was measured (older
-			// systemd-boot measures another buffer): the text cannot be
-			// trusted, so it is ignored, and the policy must allow that.
-			st.Unverifiable = append(st.Unverifiable, Anomaly{Event: n, Detail: fmt.Sprintf("kernel command line text (%s format) is not what its digest covers", f.id)})
-			return
-		}
-		st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, Text: text})
-		return
+	}
+	switch {
+	case clean:
+		return []string{decodeUTF16All(u)}
+	case !bytes.Contains(bytes.TrimRight(b, "\x00"), []byte{0}):
+		// UTF-16 of any text with a Latin letter has zero bytes.
+		return []string{ascii}
+	default:
+		return []string{ascii, decodeUTF16All(u)}
 	}
 }
 
-// looksUTF16 reports whether b is plausibly a little-endian UTF-16 string of
-// printable ASCII, as load options are.
-func looksUTF16(b []byte) bool {
-	if len(b)%2 == 1 && b[len(b)-1] == 0 {
-		b = b[:len(b)-1] // some boot loaders add a stray terminating byte
-	}
-	if len(b) < 4 || len(b)%2 != 0 {
-		return false
-	}
+// decodeUTF16All decodes UTF-16LE, NULs as spaces, trailing NULs dropped.
+func decodeUTF16All(b []byte) string {
+	u := make([]uint16, 0, len(b)/2)
 	for i := 0; i+1 < len(b); i += 2 {
-		if b[i+1] != 0 {
-			return false
-		}
-		if c := b[i]; c == 0 {
-			return i > 0
-		} else if c < 0x20 || c > 0x7e {
-			return false
+		u = append(u, uint16(b[i])|uint16(b[i+1])<<8)
+	}
+	for len(u) > 0 && u[len(u)-1] == 0 {
+		u = u[:len(u)-1]
+	}
+	for i, c := range u {
+		if c == 0 {
+			u[i] = ' '
 		}
 	}
-	return true
+	return string(utf16.Decode(u))
 }
 
 func digestOf(alg crypto.Hash, e tcg.Event, data []byte) bool {

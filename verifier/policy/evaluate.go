@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/bootgate/bootgate/verifier/eventlog"
 )
@@ -55,9 +56,9 @@ func (p *Policy) Evaluate(st *eventlog.BootState) []Failure {
 	for _, a := range st.Anomalies {
 		fail(RuleLogStructure, a.Event, "%s", a.Detail)
 	}
-	if !p.Log.AllowUnverifiableEvents {
-		for _, a := range st.Unverifiable {
-			fail(RuleLogUnverifiable, a.Event, "%s", a.Detail)
+	for _, u := range st.Unverifiable {
+		if !p.Log.pins(u) {
+			fail(RuleLogUnverifiable, u.Event, "%s (PCR %d, %s, digest %s; not pinned)", u.Detail, u.PCR, u.Type, u.Digest)
 		}
 	}
 
@@ -120,23 +121,27 @@ func (p *Policy) Evaluate(st *eventlog.BootState) []Failure {
 	}
 	forbidden := append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...)
 	for _, c := range st.Cmdlines {
-		for _, tok := range strings.Fields(c.Text) {
-			for _, w := range forbidden {
-				if tok == w || strings.HasPrefix(tok, w+"=") {
-					fail(RuleCmdline, c.Event, "kernel command line enables a debugger: %q", tok)
-				}
+		for _, tok := range cmdlineWords(c.Text) {
+			if w, ok := forbiddenSwitch(tok, forbidden); ok {
+				fail(RuleCmdline, c.Event, "kernel command line in PCR %d enables a debugger: %q (%s)", c.PCR, tok, w)
 			}
 		}
 	}
 
 	ci := p.CodeIntegrity
+	if !ci.AllowAnyBootApp && len(st.BootApps) == 0 {
+		fail(RuleBootApp, 0, "no boot application was measured into PCR 4, so none can be checked against the policy's %d", len(ci.BootApps))
+	}
+	if len(ci.Signers) > 0 && len(st.Authorities) == 0 {
+		fail(RuleSigner, 0, "no authority event shows which key verified the boot applications, so none can be checked against the policy's %d signers", len(ci.Signers))
+	}
 	for _, app := range st.BootApps {
 		if slices.Contains(ci.RevokedBootApps, app.SHA256) {
-			fail(RuleRevokedBootApp, app.Event, "boot application %s (%s) is revoked", app.SHA256, app.Path)
+			fail(RuleRevokedBootApp, app.Event, "boot application %s (%s) is revoked", app.SHA256, appName(app))
 			continue
 		}
 		if !ci.AllowAnyBootApp && !slices.ContainsFunc(ci.BootApps, func(b BootApp) bool { return b.SHA256 == app.SHA256 }) {
-			fail(RuleBootApp, app.Event, "boot application %s (%s) is not allowed", app.SHA256, app.Path)
+			fail(RuleBootApp, app.Event, "boot application %s (%s) is not allowed", app.SHA256, appName(app))
 		}
 	}
 	for _, a := range st.Authorities {
@@ -201,4 +206,50 @@ func subjects(cs []eventlog.Cert) string {
 		return "none"
 	}
 	return strings.Join(s, "; ")
+}
+
+// appName names a PCR 4 measurement for a finding: its path, and its event
+// type where that is not a boot application's.
+func appName(app eventlog.Image) string {
+	name := app.Path
+	if name == "" {
+		name = "no path"
+	}
+	if app.Type != "" && app.Type != "EV_EFI_BOOT_SERVICES_APPLICATION" {
+		name += ", sent as " + app.Type
+	}
+	return name
+}
+
+// cmdlineWords splits a command line as the kernel's parser would find
+// parameters in it: at whitespace and at control characters, with leading
+// quotes dropped (the kernel accepts "name=value" in quotes).
+func cmdlineWords(s string) []string {
+	words := strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+	for i, w := range words {
+		words[i] = strings.TrimLeft(w, "\"")
+	}
+	return words
+}
+
+// forbiddenSwitch reports whether the parameter tok (name or name=value)
+// is one of forbidden. The kernel treats '-' and '_' in parameter names
+// alike (kernel/params.c parameq), and so does this.
+func forbiddenSwitch(tok string, forbidden []string) (string, bool) {
+	norm := func(p string) string {
+		name, value, ok := strings.Cut(p, "=")
+		name = strings.ReplaceAll(name, "-", "_")
+		if ok {
+			return name + "=" + value
+		}
+		return name
+	}
+	name, _, _ := strings.Cut(norm(tok), "=")
+	for _, w := range forbidden {
+		// A word forbids the parameter; word=value forbids that value.
+		if nw := norm(w); nw == name || nw == norm(tok) {
+			return w, true
+		}
+	}
+	return "", false
 }

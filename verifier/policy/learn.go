@@ -3,69 +3,162 @@ package policy
 import (
 	"bytes"
 	"crypto"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/bootgate/bootgate/verifier/eventlog"
 )
 
+// LearnOptions are the allowances Learn may write where the known-good log
+// measured nothing for a rule. Each is off by default: without it, Learn
+// refuses such a log and says which option would allow it.
+type LearnOptions struct {
+	// AllowAnyBootApp writes allow_any_boot_app for a log with no boot
+	// application in PCR 4.
+	AllowAnyBootApp bool
+	// AllowEmptyKeys writes allow_any for PK, KEK or db when the log shows
+	// them empty or unmeasured.
+	AllowEmptyKeys bool
+	// AllowUnverifiedBootApps writes allow_unverified_boot_apps (and
+	// allow_any_signer) for a Secure Boot log in which no db authority
+	// verified a boot application.
+	AllowUnverifiedBootApps bool
+	// AllowDebug writes the debug allowances for "UEFI Debug Mode" and
+	// "DMA Protection Disabled" when the log reports them.
+	AllowDebug bool
+}
+
+// ErrNotReference reports a log that cannot serve as a reference for Learn.
+var ErrNotReference = errors.New("not a reference log")
+
 // Learn derives the narrowest policy that st passes: this firmware, these
-// Secure Boot keys, this dbx, these boot applications and signers. Whatever
-// the known-good host did not show (Secure Boot on, authorities) is allowed
-// explicitly, with the risk visible in the policy. Structural anomalies cannot
-// be learned: a log with anomalies fails every policy. Policies describe the
+// Secure Boot keys, this dbx, these boot applications and signers, and each
+// event bootgate cannot explain pinned exactly (PCR, type, digest), so that
+// any other unexplained event fails. It never widens in silence: where the
+// log measured nothing for a rule (no boot application, empty key
+// databases, no authority) or reports a debug control, it writes the
+// allowance only if opts asks for it, and refuses otherwise (ErrNotReference,
+// naming the option). Notes lists, for the operator, every allowance and pin
+// written and why. A log that measures no boot (no separator in PCRs 0–7)
+// and a log with structural anomalies are refused. Policies describe the
 // SHA-256 PCR bank, so a log replayed in another bank is refused.
-func Learn(name string, st *eventlog.BootState) (*Policy, error) {
+func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, notes []string, err error) {
 	if st.Hash != crypto.SHA256 {
-		return nil, fmt.Errorf("learn policy: the log has %v digests only; bootgate policies describe the SHA-256 PCR bank", st.Hash)
+		return nil, nil, fmt.Errorf("learn policy: the log has %v digests only; bootgate policies describe the SHA-256 PCR bank", st.Hash)
 	}
-	p := &Policy{Name: name}
+	if missing := missingSeparators(st); len(missing) > 0 {
+		return nil, nil, fmt.Errorf("learn policy: %w: PCRs %v have no separator, so the log does not record a whole boot", ErrNotReference, missing)
+	}
+	if len(st.Anomalies) > 0 {
+		return nil, nil, fmt.Errorf("learn policy: %w: %d structural anomalies (first: event %d: %s)", ErrNotReference, len(st.Anomalies), st.Anomalies[0].Event, st.Anomalies[0].Detail)
+	}
+	var refusals []string
+	need := func(ok bool, opt, why string) bool {
+		if !ok {
+			refusals = append(refusals, fmt.Sprintf("%s (%s)", why, opt))
+		}
+		return ok
+	}
+	p = &Policy{Name: name}
 	p.SecureBoot.AllowDisabled = !st.SecureBoot.Enabled
-	p.SecureBoot.PK = learnKeySet(st.PK)
-	p.SecureBoot.KEK = learnKeySet(st.KEK)
-	p.SecureBoot.DB = learnKeySet(st.DB)
+	if p.SecureBoot.AllowDisabled {
+		notes = append(notes, "secure_boot.allow_disabled: the reference booted with Secure Boot off")
+	}
+	keys := func(field string, v eventlog.Variable) KeySet {
+		if v.Present {
+			return KeySet{Digests: []string{v.SHA256}}
+		}
+		if need(opts.AllowEmptyKeys, "--allow-empty-keys", field+" is empty or was not measured") {
+			notes = append(notes, "secure_boot."+field+".allow_any: "+field+" is empty or was not measured in the reference")
+		}
+		return KeySet{AllowAny: true}
+	}
+	p.SecureBoot.PK = keys("pk", st.PK)
+	p.SecureBoot.KEK = keys("kek", st.KEK)
+	p.SecureBoot.DB = keys("db", st.DB)
 	p.SecureBoot.DBXMustContain = append(slices.Clone(st.DBX.Hashes), certFingerprints(st.DBX.Certs)...)
 
 	for _, a := range st.Actions {
 		switch a.Text {
 		case eventlog.ActionDebugMode:
-			p.Debug.AllowUEFIDebugMode = true
+			if need(opts.AllowDebug, "--allow-debug", fmt.Sprintf("event %d: the firmware reports %q", a.Event, a.Text)) {
+				p.Debug.AllowUEFIDebugMode = true
+				notes = append(notes, fmt.Sprintf("debug.allow_uefi_debug_mode: event %d reports %q", a.Event, a.Text))
+			}
 		case eventlog.ActionDMADisabled:
-			p.Debug.AllowDMAProtectionDisabled = true
+			if need(opts.AllowDebug, "--allow-debug", fmt.Sprintf("event %d: the firmware reports %q", a.Event, a.Text)) {
+				p.Debug.AllowDMAProtectionDisabled = true
+				notes = append(notes, fmt.Sprintf("debug.allow_dma_protection_disabled: event %d reports %q", a.Event, a.Text))
+			}
 		}
 	}
 	dbAuthority := slices.ContainsFunc(st.Authorities, func(a eventlog.Authority) bool { return a.Variable == "db" })
-	p.Debug.AllowUnverifiedBootApps = st.SecureBoot.Enabled && !dbAuthority
+	if st.SecureBoot.Enabled && !dbAuthority &&
+		need(opts.AllowUnverifiedBootApps, "--allow-unverified-boot-apps", "Secure Boot is on but no db authority verified a boot application") {
+		p.Debug.AllowUnverifiedBootApps = true
+		notes = append(notes, "debug.allow_unverified_boot_apps: no db authority verified a boot application in the reference")
+	}
 
 	for _, app := range st.BootApps {
 		if !slices.ContainsFunc(p.CodeIntegrity.BootApps, func(b BootApp) bool { return b.SHA256 == app.SHA256 }) {
 			p.CodeIntegrity.BootApps = append(p.CodeIntegrity.BootApps, BootApp{SHA256: app.SHA256, Name: app.Path})
 		}
 	}
-	p.CodeIntegrity.AllowAnyBootApp = len(p.CodeIntegrity.BootApps) == 0
+	if len(p.CodeIntegrity.BootApps) == 0 &&
+		need(opts.AllowAnyBootApp, "--allow-any-boot-app", "no boot application was measured into PCR 4") {
+		p.CodeIntegrity.AllowAnyBootApp = true
+		notes = append(notes, "code_integrity.allow_any_boot_app: the reference measured no boot application")
+	}
 	for _, a := range st.Authorities {
 		if !slices.Contains(p.CodeIntegrity.Signers, a.Cert.SHA256) {
 			p.CodeIntegrity.Signers = append(p.CodeIntegrity.Signers, a.Cert.SHA256)
 		}
 	}
-	p.CodeIntegrity.AllowAnySigner = len(p.CodeIntegrity.Signers) == 0 && !p.SecureBoot.AllowDisabled
+	if len(p.CodeIntegrity.Signers) == 0 && !p.SecureBoot.AllowDisabled &&
+		need(opts.AllowUnverifiedBootApps, "--allow-unverified-boot-apps", "no authority event names a signer") {
+		p.CodeIntegrity.AllowAnySigner = true
+		notes = append(notes, "code_integrity.allow_any_signer: no authority event in the reference names a signer")
+	}
 
 	if v, ok := st.PCRs[0]; ok {
 		p.Firmware.PCR0 = []string{v}
 	} else {
-		p.Firmware.AllowAny = true
+		return nil, nil, fmt.Errorf("learn policy: %w: PCR 0 has no value", ErrNotReference)
 	}
-	p.Log.AllowUnverifiableEvents = len(st.Unverifiable) > 0
-	return p, nil
+	for _, u := range st.Unverifiable {
+		pin := PinnedEvent{PCR: u.PCR, Type: u.Type, Digest: u.Digest, Note: fmt.Sprintf("event %d: %s", u.Event, u.Detail)}
+		if !p.Log.pins(u) {
+			p.Log.PinnedEvents = append(p.Log.PinnedEvents, pin)
+			notes = append(notes, fmt.Sprintf("log.pinned_events: PCR %d %s %s (event %d: %s)", u.PCR, u.Type, u.Digest, u.Event, u.Detail))
+		}
+	}
+	if len(refusals) > 0 {
+		return nil, nil, fmt.Errorf("learn policy: %w: the reference measured nothing for these rules, and a policy learned from it would check nothing there: %s; pass the option named to write the allowance", ErrNotReference, strings.Join(refusals, "; "))
+	}
+	// What Learn writes must be a policy Parse accepts.
+	b, err := p.Marshal()
+	if err != nil {
+		return nil, nil, err
+	}
+	if p, err = Parse(b); err != nil {
+		return nil, nil, fmt.Errorf("learn policy: %w", err)
+	}
+	return p, notes, nil
 }
 
-func learnKeySet(v eventlog.Variable) KeySet {
-	if !v.Present {
-		return KeySet{AllowAny: true}
+// missingSeparators returns the PCRs among 0–7 that have no separator.
+func missingSeparators(st *eventlog.BootState) []int {
+	var out []int
+	for i := range 8 {
+		if !slices.Contains(st.SeparatorPCRs, i) {
+			out = append(out, i)
+		}
 	}
-	return KeySet{Digests: []string{v.SHA256}}
+	return out
 }
 
 func certFingerprints(cs []eventlog.Cert) []string {

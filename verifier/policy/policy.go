@@ -13,9 +13,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/bootgate/bootgate/verifier/eventlog"
 )
 
 // MaxFileBytes bounds a policy file.
@@ -116,10 +119,33 @@ type Firmware struct {
 
 // Log constrains the event log itself.
 type Log struct {
-	// AllowUnverifiableEvents admits logs with events whose data does not
-	// match their digest (known firmware and shim bugs); their data is
-	// ignored. Risk: what those events recorded cannot be checked.
-	AllowUnverifiableEvents bool `yaml:"allow_unverifiable_events,omitempty"`
+	// PinnedEvents admits, each exactly, events whose digest bootgate cannot
+	// explain (eventlog.Unverified): a shim authority event whose data is not
+	// what it measured, a systemd-stub credential, a firmware's own action.
+	// Any other unexplained event fails the log. Risk: what a pinned event
+	// measured is known only by its digest.
+	PinnedEvents []PinnedEvent `yaml:"pinned_events,omitempty"`
+
+	// AllowUnverifiableEvents is no longer accepted: it admitted every
+	// unexplained event. A policy that sets it is refused with a hint.
+	AllowUnverifiableEvents *bool `yaml:"allow_unverifiable_events,omitempty"`
+}
+
+// PinnedEvent names one event by PCR, event type (its PFP name, such as
+// EV_EFI_VARIABLE_AUTHORITY, or 0x-prefixed hex) and digest (lower-case
+// hex, in the policy's bank).
+type PinnedEvent struct {
+	PCR    int    `yaml:"pcr"`
+	Type   string `yaml:"type"`
+	Digest string `yaml:"digest"`
+	Note   string `yaml:"note,omitempty"`
+}
+
+// pins reports whether the policy pins u.
+func (l Log) pins(u eventlog.Unverified) bool {
+	return slices.ContainsFunc(l.PinnedEvents, func(p PinnedEvent) bool {
+		return p.PCR == u.PCR && p.Type == u.Type && p.Digest == u.Digest
+	})
 }
 
 // Load reads and validates a policy file.
@@ -221,6 +247,20 @@ func (p *Policy) validate() error {
 	check("firmware.pcr0", p.Firmware.PCR0)
 	if p.Firmware.AllowAny == (len(p.Firmware.PCR0) > 0) {
 		errs = append(errs, errors.New("firmware: give either pcr0 values or allow_any: true"))
+	}
+	if p.Log.AllowUnverifiableEvents != nil {
+		errs = append(errs, errors.New("log.allow_unverifiable_events is no longer supported: it admitted every event bootgate cannot explain; pin each one in log.pinned_events (policy learn writes them)"))
+	}
+	for i, pe := range p.Log.PinnedEvents {
+		if pe.PCR < 0 || pe.PCR > 23 {
+			errs = append(errs, fmt.Errorf("log.pinned_events[%d].pcr: %d is not a PCR (0–23)", i, pe.PCR))
+		}
+		if _, ok := eventlog.EventTypeByName(pe.Type); !ok {
+			errs = append(errs, fmt.Errorf("log.pinned_events[%d].type: %q is not an event type (EV_... or 0x%%08x)", i, pe.Type))
+		}
+		if !isSHA256Hex(pe.Digest) {
+			errs = append(errs, fmt.Errorf("log.pinned_events[%d].digest: %q is not a lower-case hex SHA-256", i, pe.Digest))
+		}
 	}
 	for i, w := range p.Debug.ForbiddenCmdline {
 		if w == "" || strings.ContainsAny(w, " \t\n") {

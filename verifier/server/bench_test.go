@@ -75,7 +75,7 @@ func BenchmarkAPIExchange(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	learned, err := policy.Learn("bench", st)
+	learned, _, err := policy.Learn("bench", st, policy.LearnOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

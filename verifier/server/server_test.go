@@ -61,7 +61,7 @@ func learnedPolicy(t testing.TB) *policy.Policy {
 	if err != nil {
 		t.Fatalf("verify %s: %v", goodLog, err)
 	}
-	learned, err := policy.Learn(goodLog, st)
+	learned, _, err := policy.Learn(goodLog, st, policy.LearnOptions{})
 	if err != nil {
 		t.Fatalf("learn policy: %v", err)
 	}
