@@ -23,155 +23,21 @@ import (
 // digests are proven by a quote, so a verdict that changes with a disguise is
 // a verdict decided by unsigned fields.
 
-// Event types, as numbers: every type the PFP defines, and a few it does not.
-var disguiseTypes = []uint32{
-	0x00000000, 0x00000001, 0x00000002, 0x00000003, 0x00000004, 0x00000005, 0x00000006,
-	0x00000007, 0x00000008, 0x00000009, 0x0000000a, 0x0000000b, 0x0000000c, 0x0000000d,
-	0x0000000e, 0x0000000f, 0x00000010, 0x00000011, 0x00000012, 0x00000013,
-	0x80000001, 0x80000002, 0x80000003, 0x80000004, 0x80000005, 0x80000006, 0x80000007,
-	0x80000008, 0x80000009, 0x8000000a, 0x8000000b, 0x8000000c, 0x80000010, 0x800000e0,
-	0x800000e1, 0x800000e2, 0x10000000, 0xdeadbeef,
+// allowedOnPurpose reports, per rule, whether a learned policy allows the
+// forbidden measurement on purpose (learned with an option that says so).
+var allowedOnPurpose = map[string]func(*Policy) bool{
+	RuleSigner:        func(p *Policy) bool { return p.CodeIntegrity.AllowAnySigner },
+	RuleDebugMode:     func(p *Policy) bool { return p.Debug.AllowUEFIDebugMode },
+	RuleDMAProtection: func(p *Policy) bool { return p.Debug.AllowDMAProtectionDisabled },
 }
 
-const (
-	evSeparator  = 0x00000004
-	evIPL        = 0x0000000d
-	evEFIBootApp = 0x80000003
-	evEFIAction  = 0x80000007
-	evAuthority  = 0x800000e0
-	evEventTag   = 0x00000006
-)
-
-// A measurement a policy must refuse.
-type forbidden struct {
-	name string
-	rule string
-	// allowed reports whether the learned policy allows it on purpose.
-	allowed func(*Policy) bool
-	event   func(l *eventlogtest.Log) eventlogtest.Event
-	// covers lists data that a host could send instead, hoping to hide it.
-	covers func(l *eventlogtest.Log) [][]byte
+func forbiddenMeasurements(t testing.TB) []eventlogtest.Forbidden {
+	return eventlogtest.ForbiddenMeasurements(selfSigned(t, "Untrusted Boot Loader Signer"))
 }
 
-const debugger = "ro quiet kgdboc=ttyS0,115200 kgdbwait"
-
-func forbiddenMeasurements(t testing.TB) []forbidden {
-	untrusted := selfSigned(t, "Untrusted Boot Loader Signer")
-	zero4 := []byte{0, 0, 0, 0}
-	plain := func(extra ...[]byte) func(*eventlogtest.Log) [][]byte {
-		return func(l *eventlogtest.Log) [][]byte {
-			out := [][]byte{nil, zero4, []byte(eventlog.ActionCallingEFIApp), []byte("kernel_cmdline: ro quiet\x00"),
-				eventlogtest.UTF16("ro quiet\x00"), eventlogtest.Authority(untrusted)}
-			if i := l.Index(func(e eventlogtest.Event) bool { return e.Type == evEFIBootApp && e.PCR == 4 }); i >= 0 {
-				out = append(out, l.Events[i].Data) // an allowed boot application's data
-			}
-			return append(out, extra...)
-		}
-	}
-	return []forbidden{
-		{
-			name: "unknown boot application", rule: RuleBootApp,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				data := []byte("an unapproved boot loader")
-				if i := l.Index(func(e eventlogtest.Event) bool { return e.Type == evEFIBootApp && e.PCR == 4 }); i >= 0 {
-					data = l.Events[i].Data
-				}
-				return l.Event(4, evEFIBootApp, data, []byte("an unapproved boot loader's Authenticode image"))
-			},
-			covers: plain(),
-		},
-		{
-			name: "untrusted signer", rule: RuleSigner,
-			allowed: func(p *Policy) bool { return p.CodeIntegrity.AllowAnySigner },
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				d := eventlogtest.Authority(untrusted)
-				return l.Event(7, evAuthority, d, d)
-			},
-			covers: plain([]byte("\x00\x00\x00\x00\x00\x00\x00\x00")),
-		},
-		{
-			name: "UEFI Debug Mode", rule: RuleDebugMode,
-			allowed: func(p *Policy) bool { return p.Debug.AllowUEFIDebugMode },
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				return l.Event(7, evEFIAction, []byte(eventlog.ActionDebugMode), []byte(eventlog.ActionDebugMode))
-			},
-			covers: plain([]byte("UEFI Debug Mode Off"), []byte("Exit Boot Services Invocation")),
-		},
-		{
-			name: "DMA Protection Disabled", rule: RuleDMAProtection,
-			allowed: func(p *Policy) bool { return p.Debug.AllowDMAProtectionDisabled },
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				return l.Event(7, evEFIAction, []byte(eventlog.ActionDMADisabled), []byte(eventlog.ActionDMADisabled))
-			},
-			covers: plain([]byte("DMA Protection Enabled")),
-		},
-		{
-			name: "debugger switch, GRUB", rule: RuleCmdline,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				return l.Event(8, evIPL, []byte("kernel_cmdline: "+debugger+"\x00"), []byte(debugger))
-			},
-			covers: plain([]byte("xernel_cmdline: "+debugger+"\x00"), []byte("kernel_cmdline:"+debugger+"\x00"), []byte(debugger[:8])),
-		},
-		{
-			name: "debugger switch, RHEL GRUB", rule: RuleCmdline,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				return l.Event(8, evIPL, []byte("grub_kernel_cmdline "+debugger+"\x00"), []byte(debugger))
-			},
-			covers: plain([]byte("grub_kernel_cmdline_" + debugger + "\x00")),
-		},
-		{
-			name: "debugger switch, GRUB linux command", rule: RuleCmdline,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				return l.Event(8, evIPL, []byte("grub_cmd: linux /vmlinuz "+debugger+"\x00"), []byte("linux /vmlinuz "+debugger))
-			},
-			covers: plain(),
-		},
-		{
-			name: "debugger switch, systemd-boot", rule: RuleCmdline,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				text := eventlogtest.UTF16(debugger)
-				return l.Event(8, evIPL, text, append(text, 0, 0))
-			},
-			covers: plain(eventlogtest.UTF16("ro quiet")),
-		},
-		{
-			name: "debugger switch, systemd-stub", rule: RuleCmdline,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				text := append(eventlogtest.UTF16(debugger), 0, 0)
-				return l.Event(12, evIPL, text, text)
-			},
-			covers: plain(),
-		},
-		{
-			name: "debugger switch behind a NUL, systemd-boot", rule: RuleCmdline,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				text := eventlogtest.UTF16("ro\x00kgdbwait")
-				return l.Event(8, evIPL, text, append(text, 0, 0))
-			},
-			covers: plain(),
-		},
-		{
-			name: "debugger switch in quotes, GRUB", rule: RuleCmdline,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				return l.Event(8, evIPL, []byte("kernel_cmdline: ro \"kgdboc=ttyS0\"\x00"), []byte("ro \"kgdboc=ttyS0\""))
-			},
-			covers: plain(),
-		},
-		{
-			name: "event of no known kind in PCR 7", rule: RuleLogUnverifiable,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				return l.Event(7, evAuthority, []byte("a certificate, it says"), []byte("something else was measured"))
-			},
-			covers: plain(),
-		},
-		{
-			name: "event of no known kind in a command-line PCR", rule: RuleLogUnverifiable,
-			event: func(l *eventlogtest.Log) eventlogtest.Event {
-				return l.Event(8, evIPL, []byte("kernel_cmdline: ro quiet\x00"), []byte(debugger+" (the data says otherwise)"))
-			},
-			covers: plain(),
-		},
-	}
+func allowed(m eventlogtest.Forbidden, p *Policy) bool {
+	f := allowedOnPurpose[m.Rule]
+	return f != nil && f(p)
 }
 
 // mutationBases are real logs with the options their learning needs.
@@ -234,22 +100,22 @@ func TestMutationsFailEveryDisguise(t *testing.T) {
 	bases := loadBases(t)
 	var checked int
 	for _, m := range forbiddenMeasurements(t) {
-		t.Run(m.name, func(t *testing.T) {
+		t.Run(m.Name, func(t *testing.T) {
 			for _, b := range bases {
-				if m.allowed != nil && m.allowed(b.pol) {
+				if allowed(m, b.pol) {
 					continue
 				}
-				booted, at := b.log.Insert(m.event(b.log))
+				booted, at := b.log.Insert(m.Event(b.log))
 				raw := booted.Bytes()
 				st, err := judge(raw, raw)
 				if err != nil {
 					t.Fatalf("%s: the measured log does not verify: %v", b.name, err)
 				}
-				if f := b.pol.Evaluate(st); !hasFailure(f, m.rule) {
-					t.Fatalf("%s: %s passes rule %s: %v", b.name, m.name, m.rule, f)
+				if f := b.pol.Evaluate(st); !hasFailure(f, m.Rule) {
+					t.Fatalf("%s: %s passes rule %s: %v", b.name, m.Name, m.Rule, f)
 				}
-				for _, typ := range disguiseTypes {
-					for _, data := range append(m.covers(b.log), booted.Events[at].Data) {
+				for _, typ := range eventlogtest.DisguiseTypes {
+					for _, data := range append(m.Covers(b.log), booted.Events[at].Data) {
 						sent := booted.Clone()
 						sent.Events[at].Type, sent.Events[at].Data = typ, data
 						checked++
@@ -258,7 +124,7 @@ func TestMutationsFailEveryDisguise(t *testing.T) {
 							continue // refused outright
 						}
 						if f := b.pol.Evaluate(st); len(f) == 0 {
-							t.Errorf("%s: %s sent as type 0x%08x with data %q passes", b.name, m.name, typ, data)
+							t.Errorf("%s: %s sent as type 0x%08x with data %q passes", b.name, m.Name, typ, data)
 						}
 					}
 				}
@@ -273,7 +139,7 @@ func TestMutationsFailEveryDisguise(t *testing.T) {
 func TestLearnedPolicyRefusesAnAddedUnverifiableEvent(t *testing.T) {
 	for _, b := range loadBases(t) {
 		for _, pcr := range []uint32{4, 7, 8, 12} {
-			booted, _ := b.log.Insert(b.log.Event(pcr, evIPL, []byte("nothing to see"), []byte("an unknown measurement")))
+			booted, _ := b.log.Insert(b.log.Event(pcr, eventlogtest.EvIPL, []byte("nothing to see"), []byte("an unknown measurement")))
 			raw := booted.Bytes()
 			st, err := judge(raw, raw)
 			if err != nil {
@@ -291,15 +157,15 @@ func TestLearnedPolicyRefusesAnAddedUnverifiableEvent(t *testing.T) {
 func FuzzDisguise(f *testing.F) {
 	bases := loadBases(f)
 	ms := forbiddenMeasurements(f)
-	f.Add(uint8(0), uint8(0), uint16(0), uint32(evEFIAction), []byte("x"), uint32(evIPL), []byte{})
-	f.Add(uint8(1), uint8(4), uint16(3), uint32(evSeparator), []byte{0, 0, 0, 0}, uint32(evEventTag), []byte("y"))
+	f.Add(uint8(0), uint8(0), uint16(0), uint32(eventlogtest.EvEFIAction), []byte("x"), uint32(eventlogtest.EvIPL), []byte{})
+	f.Add(uint8(1), uint8(4), uint16(3), uint32(eventlogtest.EvSeparator), []byte{0, 0, 0, 0}, uint32(eventlogtest.EvEventTag), []byte("y"))
 	f.Fuzz(func(t *testing.T, bi, mi uint8, other uint16, typ uint32, data []byte, typ2 uint32, data2 []byte) {
 		b := bases[int(bi)%len(bases)]
 		m := ms[int(mi)%len(ms)]
-		if m.allowed != nil && m.allowed(b.pol) {
+		if allowed(m, b.pol) {
 			return
 		}
-		booted, at := b.log.Insert(m.event(b.log))
+		booted, at := b.log.Insert(m.Event(b.log))
 		raw := booted.Bytes()
 		sent := booted.Clone()
 		sent.Events[at].Type, sent.Events[at].Data = typ, data
@@ -311,7 +177,7 @@ func FuzzDisguise(f *testing.F) {
 			return
 		}
 		if fs := b.pol.Evaluate(st); len(fs) == 0 {
-			t.Fatalf("%s: %s disguised passes", b.name, m.name)
+			t.Fatalf("%s: %s disguised passes", b.name, m.Name)
 		}
 	})
 }
