@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -277,31 +278,15 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 
 	start := time.Now()
 	verified, err := enr.Verify(sess.expected, &req, s.opt.Logs)
-	var reasons []wire.Reason
-	var stateJSON []byte
-	var identityKey crypto.PublicKey
 	var evErr *attest.EvidenceError
 	switch {
-	case err == nil:
-		for _, f := range s.opt.Policy.Evaluate(verified.State) {
-			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
-		}
-		stateJSON, _ = json.Marshal(verified.State)
-		if req.Identity != nil && s.opt.CA != nil {
-			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
-				reasons = append(reasons, wire.Reason{Rule: "evidence.identity", Detail: err.Error()})
-			}
-		}
-	case errors.As(err, &evErr):
-		reasons = []wire.Reason{{Rule: evErr.Check, Detail: evErr.Detail}}
+	case err == nil, errors.As(err, &evErr), errors.Is(err, attest.ErrLinkMismatch):
 	case errors.Is(err, attest.ErrActivation):
 		// Not proven to come from the EK's TPM: nothing is recorded against
 		// the host whose EK was presented.
 		log.Warn("activation failed")
 		writeError(w, http.StatusForbidden, wire.CodeActivationFailed, "the activation secret is wrong: the AK is not in the EK's TPM")
 		return
-	case errors.Is(err, attest.ErrLinkMismatch):
-		// Handled with the other link refusals below.
 	default:
 		log.Error("verify", "err", err)
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "verification failed unexpectedly")
@@ -314,6 +299,22 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	if refusal != "" {
 		s.refuseLink(w, r, log, enr.HostID, &req, refusal)
 		return
+	}
+	var reasons []wire.Reason
+	var stateJSON []byte
+	var identityKey crypto.PublicKey
+	if evErr != nil {
+		reasons = []wire.Reason{{Rule: evErr.Check, Detail: evErr.Detail}}
+	} else {
+		for _, f := range s.opt.Policy.Evaluate(verified.State) {
+			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
+		}
+		stateJSON, _ = json.Marshal(verified.State)
+		if req.Identity != nil && s.opt.CA != nil {
+			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
+				reasons = append(reasons, wire.Reason{Rule: "evidence.identity", Detail: err.Error()})
+			}
+		}
 	}
 	// A host with an incident rejoins only once an operator has remediated
 	// it: until then even a clean attestation leaves it quarantined.
@@ -442,14 +443,24 @@ func sourceAddr(r *http.Request) (netip.Addr, error) {
 // records the attempt in the audit log with the source address and the
 // quoted link: the host's record and incidents are left alone.
 func (s *Server) refuseLink(w http.ResponseWriter, r *http.Request, log *slog.Logger, hostID string, req *wire.QuoteRequest, why string) {
-	detail := fmt.Sprintf("source %s; quoted mac %q ip %q; %s", r.RemoteAddr, req.MAC, req.IP, why)
-	log.Warn("attestation refused: not bound to its link", "source", r.RemoteAddr, "mac", req.MAC, "ip", req.IP, "why", why)
+	// What the peer sent is bounded before it reaches the log and the store.
+	mac, ip, why := clip(req.MAC, 64), clip(req.IP, 64), clip(why, 512)
+	detail := fmt.Sprintf("source %s; quoted mac %q ip %q; %s", r.RemoteAddr, mac, ip, why)
+	log.Warn("attestation refused: not bound to its link", "source", r.RemoteAddr, "mac", mac, "ip", ip, "why", why)
 	if s.opt.Refusals != nil {
 		if err := s.opt.Refusals.RecordAction(context.WithoutCancel(r.Context()), ActorAttestationAPI, ActionLinkRefused, hostID, detail); err != nil {
 			log.Error("record refused attempt", "err", err)
 		}
 	}
 	writeError(w, http.StatusForbidden, wire.CodeLinkMismatch, "the attestation is not bound to the link it came from: "+why)
+}
+
+// clip cuts s to at most n bytes of valid UTF-8.
+func clip(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // decode reads one JSON value of at most wire.MaxBodyBytes with no unknown
