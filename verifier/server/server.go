@@ -295,9 +295,9 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	// The AK is proven to be in the EK's TPM. Whatever the evidence says, it
 	// is the host's only if it came over the link it is bound to; a relayed
 	// attestation is no verdict on the host: refused, audited, nothing else.
-	link, refusal := s.checkLink(r, &req, err, now)
-	if refusal != "" {
-		s.refuseLink(w, r, log, enr.HostID, &req, refusal)
+	link, linkErr := s.checkLink(r, &req, err, now)
+	if linkErr != nil {
+		s.refuseLink(w, r, log, enr.HostID, &req, linkErr)
 		return
 	}
 	var reasons []wire.Reason
@@ -398,36 +398,39 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 // attest.ErrLinkMismatch means the TPM did not quote for req's link. Then the
 // connection's source address must be req.IP (unless BehindNAT) and, with
 // Leases, req.IP must be leased to req.MAC now. It returns the link, or why
-// the request is refused.
-func (s *Server) checkLink(r *http.Request, req *wire.QuoteRequest, verifyErr error, now time.Time) (Link, string) {
+// the request is refused: an error wrapping attest.ErrLinkMismatch.
+func (s *Server) checkLink(r *http.Request, req *wire.QuoteRequest, verifyErr error, now time.Time) (Link, error) {
 	if errors.Is(verifyErr, attest.ErrLinkMismatch) {
-		return Link{}, verifyErr.Error()
+		return Link{}, verifyErr
+	}
+	refuse := func(format string, a ...any) (Link, error) {
+		return Link{}, &attest.LinkError{Detail: fmt.Sprintf(format, a...)}
 	}
 	mac, ip, err := wire.ParseLink(req.MAC, req.IP)
 	if err != nil {
 		// Verify checks the link before the quote; an EvidenceError may come
 		// first only for a link that parsed. Fail closed all the same.
-		return Link{}, err.Error()
+		return refuse("%v", err)
 	}
 	if !s.opt.BehindNAT {
 		src, err := sourceAddr(r)
 		if err != nil {
-			return Link{}, err.Error()
+			return refuse("%v", err)
 		}
 		if src != ip {
-			return Link{}, fmt.Sprintf("the connection comes from %s, not from the quoted address %s", src, ip)
+			return refuse("the connection comes from %s, not from the quoted address %s", src, ip)
 		}
 	}
 	if s.opt.Leases != nil {
 		bound, ok := s.opt.Leases.BoundTo(r.Context(), net.IP(ip.AsSlice()), now)
 		if !ok {
-			return Link{}, fmt.Sprintf("the quoted address %s has no lease on the boot network", ip)
+			return refuse("the quoted address %s has no lease on the boot network", ip)
 		}
 		if !bytes.Equal(bound, mac) {
-			return Link{}, fmt.Sprintf("the quoted address %s is leased to %s, not to the quoted MAC %s", ip, bound, mac)
+			return refuse("the quoted address %s is leased to %s, not to the quoted MAC %s", ip, bound, mac)
 		}
 	}
-	return Link{MAC: mac, IP: ip}, ""
+	return Link{MAC: mac, IP: ip}, nil
 }
 
 // sourceAddr is the IPv4 (or unmapped IPv6) address the request came from.
@@ -442,9 +445,9 @@ func sourceAddr(r *http.Request) (netip.Addr, error) {
 // refuseLink answers a relayed attestation with 403 link_mismatch and
 // records the attempt in the audit log with the source address and the
 // quoted link: the host's record and incidents are left alone.
-func (s *Server) refuseLink(w http.ResponseWriter, r *http.Request, log *slog.Logger, hostID string, req *wire.QuoteRequest, why string) {
+func (s *Server) refuseLink(w http.ResponseWriter, r *http.Request, log *slog.Logger, hostID string, req *wire.QuoteRequest, linkErr error) {
 	// What the peer sent is bounded before it reaches the log and the store.
-	mac, ip, why := clip(req.MAC, 64), clip(req.IP, 64), clip(why, 512)
+	mac, ip, why := clip(req.MAC, 64), clip(req.IP, 64), clip(linkErr.Error(), 512)
 	detail := fmt.Sprintf("source %s; quoted mac %q ip %q; %s", r.RemoteAddr, mac, ip, why)
 	log.Warn("attestation refused: not bound to its link", "source", r.RemoteAddr, "mac", mac, "ip", ip, "why", why)
 	if s.opt.Refusals != nil {
