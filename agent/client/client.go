@@ -13,7 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -45,6 +48,14 @@ type Client struct {
 	// Identity asks for a host identity certificate for the TPM's identity
 	// key (certified by the AK); the key stays loaded in Report.IdentityKey.
 	Identity bool
+	// Link returns the link the attestation is bound to (its quote's
+	// qualifying data is wire.QualifyingData of the nonce, this MAC and this
+	// IPv4 address): the MAC of the interface the agent leased its address
+	// on, and that address. The verifier refuses the attestation
+	// (wire.CodeLinkMismatch) unless it arrives from that address, leased to
+	// that MAC. Nil: the link of the connection the enrollment went over
+	// (LocalLink).
+	Link func() (net.HardwareAddr, netip.Addr, error)
 }
 
 // Report describes one attestation, for the console and for measurements.
@@ -97,8 +108,13 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 		chosen tpm.EK
 		errs   []error
 	)
+	// The connection the enrollment goes over names this end's address.
+	var local net.Addr
+	enrollCtx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { local = info.Conn.LocalAddr() },
+	})
 	for _, ek := range eks {
-		err := c.post(ctx, wire.PathEnroll, wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}, &enr)
+		err := c.post(enrollCtx, wire.PathEnroll, wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}, &enr)
 		if err == nil {
 			chosen = ek
 			break
@@ -152,7 +168,21 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 			idKey.Close()
 		}
 	}()
-	quote, sig, err := ak.Quote(enr.Nonce, enr.PCRs)
+	var mac net.HardwareAddr
+	var ip netip.Addr
+	if c.Link != nil {
+		mac, ip, err = c.Link()
+	} else {
+		mac, ip, err = LocalLink(local)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attestation link: %w", err)
+	}
+	qd, err := wire.QualifyingData(enr.Nonce, mac, ip)
+	if err != nil {
+		return nil, fmt.Errorf("attestation link: %w", err)
+	}
+	quote, sig, err := ak.Quote(qd, enr.PCRs)
 	if err != nil {
 		return nil, fmt.Errorf("quote: %w", err)
 	}
@@ -162,7 +192,7 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	}
 	req := wire.QuoteRequest{
 		Session: enr.Session, ActivationSecret: secret, Quote: quote, Signature: sig, EventLog: eventLog,
-		Identity: identity,
+		Identity: identity, MAC: mac.String(), IP: ip.String(),
 	}
 	for _, i := range enr.PCRs {
 		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: values[i]})
@@ -175,6 +205,46 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	rep.Duration = time.Since(start)
 	rep.IdentityKey, keep = idKey, true
 	return rep, nil
+}
+
+// LocalLink is the link of a connection's local address: that IPv4 address
+// and the MAC of the interface that holds it (six zero bytes for an interface
+// without one, such as loopback). It fails for an IPv6 address, or one that
+// no interface of this network namespace holds.
+func LocalLink(local net.Addr) (net.HardwareAddr, netip.Addr, error) {
+	tcp, ok := local.(*net.TCPAddr)
+	if !ok {
+		return nil, netip.Addr{}, fmt.Errorf("no local TCP address (%v)", local)
+	}
+	ip, ok := netip.AddrFromSlice(tcp.IP)
+	if ip = ip.Unmap(); !ok || !ip.Is4() {
+		return nil, netip.Addr{}, fmt.Errorf("local address %v is not IPv4", tcp.IP)
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, netip.Addr{}, fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			n, ok := a.(*net.IPNet)
+			if !ok || !n.IP.Equal(tcp.IP) {
+				continue
+			}
+			switch len(ifc.HardwareAddr) {
+			case wire.MACLen:
+				return ifc.HardwareAddr, ip, nil
+			case 0:
+				return make(net.HardwareAddr, wire.MACLen), ip, nil
+			default:
+				return nil, netip.Addr{}, fmt.Errorf("interface %s has a %d-byte hardware address, not a MAC", ifc.Name, len(ifc.HardwareAddr))
+			}
+		}
+	}
+	return nil, netip.Addr{}, fmt.Errorf("no interface holds the local address %s", ip)
 }
 
 // RenewIdentity asks the verifier to reissue the identity that c.HTTP

@@ -58,7 +58,10 @@ func LoadModules(dir string, log *slog.Logger) (int, error) {
 // agent in its vendor option (43): where to attest, and the SHA-256 of the CA
 // certificate it must present.
 type Lease struct {
-	Interface     string
+	Interface string
+	// MAC is the interface's hardware address: with Address, the link the
+	// agent's attestation is bound to.
+	MAC           net.HardwareAddr
 	Address       net.IP
 	Server        net.IP
 	Took          time.Duration
@@ -144,7 +147,7 @@ func lease(ctx context.Context, ifs []netlink.Link, log *slog.Logger) (*Lease, e
 			log.Warn("configure lease", "interface", r.Interface.Attrs().Name, "err", err)
 			continue
 		}
-		l := &Lease{Interface: r.Interface.Attrs().Name, Took: time.Since(start)}
+		l := &Lease{Interface: r.Interface.Attrs().Name, MAC: r.Interface.Attrs().HardwareAddr, Took: time.Since(start)}
 		if p, ok := r.Lease.(*dhclient.Packet4); ok {
 			msg, _ := p.Message()
 			if msg != nil {

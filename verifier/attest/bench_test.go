@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"math/big"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -63,7 +65,12 @@ func newEvidence(tb testing.TB) *evidence {
 	}
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
-	q, sig, err := ak.Quote(nonce, server.DefaultPCRs)
+	mac, ip := net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x56}, netip.MustParseAddr("10.23.1.17")
+	qd, err := wire.QualifyingData(nonce, mac, ip)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	q, sig, err := ak.Quote(qd, server.DefaultPCRs)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -72,7 +79,7 @@ func newEvidence(tb testing.TB) *evidence {
 		tb.Fatal(err)
 	}
 	e.exp = attest.Expected{Secret: secret, Nonce: nonce, PCRs: server.DefaultPCRs}
-	e.quote = wire.QuoteRequest{ActivationSecret: act, Quote: q, Signature: sig, EventLog: raw}
+	e.quote = wire.QuoteRequest{ActivationSecret: act, Quote: q, Signature: sig, EventLog: raw, MAC: mac.String(), IP: ip.String()}
 	for _, i := range server.DefaultPCRs {
 		e.quote.PCRs = append(e.quote.PCRs, wire.PCR{Index: i, Digest: vals[i]})
 	}

@@ -18,6 +18,25 @@ import (
 // in one TPM (or the request is not from that TPM).
 var ErrActivation = errors.New("credential activation failed")
 
+// ErrLinkMismatch reports a quote that its AK signed but not for the link
+// the request names: its qualifying data is not wire.QualifyingData of the
+// session's nonce and the request's MAC and IP (a quote over the bare nonce,
+// MAC or IP changed after quoting, a quote relayed from another link), or the
+// request names no valid link. Such a quote proves nothing about the link it
+// arrived on, so it is no verdict on the host: errors.Is(err,
+// ErrLinkMismatch) holds for a *LinkError.
+var ErrLinkMismatch = errors.New("quote not bound to the request's link")
+
+// LinkError is an ErrLinkMismatch with what the quote and the request say.
+type LinkError struct {
+	Detail string
+}
+
+func (e *LinkError) Error() string { return ErrLinkMismatch.Error() + ": " + e.Detail }
+
+// Unwrap makes errors.Is(err, ErrLinkMismatch) hold.
+func (e *LinkError) Unwrap() error { return ErrLinkMismatch }
+
 // EvidenceError reports evidence from a TPM that proved its AK but whose quote
 // or event log does not verify. It names the check that failed.
 type EvidenceError struct {
@@ -86,9 +105,14 @@ var DirectLogs LogVerifier = directLogs{}
 // Verify checks, in order, and stops at the first failure:
 //   - the activation secret equals the one issued (constant time): the AK
 //     lives in the TPM of the enrolled EK (ErrActivation);
+//   - the request names a link (wire.ParseLink of q.MAC, q.IP) (*LinkError);
 //   - the quote's signature verifies with the AK, it is a TPM-generated quote
-//     (magic and type), its qualifying data is the session's nonce, and its
-//     PCR digest is that of the PCR values sent (EvidenceError "evidence.quote");
+//     (magic and type), and its PCR digest is that of the PCR values sent
+//     (EvidenceError "evidence.quote");
+//   - its qualifying data is wire.QualifyingData(exp.Nonce, MAC, IP): the TPM
+//     quoted for this session and this link (*LinkError, which wraps
+//     ErrLinkMismatch; it is checked only once the signature verified, so it
+//     is what the TPM signed);
 //   - the quote covers exactly the expected SHA-256 PCRs, and a value was sent
 //     for each (EvidenceError "evidence.pcr_selection");
 //   - the event log replays to the quoted PCR values, for every PCR that has
@@ -108,8 +132,28 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 		bank.PCRs[p.Index] = p.Digest
 		pcrs = append(pcrs, goattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: crypto.SHA256})
 	}
-	if err := e.akPublic.Verify(goattest.Quote{Quote: q.Quote, Signature: q.Signature}, pcrs, exp.Nonce); err != nil {
-		return nil, &EvidenceError{CheckQuote, err.Error()}
+	mac, ip, err := wire.ParseLink(q.MAC, q.IP)
+	if err != nil {
+		return nil, &LinkError{Detail: err.Error()}
+	}
+	qd, err := wire.QualifyingData(exp.Nonce, mac, ip)
+	if err != nil {
+		return nil, &LinkError{Detail: err.Error()}
+	}
+	quote := goattest.Quote{Quote: q.Quote, Signature: q.Signature}
+	if err := e.akPublic.Verify(quote, pcrs, qd); err != nil {
+		// Tell a sound quote for another link (or over the bare nonce) from
+		// a broken one: verify it again with the qualifying data it carries.
+		// Only if that verifies is the quote the TPM's, for other data.
+		att, derr := legacy.DecodeAttestationData(q.Quote)
+		if derr != nil || e.akPublic.Verify(quote, pcrs, att.ExtraData) != nil {
+			return nil, &EvidenceError{CheckQuote, err.Error()}
+		}
+		what := "other data"
+		if subtle.ConstantTimeCompare(att.ExtraData, exp.Nonce) == 1 {
+			what = "the bare session nonce (an agent that does not bind its link)"
+		}
+		return nil, &LinkError{Detail: fmt.Sprintf("the quote's qualifying data %x is over %s, not SHA-256(nonce ‖ %s ‖ %s)", []byte(att.ExtraData), what, mac, ip)}
 	}
 	// The signature verified, so the quote is the TPM's; now read what it covers.
 	att, err := legacy.DecodeAttestationData(q.Quote)

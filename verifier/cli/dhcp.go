@@ -19,6 +19,7 @@ import (
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
 	"github.com/bootgate/bootgate/verifier/gateway"
+	"github.com/bootgate/bootgate/verifier/server"
 	"github.com/bootgate/bootgate/verifier/store"
 )
 
@@ -94,11 +95,13 @@ func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logge
 	return &dhcpGate{server: srv, leases: leases, conn: conn}, nil
 }
 
-// recorded binds the attesting address's client to the host.
-func (g *dhcpGate) recorded(log *slog.Logger) func(context.Context, string, net.IP) {
-	return func(ctx context.Context, hostID string, remote net.IP) {
-		if err := g.leases.Attested(ctx, hostID, remote, time.Now()); err != nil {
-			log.Warn("attestation from an address without a lease", "host", hostID, "remote", remote.String(), "err", err)
+// recorded binds the client whose link the host's TPM quoted (and whose
+// lease the attestation API checked) to the host: the MAC the TPM signed,
+// not whichever client holds the address by now.
+func (g *dhcpGate) recorded(log *slog.Logger) func(context.Context, string, server.Link) {
+	return func(ctx context.Context, hostID string, link server.Link) {
+		if err := g.leases.BindHost(ctx, link.MAC, hostID, time.Now()); err != nil {
+			log.Warn("bind the attested link to its host", "host", hostID, "mac", link.MAC.String(), "ip", link.IP.String(), "err", err)
 		}
 	}
 }

@@ -79,13 +79,17 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		boot = &server.BootOS{Kernel: cfg.Boot.Kernel, Initrd: cfg.Boot.Initrd, Cmdline: cfg.Boot.Cmdline, Signer: cfg.Boot.Signer}
 	}
 	var gate *dhcpGate
-	var recorded func(context.Context, string, net.IP)
+	var recorded func(context.Context, string, server.Link)
+	var leases server.LinkLeases
 	if cfg.DHCP != nil {
 		if gate, err = startDHCP(cfg.DHCP, cfg.Store, st, e.logger); err != nil {
 			return err
 		}
 		defer gate.leases.Close()
-		recorded = gate.recorded(e.logger)
+		recorded, leases = gate.recorded(e.logger), gate.leases
+	}
+	if cfg.AttestBehindNAT {
+		e.logger.Warn("attest_behind_nat: connections' source addresses are not compared with the quoted links")
 	}
 	var ca *pki.CA
 	if cfg.PKI != nil {
@@ -124,6 +128,7 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: e.logger,
 		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot, Recorded: recorded,
+		Leases: leases, BehindNAT: cfg.AttestBehindNAT, Refusals: st,
 		CA: ca, IdentityTTL: identityTTL(cfg), IdentityMaxAge: identityMaxAge(cfg), Metrics: metrics,
 	})
 	if err != nil {

@@ -19,7 +19,14 @@ import (
 type Config struct {
 	// Listen is the attestation API's address, e.g. ":8443".
 	Listen string `yaml:"listen"`
-	TLS    TLS    `yaml:"tls"`
+	// AttestBehindNAT says that agents reach the attestation API through
+	// network address translation, so a connection's source address is not
+	// the address the agent quoted and is not compared with it (default
+	// false). The quote stays bound to its MAC and IP, and with dhcp that
+	// IP must be leased to that MAC. Risk: without dhcp, nothing then ties
+	// an attestation to the link it arrived on.
+	AttestBehindNAT bool `yaml:"attest_behind_nat"`
+	TLS             TLS  `yaml:"tls"`
 	// Policy is the attestation policy file.
 	Policy string `yaml:"policy"`
 	// PolicyReference is the known-good event log the policy was learned

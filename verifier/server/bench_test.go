@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -114,7 +116,11 @@ func BenchmarkAPIExchange(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	q, sig, err := ak.Quote(enr.Nonce, enr.PCRs)
+	qd, err := wire.QualifyingData(enr.Nonce, make(net.HardwareAddr, wire.MACLen), netip.MustParseAddr("127.0.0.1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	q, sig, err := ak.Quote(qd, enr.PCRs)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -122,7 +128,7 @@ func BenchmarkAPIExchange(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	quoteReq := wire.QuoteRequest{Session: enr.Session, ActivationSecret: secret, Quote: q, Signature: sig, EventLog: raw}
+	quoteReq := wire.QuoteRequest{Session: enr.Session, ActivationSecret: secret, Quote: q, Signature: sig, EventLog: raw, MAC: "00:00:00:00:00:00", IP: "127.0.0.1"}
 	for _, i := range enr.PCRs {
 		quoteReq.PCRs = append(quoteReq.PCRs, wire.PCR{Index: i, Digest: vals[i]})
 	}

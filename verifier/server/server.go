@@ -5,6 +5,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -18,7 +19,9 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,10 +65,56 @@ type Options struct {
 	// Credentials returns the secrets registered for a host, sealed to it
 	// with every pass besides its bootstrap token (default: none).
 	Credentials func(hostID string) []Secret
-	// Recorded, if set, is told of every recorded verdict and the address
-	// the attestation came from (the DHCP gate binds it to the host).
-	Recorded func(ctx context.Context, hostID string, remote net.IP)
+	// Recorded, if set, is told of every recorded verdict and the link it
+	// was bound to (the DHCP gate binds that MAC to the host). It is called
+	// only for attestations whose link checked out (see Leases).
+	Recorded func(ctx context.Context, hostID string, link Link)
+	// Leases, if set, is the boot network's lease store (the DHCP gate): a
+	// quote is accepted only if the quoted IP is leased to the quoted MAC
+	// now. Without it (no DHCP gate) the link is still checked: the quote
+	// must be over it and the connection must come from its IP.
+	Leases LinkLeases
+	// BehindNAT says that the attestation API is reached through network
+	// address translation, so connections do not come from the agents'
+	// addresses: the source address check is skipped (the quote's binding
+	// to its MAC and IP, and the lease check, remain). Risk: without the
+	// DHCP gate nothing then ties a quote to the link it arrived on. Off by
+	// default.
+	BehindNAT bool
+	// Refusals, if set, records attestations refused for their link, with
+	// both links (default: Store, if it has RecordAction, as store.SQLite
+	// does; else they are only logged).
+	Refusals RefusalLog
 }
+
+// Link is the network link an attestation is bound to: the IPv4 address the
+// agent leased and the MAC of the interface that holds it, as its TPM quoted
+// them (wire.QualifyingData).
+type Link struct {
+	MAC net.HardwareAddr
+	IP  netip.Addr
+}
+
+// LinkLeases looks up the boot network's leases; dhcpgate.Leases implements
+// it.
+type LinkLeases interface {
+	// BoundTo returns the MAC that ip's live, bound lease belongs to at
+	// now, and false when ip has no such lease.
+	BoundTo(ctx context.Context, ip net.IP, now time.Time) (net.HardwareAddr, bool)
+}
+
+// RefusalLog records an action of the appliance itself in the audit log;
+// store.SQLite implements it.
+type RefusalLog interface {
+	RecordAction(ctx context.Context, actor, action, target, detail string) error
+}
+
+// Audit log fields of a refused attempt: actor ActorAttestationAPI, action
+// ActionLinkRefused, target the host ID the enrolled EK names.
+const (
+	ActorAttestationAPI = "attestation-api"
+	ActionLinkRefused   = "attestation.refused." + wire.CodeLinkMismatch
+)
 
 // Server serves the attestation API.
 type Server struct {
@@ -118,6 +167,9 @@ func New(opt Options) (*Server, error) {
 	}
 	if opt.Credentials == nil {
 		opt.Credentials = func(string) []Secret { return nil }
+	}
+	if opt.Refusals == nil {
+		opt.Refusals, _ = opt.Store.(RefusalLog)
 	}
 	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
 	if slices.Contains(opt.PCRs, attest.BoundaryPCR) {
@@ -226,23 +278,9 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 
 	start := time.Now()
 	verified, err := enr.Verify(sess.expected, &req, s.opt.Logs)
-	var reasons []wire.Reason
-	var stateJSON []byte
-	var identityKey crypto.PublicKey
 	var evErr *attest.EvidenceError
 	switch {
-	case err == nil:
-		for _, f := range s.opt.Policy.Evaluate(verified.State) {
-			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
-		}
-		stateJSON, _ = json.Marshal(verified.State)
-		if req.Identity != nil && s.opt.CA != nil {
-			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
-				reasons = append(reasons, wire.Reason{Rule: "evidence.identity", Detail: err.Error()})
-			}
-		}
-	case errors.As(err, &evErr):
-		reasons = []wire.Reason{{Rule: evErr.Check, Detail: evErr.Detail}}
+	case err == nil, errors.As(err, &evErr), errors.Is(err, attest.ErrLinkMismatch):
 	case errors.Is(err, attest.ErrActivation):
 		// Not proven to come from the EK's TPM: nothing is recorded against
 		// the host whose EK was presented.
@@ -253,6 +291,30 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		log.Error("verify", "err", err)
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "verification failed unexpectedly")
 		return
+	}
+	// The AK is proven to be in the EK's TPM. Whatever the evidence says, it
+	// is the host's only if it came over the link it is bound to; a relayed
+	// attestation is no verdict on the host: refused, audited, nothing else.
+	link, linkErr := s.checkLink(r, &req, err, now)
+	if linkErr != nil {
+		s.refuseLink(w, r, log, enr.HostID, &req, linkErr)
+		return
+	}
+	var reasons []wire.Reason
+	var stateJSON []byte
+	var identityKey crypto.PublicKey
+	if evErr != nil {
+		reasons = []wire.Reason{{Rule: evErr.Check, Detail: evErr.Detail}}
+	} else {
+		for _, f := range s.opt.Policy.Evaluate(verified.State) {
+			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
+		}
+		stateJSON, _ = json.Marshal(verified.State)
+		if req.Identity != nil && s.opt.CA != nil {
+			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
+				reasons = append(reasons, wire.Reason{Rule: "evidence.identity", Detail: err.Error()})
+			}
+		}
 	}
 	// A host with an incident rejoins only once an operator has remediated
 	// it: until then even a clean attestation leaves it quarantined.
@@ -291,10 +353,9 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot record the attestation")
 		return
 	}
-	if s.opt.Recorded != nil {
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			s.opt.Recorded(context.WithoutCancel(r.Context()), enr.HostID, net.ParseIP(host))
-		}
+	// The link is the TPM's word only if the quote's signature verified.
+	if s.opt.Recorded != nil && (evErr == nil || evErr.Check != attest.CheckQuote) {
+		s.opt.Recorded(context.WithoutCancel(r.Context()), enr.HostID, link)
 	}
 	if s.opt.Metrics != nil {
 		s.opt.Metrics.Attestations.WithLabelValues(verdict).Inc()
@@ -330,6 +391,79 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// checkLink decides whether a quote request that passed activation is bound
+// to the link it came over. verifyErr is Verify's error: an
+// attest.ErrLinkMismatch means the TPM did not quote for req's link. Then the
+// connection's source address must be req.IP (unless BehindNAT) and, with
+// Leases, req.IP must be leased to req.MAC now. It returns the link, or why
+// the request is refused: an error wrapping attest.ErrLinkMismatch.
+func (s *Server) checkLink(r *http.Request, req *wire.QuoteRequest, verifyErr error, now time.Time) (Link, error) {
+	if errors.Is(verifyErr, attest.ErrLinkMismatch) {
+		return Link{}, verifyErr
+	}
+	refuse := func(format string, a ...any) (Link, error) {
+		return Link{}, &attest.LinkError{Detail: fmt.Sprintf(format, a...)}
+	}
+	mac, ip, err := wire.ParseLink(req.MAC, req.IP)
+	if err != nil {
+		// Verify checks the link before the quote; an EvidenceError may come
+		// first only for a link that parsed. Fail closed all the same.
+		return refuse("%v", err)
+	}
+	if !s.opt.BehindNAT {
+		src, err := sourceAddr(r)
+		if err != nil {
+			return refuse("%v", err)
+		}
+		if src != ip {
+			return refuse("the connection comes from %s, not from the quoted address %s", src, ip)
+		}
+	}
+	if s.opt.Leases != nil {
+		bound, ok := s.opt.Leases.BoundTo(r.Context(), net.IP(ip.AsSlice()), now)
+		if !ok {
+			return refuse("the quoted address %s has no lease on the boot network", ip)
+		}
+		if !bytes.Equal(bound, mac) {
+			return refuse("the quoted address %s is leased to %s, not to the quoted MAC %s", ip, bound, mac)
+		}
+	}
+	return Link{MAC: mac, IP: ip}, nil
+}
+
+// sourceAddr is the IPv4 (or unmapped IPv6) address the request came from.
+func sourceAddr(r *http.Request) (netip.Addr, error) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("unreadable source address %q: %w", r.RemoteAddr, err)
+	}
+	return ap.Addr().Unmap(), nil
+}
+
+// refuseLink answers a relayed attestation with 403 link_mismatch and
+// records the attempt in the audit log with the source address and the
+// quoted link: the host's record and incidents are left alone.
+func (s *Server) refuseLink(w http.ResponseWriter, r *http.Request, log *slog.Logger, hostID string, req *wire.QuoteRequest, linkErr error) {
+	// What the peer sent is bounded before it reaches the log and the store.
+	mac, ip, why := clip(req.MAC, 64), clip(req.IP, 64), clip(linkErr.Error(), 512)
+	detail := fmt.Sprintf("source %s; quoted mac %q ip %q; %s", r.RemoteAddr, mac, ip, why)
+	log.Warn("attestation refused: not bound to its link", "source", r.RemoteAddr, "mac", mac, "ip", ip, "why", why)
+	if s.opt.Refusals != nil {
+		if err := s.opt.Refusals.RecordAction(context.WithoutCancel(r.Context()), ActorAttestationAPI, ActionLinkRefused, hostID, detail); err != nil {
+			log.Error("record refused attempt", "err", err)
+		}
+	}
+	writeError(w, http.StatusForbidden, wire.CodeLinkMismatch, "the attestation is not bound to the link it came from: "+why)
+}
+
+// clip cuts s to at most n bytes of valid UTF-8.
+func clip(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // decode reads one JSON value of at most wire.MaxBodyBytes with no unknown

@@ -16,8 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -403,12 +405,42 @@ func (h *host) quoteWith(t testing.TB, ak *tpm.AK, nonce []byte, pcrs []int) (qu
 	return quote, sig, values
 }
 
-// answer is the honest answer to enr: activation, quote of the requested
-// PCRs over the nonce, their values and log.
+// The link of a test agent on this machine: the fixtures listen on
+// 127.0.0.1, and the loopback interface has no MAC.
+var (
+	loopbackMAC = make(net.HardwareAddr, wire.MACLen)
+	loopbackIP  = netip.MustParseAddr("127.0.0.1")
+)
+
+// linked is the qualifying data of a quote over nonce from link (mac, ip).
+func linked(t testing.TB, nonce []byte, mac net.HardwareAddr, ip netip.Addr) []byte {
+	t.Helper()
+	qd, err := wire.QualifyingData(nonce, mac, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return qd
+}
+
+// local is the qualifying data of a quote over nonce from the loopback link.
+func local(t testing.TB, nonce []byte) []byte {
+	t.Helper()
+	return linked(t, nonce, loopbackMAC, loopbackIP)
+}
+
+// answer is the honest answer to enr from the loopback link: activation,
+// quote of the requested PCRs over the nonce and the link, their values and
+// log.
 func (h *host) answer(t testing.TB, enr wire.EnrollResponse, log []byte) wire.QuoteRequest {
 	t.Helper()
-	q := wire.QuoteRequest{Session: enr.Session, ActivationSecret: h.activate(t, enr), EventLog: log}
-	q.Quote, q.Signature, q.PCRs = h.quoteWith(t, h.ak, enr.Nonce, enr.PCRs)
+	return h.answerFrom(t, enr, log, loopbackMAC, loopbackIP)
+}
+
+// answerFrom is the honest answer to enr from the link (mac, ip).
+func (h *host) answerFrom(t testing.TB, enr wire.EnrollResponse, log []byte, mac net.HardwareAddr, ip netip.Addr) wire.QuoteRequest {
+	t.Helper()
+	q := wire.QuoteRequest{Session: enr.Session, ActivationSecret: h.activate(t, enr), EventLog: log, MAC: mac.String(), IP: ip.String()}
+	q.Quote, q.Signature, q.PCRs = h.quoteWith(t, h.ak, linked(t, enr.Nonce, mac, ip), enr.PCRs)
 	return q
 }
 
@@ -538,8 +570,12 @@ func TestGoodHostAdmitted(t *testing.T) {
 	for _, p := range ev.PCRs {
 		pcrs = append(pcrs, goattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: crypto.SHA256})
 	}
-	if err := akPub.Verify(goattest.Quote{Quote: ev.Quote, Signature: ev.Signature}, pcrs, ev.Nonce); err != nil {
-		t.Errorf("stored quote does not verify: %v", err)
+	mac, ip, err := wire.ParseLink(q.MAC, q.IP)
+	if err != nil || !bytes.Equal(mac, loopbackMAC) || ip != loopbackIP {
+		t.Errorf("the agent quoted link %q %q (%v), want its loopback link", q.MAC, q.IP, err)
+	}
+	if err := akPub.Verify(goattest.Quote{Quote: ev.Quote, Signature: ev.Signature}, pcrs, local(t, ev.Nonce)); err != nil {
+		t.Errorf("stored quote does not verify over its nonce and link: %v", err)
 	}
 	cert, err := x509.ParseCertificate(ev.EKCert)
 	if err != nil {
@@ -788,7 +824,8 @@ func TestAKFromAnotherTPM(t *testing.T) {
 				t.Fatalf("TPM B activated a credential for A's EK: %x", s)
 			}
 			q := wire.QuoteRequest{Session: enr.Session, ActivationSecret: c.secret(t, enr), EventLog: raw}
-			q.Quote, q.Signature, q.PCRs = b.quoteWith(t, b.ak, enr.Nonce, enr.PCRs)
+			q.Quote, q.Signature, q.PCRs = b.quoteWith(t, b.ak, local(t, enr.Nonce), enr.PCRs)
+			q.MAC, q.IP = loopbackMAC.String(), loopbackIP.String()
 			status, body := f.post(t, wire.PathQuote, q)
 			wantError(t, status, body, http.StatusForbidden, wire.CodeActivationFailed)
 			status, body = f.post(t, wire.PathQuote, q)
@@ -1012,20 +1049,13 @@ func TestEvidenceFailures(t *testing.T) {
 			q.Signature = flip(q.Signature, -1)
 		}, attest.CheckQuote},
 		{"quote by another AK of the TPM", func(t *testing.T, _ *fixture, enr wire.EnrollResponse, q *wire.QuoteRequest) {
-			q.Quote, q.Signature, q.PCRs = h.quoteWith(t, other, enr.Nonce, enr.PCRs)
-		}, attest.CheckQuote},
-		{"quote over another nonce", func(t *testing.T, _ *fixture, enr wire.EnrollResponse, q *wire.QuoteRequest) {
-			q.Quote, q.Signature, q.PCRs = h.quoteWith(t, h.ak, flip(enr.Nonce, 0), enr.PCRs)
-		}, attest.CheckQuote},
-		{"quote of an earlier session", func(t *testing.T, f *fixture, _ wire.EnrollResponse, q *wire.QuoteRequest) {
-			old := h.answer(t, f.enroll(t, h.enrollRequest()), raw)
-			q.Quote, q.Signature, q.PCRs = old.Quote, old.Signature, old.PCRs
+			q.Quote, q.Signature, q.PCRs = h.quoteWith(t, other, local(t, enr.Nonce), enr.PCRs)
 		}, attest.CheckQuote},
 		{"quote over PCRs 0-7", func(t *testing.T, _ *fixture, enr wire.EnrollResponse, q *wire.QuoteRequest) {
-			q.Quote, q.Signature, q.PCRs = h.quoteWith(t, h.ak, enr.Nonce, pcrRange(8))
+			q.Quote, q.Signature, q.PCRs = h.quoteWith(t, h.ak, local(t, enr.Nonce), pcrRange(8))
 		}, attest.CheckPCRSelection},
 		{"quote over PCRs 0-16", func(t *testing.T, _ *fixture, enr wire.EnrollResponse, q *wire.QuoteRequest) {
-			q.Quote, q.Signature, q.PCRs = h.quoteWith(t, h.ak, enr.Nonce, pcrRange(17))
+			q.Quote, q.Signature, q.PCRs = h.quoteWith(t, h.ak, local(t, enr.Nonce), pcrRange(17))
 		}, attest.CheckPCRSelection},
 		{"values of PCRs 0-7 only", func(_ *testing.T, _ *fixture, _ wire.EnrollResponse, q *wire.QuoteRequest) {
 			q.PCRs = q.PCRs[:8]
@@ -1203,11 +1233,11 @@ func TestConcurrentAttestations(t *testing.T) {
 			if err := call(f, wire.PathEnroll, wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}, &enr); err != nil {
 				return err
 			}
-			q = wire.QuoteRequest{Session: enr.Session, EventLog: log}
+			q = wire.QuoteRequest{Session: enr.Session, EventLog: log, MAC: loopbackMAC.String(), IP: loopbackIP.String()}
 			if q.ActivationSecret, err = ak.ActivateCredential(ek, enr.Credential, enr.Secret); err != nil {
 				return err
 			}
-			if q.Quote, q.Signature, err = ak.Quote(enr.Nonce, enr.PCRs); err != nil {
+			if q.Quote, q.Signature, err = ak.Quote(local(t, enr.Nonce), enr.PCRs); err != nil {
 				return err
 			}
 			values, err := tp.PCRs(enr.PCRs)
@@ -1765,11 +1795,11 @@ func TestSoftwareAK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := wire.QuoteRequest{Session: enr.Session, EventLog: raw, ActivationSecret: make([]byte, 32)}
+	q := wire.QuoteRequest{Session: enr.Session, EventLog: raw, ActivationSecret: make([]byte, 32), MAC: loopbackMAC.String(), IP: loopbackIP.String()}
 	for _, i := range enr.PCRs {
 		q.PCRs = append(q.PCRs, wire.PCR{Index: i, Digest: values[i]})
 	}
-	q.Quote, q.Signature = sw.quote(t, enr.Nonce, q.PCRs)
+	q.Quote, q.Signature = sw.quote(t, local(t, enr.Nonce), q.PCRs)
 	akPub, err := goattest.ParseAKPublic(sw.params.Public)
 	if err != nil {
 		t.Fatal(err)
@@ -1778,7 +1808,7 @@ func TestSoftwareAK(t *testing.T) {
 	for _, p := range q.PCRs {
 		pcrs = append(pcrs, goattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: crypto.SHA256})
 	}
-	if err := akPub.Verify(goattest.Quote{Quote: q.Quote, Signature: q.Signature}, pcrs, enr.Nonce); err != nil {
+	if err := akPub.Verify(goattest.Quote{Quote: q.Quote, Signature: q.Signature}, pcrs, local(t, enr.Nonce)); err != nil {
 		t.Fatalf("the forged quote does not verify: %v", err)
 	}
 	// ...and worthless without the activation secret.

@@ -1,12 +1,20 @@
 // Package wire defines the JSON messages exchanged between the bootgate agent and
 // the verifier's attestation API. It is the only verifier package the agent
-// imports; it holds data shapes and limits, no logic.
+// imports; it holds data shapes and limits, and the one computation both sides
+// must agree on byte for byte (QualifyingData).
 //
 // Binary fields are TPM wire-format structures or DER, carried as base64 by
 // encoding/json. docs/api.md documents the endpoints, bodies and error codes.
 package wire
 
-import "time"
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
 
 // API paths.
 const (
@@ -89,6 +97,66 @@ type QuoteRequest struct {
 	// Identity asks for a host identity certificate for a TPM-resident key
 	// the AK certified; it is issued only with a passing verdict.
 	Identity *IdentityRequest `json:"identity,omitempty"`
+	// MAC and IP are the link the agent attests from: the MAC of the
+	// interface it leased its address on ("52:54:00:12:34:56"; six zero
+	// bytes for an interface without one, such as loopback) and that IPv4
+	// address in dotted form ("10.0.0.17"). The quote's qualifying data is
+	// QualifyingData(nonce, MAC, IP), so the TPM signed them; ParseLink
+	// reads them.
+	MAC string `json:"mac"`
+	IP  string `json:"ip"`
+}
+
+// MACLen is the length of the MAC in the qualifying data: an EUI-48.
+const MACLen = 6
+
+// ErrBadLink reports a MAC or IP of a QuoteRequest that is not a 6-byte MAC
+// and an IPv4 address.
+var ErrBadLink = errors.New("link is not a 6-byte MAC and an IPv4 address")
+
+// ParseLink reads a QuoteRequest's MAC and IP: the MAC in any form
+// net.ParseMAC accepts but of exactly MACLen bytes, the IP in dotted IPv4
+// form (an IPv4-mapped IPv6 address is refused). Errors wrap ErrBadLink.
+func ParseLink(mac, ip string) (net.HardwareAddr, netip.Addr, error) {
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != MACLen {
+		return nil, netip.Addr{}, fmt.Errorf("%w: mac %q", ErrBadLink, mac)
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || !addr.Is4() {
+		return nil, netip.Addr{}, fmt.Errorf("%w: ip %q", ErrBadLink, ip)
+	}
+	return hw, addr, nil
+}
+
+// QualifyingData is the qualifying data (extraData) of the agent's TPM2_Quote:
+//
+//	SHA-256(nonce ‖ mac ‖ ip)
+//
+// nonce is the session's nonce exactly as EnrollResponse carried it (32
+// bytes from this verifier; any length is hashed as is), mac the MACLen bytes
+// of the attesting interface's MAC, ip the 4 bytes of its IPv4 address in
+// network order. The result is 32 bytes, within TPM2B_DATA's limit for
+// TPM2_Quote (TPM 2.0 Library Part 3, 18.4: qualifyingData is at most the
+// size of the largest digest). It binds the attestation to its link: a quote
+// relayed from another link, or taken over the bare nonce, does not verify
+// for the relay's address. mac must be MACLen bytes and ip an IPv4 address
+// (an IPv4-mapped IPv6 address is taken as its IPv4 address); otherwise the
+// error wraps ErrBadLink.
+func QualifyingData(nonce []byte, mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
+	if len(mac) != MACLen {
+		return nil, fmt.Errorf("%w: mac of %d bytes", ErrBadLink, len(mac))
+	}
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return nil, fmt.Errorf("%w: ip %v", ErrBadLink, ip)
+	}
+	v4 := ip.As4()
+	h := sha256.New()
+	h.Write(nonce)
+	h.Write(mac)
+	h.Write(v4[:])
+	return h.Sum(nil), nil
 }
 
 // IdentityRequest is a key the AK certified over the session's nonce
@@ -184,5 +252,12 @@ const (
 	CodeUnknownSession   = "unknown_session"   // no such session, or its nonce was already used
 	CodeNonceExpired     = "nonce_expired"     // the session's nonce expired before the quote arrived
 	CodeActivationFailed = "activation_failed" // the activation secret is wrong: AK and EK are not in one TPM
-	CodeInternal         = "internal"
+	// CodeLinkMismatch refuses an attestation that is not bound to the link it
+	// came from: the quote's qualifying data is not QualifyingData of the
+	// session's nonce and the request's MAC and IP, or the connection's
+	// source address is not IP, or the appliance's DHCP gate has not leased
+	// IP to MAC. It is a relayed (or misconfigured) attestation: no verdict
+	// is recorded.
+	CodeLinkMismatch = "link_mismatch"
+	CodeInternal     = "internal"
 )

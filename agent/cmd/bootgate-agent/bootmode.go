@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -157,8 +159,18 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	httpc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
 	}}
+	// The attestation is bound to the current lease: the quarantine one, and
+	// the production one after a move (an attempt that fails after it
+	// attests from there).
+	link := func() (net.HardwareAddr, netip.Addr, error) {
+		ip, ok := netip.AddrFromSlice(lease.Address)
+		if !ok || len(lease.MAC) == 0 {
+			return nil, netip.Addr{}, fmt.Errorf("the lease on %s names no address or MAC", lease.Interface)
+		}
+		return lease.MAC, ip.Unmap(), nil
+	}
 	flow := &bootflow.Flow{
-		Client:         &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), HTTP: httpc, Logger: log, AK: cfg.ak, Identity: true},
+		Client:         &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), HTTP: httpc, Logger: log, AK: cfg.ak, Identity: true, Link: link},
 		IdentityClient: client.IdentityClient(pool),
 		ApplianceCA:    caPEM,
 		OpenTPM:        func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
@@ -174,6 +186,7 @@ func runBoot(ctx context.Context, console io.Writer) error {
 			if err != nil {
 				return "", err
 			}
+			lease = l
 			// Connections kept alive from the quarantine address are dead.
 			httpc.CloseIdleConnections()
 			return l.Address.String(), nil
