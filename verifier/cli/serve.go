@@ -153,12 +153,13 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		}
 	}
 	if cfg.Gateway != nil {
-		gw, err := gateway.New(cfg.Gateway.Interface, -1)
+		gw, err := gateway.New(cfg.Gateway.Interface, -1, gatewayTimeout(cfg.Gateway.Sync))
 		if err != nil {
 			return err
 		}
 		go reconcile(ctx, gw, gate.leases, st, cfg.Gateway.Sync, e.logger)
-		e.logger.Info("admission at the gateway", "interface", cfg.Gateway.Interface)
+		e.logger.Info("admission at the gateway", "interface", cfg.Gateway.Interface,
+			"sync", syncInterval(cfg.Gateway.Sync), "fail_closed_within", gw.Timeout())
 	}
 	if cfg.BootFiles != nil {
 		if err := serveBootFiles(ctx, cfg.BootFiles, e.logger); err != nil {
