@@ -496,7 +496,7 @@ func TestRelays(t *testing.T) {
 			t.Errorf("recorded %+v", le.Relay)
 		}
 		shown := le.Relay.String()
-		if strings.ContainsAny(shown, "\x1b\n") || !strings.Contains(shown, `swp7\\x1b[31m\\x0a`) {
+		if strings.ContainsAny(shown, "\x1b\n") || !strings.Contains(shown, `circuit-id "swp7\x1b[31m\x0a"`) {
 			t.Errorf("shown as %q", shown)
 		}
 	}
@@ -529,6 +529,7 @@ func TestPrintable(t *testing.T) {
 		"":              "",
 		"eth0/1":        "eth0/1",
 		"a\\b":          `a\x5cb`,
+		`say "hi"`:      `say \x22hi\x22`,
 		"\x00\x7f\xff ": `\x00\x7f\xff `,
 		"\u202eevil":    `\xe2\x80\xaeevil`,
 	} {

@@ -68,17 +68,17 @@ func (r *Relay) String() string {
 	if r == nil {
 		return ""
 	}
-	return fmt.Sprintf("relay %s circuit-id %q remote-id %q", r.Addr, Printable(r.CircuitID), Printable(r.RemoteID))
+	return fmt.Sprintf(`relay %s circuit-id "%s" remote-id "%s"`, r.Addr, Printable(r.CircuitID), Printable(r.RemoteID))
 }
 
 // Printable returns b for display: printable ASCII characters as they are,
-// every other byte (control characters, DEL, bytes of 0x80 and above) and
-// the backslash as \xNN. The result holds no control characters, whatever a
-// relay sent.
+// every other byte (control characters, DEL, bytes of 0x80 and above), the
+// backslash and the double quote as \xNN. The result holds no control
+// characters, whatever a relay sent, and can be shown between quotes.
 func Printable(b []byte) string {
 	var sb strings.Builder
 	for _, c := range b {
-		if c < 0x20 || c >= 0x7f || c == '\\' {
+		if c < 0x20 || c >= 0x7f || c == '\\' || c == '"' {
 			fmt.Fprintf(&sb, "\\x%02x", c)
 			continue
 		}
