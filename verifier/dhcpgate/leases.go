@@ -822,25 +822,17 @@ func (l *Leases) CountByPool(now time.Time) map[string]int {
 }
 
 // HostLeases returns the live bound lease of each of the given hosts that
-// has one, from memory.
+// has one (the lease of the MAC the host is bound to now), from memory.
 func (l *Leases) HostLeases(hostIDs []string, now time.Time) map[string]Lease {
-	want := make(map[string]bool, len(hostIDs))
-	for _, id := range hostIDs {
-		want[id] = true
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]Lease{}
-	for mac := range l.hosts {
-		host := l.hostOf(mac, now)
-		if host == "" || !want[host] {
+	for _, host := range hostIDs {
+		mac, ok := l.macOf[host]
+		if !ok || l.hostOf(mac, now) != host {
 			continue
 		}
-		ipn, ok := l.bound[mac]
-		if !ok {
-			continue
-		}
-		if le := l.live(ipn, now); le != nil && le.Bound && le.MAC.String() == mac {
+		if le, _ := l.boundLease(mac, now); le != nil {
 			out[host] = *le
 		}
 	}
