@@ -40,6 +40,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -89,7 +90,7 @@ func New(bootIface string, netnsFd int, timeout time.Duration) (*Gateway, error)
 	if bootIface == "" || len(bootIface) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("gateway: interface name %q: empty or longer than %d bytes", bootIface, unix.IFNAMSIZ-1)
 	}
-	var opts []nftables.ConnOption
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
 	if netnsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(netnsFd))
 	}
@@ -158,6 +159,43 @@ func New(bootIface string, netnsFd int, timeout time.Duration) (*Gateway, error)
 	return g, nil
 }
 
+// Netlink socket buffers. A sync is one batch of netlink messages, about 80
+// bytes per host, which must fit in the send buffer (the kernel's default,
+// about 200 KiB, holds some 2 500 hosts; 16 MiB some 200 000); the kernel
+// acknowledges each message (elementsPerMessage elements) into the receive
+// buffer.
+const (
+	sendBuffer    = 16 << 20
+	receiveBuffer = 4 << 20
+)
+
+// bigBuffers raises the netlink socket's buffers to sendBuffer and
+// receiveBuffer, past the system's limits (net.core.wmem_max, rmem_max)
+// where the process has CAP_NET_ADMIN, which managing nftables needs anyway.
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netlink buffers: %w", err)
+	}
+	var serr error
+	set := func(fd int, force, plain, n int) error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, n); err == nil {
+			return nil
+		}
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, n)
+	}
+	if err := raw.Control(func(fd uintptr) {
+		serr = errors.Join(set(int(fd), unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, sendBuffer),
+			set(int(fd), unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, receiveBuffer))
+	}); err != nil {
+		return fmt.Errorf("netlink buffers: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("netlink buffers: %w", serr)
+	}
+	return nil
+}
+
 func ifnameBytes(n string) []byte {
 	b := make([]byte, 16)
 	copy(b, n)
@@ -168,8 +206,10 @@ func ifnameBytes(n string) []byte {
 // longest the gate stays open after the last Sync.
 func (g *Gateway) Timeout() time.Duration { return g.timeout }
 
-// elementsPerMessage bounds one netlink message of set elements.
-const elementsPerMessage = 256
+// elementsPerMessage bounds one netlink message of set elements: their
+// list is one netlink attribute, whose length must fit in 16 bits (512
+// elements are about 25 KiB).
+const elementsPerMessage = 512
 
 // Sync makes the admitted sets exactly hosts, each element expiring
 // Timeout from now, in one nftables transaction: hosts no longer admitted

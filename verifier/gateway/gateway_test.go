@@ -380,3 +380,45 @@ func TestFailsClosedAfterSIGKILL(t *testing.T) {
 		t.Error("forwarded again after the gate closed")
 	}
 }
+
+// TestSyncManyHosts: a sync of 20 000 admitted hosts (beyond what the
+// kernel's default netlink buffers hold, and beyond one 16-bit netlink
+// attribute of elements) goes through in one transaction, and a second one
+// re-arms them all.
+func TestSyncManyHosts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces and nftables need root")
+	}
+	var r [3]byte
+	rand.Read(r[:])
+	name := "bgm-" + hex.EncodeToString(r[:])
+	sh(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	g, err := New("boot", int(ns), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := make([]Host, 20000)
+	for i := range hosts {
+		hosts[i] = Host{IP: net.IPv4(10, 30, byte(i>>8), byte(i)), MAC: net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}}
+	}
+	for i := range 2 {
+		start := time.Now()
+		if err := g.Sync(hosts); err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+		t.Logf("sync %d of %d hosts: %v", i, len(hosts), time.Since(start).Round(time.Millisecond))
+	}
+	out, err := exec.Command("ip", "netns", "exec", name, "nft", "list", "set", "inet", TableName, SetName).CombinedOutput()
+	if err != nil {
+		t.Skipf("nft not usable to count the elements: %v %s", err, out)
+	}
+	if n := strings.Count(string(out), "expires"); n != len(hosts) {
+		t.Errorf("%d elements with a timeout in the set, want %d", n, len(hosts))
+	}
+}
