@@ -50,6 +50,7 @@ dhcp:
   ca: tls/ca.pem
   quarantine: {start: 10.26.1.0, end: 10.26.255.255, prefix_len: 16, lease_time: 10m}
   production: {start: 10.26.0.10, end: 10.26.0.250, prefix_len: 16, lease_time: 1h}
+  relays: [10.26.0.2]   # perfdhcp sends as a relay agent (giaddr = its address)
 CFG
 ip netns exec $S "$work/bootgate" serve --config "$work/appliance.yaml" > "$work/bootgate.log" 2>&1 &
 srv=$!

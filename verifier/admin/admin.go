@@ -30,10 +30,20 @@ var webFiles embed.FS
 
 // Lease is a host's current DHCP lease, as the dashboard shows it.
 type Lease struct {
-	IP      string    `json:"ip"`
-	MAC     string    `json:"mac"`
-	Pool    string    `json:"pool"`
-	Expires time.Time `json:"expires"`
+	IP      string      `json:"ip"`
+	MAC     string      `json:"mac"`
+	Pool    string      `json:"pool"`
+	Expires time.Time   `json:"expires"`
+	Relay   *LeaseRelay `json:"relay,omitempty"` // absent for clients on the boot network itself
+}
+
+// LeaseRelay is the DHCP relay agent that carried a lease's REQUEST and its
+// option 82 (RFC 3046) circuit and remote IDs, escaped for display (no
+// control characters; other bytes as \xNN).
+type LeaseRelay struct {
+	Addr      string `json:"addr"`
+	CircuitID string `json:"circuit_id,omitempty"`
+	RemoteID  string `json:"remote_id,omitempty"`
 }
 
 // LeaseSource tells the hosts' current leases (the DHCP gate's memory).

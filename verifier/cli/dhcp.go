@@ -67,6 +67,13 @@ func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logge
 	if cfg.ServerIP == nil {
 		return nil, fmt.Errorf("dhcp.server_ip: %q is not an IPv4 address", c.ServerIP)
 	}
+	for _, r := range c.Relays {
+		ip := net.ParseIP(r).To4()
+		if ip == nil {
+			return nil, fmt.Errorf("dhcp.relays: %q is not an IPv4 address", r)
+		}
+		cfg.Relays = append(cfg.Relays, ip)
+	}
 	if c.CA != "" {
 		b, err := os.ReadFile(c.CA)
 		if err != nil {
@@ -106,26 +113,31 @@ func (g *dhcpGate) recorded(log *slog.Logger) func(context.Context, string, serv
 	}
 }
 
-// reconcile keeps the gateway's admitted set equal to the admitted hosts'
-// production leases until ctx ends, then empties it (fail closed).
+// reconcile keeps the gateway's admitted sets equal to the admitted hosts'
+// production leases (address and MAC) until ctx ends, then empties them
+// (fail closed). It syncs every interval whether or not anything changed:
+// each sync re-arms the elements' timeouts (gatewayTimeout), so the gate
+// also closes when this loop stops without reaching Close.
 func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases, st store.Store, every time.Duration, log *slog.Logger) {
-	if every <= 0 {
-		every = time.Second
-	}
+	every = syncInterval(every)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	last := -1
 	for {
-		ips, err := leases.AdmittedIPs(ctx, time.Now(), st)
+		var hosts []gateway.Host
+		admitted, err := leases.AdmittedLeases(ctx, time.Now(), st)
 		if err == nil {
-			err = gw.Sync(ips)
+			for _, le := range admitted {
+				hosts = append(hosts, gateway.Host{IP: le.IP, MAC: le.MAC})
+			}
+			err = gw.Sync(hosts)
 		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Error("gateway sync", "err", err)
-		case len(ips) != last:
-			log.Info("gateway: admitted addresses", "count", len(ips))
-			last = len(ips)
+		case len(hosts) != last:
+			log.Info("gateway: admitted hosts", "count", len(hosts))
+			last = len(hosts)
 		}
 		select {
 		case <-ctx.Done():
@@ -137,6 +149,20 @@ func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases
 		}
 	}
 }
+
+// syncInterval is the gateway's sync interval: gateway.sync, 1 s by default.
+func syncInterval(every time.Duration) time.Duration {
+	if every <= 0 {
+		return time.Second
+	}
+	return every
+}
+
+// gatewayTimeout is how long the gateway forwards an admitted host after
+// the last sync: three sync intervals, so that one or two late syncs do
+// not interrupt admitted hosts, and a crashed or frozen appliance closes
+// the gate within 3 × gateway.sync (docs/dhcp.md).
+func gatewayTimeout(every time.Duration) time.Duration { return 3 * syncInterval(every) }
 
 // serveBootFiles serves the network-boot files until ctx ends.
 func serveBootFiles(ctx context.Context, c *config.BootFiles, log *slog.Logger) error {
@@ -175,7 +201,12 @@ type adminLeases struct{ l *dhcpgate.Leases }
 func (a adminLeases) HostLeases(ids []string, now time.Time) map[string]admin.Lease {
 	out := map[string]admin.Lease{}
 	for id, le := range a.l.HostLeases(ids, now) {
-		out[id] = admin.Lease{IP: le.IP.String(), MAC: le.MAC.String(), Pool: le.Pool, Expires: le.Expires}
+		al := admin.Lease{IP: le.IP.String(), MAC: le.MAC.String(), Pool: le.Pool, Expires: le.Expires}
+		if le.Relay != nil {
+			al.Relay = &admin.LeaseRelay{Addr: le.Relay.Addr.String(),
+				CircuitID: dhcpgate.Printable(le.Relay.CircuitID), RemoteID: dhcpgate.Printable(le.Relay.RemoteID)}
+		}
+		out[id] = al
 	}
 	return out
 }

@@ -158,12 +158,13 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		}
 	}
 	if cfg.Gateway != nil {
-		gw, err := gateway.New(cfg.Gateway.Interface, -1)
+		gw, err := gateway.New(cfg.Gateway.Interface, -1, gatewayTimeout(cfg.Gateway.Sync))
 		if err != nil {
 			return err
 		}
 		go reconcile(ctx, gw, gate.leases, st, cfg.Gateway.Sync, e.logger)
-		e.logger.Info("admission at the gateway", "interface", cfg.Gateway.Interface)
+		e.logger.Info("admission at the gateway", "interface", cfg.Gateway.Interface,
+			"sync", syncInterval(cfg.Gateway.Sync), "fail_closed_within", gw.Timeout())
 	}
 	if cfg.BootFiles != nil {
 		if err := serveBootFiles(ctx, cfg.BootFiles, e.logger); err != nil {
@@ -256,6 +257,7 @@ type stateCollector struct {
 	st                                        *store.SQLite
 	gate                                      *dhcpGate
 	hosts, incidents, leases, drop, withdrawn *prometheus.Desc
+	refused, unknownRelay                     *prometheus.Desc
 }
 
 func newStateCollector(st *store.SQLite, gate *dhcpGate) *stateCollector {
@@ -265,6 +267,10 @@ func newStateCollector(st *store.SQLite, gate *dhcpGate) *stateCollector {
 		leases:    prometheus.NewDesc("bootgate_dhcp_leases", "Bound DHCP leases by pool.", []string{"pool"}, nil),
 		drop:      prometheus.NewDesc("bootgate_dhcp_dropped_total", "DHCP packets dropped because the queue was full.", nil, nil),
 		withdrawn: prometheus.NewDesc("bootgate_dhcp_offers_withdrawn_total", "DHCP offers withdrawn to make room in a full pool (a DISCOVER flood, or too small a pool).", nil, nil),
+		refused: prometheus.NewDesc("bootgate_dhcp_refused_total",
+			"DHCP RELEASEs and DECLINEs that did not count: from a client that does not hold the address, outside every pool, or over the limits.", nil, nil),
+		unknownRelay: prometheus.NewDesc("bootgate_dhcp_unknown_relay_total",
+			"DHCP requests dropped because they name (or come from) a relay agent that is not configured, or carry a malformed option 82.", nil, nil),
 	}
 }
 
@@ -275,6 +281,8 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- c.leases
 		ch <- c.drop
 		ch <- c.withdrawn
+		ch <- c.refused
+		ch <- c.unknownRelay
 	}
 }
 
@@ -294,4 +302,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.drop, prometheus.CounterValue, float64(c.gate.server.Stats.Dropped.Load()))
 	ch <- prometheus.MustNewConstMetric(c.withdrawn, prometheus.CounterValue, float64(c.gate.leases.Withdrawn.Load()))
+	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(c.gate.server.Stats.Refused.Load()))
+	ch <- prometheus.MustNewConstMetric(c.unknownRelay, prometheus.CounterValue, float64(c.gate.server.Stats.UnknownRelay.Load()))
 }

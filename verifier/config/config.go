@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -122,6 +123,11 @@ type DHCP struct {
 	BootURL    string `yaml:"boot_url"`  // HTTP URL of the agent UKI for UEFI HTTP boot
 	Quarantine Pool   `yaml:"quarantine"`
 	Production Pool   `yaml:"production"`
+	// Relays are the IPv4 addresses (giaddr) of the DHCP relay agents whose
+	// requests are answered; their option 82 is recorded with the lease.
+	// Empty (the default): no relays, and a request with a nonzero giaddr
+	// gets no answer.
+	Relays []string `yaml:"relays"`
 }
 
 // Pool is one address pool.
@@ -234,6 +240,11 @@ func (c *Config) validate() error {
 			req("dhcp."+name+".end", p.End)
 			if p.PrefixLen <= 0 || p.PrefixLen > 32 || p.LeaseTime <= 0 {
 				errs = append(errs, fmt.Errorf("dhcp.%s: prefix_len and lease_time are required", name))
+			}
+		}
+		for _, r := range c.DHCP.Relays {
+			if ip := net.ParseIP(r).To4(); ip == nil || ip.IsUnspecified() {
+				errs = append(errs, fmt.Errorf("dhcp.relays: %q is not an IPv4 address", r))
 			}
 		}
 	}

@@ -19,6 +19,38 @@ func TestExample(t *testing.T) {
 	}
 }
 
+// dhcpSection is a valid dhcp section, without relays.
+const dhcpSection = `dhcp:
+  interface: br-boot
+  server_ip: 10.23.0.1
+  endpoint: https://10.23.0.1:8443
+  quarantine: {start: 10.23.0.100, end: 10.23.0.149, prefix_len: 24, lease_time: 60s}
+  production: {start: 10.23.0.150, end: 10.23.0.199, prefix_len: 24, lease_time: 1h}
+`
+
+// TestRelays: no relays unless listed; listed relays are kept.
+func TestRelays(t *testing.T) {
+	c, err := Load("../../docs/appliance.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.DHCP.Relays) != 0 {
+		t.Errorf("the example configures relays %v; the default is none", c.DHCP.Relays)
+	}
+	base := "listen: \":8443\"\ntls: {cert: c.pem, key: k.pem}\npolicy: p.yaml\nstore: s.db\nek: {roots: r}\n"
+	p := filepath.Join(t.TempDir(), "a.yaml")
+	if err := os.WriteFile(p, []byte(base+dhcpSection+"  relays: [10.9.0.1, 10.9.1.1]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.DHCP.Relays, ",") != "10.9.0.1,10.9.1.1" {
+		t.Errorf("relays %v", c.DHCP.Relays)
+	}
+}
+
 func TestRefused(t *testing.T) {
 	base := "listen: \":8443\"\ntls: {cert: c.pem, key: k.pem}\npolicy: p.yaml\nstore: s.db\nek: {roots: r}\n"
 	for _, tc := range []struct{ name, yaml, want string }{
@@ -26,6 +58,9 @@ func TestRefused(t *testing.T) {
 		{"admin without operators", base + "admin: {listen: \"127.0.0.1:9443\"}\n", "admin.operators: required"},
 		{"admin without listen", base + "admin: {operators: ops}\n", "admin.listen: required"},
 		{"empty", "", "empty configuration"},
+		{"relay not an address", base + dhcpSection + "  relays: [10.9.0.1, relay.example.net]\n", `dhcp.relays: "relay.example.net"`},
+		{"relay unspecified", base + dhcpSection + "  relays: [0.0.0.0]\n", `dhcp.relays: "0.0.0.0"`},
+		{"relay IPv6", base + dhcpSection + "  relays: [\"2001:db8::1\"]\n", `dhcp.relays: "2001:db8::1"`},
 	} {
 		p := filepath.Join(t.TempDir(), "a.yaml")
 		if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {

@@ -1,6 +1,7 @@
 package dhcpgate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,34 +46,50 @@ type AdmittedSet interface {
 	AdmittedHosts(ctx context.Context) (map[string]bool, error)
 }
 
-// AdmittedIPs returns the addresses of bound production leases whose client
-// is bound to a host that is admitted now: what the gateway may forward. It
-// reads the leases and their hosts from memory (which holds what SQLite
-// holds) and the admitted hosts in one query.
+// AdmittedIPs returns the addresses of AdmittedLeases, in order.
 func (l *Leases) AdmittedIPs(ctx context.Context, now time.Time, hosts AdmittedSet) ([]net.IP, error) {
+	leases, err := l.AdmittedLeases(ctx, now, hosts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]net.IP, len(leases))
+	for i, le := range leases {
+		out[i] = le.IP
+	}
+	return out, nil
+}
+
+// AdmittedLeases returns the live bound production leases whose client is
+// bound (BindHost, unexpired) to a host that is admitted now, by address:
+// what the gateway may forward, each address with the MAC address that
+// holds it. It reads the leases and their hosts from memory (which holds
+// what SQLite holds) and the admitted hosts in one query.
+func (l *Leases) AdmittedLeases(ctx context.Context, now time.Time, hosts AdmittedSet) ([]Lease, error) {
 	admitted, err := hosts.AdmittedHosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("admitted addresses: %w", err)
 	}
 	l.mu.Lock()
-	var ipns []uint32
+	var out []Lease
 	for mac, ipn := range l.bound {
-		if le := l.live(ipn, now); le != nil && le.Pool == PoolProduction && admitted[l.hosts[mac]] {
-			ipns = append(ipns, ipn)
+		le := l.live(ipn, now)
+		if le == nil || !le.Bound || le.Pool != PoolProduction || le.MAC == nil || le.MAC.String() != mac {
+			continue
+		}
+		if id := l.hostOf(mac, now); id != "" && admitted[id] {
+			out = append(out, *le)
 		}
 	}
 	l.mu.Unlock()
-	slices.Sort(ipns)
-	out := make([]net.IP, len(ipns))
-	for i, ipn := range ipns {
-		out[i] = ipOf(ipn)
-	}
+	slices.SortFunc(out, func(a, b Lease) int { return cmp.Compare(ip4(a.IP), ip4(b.IP)) })
 	return out, nil
 }
 
-// Attested binds the client that holds remote's lease to hostID: the
-// attestation came from that address. Called by the attestation API after
-// every recorded verdict.
+// Attested binds the client that holds remote's lease to hostID (BindHost:
+// one MAC per host, expiring with the lease): the attestation came from
+// that address. Called by the attestation API after every recorded
+// verdict. It fails, binding nothing, when no client holds a lease of
+// remote.
 func (l *Leases) Attested(ctx context.Context, hostID string, remote net.IP, now time.Time) error {
 	lease, err := l.ByIP(ctx, remote, now)
 	if err != nil {

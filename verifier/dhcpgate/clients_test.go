@@ -65,10 +65,13 @@ func (p *pair) serverIf() string { return "vs" + p.server[4:] }
 func (p *pair) clientIf() string { return "vc" + p.client[4:] }
 
 // serve runs the gate in the server namespace until the test ends.
-func serve(t *testing.T, p *pair, s *Server) {
+func serve(t *testing.T, p *pair, s *Server) { serveOn(t, p.server, p.serverIf(), s) }
+
+// serveOn runs the gate on ifname in the namespace ns until the test ends.
+func serveOn(t *testing.T, ns, ifname string, s *Server) {
 	var conn net.PacketConn
-	nettest.InNS(t, p.server, func() {
-		c, err := server4.NewIPv4UDPConn(p.serverIf(), &net.UDPAddr{Port: dhcpv4.ServerPort})
+	nettest.InNS(t, ns, func() {
+		c, err := server4.NewIPv4UDPConn(ifname, &net.UDPAddr{Port: dhcpv4.ServerPort})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,18 +94,25 @@ var leaseRE = regexp.MustCompile(`(?:fixed-address|lease of) (\d+\.\d+\.\d+\.\d+
 // address it was given.
 func dhclient(t *testing.T, p *pair) net.IP {
 	t.Helper()
+	return dhclientIn(t, p.client, p.clientIf())
+}
+
+// dhclientIn runs ISC dhclient once on ifname in the namespace ns and
+// returns the address it was given (it configures nothing).
+func dhclientIn(t *testing.T, ns, ifname string) net.IP {
+	t.Helper()
 	if _, err := exec.LookPath("dhclient"); err != nil {
 		t.Skip("dhclient not installed (Debian package isc-dhcp-client)")
 	}
 	dir := t.TempDir()
 	lf := filepath.Join(dir, "leases")
-	cmd := exec.Command("ip", "netns", "exec", p.client, "timeout", "30", "dhclient", "-1", "-v", "-lf", lf,
-		"-pf", filepath.Join(dir, "pid"), "-sf", "/bin/true", p.clientIf())
+	cmd := exec.Command("ip", "netns", "exec", ns, "timeout", "30", "dhclient", "-1", "-v", "-lf", lf,
+		"-pf", filepath.Join(dir, "pid"), "-sf", "/bin/true", ifname)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("dhclient: %v\n%s", err, out)
 	}
-	exec.Command("ip", "netns", "exec", p.client, "dhclient", "-x", "-pf", filepath.Join(dir, "pid")).Run()
+	exec.Command("ip", "netns", "exec", ns, "dhclient", "-x", "-pf", filepath.Join(dir, "pid")).Run()
 	b, _ := os.ReadFile(lf)
 	m := leaseRE.FindStringSubmatch(string(b))
 	if m == nil {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,10 +19,25 @@ import (
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
-const upsertLease = `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, ?, ?, 1, ?)`
+const upsertLease = `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires, relay, circuit_id, remote_id) VALUES (?, ?, ?, 1, ?, ?, ?, ?)`
 
-// ErrPoolFull is returned when a pool has no free address.
-var ErrPoolFull = errors.New("no free address in the pool")
+// Errors of the lease store. The server drops a message that meets one of
+// them and changes nothing.
+var (
+	// ErrPoolFull is returned when a pool has no free address.
+	ErrPoolFull = errors.New("no free address in the pool")
+	// ErrNotHolder: a RELEASE or DECLINE came from a client that neither
+	// holds nor was offered the address (RFC 2131 §4.3.3, §4.3.4).
+	ErrNotHolder = errors.New("the client does not hold the address")
+	// ErrOutsidePools: a DECLINE or RELEASE named an address outside every
+	// configured pool.
+	ErrOutsidePools = errors.New("the address is in no pool")
+	// ErrTooManyDeclined: the pool already has as many declined addresses
+	// set aside as it may (MaxDeclined), so that declines cannot empty it.
+	ErrTooManyDeclined = errors.New("too many declined addresses in the pool")
+	// ErrNoLease: a host was to be bound to a client that holds no lease.
+	ErrNoLease = errors.New("the client holds no lease")
+)
 
 // Lease is one address bound (or offered) to one client.
 type Lease struct {
@@ -30,6 +46,52 @@ type Lease struct {
 	Pool    string
 	Bound   bool // false while only offered
 	Expires time.Time
+	// Relay is what the relay agent that carried the client's last bound
+	// REQUEST said about it; nil when the client is on the boot network
+	// itself.
+	Relay *Relay
+}
+
+// Relay is what a DHCP relay agent told about a client (RFC 3046): its own
+// address (giaddr, RFC 2131 §4.1) and the circuit ID (sub-option 1) and
+// remote ID (sub-option 2) of its relay agent information option (82),
+// opaque bytes as received (at most 255 each; nil when absent).
+type Relay struct {
+	Addr      net.IP
+	CircuitID []byte
+	RemoteID  []byte
+}
+
+// String shows r on one line for logs and operators, with the IDs made
+// printable (see Printable).
+func (r *Relay) String() string {
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf(`relay %s circuit-id "%s" remote-id "%s"`, r.Addr, Printable(r.CircuitID), Printable(r.RemoteID))
+}
+
+// Printable returns b for display: printable ASCII characters as they are,
+// every other byte (control characters, DEL, bytes of 0x80 and above), the
+// backslash and the double quote as \xNN. The result holds no control
+// characters, whatever a relay sent, and can be shown between quotes.
+func Printable(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '\\' || c == '"' {
+			fmt.Fprintf(&sb, "\\x%02x", c)
+			continue
+		}
+		sb.WriteByte(c)
+	}
+	return sb.String()
+}
+
+// hostBinding is the host behind a MAC address, until the latest lease the
+// MAC was given while bound expires.
+type hostBinding struct {
+	id      string
+	expires time.Time
 }
 
 // Leases keeps the leases in SQLite, so that they survive a restart of the
@@ -45,12 +107,15 @@ type Leases struct {
 	commits   chan commitReq
 	stopped   chan struct{}
 	closeOnce sync.Once
-	byIP      map[uint32]*Lease   // live leases and offers, and declined addresses
-	bound     map[string]uint32   // MAC → the client's bound lease
-	offered   map[string]uint32   // MAC → the offer standing for the client (it may also hold a lease in the other pool)
-	offers    map[string][]*Lease // per pool: offers in the order they were made (some since bound or gone)
-	hosts     map[string]string   // MAC → host ID
-	cursor    map[string]uint32   // per pool: where the next free-address search starts
+	byIP      map[uint32]*Lease      // live leases and offers, and declined addresses
+	bound     map[string]uint32      // MAC → the client's bound lease
+	offered   map[string]uint32      // MAC → the offer standing for the client (it may also hold a lease in the other pool)
+	offers    map[string][]*Lease    // per pool: offers in the order they were made (some since bound or gone)
+	hosts     map[string]hostBinding // MAC → host
+	macOf     map[string]string      // host ID → MAC (one MAC per host)
+	declined  map[uint32]time.Time   // declined addresses set aside, until when (at most MaxDeclined per pool)
+	cursor    map[string]uint32      // per pool: where the next free-address search starts
+	now       func() time.Time       // the clock of HostOf
 
 	// Withdrawn counts offers withdrawn from clients to make room in a
 	// full pool.
@@ -70,6 +135,29 @@ func OpenLeases(path string) (*Leases, error) {
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
 	db.SetMaxOpenConns(1)
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open leases: %w", err)
+	}
+	l := &Leases{db: db, byIP: map[uint32]*Lease{}, bound: map[string]uint32{}, offered: map[string]uint32{}, offers: map[string][]*Lease{},
+		hosts: map[string]hostBinding{}, macOf: map[string]string{}, declined: map[uint32]time.Time{}, cursor: map[string]uint32{}, now: time.Now}
+	if l.upsert, err = db.Prepare(upsertLease); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open leases: %w", err)
+	}
+	if err := l.load(time.Now()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open leases: %w", err)
+	}
+	l.commits, l.stopped = make(chan commitReq, 1024), make(chan struct{})
+	go l.committer()
+	return l, nil
+}
+
+// migrate creates the lease tables, or adds the columns an older version
+// lacks. A host binding from before bindings expired gets expiry 0: it is
+// expired, so the host attests again before it is admitted (fail closed).
+func migrate(db *sql.DB) error {
 	if _, err := db.Exec(`
 		CREATE TABLE IF NOT EXISTS dhcp_leases (
 			ip      INTEGER PRIMARY KEY,
@@ -84,59 +172,78 @@ func OpenLeases(path string) (*Leases, error) {
 			host_id TEXT NOT NULL,
 			updated INTEGER NOT NULL
 		);`); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open leases: %w", err)
+		return err
 	}
-	l := &Leases{db: db, byIP: map[uint32]*Lease{}, bound: map[string]uint32{}, offered: map[string]uint32{}, offers: map[string][]*Lease{}, hosts: map[string]string{}, cursor: map[string]uint32{}}
-	if l.upsert, err = db.Prepare(upsertLease); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open leases: %w", err)
+	for _, c := range []struct{ table, column, decl string }{
+		{"dhcp_leases", "relay", "TEXT NOT NULL DEFAULT ''"},
+		{"dhcp_leases", "circuit_id", "BLOB"},
+		{"dhcp_leases", "remote_id", "BLOB"},
+		{"dhcp_host_macs", "expires", "INTEGER NOT NULL DEFAULT 0"},
+	} {
+		var n int
+		if err := db.QueryRow(`SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.column).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			if _, err := db.Exec(`ALTER TABLE ` + c.table + ` ADD COLUMN ` + c.column + ` ` + c.decl); err != nil {
+				return err
+			}
+		}
 	}
-	if err := l.load(time.Now()); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open leases: %w", err)
-	}
-	l.commits, l.stopped = make(chan commitReq, 1024), make(chan struct{})
-	go l.committer()
-	return l, nil
+	return nil
 }
 
 // load reads the live leases and the MAC bindings into memory.
 func (l *Leases) load(now time.Time) error {
-	rows, err := l.db.Query(`SELECT ip, mac, pool, bound, expires FROM dhcp_leases WHERE expires > ?`, now.UnixNano())
+	rows, err := l.db.Query(`SELECT ip, mac, pool, bound, expires, relay, circuit_id, remote_id FROM dhcp_leases WHERE expires > ?`, now.UnixNano())
 	if err != nil {
 		return err
 	}
 	for rows.Next() {
 		var ipn uint32
-		var mac, pool string
+		var mac, pool, relay string
 		var bound bool
 		var exp int64
-		if err := rows.Scan(&ipn, &mac, &pool, &bound, &exp); err != nil {
+		var circuit, remote []byte
+		if err := rows.Scan(&ipn, &mac, &pool, &bound, &exp, &relay, &circuit, &remote); err != nil {
 			rows.Close()
 			return err
 		}
 		hw, _ := net.ParseMAC(mac)
-		l.byIP[ipn] = &Lease{IP: ipOf(ipn), MAC: hw, Pool: pool, Bound: bound, Expires: time.Unix(0, exp)}
-		if hw != nil {
+		le := &Lease{IP: ipOf(ipn), MAC: hw, Pool: pool, Bound: bound, Expires: time.Unix(0, exp)}
+		if r := net.ParseIP(relay).To4(); r != nil {
+			le.Relay = &Relay{Addr: r, CircuitID: circuit, RemoteID: remote}
+		}
+		l.byIP[ipn] = le
+		switch {
+		case hw != nil:
 			l.bound[mac] = ipn
+		case pool == poolDeclined:
+			l.declined[ipn] = le.Expires
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = l.db.Query(`SELECT mac, host_id FROM dhcp_host_macs`)
+	// Newest first: where an older version left a host behind several MACs,
+	// the latest binding wins.
+	rows, err = l.db.Query(`SELECT mac, host_id, expires FROM dhcp_host_macs WHERE expires > ? ORDER BY updated DESC`, now.UnixNano())
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var mac, id string
-		if err := rows.Scan(&mac, &id); err != nil {
+		var exp int64
+		if err := rows.Scan(&mac, &id, &exp); err != nil {
 			return err
 		}
-		l.hosts[mac] = id
+		if _, taken := l.macOf[id]; taken {
+			continue
+		}
+		l.hosts[mac] = hostBinding{id: id, expires: time.Unix(0, exp)}
+		l.macOf[id] = mac
 	}
 	return rows.Err()
 }
@@ -149,6 +256,7 @@ func (l *Leases) live(ipn uint32, now time.Time) *Lease {
 	}
 	if !le.Expires.After(now) {
 		delete(l.byIP, ipn)
+		delete(l.declined, ipn)
 		l.forget(le, ipn)
 		return nil
 	}
@@ -291,13 +399,31 @@ func (l *Leases) offerAt(ipn uint32, p *Pool, mac net.HardwareAddr, now time.Tim
 	return le
 }
 
-// Bind binds ip to mac in pool for ttl, if ip is in the pool and free or
-// already the client's; it reports false otherwise (the server then NAKs).
-// The lease is in SQLite before Bind returns: concurrent binds are written
-// in one transaction (group commit), which is what lets a single SQLite file
-// keep up with a boot storm.
+// Bind is BindRelayed for a client on the boot network itself (no relay).
 func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net.IP, now time.Time, ttl time.Duration) (bool, error) {
-	if ip.To4() == nil || !p.Contains(ip) {
+	return l.BindRelayed(ctx, p, mac, ip, now, ttl, nil)
+}
+
+// BindRelayed binds ip to mac in pool p for ttl, recording relay (nil: none)
+// with the lease, and reports whether it did; false means the server NAKs
+// (RFC 2131 §4.3.2) and nothing changed. It binds only
+//   - the client's own live bound lease in p (a renewal), or
+//   - when the client holds a bound lease in the other pool (it was
+//     admitted or quarantined since), the address it was offered in p, or
+//   - when it holds no lease, the address it was offered, or a free address
+//     of p if no offer stands for it (a client that comes back after its
+//     offer was lost in a restart).
+//
+// So a REQUEST never moves a client's bound lease to another address of the
+// same pool, and never takes an address bound or offered to another client.
+// Binding in the other pool ends the client's lease there. When mac is bound
+// to a host (BindHost), the binding is extended to the new lease's expiry.
+//
+// The lease is in SQLite before BindRelayed returns: concurrent binds are
+// written in one transaction (group commit), which is what lets a single
+// SQLite file keep up with a boot storm.
+func (l *Leases) BindRelayed(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net.IP, now time.Time, ttl time.Duration, relay *Relay) (bool, error) {
+	if ip.To4() == nil || !p.Contains(ip) || len(mac) == 0 {
 		return false, nil
 	}
 	ipn, key := ip4(ip), mac.String()
@@ -307,29 +433,44 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 		l.mu.Unlock()
 		return false, nil
 	}
+	cur, curIPN := l.boundLease(key, now)
+	off, offIPN := l.standingOffer(key, now)
+	if off != nil && off.Pool != p.Name {
+		off = nil // an offer in the other pool says nothing about this one
+	}
+	switch {
+	case cur != nil && cur.Pool == p.Name:
+		if curIPN != ipn {
+			l.mu.Unlock()
+			return false, nil // no move within a pool
+		}
+	case cur != nil || off != nil:
+		if off == nil || offIPN != ipn {
+			l.mu.Unlock()
+			return false, nil // a pool change, or a new client, binds what it was offered
+		}
+	}
 	prevIP, prev := l.byIP[ipn]
-	prevOffer, hadOffer := l.offered[key]
-	// The client's other lease (in the pool it leaves, or an address it
-	// gave up) ends with this bind, while it is still the client's (an
-	// expired one may have gone to someone else since).
-	old, hadOther := l.bound[key]
-	oldLease := l.byIP[old]
-	hadOther = hadOther && old != ipn && oldLease != nil && oldLease.MAC != nil && oldLease.MAC.String() == key
+	// The client's lease in the pool it leaves ends with this bind.
+	hadOther := cur != nil && curIPN != ipn
 	// Reserve in memory first, so that no one else takes the address while
 	// it is being written.
-	mine := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Bound: true, Expires: exp}
-	if hadOffer && prevOffer != ipn {
-		l.dropOffer(key) // the client asked for another address than offered
-	}
-	delete(l.offered, key)
+	mine := &Lease{IP: ipOf(ipn), MAC: mac, Pool: p.Name, Bound: true, Expires: exp, Relay: relay}
+	l.dropOffer(key)
 	l.byIP[ipn] = mine
 	l.bound[key] = ipn
 	if hadOther {
-		delete(l.byIP, old)
+		delete(l.byIP, curIPN)
+	}
+	hb, hasHost := l.hosts[key]
+	var hostExp int64
+	if hasHost && hb.expires.After(now) && exp.After(hb.expires) {
+		l.hosts[key] = hostBinding{id: hb.id, expires: exp}
+		hostExp = exp.UnixNano()
 	}
 	l.mu.Unlock()
 
-	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: hadOther, done: make(chan error, 1)}
+	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: hadOther, relay: relay, hostExpires: hostExp, done: make(chan error, 1)}
 	l.commits <- req
 	if err := <-req.done; err != nil {
 		l.mu.Lock()
@@ -342,15 +483,45 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 			delete(l.bound, key)
 			// The old lease comes back only if no one took its address
 			// meanwhile.
-			if hadOther && l.byIP[old] == nil {
-				l.byIP[old] = oldLease
-				l.bound[key] = old
+			if hadOther && l.byIP[curIPN] == nil {
+				l.byIP[curIPN] = cur
+				l.bound[key] = curIPN
+			}
+			if hostExp != 0 && l.hosts[key].id == hb.id {
+				l.hosts[key] = hb
 			}
 		}
 		l.mu.Unlock()
 		return false, fmt.Errorf("bind lease: %w", err)
 	}
 	return true, nil
+}
+
+// boundLease returns the client's live bound lease and its address, or nil.
+func (l *Leases) boundLease(key string, now time.Time) (*Lease, uint32) {
+	ipn, ok := l.bound[key]
+	if !ok {
+		return nil, 0
+	}
+	le := l.live(ipn, now)
+	if le == nil || !le.Bound || le.MAC == nil || le.MAC.String() != key {
+		return nil, 0
+	}
+	return le, ipn
+}
+
+// standingOffer returns the offer standing for the client and its address,
+// or nil.
+func (l *Leases) standingOffer(key string, now time.Time) (*Lease, uint32) {
+	ipn, ok := l.offered[key]
+	if !ok {
+		return nil, 0
+	}
+	le := l.live(ipn, now)
+	if le == nil || le.Bound || le.MAC == nil || le.MAC.String() != key {
+		return nil, 0
+	}
+	return le, ipn
 }
 
 // commitReq is one bound lease waiting to be written.
@@ -360,7 +531,10 @@ type commitReq struct {
 	pool    string
 	expires int64
 	moved   bool // delete the client's other addresses
-	done    chan error
+	relay   *Relay
+	// hostExpires, when not 0, extends the client's host binding.
+	hostExpires int64
+	done        chan error
 }
 
 // committer writes bound leases in batches: whatever is waiting when a
@@ -401,46 +575,106 @@ func (l *Leases) write(batch []commitReq) error {
 				return err
 			}
 		}
-		if _, err := up.Exec(r.ip, r.mac, r.pool, r.expires); err != nil {
+		var relay string
+		var circuit, remote []byte
+		if r.relay != nil {
+			relay, circuit, remote = r.relay.Addr.String(), r.relay.CircuitID, r.relay.RemoteID
+		}
+		if _, err := up.Exec(r.ip, r.mac, r.pool, r.expires, relay, circuit, remote); err != nil {
 			return err
+		}
+		if r.hostExpires != 0 {
+			if _, err := tx.Exec(`UPDATE dhcp_host_macs SET expires = ? WHERE mac = ? AND expires < ?`, r.hostExpires, r.mac, r.hostExpires); err != nil {
+				return err
+			}
 		}
 	}
 	return tx.Commit()
 }
 
-// Release ends mac's lease of ip.
-func (l *Leases) Release(ctx context.Context, mac net.HardwareAddr, ip net.IP) error {
+// Holds reports whether mac holds a live bound lease of ip, or the offer
+// of ip standing for it: whether a RELEASE or DECLINE of ip from mac could
+// count (RFC 2131 §4.3.3, §4.3.4). It changes nothing.
+func (l *Leases) Holds(mac net.HardwareAddr, ip net.IP, now time.Time) bool {
 	if ip.To4() == nil {
-		return nil
+		return false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := l.db.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?`, ip4(ip), mac.String()); err != nil {
-		return err
+	le := l.live(ip4(ip), now)
+	return le != nil && le.MAC != nil && le.MAC.String() == mac.String()
+}
+
+// Release ends mac's bound lease of ip (RFC 2131 §4.3.4). It returns
+// ErrNotHolder, and changes nothing, when mac does not hold that lease. The
+// client's host binding stays until it expires.
+func (l *Leases) Release(ctx context.Context, mac net.HardwareAddr, ip net.IP) error {
+	if ip.To4() == nil {
+		return fmt.Errorf("release %v: %w", ip, ErrNotHolder)
 	}
-	if le, ok := l.byIP[ip4(ip)]; ok && le.MAC != nil && le.MAC.String() == mac.String() {
-		delete(l.byIP, ip4(ip))
-		l.forget(le, ip4(ip))
+	ipn, key := ip4(ip), mac.String()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	le := l.live(ipn, l.now())
+	if le == nil || !le.Bound || le.MAC == nil || le.MAC.String() != key {
+		return fmt.Errorf("release %s from %s: %w", ip, mac, ErrNotHolder)
 	}
+	if _, err := l.db.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?`, ipn, key); err != nil {
+		return fmt.Errorf("release %s: %w", ip, err)
+	}
+	delete(l.byIP, ipn)
+	l.forget(le, ipn)
 	return nil
 }
 
-// Decline marks ip unusable for quarantine (another machine answered ARP for
-// it), whoever asked.
-func (l *Leases) Decline(ctx context.Context, ip net.IP, now time.Time, quarantine time.Duration) error {
-	if ip.To4() == nil {
-		return nil
+// poolDeclined is the pool name of declined addresses set aside.
+const poolDeclined = "declined"
+
+// MaxDeclined is how many declined addresses pool p may have set aside at
+// once: an eighth of the pool, at least one. Declines beyond it are
+// refused, so that DECLINEs (even from clients that were each offered an
+// address) cannot take more than an eighth of a pool out of use.
+func MaxDeclined(p *Pool) int {
+	return max(1, int((ip4(p.End)-ip4(p.Start)+1)/8))
+}
+
+// Decline sets ip, an address of pool p, aside for d, because mac, which
+// holds it or was offered it, found another machine using it (RFC 2131
+// §4.3.3); mac's lease or offer of it ends. It returns, changing nothing,
+// ErrOutsidePools when ip is not in p, ErrNotHolder when mac neither holds
+// nor was offered ip, and ErrTooManyDeclined when p already has
+// MaxDeclined(p) addresses set aside.
+func (l *Leases) Decline(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net.IP, now time.Time, d time.Duration) error {
+	if ip.To4() == nil || !p.Contains(ip) {
+		return fmt.Errorf("decline %v: %w", ip, ErrOutsidePools)
 	}
+	ipn, key := ip4(ip), mac.String()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := l.db.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, 'declined', 'declined', 1, ?)`,
-		ip4(ip), now.Add(quarantine).UnixNano()); err != nil {
-		return err
+	le := l.live(ipn, now)
+	if le == nil || le.MAC == nil || le.MAC.String() != key {
+		return fmt.Errorf("decline %s from %s: %w", ip, mac, ErrNotHolder)
 	}
-	if le, ok := l.byIP[ip4(ip)]; ok {
-		l.forget(le, ip4(ip))
+	n := 0
+	for dip, until := range l.declined {
+		switch {
+		case !until.After(now):
+			delete(l.declined, dip)
+		case p.Contains(ipOf(dip)):
+			n++
+		}
 	}
-	l.byIP[ip4(ip)] = &Lease{IP: ip.To4(), Pool: "declined", Bound: true, Expires: now.Add(quarantine)}
+	if n >= MaxDeclined(p) {
+		return fmt.Errorf("decline %s in pool %s (%d set aside): %w", ip, p.Name, n, ErrTooManyDeclined)
+	}
+	until := now.Add(d)
+	if _, err := l.db.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, '', ?, 1, ?)`,
+		ipn, poolDeclined, until.UnixNano()); err != nil {
+		return fmt.Errorf("decline %s: %w", ip, err)
+	}
+	l.forget(le, ipn)
+	l.byIP[ipn] = &Lease{IP: ipOf(ipn), Pool: poolDeclined, Bound: true, Expires: until}
+	l.declined[ipn] = until
 	return nil
 }
 
@@ -474,23 +708,107 @@ func (l *Leases) All(_ context.Context, now time.Time) ([]Lease, error) {
 	return out, nil
 }
 
-// BindHost records that the client with mac is the host hostID (its
-// attestation came from mac's leased address).
+// BindHost records that the client with mac, which must hold a live bound
+// lease, is the host hostID (its attestation came from that lease's
+// address). A MAC stands for one host and a host is behind one MAC: the
+// binding replaces mac's binding to another host, and ends hostID's binding
+// to another MAC together with that MAC's production lease (written to
+// SQLite in one transaction). The binding expires with mac's lease, and is
+// extended whenever mac is given a lease (BindRelayed) while it lasts, so a
+// host that leaves the network unbinds itself. It returns ErrNoLease, and
+// changes nothing, when mac holds no live bound lease.
 func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID string, now time.Time) error {
+	if hostID == "" || len(mac) == 0 {
+		return errors.New("bind host: a host ID and a MAC address are required")
+	}
+	key := mac.String()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := l.db.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_host_macs (mac, host_id, updated) VALUES (?, ?, ?)`, mac.String(), hostID, now.UnixNano()); err != nil {
-		return err
+	le, _ := l.boundLease(key, now)
+	if le == nil {
+		return fmt.Errorf("bind host %s to %s: %w", hostID, mac, ErrNoLease)
 	}
-	l.hosts[mac.String()] = hostID
+	exp := le.Expires
+	if hb, ok := l.hosts[key]; ok && hb.id == hostID && hb.expires.After(exp) {
+		exp = hb.expires
+	}
+	oldMAC, moved := l.macOf[hostID]
+	moved = moved && oldMAC != key
+	var oldLease *Lease
+	var oldIPN uint32
+	if moved {
+		if ol, ipn := l.boundLease(oldMAC, now); ol != nil && ol.Pool == PoolProduction {
+			oldLease, oldIPN = ol, ipn
+		}
+	}
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("bind host %s: %w", hostID, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`DELETE FROM dhcp_host_macs WHERE host_id = ? OR mac = ?`, hostID, key); err != nil {
+		return fmt.Errorf("bind host %s: %w", hostID, err)
+	}
+	if _, err := tx.Exec(`INSERT INTO dhcp_host_macs (mac, host_id, updated, expires) VALUES (?, ?, ?, ?)`, key, hostID, now.UnixNano(), exp.UnixNano()); err != nil {
+		return fmt.Errorf("bind host %s: %w", hostID, err)
+	}
+	if oldLease != nil {
+		if _, err := tx.Exec(`DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?`, oldIPN, oldMAC); err != nil {
+			return fmt.Errorf("bind host %s: end %s's production lease: %w", hostID, oldMAC, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("bind host %s: %w", hostID, err)
+	}
+	if prev, ok := l.hosts[key]; ok && prev.id != hostID && l.macOf[prev.id] == key {
+		delete(l.macOf, prev.id)
+	}
+	if moved {
+		delete(l.hosts, oldMAC)
+	}
+	if oldLease != nil {
+		delete(l.byIP, oldIPN)
+		l.forget(oldLease, oldIPN)
+	}
+	l.hosts[key] = hostBinding{id: hostID, expires: exp}
+	l.macOf[hostID] = key
 	return nil
 }
 
-// HostOf returns the host ID last bound to mac, or "".
+// HostOf returns the host bound to mac (BindHost), or "" when none is or
+// the binding has expired.
 func (l *Leases) HostOf(ctx context.Context, mac net.HardwareAddr) (string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.hosts[mac.String()], nil
+	return l.hostOf(mac.String(), l.now()), nil
+}
+
+// hostOf returns the host bound to the client now, or "".
+func (l *Leases) hostOf(key string, now time.Time) string {
+	hb, ok := l.hosts[key]
+	if !ok {
+		return ""
+	}
+	if !hb.expires.After(now) {
+		delete(l.hosts, key)
+		if l.macOf[hb.id] == key {
+			delete(l.macOf, hb.id)
+		}
+		return ""
+	}
+	return hb.id
+}
+
+// MACOf returns the MAC address the host is bound to now, or nil.
+func (l *Leases) MACOf(hostID string, now time.Time) net.HardwareAddr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key, ok := l.macOf[hostID]
+	if !ok || l.hostOf(key, now) != hostID {
+		return nil
+	}
+	hw, _ := net.ParseMAC(key)
+	return hw
 }
 
 // CountByPool counts the live bound leases by pool, from memory.
@@ -504,24 +822,17 @@ func (l *Leases) CountByPool(now time.Time) map[string]int {
 }
 
 // HostLeases returns the live bound lease of each of the given hosts that
-// has one, from memory.
+// has one (the lease of the MAC the host is bound to now), from memory.
 func (l *Leases) HostLeases(hostIDs []string, now time.Time) map[string]Lease {
-	want := make(map[string]bool, len(hostIDs))
-	for _, id := range hostIDs {
-		want[id] = true
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]Lease{}
-	for mac, host := range l.hosts {
-		if !want[host] {
+	for _, host := range hostIDs {
+		mac, ok := l.macOf[host]
+		if !ok || l.hostOf(mac, now) != host {
 			continue
 		}
-		ipn, ok := l.bound[mac]
-		if !ok {
-			continue
-		}
-		if le := l.live(ipn, now); le != nil && le.Bound && le.MAC.String() == mac {
+		if le, _ := l.boundLease(mac, now); le != nil {
 			out[host] = *le
 		}
 	}

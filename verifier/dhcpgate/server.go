@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,7 +69,29 @@ type Config struct {
 	Workers           int // default 8
 	Queue             int // packets waiting for a worker; default 1024
 	OfferTTL          time.Duration
+	// Relays are the DHCP relay agents (their giaddr, RFC 2131 §4.1) whose
+	// requests are answered. A request with any other nonzero giaddr, or a
+	// relayed request whose UDP source is not a listed relay, gets no
+	// answer. Empty (the default): only clients on the boot network itself.
+	Relays []net.IP
+	// DeclineTime is how long a declined address is set aside (default
+	// 10 min).
+	DeclineTime time.Duration
 }
+
+// Errors for requests the server drops without answering; Reply returns
+// them (wrapped) and changes nothing.
+var (
+	// ErrUnknownRelay: the request names a relay (giaddr) that is not in
+	// Config.Relays, or came from an address that is not.
+	ErrUnknownRelay = errors.New("relay agent not configured")
+	// ErrBadRelayInfo: a relayed request whose relay agent information
+	// option (82) does not parse (RFC 3046 §2.0).
+	ErrBadRelayInfo = errors.New("malformed relay agent information option")
+	// ErrRateLimited: a RELEASE or DECLINE beyond the rate limits (one per
+	// client per 10 s, 5 per second overall with bursts of 20).
+	ErrRateLimited = errors.New("too many RELEASE or DECLINE messages")
+)
 
 // Admission tells whether a client may have a production lease.
 type Admission interface {
@@ -78,6 +101,13 @@ type Admission interface {
 // Stats counts what the server did.
 type Stats struct {
 	Received, Dropped, Malformed, Offers, Acks, Naks atomic.Uint64
+	// Refused counts RELEASEs and DECLINEs that did not count: from a
+	// client that does not hold the address, for an address outside every
+	// pool, beyond the rate limits or the pool's declined-address cap.
+	Refused atomic.Uint64
+	// UnknownRelay counts requests with a giaddr (or from a relay) that is
+	// not configured, and relayed requests with a malformed option 82.
+	UnknownRelay atomic.Uint64
 }
 
 // Server answers DHCPv4 on one socket.
@@ -87,6 +117,7 @@ type Server struct {
 	admit  Admission
 	log    *slog.Logger
 	now    func() time.Time
+	limit  limiter
 	Stats  Stats
 }
 
@@ -109,10 +140,18 @@ func New(cfg Config, leases *Leases, admit Admission, log *slog.Logger) (*Server
 	if cfg.OfferTTL <= 0 {
 		cfg.OfferTTL = 30 * time.Second
 	}
+	if cfg.DeclineTime <= 0 {
+		cfg.DeclineTime = 10 * time.Minute
+	}
+	for _, r := range cfg.Relays {
+		if r.To4() == nil || r.To4().IsUnspecified() {
+			return nil, fmt.Errorf("dhcp gate: relay %v is not an IPv4 address", r)
+		}
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, leases: leases, admit: admit, log: log, now: time.Now}, nil
+	return &Server{cfg: cfg, leases: leases, admit: admit, log: log, now: time.Now, limit: limiter{last: map[string]time.Time{}}}, nil
 }
 
 type packet struct {
@@ -172,6 +211,14 @@ func (s *Server) handle(ctx context.Context, conn net.PacketConn, p packet) {
 		s.log.Warn("dropped malformed DHCP packet", "from", p.peer.String(), "bytes", len(p.buf), "err", err)
 		return
 	}
+	// A relayed request must come from the relay it names (RFC 2131 §4.1:
+	// the relay sends from its own address); Reply checks the name.
+	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() && !s.isRelay(p.peer.IP) {
+		s.Stats.UnknownRelay.Add(1)
+		s.log.Warn("dropped relayed DHCP packet from an address that is not a configured relay",
+			"mac", req.ClientHWAddr.String(), "from", p.peer.String(), "giaddr", gi.String())
+		return
+	}
 	resp, err := s.Reply(ctx, req)
 	if err != nil {
 		s.log.Warn("dhcp", "mac", req.ClientHWAddr.String(), "type", req.MessageType().String(), "err", err)
@@ -193,17 +240,42 @@ func (s *Server) handle(ctx context.Context, conn net.PacketConn, p packet) {
 }
 
 // Reply computes the answer to one request, or nil for none. It is the whole
-// protocol logic, testable without sockets.
+// protocol logic, testable without sockets. A request it drops comes back
+// as an error that says why (ErrUnknownRelay, ErrBadRelayInfo, ErrNotHolder,
+// ErrOutsidePools, ErrRateLimited, ErrTooManyDeclined), with nothing
+// changed.
+//
+// Relays (RFC 2131 §4.1, RFC 3046): a request with a nonzero giaddr is
+// answered only when giaddr is in Config.Relays; its option 82 circuit and
+// remote IDs are recorded with the lease it binds and echoed in the reply
+// (RFC 3046 §2.2). Option 82 in a request that no relay carried is ignored
+// and not echoed.
+//
+// RELEASE (§4.3.4) and DECLINE (§4.3.3) count only for an address inside
+// a pool, from the client that holds it (or, for DECLINE, was offered it),
+// within the rate limits; a DECLINE sets the address aside for
+// Config.DeclineTime, up to MaxDeclined addresses per pool.
 func (s *Server) Reply(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	mac := req.ClientHWAddr
+	relay, err := s.relayOf(req)
+	if err != nil {
+		s.Stats.UnknownRelay.Add(1)
+		return nil, err
+	}
 	if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(s.cfg.ServerIP) {
 		return nil, nil // meant for another server
+	}
+	now := s.now()
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeRelease:
+		return nil, s.refused(s.release(ctx, mac, req.ClientIPAddr, now))
+	case dhcpv4.MessageTypeDecline:
+		return nil, s.refused(s.decline(ctx, mac, req.RequestedIPAddress(), now))
 	}
 	pool, err := s.poolFor(ctx, mac)
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		l, err := s.leases.Offer(ctx, pool, mac, now, s.cfg.OfferTTL)
@@ -217,29 +289,167 @@ func (s *Server) Reply(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4,
 		if ip == nil || ip.IsUnspecified() {
 			ip = req.ClientIPAddr
 		}
-		ok, err := s.leases.Bind(ctx, pool, mac, ip, now, pool.LeaseTime)
+		ok, err := s.leases.BindRelayed(ctx, pool, mac, ip, now, pool.LeaseTime, relay)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
-			// Wrong pool (the host was admitted or quarantined since), or
-			// not its address: the client starts over with a DISCOVER.
+			// Wrong pool (the host was admitted or quarantined since), not
+			// its address, or another address than its bound lease: the
+			// client starts over with a DISCOVER.
 			s.Stats.Naks.Add(1)
+			s.log.Debug("nak", "mac", mac.String(), "ip", ip.String(), "pool", pool.Name)
 			return dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
-				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)))
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)), unrelayed(req))
 		}
 		s.Stats.Acks.Add(1)
-		s.log.Debug("lease", "mac", mac.String(), "ip", ip.String(), "pool", pool.Name)
+		s.log.Debug("lease", "mac", mac.String(), "ip", ip.String(), "pool", pool.Name, "relay", relay.String())
 		return s.build(req, dhcpv4.MessageTypeAck, pool, ip)
-	case dhcpv4.MessageTypeRelease:
-		return nil, s.leases.Release(ctx, mac, req.ClientIPAddr)
-	case dhcpv4.MessageTypeDecline:
-		return nil, s.leases.Decline(ctx, req.RequestedIPAddress(), now, 10*time.Minute)
 	case dhcpv4.MessageTypeInform:
 		return s.build(req, dhcpv4.MessageTypeAck, pool, nil)
 	default:
 		return nil, fmt.Errorf("unhandled message type %v", req.MessageType())
 	}
+}
+
+// refused counts err, a RELEASE or DECLINE that did not count.
+func (s *Server) refused(err error) error {
+	if err != nil {
+		s.Stats.Refused.Add(1)
+	}
+	return err
+}
+
+// poolOf returns the configured pool that holds ip, or nil.
+func (s *Server) poolOf(ip net.IP) *Pool {
+	for _, p := range []*Pool{&s.cfg.Quarantine, &s.cfg.Production} {
+		if p.Contains(ip) {
+			return p
+		}
+	}
+	return nil
+}
+
+func (s *Server) release(ctx context.Context, mac net.HardwareAddr, ip net.IP, now time.Time) error {
+	if s.poolOf(ip) == nil {
+		return fmt.Errorf("release %v from %s: %w", ip, mac, ErrOutsidePools)
+	}
+	if !s.leases.Holds(mac, ip, now) {
+		return fmt.Errorf("release %s from %s: %w", ip, mac, ErrNotHolder)
+	}
+	if !s.limit.allow(mac.String(), now) {
+		return fmt.Errorf("release %s from %s: %w", ip, mac, ErrRateLimited)
+	}
+	if err := s.leases.Release(ctx, mac, ip); err != nil {
+		return err
+	}
+	s.log.Info("lease released", "mac", mac.String(), "ip", ip.String())
+	return nil
+}
+
+func (s *Server) decline(ctx context.Context, mac net.HardwareAddr, ip net.IP, now time.Time) error {
+	p := s.poolOf(ip)
+	if p == nil {
+		return fmt.Errorf("decline %v from %s: %w", ip, mac, ErrOutsidePools)
+	}
+	if !s.leases.Holds(mac, ip, now) {
+		return fmt.Errorf("decline %s from %s: %w", ip, mac, ErrNotHolder)
+	}
+	if !s.limit.allow(mac.String(), now) {
+		return fmt.Errorf("decline %s from %s: %w", ip, mac, ErrRateLimited)
+	}
+	if err := s.leases.Decline(ctx, p, mac, ip, now, s.cfg.DeclineTime); err != nil {
+		return err
+	}
+	s.log.Warn("address declined: another machine uses it", "mac", mac.String(), "ip", ip.String(), "until", now.Add(s.cfg.DeclineTime))
+	return nil
+}
+
+// isRelay reports whether ip is a configured relay.
+func (s *Server) isRelay(ip net.IP) bool {
+	return slices.ContainsFunc(s.cfg.Relays, ip.Equal)
+}
+
+// relayOf returns the relay that carried req and what it said about the
+// client (RFC 3046 sub-options 1 and 2), nil for a request without giaddr,
+// or ErrUnknownRelay / ErrBadRelayInfo.
+func (s *Server) relayOf(req *dhcpv4.DHCPv4) (*Relay, error) {
+	gi := req.GatewayIPAddr
+	if gi == nil || gi.IsUnspecified() {
+		return nil, nil
+	}
+	if !s.isRelay(gi) {
+		return nil, fmt.Errorf("request from %s via giaddr %s: %w", req.ClientHWAddr, gi, ErrUnknownRelay)
+	}
+	r := &Relay{Addr: gi.To4()}
+	if req.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+		info := req.RelayAgentInfo()
+		if info == nil {
+			return nil, fmt.Errorf("request from %s via %s: %w", req.ClientHWAddr, gi, ErrBadRelayInfo)
+		}
+		r.CircuitID = info.Get(dhcpv4.AgentCircuitIDSubOption)
+		r.RemoteID = info.Get(dhcpv4.AgentRemoteIDSubOption)
+	}
+	return r, nil
+}
+
+// unrelayed drops option 82 from the reply to a request no relay carried
+// (NewReplyFromRequest copies it, as RFC 3046 §2.2 asks of relayed ones).
+func unrelayed(req *dhcpv4.DHCPv4) dhcpv4.Modifier {
+	return func(d *dhcpv4.DHCPv4) {
+		if req.GatewayIPAddr == nil || req.GatewayIPAddr.IsUnspecified() {
+			d.Options.Del(dhcpv4.OptionRelayAgentInformation)
+		}
+	}
+}
+
+// Rate limits of RELEASE and DECLINE (documented in docs/dhcp.md).
+const (
+	limitPerClient = 10 * time.Second // one per client per this
+	limitRate      = 5.0              // per second, overall
+	limitBurst     = 20.0
+	limitClients   = 4096 // clients remembered at once
+)
+
+// limiter bounds the RELEASEs and DECLINEs that count: one per client per
+// limitPerClient, and limitRate per second overall with bursts of
+// limitBurst. It remembers at most limitClients clients.
+type limiter struct {
+	mu     sync.Mutex
+	last   map[string]time.Time
+	tokens float64
+	at     time.Time
+}
+
+func (r *limiter) allow(client string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t, ok := r.last[client]; ok && now.Sub(t) < limitPerClient && !now.Before(t) {
+		return false
+	}
+	if r.at.IsZero() {
+		r.tokens, r.at = limitBurst, now
+	}
+	if d := now.Sub(r.at); d > 0 {
+		r.tokens = min(limitBurst, r.tokens+d.Seconds()*limitRate)
+		r.at = now
+	}
+	if r.tokens < 1 {
+		return false
+	}
+	if len(r.last) >= limitClients {
+		for k, t := range r.last {
+			if now.Sub(t) >= limitPerClient {
+				delete(r.last, k)
+			}
+		}
+		if len(r.last) >= limitClients {
+			return false
+		}
+	}
+	r.tokens--
+	r.last[client] = now
+	return true
 }
 
 func (s *Server) poolFor(ctx context.Context, mac net.HardwareAddr) (*Pool, error) {
@@ -255,6 +465,7 @@ func (s *Server) poolFor(ctx context.Context, mac net.HardwareAddr) (*Pool, erro
 
 func (s *Server) build(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, p *Pool, ip net.IP) (*dhcpv4.DHCPv4, error) {
 	mods := []dhcpv4.Modifier{
+		unrelayed(req),
 		dhcpv4.WithMessageType(typ),
 		dhcpv4.WithServerIP(s.cfg.ServerIP),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
