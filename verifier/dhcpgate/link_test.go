@@ -36,7 +36,7 @@ func TestBoundTo(t *testing.T) {
 	if got, ok := l.BoundTo(ctx, off.IP, now); ok {
 		t.Errorf("BoundTo(offered %s) = %s, want none", off.IP, got)
 	}
-	if err := l.Decline(ctx, off.IP, now, time.Minute); err != nil {
+	if err := l.Decline(ctx, &p, offered, off.IP, now, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if got, ok := l.BoundTo(ctx, off.IP, now); ok {
