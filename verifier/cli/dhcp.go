@@ -3,11 +3,9 @@ package cli
 import (
 	"context"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
@@ -137,7 +135,7 @@ func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases
 
 // serveBootFiles serves the network-boot files until ctx ends.
 func serveBootFiles(ctx context.Context, c *config.BootFiles, log *slog.Logger) error {
-	files, err := bootfiles.New(c.Dir, log.With("component", "bootfiles"))
+	files, err := bootfiles.New(c.Dir, bootfiles.Limits{}, log.With("component", "bootfiles"))
 	if err != nil {
 		return err
 	}
@@ -154,13 +152,15 @@ func serveBootFiles(ctx context.Context, c *config.BootFiles, log *slog.Logger) 
 		log.Info("serving boot files over TFTP", "addr", c.TFTP, "dir", c.Dir)
 	}
 	if c.HTTP != "" {
-		hs := &http.Server{Addr: c.HTTP, Handler: files, ReadHeaderTimeout: 10 * time.Second}
+		ln, err := net.Listen("tcp", c.HTTP)
+		if err != nil {
+			return fmt.Errorf("boot files over HTTP: %w", err)
+		}
 		go func() {
-			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := files.ServeHTTPOn(ctx, ln); err != nil {
 				log.Error("boot files over HTTP", "err", err)
 			}
 		}()
-		context.AfterFunc(ctx, func() { hs.Close() })
 		log.Info("serving boot files over HTTP", "addr", c.HTTP, "dir", c.Dir)
 	}
 	return nil
