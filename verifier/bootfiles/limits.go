@@ -60,8 +60,8 @@ const maxTFTPRetries = 10
 // is lower.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
-	l.HTTPConns = capsWithDefaults(l.HTTPConns, d.HTTPConns)
-	l.TFTPTransfers = capsWithDefaults(l.TFTPTransfers, d.TFTPTransfers)
+	l.HTTPConns = l.HTTPConns.WithDefaults(d.HTTPConns)
+	l.TFTPTransfers = l.TFTPTransfers.WithDefaults(d.TFTPTransfers)
 	for _, p := range []struct{ v, def *time.Duration }{
 		{&l.HTTPReadHeaderTimeout, &d.HTTPReadHeaderTimeout},
 		{&l.HTTPIdleTimeout, &d.HTTPIdleTimeout},
@@ -74,16 +74,6 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.TFTPRetries == 0 {
 		l.TFTPRetries = d.TFTPRetries
-	}
-	return l
-}
-
-func capsWithDefaults(l, d connlimit.Limits) connlimit.Limits {
-	if l.Total == 0 {
-		l.Total = d.Total
-	}
-	if l.PerSource == 0 {
-		l.PerSource = min(d.PerSource, l.Total)
 	}
 	return l
 }

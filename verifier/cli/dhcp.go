@@ -13,7 +13,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
 	"github.com/bootgate/bootgate/verifier/admin"
-	"github.com/bootgate/bootgate/verifier/bootfiles"
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
 	"github.com/bootgate/bootgate/verifier/gateway"
@@ -131,39 +130,6 @@ func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases
 		case <-t.C:
 		}
 	}
-}
-
-// serveBootFiles serves the network-boot files until ctx ends.
-func serveBootFiles(ctx context.Context, c *config.BootFiles, log *slog.Logger) error {
-	files, err := bootfiles.New(c.Dir, bootfiles.Limits{}, log.With("component", "bootfiles"))
-	if err != nil {
-		return err
-	}
-	if c.TFTP != "" {
-		conn, err := net.ListenPacket("udp4", c.TFTP)
-		if err != nil {
-			return fmt.Errorf("tftp: %w", err)
-		}
-		go func() {
-			if err := files.ServeTFTP(ctx, conn); err != nil && ctx.Err() == nil {
-				log.Error("tftp", "err", err)
-			}
-		}()
-		log.Info("serving boot files over TFTP", "addr", c.TFTP, "dir", c.Dir)
-	}
-	if c.HTTP != "" {
-		ln, err := net.Listen("tcp", c.HTTP)
-		if err != nil {
-			return fmt.Errorf("boot files over HTTP: %w", err)
-		}
-		go func() {
-			if err := files.ServeHTTPOn(ctx, ln); err != nil {
-				log.Error("boot files over HTTP", "err", err)
-			}
-		}()
-		log.Info("serving boot files over HTTP", "addr", c.HTTP, "dir", c.Dir)
-	}
-	return nil
 }
 
 // adminLeases shows the DHCP gate's leases on the admin API.

@@ -26,6 +26,12 @@ func TestRefused(t *testing.T) {
 		{"admin without operators", base + "admin: {listen: \"127.0.0.1:9443\"}\n", "admin.operators: required"},
 		{"admin without listen", base + "admin: {operators: ops}\n", "admin.listen: required"},
 		{"empty", "", "empty configuration"},
+		{"negative conns", base + "conns: {max: -1}\n", "conns: negative"},
+		{"per source above max", base + "conns: {max: 4, per_source: 5}\n", "conns: per_source 5 above max 4"},
+		{"admin conns", base + "admin: {listen: x, operators: o, conns: {per_source: -2}}\n", "admin.conns: negative"},
+		{"boot http conns", base + "bootfiles: {dir: b, http: x, http_conns: {max: 1, per_source: 2}}\n", "bootfiles.http_conns: per_source"},
+		{"tftp retries", base + "bootfiles: {dir: b, tftp: x, tftp_retries: 11}\n", "bootfiles.tftp_retries: 11"},
+		{"negative idle", base + "bootfiles: {dir: b, http: x, http_idle_timeout: -1s}\n", "bootfiles.http_idle_timeout: negative"},
 	} {
 		p := filepath.Join(t.TempDir(), "a.yaml")
 		if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {

@@ -29,6 +29,18 @@ type Limits struct {
 	PerSource int
 }
 
+// WithDefaults returns l with a zero Total taken from d, and a zero
+// PerSource from d or the total, whichever is lower.
+func (l Limits) WithDefaults(d Limits) Limits {
+	if l.Total == 0 {
+		l.Total = d.Total
+	}
+	if l.PerSource == 0 {
+		l.PerSource = min(d.PerSource, l.Total)
+	}
+	return l
+}
+
 // ErrLimits reports caps that cannot be enforced.
 var ErrLimits = errors.New("connection limits")
 
