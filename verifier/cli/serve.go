@@ -63,6 +63,12 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return &ExitError{Code: ExitBadInput, Err: err}
 	}
+	var adminConns *connlimit.Counter
+	if cfg.Admin != nil {
+		if adminConns, err = connlimit.NewCounter(budget.Admin); err != nil {
+			return &ExitError{Code: ExitBadInput, Err: err}
+		}
+	}
 	var files *bootfiles.Files
 	if cfg.BootFiles != nil {
 		if files, err = bootfiles.New(cfg.BootFiles.Dir, *budget.Boot, e.logger.With("component", "bootfiles")); err != nil {
@@ -130,6 +136,9 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		metrics = server.NewMetrics(reg)
 		reg.MustRegister(newStateCollector(st, gate))
 		registerShed(reg, "attestation_api", apiConns.Shed)
+		if adminConns != nil {
+			registerShed(reg, "admin_api", adminConns.Shed)
+		}
 		if files != nil {
 			registerShed(reg, "boot_http", files.HTTPShed)
 			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -184,7 +193,7 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	defer cancel()
 	go srv.Run(ctx)
 	if cfg.Admin != nil {
-		if err := serveAdmin(ctx, cfg, budget.Admin, cert, st, pol, gate, e.logger); err != nil {
+		if err := serveAdmin(ctx, cfg, adminConns, cert, st, pol, gate, e.logger); err != nil {
 			return err
 		}
 	}
@@ -223,8 +232,8 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 }
 
 // serveAdmin starts the operators' API and dashboard on their own listener,
-// with at most lim connections.
-func serveAdmin(ctx context.Context, cfg *config.Config, lim connlimit.Limits, cert tls.Certificate, st *store.SQLite, pol *policy.Policy, gate *dhcpGate, logger *slog.Logger) error {
+// with conns capping its connections.
+func serveAdmin(ctx context.Context, cfg *config.Config, conns *connlimit.Counter, cert tls.Certificate, st *store.SQLite, pol *policy.Policy, gate *dhcpGate, logger *slog.Logger) error {
 	if err := pki.InitOperators(cfg.Admin.Operators, 5*365*24*time.Hour); err != nil {
 		return err
 	}
@@ -246,10 +255,6 @@ func serveAdmin(ctx context.Context, cfg *config.Config, lim connlimit.Limits, c
 	api, err := admin.New(opt)
 	if err != nil {
 		return err
-	}
-	conns, err := connlimit.NewCounter(lim)
-	if err != nil {
-		return fmt.Errorf("admin.conns: %w", err)
 	}
 	raw, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {

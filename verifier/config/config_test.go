@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestExample loads the documented example configuration.
@@ -16,6 +17,10 @@ func TestExample(t *testing.T) {
 	if c.Admin == nil || c.Admin.URL != "https://192.0.2.10:9443" || !filepath.IsAbs(c.Admin.Operators) ||
 		filepath.Base(c.Admin.ServerCA) != "ca.pem" || filepath.Dir(c.Admin.ServerCA) != filepath.Dir(c.TLS.Cert) {
 		t.Fatalf("admin section: %+v", c.Admin)
+	}
+	if b := c.BootFiles; c.Conns.Max != 1024 || c.Admin.Conns.PerSource != 16 || b.HTTPConns.Max != 256 ||
+		b.TFTPTransfers.PerSource != 2 || b.TransferTime != 5*time.Minute || b.TFTPRetries != 2 {
+		t.Fatalf("connection caps: %+v %+v %+v", c.Conns, c.Admin.Conns, b)
 	}
 }
 
