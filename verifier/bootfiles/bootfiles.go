@@ -1,7 +1,8 @@
 // Package bootfiles serves the agent UKI (and whatever else a boot network
 // needs) read-only over TFTP, for PXE clients, and HTTP, for UEFI HTTP boot.
 // Names are resolved inside one directory: no absolute paths, no "..", no
-// symbolic links out, regular files only.
+// symbolic links out, regular files only. What a peer can make either
+// server hold (connections, transfers, time) is bounded by Limits.
 package bootfiles
 
 import (

@@ -40,7 +40,7 @@ type Limits struct {
 // DefaultLimits are the limits of a zero Limits: 256 HTTP connections (8
 // per source), 64 TFTP transfers (2 per source), 5 s for request headers,
 // 15 s idle, 5 min per file, 3 s per TFTP acknowledgement, 2 TFTP retries.
-// They need at most DefaultLimits.Descriptors() = 642 file descriptors.
+// They need at most DefaultLimits.Descriptors() = 643 file descriptors.
 var DefaultLimits = Limits{
 	HTTPConns:             connlimit.Limits{Total: 256, PerSource: 8},
 	TFTPTransfers:         connlimit.Limits{Total: 64, PerSource: 2},
@@ -107,10 +107,10 @@ func (l Limits) Validate() error {
 }
 
 // Descriptors is the most file descriptors the boot-file servers hold under
-// l: one listening socket per protocol, a socket and the open file per
-// HTTP connection and per TFTP transfer.
+// l: the directory, one listening socket per protocol, and a socket and the
+// open file per HTTP connection and per TFTP transfer.
 func (l Limits) Descriptors() int {
-	return 2 + 2*l.HTTPConns.Total + 2*l.TFTPTransfers.Total
+	return 3 + 2*l.HTTPConns.Total + 2*l.TFTPTransfers.Total
 }
 
 // transferAge is the longest a TFTP transfer can hold its slot: its

@@ -28,8 +28,8 @@ func TestLimitsDefaultsAndValidation(t *testing.T) {
 	if err := d.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := d.Descriptors(); got != 642 {
-		t.Errorf("default descriptors = %d, documented as 642", got)
+	if got := d.Descriptors(); got != 643 {
+		t.Errorf("default descriptors = %d, documented as 643", got)
 	}
 	if got := (Limits{HTTPConns: connlimit.Limits{Total: 3}}).WithDefaults().HTTPConns; got != (connlimit.Limits{Total: 3, PerSource: 3}) {
 		t.Errorf("per-source default above a small total: %+v", got)

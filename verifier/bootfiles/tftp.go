@@ -42,7 +42,8 @@ const maxFilename = 255
 // each acknowledgement, sends a block again at most TFTPRetries times, and
 // is aborted after TransferTime. The library then uses 512-byte blocks
 // (RFC 1350; larger blksize options are clamped), since it only learns the
-// interface's MTU from a bare *net.UDPConn.
+// interface's MTU from a bare *net.UDPConn. ServeTFTP returns nil once ctx
+// has ended, or an error if conn's local address is unusable.
 func (f *Files) ServeTFTP(ctx context.Context, conn net.PacketConn) error {
 	gate := &tftpGate{PacketConn: conn, f: f, maxAge: f.lim.transferAge(), running: make(map[string]transfer)}
 	s := tftp.NewServer(func(name string, rf io.ReaderFrom) error {

@@ -83,7 +83,7 @@ func TestServeUnderBootNetworkFlood(t *testing.T) {
 	}
 	apiAddr, httpAddr, metricsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	tftpAddr := freeUDPAddr(t)
-	// Caps that fit childFiles: 256 reserved + 256 API + 2 + 2×128 HTTP + 2×32 TFTP = 834.
+	// Caps that fit childFiles: 256 reserved + 256 API + 3 + 2×128 HTTP + 2×32 TFTP = 835.
 	cfg := filepath.Join(dir, "appliance.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %q
 tls: {cert: tls/server.pem, key: tls/server-key.pem}

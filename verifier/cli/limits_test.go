@@ -21,10 +21,10 @@ func TestPlanFiles(t *testing.T) {
 		errText string
 	}{
 		{name: "API only", cfg: config.Config{}, limit: 4096, need: 256 + 1024},
-		{name: "defaults", cfg: config.Config{Admin: &config.Admin{}, BootFiles: boot}, limit: 4096, need: 256 + 1024 + 64 + 642},
+		{name: "defaults", cfg: config.Config{Admin: &config.Admin{}, BootFiles: boot}, limit: 4096, need: 256 + 1024 + 64 + 643},
 		{name: "defaults over a low limit", cfg: config.Config{Admin: &config.Admin{}, BootFiles: boot}, limit: 1024,
-			wantErr: errFileBudget, errText: "they need 1986 (attestation API 1024, admin API 64, boot files 642, reserve 256), the limit is 1024"},
-		{name: "caps lowered to fit", limit: 1024, need: 256 + 300 + 32 + 2 + 2*100 + 2*16, cfg: config.Config{
+			wantErr: errFileBudget, errText: "they need 1987 (attestation API 1024, admin API 64, boot files 643, reserve 256), the limit is 1024"},
+		{name: "caps lowered to fit", limit: 1024, need: 256 + 300 + 32 + 3 + 2*100 + 2*16, cfg: config.Config{
 			Conns: config.ConnLimits{Max: 300}, Admin: &config.Admin{Conns: config.ConnLimits{Max: 32}},
 			BootFiles: &config.BootFiles{Dir: "b", HTTPConns: config.ConnLimits{Max: 100}, TFTPTransfers: config.ConnLimits{Max: 16}}}},
 		{name: "per source above max", limit: 4096, cfg: config.Config{Conns: config.ConnLimits{Max: 4, PerSource: 8}},
