@@ -1,14 +1,14 @@
 // Package bootfiles serves the agent UKI (and whatever else a boot network
 // needs) read-only over TFTP, for PXE clients, and HTTP, for UEFI HTTP boot.
 // Names are resolved inside one directory: no absolute paths, no "..", no
-// symbolic links out, regular files only.
+// symbolic links out, regular files only. What a peer can make either
+// server hold (connections, transfers, time) is bounded by Limits.
 package bootfiles
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,9 +16,9 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"time"
+	"sync/atomic"
 
-	"github.com/pin/tftp/v3"
+	"github.com/bootgate/bootgate/verifier/connlimit"
 )
 
 // ErrNotFound covers every name that does not resolve to a served file.
@@ -28,10 +28,27 @@ var ErrNotFound = errors.New("no such boot file")
 type Files struct {
 	root *os.Root
 	log  *slog.Logger
+	lim  Limits
+
+	httpSlots, tftpSlots      *connlimit.Counter
+	tftpAdmitted, tftpDropped atomic.Uint64
 }
 
-// New serves dir.
-func New(dir string, log *slog.Logger) (*Files, error) {
+// New serves dir within lim (zero fields take their defaults); invalid
+// limits are an error.
+func New(dir string, lim Limits, log *slog.Logger) (*Files, error) {
+	lim = lim.WithDefaults()
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
+	httpSlots, err := connlimit.NewCounter(lim.HTTPConns)
+	if err != nil {
+		return nil, err
+	}
+	tftpSlots, err := connlimit.NewCounter(lim.TFTPTransfers)
+	if err != nil {
+		return nil, err
+	}
 	r, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("boot files: %w", err)
@@ -39,8 +56,11 @@ func New(dir string, log *slog.Logger) (*Files, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Files{root: r, log: log}, nil
+	return &Files{root: r, log: log, lim: lim, httpSlots: httpSlots, tftpSlots: tftpSlots}, nil
 }
+
+// Limits returns the limits in force, defaults filled in.
+func (f *Files) Limits() Limits { return f.lim }
 
 // Open opens a served file by its client-given name.
 func (f *Files) Open(name string) (*os.File, error) {
@@ -60,31 +80,32 @@ func (f *Files) Open(name string) (*os.File, error) {
 	return file, nil
 }
 
-// ServeTFTP answers read requests on conn until ctx ends (then it lets
-// transfers in progress finish); writes are refused.
-func (f *Files) ServeTFTP(ctx context.Context, conn net.PacketConn) error {
-	s := tftp.NewServer(func(name string, rf io.ReaderFrom) error {
-		file, err := f.Open(name)
-		if err != nil {
-			f.log.Warn("tftp: refused", "file", name)
-			return err
-		}
-		defer file.Close()
-		if fi, err := file.Stat(); err == nil {
-			if t, ok := rf.(tftp.OutgoingTransfer); ok {
-				t.SetSize(fi.Size())
-			}
-		}
-		start := time.Now()
-		n, err := rf.ReadFrom(file)
-		f.log.Info("tftp: sent", "file", name, "bytes", n, "ms", time.Since(start).Milliseconds(), "err", err)
-		return err
-	}, nil)
-	s.SetTimeout(5 * time.Second)
-	stop := context.AfterFunc(ctx, s.Shutdown)
+// ServeHTTPOn serves the files over HTTP on ln until ctx ends, then closes
+// the connections. Connections beyond the HTTP caps are closed as soon as
+// they are accepted; the others are bounded by HTTPReadHeaderTimeout (also
+// on a new connection), HTTPIdleTimeout between requests, TransferTime per
+// response and 8 KB of request headers. It returns ln's error, if any.
+func (f *Files) ServeHTTPOn(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           f,
+		ReadHeaderTimeout: f.lim.HTTPReadHeaderTimeout,
+		ReadTimeout:       2 * f.lim.HTTPReadHeaderTimeout,
+		WriteTimeout:      f.lim.TransferTime,
+		IdleTimeout:       f.lim.HTTPIdleTimeout,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
+	}
+	stop := context.AfterFunc(ctx, func() { hs.Close() })
 	defer stop()
-	return s.Serve(conn)
+	err := hs.Serve(connlimit.NewListener(ln, f.httpSlots, "boot-http", f.log))
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
 }
+
+// HTTPShed returns the number of HTTP connections closed for the caps.
+func (f *Files) HTTPShed() uint64 { return f.httpSlots.Shed() }
 
 // ServeHTTP serves GET and HEAD.
 func (f *Files) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -16,13 +16,18 @@ import (
 
 func setup(t *testing.T) (*Files, []byte) {
 	t.Helper()
+	return setupWith(t, Limits{})
+}
+
+func setupWith(t *testing.T, lim Limits) (*Files, []byte) {
+	t.Helper()
 	dir := t.TempDir()
 	uki := bytes.Repeat([]byte("UKI!"), 100000) // 400 KB: many TFTP blocks
 	os.MkdirAll(filepath.Join(dir, "bootgate"), 0o755)
 	os.WriteFile(filepath.Join(dir, "bootgate", "agent.efi"), uki, 0o644)
 	os.WriteFile(filepath.Join(t.TempDir(), "secret"), []byte("no"), 0o644)
 	os.Symlink("/etc/passwd", filepath.Join(dir, "passwd"))
-	f, err := New(dir, nil)
+	f, err := New(dir, lim, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,9 @@ package cli
 import (
 	"context"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
@@ -15,7 +13,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
 	"github.com/bootgate/bootgate/verifier/admin"
-	"github.com/bootgate/bootgate/verifier/bootfiles"
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
 	"github.com/bootgate/bootgate/verifier/gateway"
@@ -163,37 +160,6 @@ func syncInterval(every time.Duration) time.Duration {
 // not interrupt admitted hosts, and a crashed or frozen appliance closes
 // the gate within 3 × gateway.sync (docs/dhcp.md).
 func gatewayTimeout(every time.Duration) time.Duration { return 3 * syncInterval(every) }
-
-// serveBootFiles serves the network-boot files until ctx ends.
-func serveBootFiles(ctx context.Context, c *config.BootFiles, log *slog.Logger) error {
-	files, err := bootfiles.New(c.Dir, log.With("component", "bootfiles"))
-	if err != nil {
-		return err
-	}
-	if c.TFTP != "" {
-		conn, err := net.ListenPacket("udp4", c.TFTP)
-		if err != nil {
-			return fmt.Errorf("tftp: %w", err)
-		}
-		go func() {
-			if err := files.ServeTFTP(ctx, conn); err != nil && ctx.Err() == nil {
-				log.Error("tftp", "err", err)
-			}
-		}()
-		log.Info("serving boot files over TFTP", "addr", c.TFTP, "dir", c.Dir)
-	}
-	if c.HTTP != "" {
-		hs := &http.Server{Addr: c.HTTP, Handler: files, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("boot files over HTTP", "err", err)
-			}
-		}()
-		context.AfterFunc(ctx, func() { hs.Close() })
-		log.Info("serving boot files over HTTP", "addr", c.HTTP, "dir", c.Dir)
-	}
-	return nil
-}
 
 // adminLeases shows the DHCP gate's leases on the admin API.
 type adminLeases struct{ l *dhcpgate.Leases }

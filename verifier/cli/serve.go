@@ -18,7 +18,9 @@ import (
 	"github.com/bootgate/bootgate/verifier/admin"
 	"github.com/bootgate/bootgate/verifier/alert"
 	"github.com/bootgate/bootgate/verifier/attest"
+	"github.com/bootgate/bootgate/verifier/bootfiles"
 	"github.com/bootgate/bootgate/verifier/config"
+	"github.com/bootgate/bootgate/verifier/connlimit"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
 	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/gateway"
@@ -47,6 +49,32 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return &ExitError{Code: ExitBadInput, Err: err}
+	}
+	soft, hard, err := raiseFileLimit()
+	if err != nil {
+		e.logger.Warn("file descriptor limit", "err", err)
+	}
+	budget, err := planFiles(cfg, soft)
+	if err != nil {
+		return &ExitError{Code: ExitBadInput, Err: err}
+	}
+	e.logger.Info("file descriptors", "limit", soft, "hard_limit", hard, "caps_need", budget.Need())
+	apiConns, err := connlimit.NewCounter(budget.API)
+	if err != nil {
+		return &ExitError{Code: ExitBadInput, Err: err}
+	}
+	var adminConns *connlimit.Counter
+	if cfg.Admin != nil {
+		if adminConns, err = connlimit.NewCounter(budget.Admin); err != nil {
+			return &ExitError{Code: ExitBadInput, Err: err}
+		}
+	}
+	var files *bootfiles.Files
+	if cfg.BootFiles != nil {
+		if files, err = bootfiles.New(cfg.BootFiles.Dir, *budget.Boot, e.logger.With("component", "bootfiles")); err != nil {
+			return err
+		}
+		defer files.Close()
 	}
 	pol, err := policy.Load(cfg.Policy)
 	if err != nil {
@@ -111,6 +139,16 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		reg := prometheus.NewRegistry()
 		metrics = server.NewMetrics(reg)
 		reg.MustRegister(newStateCollector(st, gate))
+		registerShed(reg, "attestation_api", apiConns.Shed)
+		if adminConns != nil {
+			registerShed(reg, "admin_api", adminConns.Shed)
+		}
+		if files != nil {
+			registerShed(reg, "boot_http", files.HTTPShed)
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "bootgate_tftp_requests_shed_total", Help: "TFTP read requests dropped for the transfer caps.",
+			}, func() float64 { return float64(files.TFTPStats().Shed) }))
+		}
 		if notifier != nil {
 			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "bootgate_webhook_failures_total", Help: "Failed webhook delivery attempts.",
@@ -120,8 +158,13 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
-		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
-		go ms.Serve(mln)
+		mConns, err := connlimit.NewCounter(metricsConns)
+		if err != nil {
+			return err
+		}
+		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+		go ms.Serve(connlimit.NewListener(mln, mConns, "metrics", e.logger))
 		context.AfterFunc(ctx, func() { ms.Close() })
 		e.logger.Info("serving metrics", "addr", mln.Addr().String())
 	}
@@ -134,10 +177,12 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	rawLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// Capped below TLS, so that a shed connection costs no handshake.
+	ln := connlimit.NewListener(rawLn, apiConns, "attestation-api", e.logger)
 	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 	srv.ConfigureTLS(tlsConfig)
 	hs := &http.Server{
@@ -153,7 +198,7 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	defer cancel()
 	go srv.Run(ctx)
 	if cfg.Admin != nil {
-		if err := serveAdmin(ctx, cfg, cert, st, pol, gate, e.logger); err != nil {
+		if err := serveAdmin(ctx, cfg, adminConns, cert, st, pol, gate, e.logger); err != nil {
 			return err
 		}
 	}
@@ -166,8 +211,8 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 		e.logger.Info("admission at the gateway", "interface", cfg.Gateway.Interface,
 			"sync", syncInterval(cfg.Gateway.Sync), "fail_closed_within", gw.Timeout())
 	}
-	if cfg.BootFiles != nil {
-		if err := serveBootFiles(ctx, cfg.BootFiles, e.logger); err != nil {
+	if files != nil {
+		if err := serveBootFiles(ctx, cfg.BootFiles, files, e.logger); err != nil {
 			return err
 		}
 	}
@@ -192,8 +237,9 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	return <-dhcpDone
 }
 
-// serveAdmin starts the operators' API and dashboard on their own listener.
-func serveAdmin(ctx context.Context, cfg *config.Config, cert tls.Certificate, st *store.SQLite, pol *policy.Policy, gate *dhcpGate, logger *slog.Logger) error {
+// serveAdmin starts the operators' API and dashboard on their own listener,
+// with conns capping its connections.
+func serveAdmin(ctx context.Context, cfg *config.Config, conns *connlimit.Counter, cert tls.Certificate, st *store.SQLite, pol *policy.Policy, gate *dhcpGate, logger *slog.Logger) error {
 	if err := pki.InitOperators(cfg.Admin.Operators, 5*365*24*time.Hour); err != nil {
 		return err
 	}
@@ -216,16 +262,60 @@ func serveAdmin(ctx context.Context, cfg *config.Config, cert tls.Certificate, s
 	if err != nil {
 		return err
 	}
-	ln, err := tls.Listen("tcp", cfg.Admin.Listen, admin.TLSConfig(cert))
+	raw, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("admin API: %w", err)
 	}
+	// Capped below TLS: the admin API reads the operator's certificate from
+	// the *tls.Conn, which a wrapper above it would hide.
+	ln := tls.NewListener(connlimit.NewListener(raw, conns, "admin-api", logger), admin.TLSConfig(cert))
 	go func() {
 		if err := api.Serve(ctx, ln); err != nil {
 			logger.Error("admin API stopped", "err", err)
 		}
 	}()
 	logger.Info("serving the admin API and dashboard to operators", "addr", ln.Addr().String(), "url", cfg.Admin.URL)
+	return nil
+}
+
+// registerShed exports the number of connections a listener shed.
+func registerShed(reg *prometheus.Registry, listener string, shed func() uint64) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        "bootgate_connections_shed_total",
+		Help:        "Connections closed as soon as accepted because the listener's caps were full.",
+		ConstLabels: prometheus.Labels{"listener": listener},
+	}, func() float64 { return float64(shed()) }))
+}
+
+// serveBootFiles serves the network-boot files until ctx ends.
+func serveBootFiles(ctx context.Context, c *config.BootFiles, files *bootfiles.Files, log *slog.Logger) error {
+	lim := files.Limits()
+	if c.TFTP != "" {
+		conn, err := net.ListenPacket("udp4", c.TFTP)
+		if err != nil {
+			return fmt.Errorf("tftp: %w", err)
+		}
+		go func() {
+			if err := files.ServeTFTP(ctx, conn); err != nil && ctx.Err() == nil {
+				log.Error("tftp", "err", err)
+			}
+		}()
+		log.Info("serving boot files over TFTP", "addr", c.TFTP, "dir", c.Dir,
+			"max_transfers", lim.TFTPTransfers.Total, "max_transfers_per_source", lim.TFTPTransfers.PerSource)
+	}
+	if c.HTTP != "" {
+		ln, err := net.Listen("tcp", c.HTTP)
+		if err != nil {
+			return fmt.Errorf("boot files over HTTP: %w", err)
+		}
+		go func() {
+			if err := files.ServeHTTPOn(ctx, ln); err != nil {
+				log.Error("boot files over HTTP", "err", err)
+			}
+		}()
+		log.Info("serving boot files over HTTP", "addr", c.HTTP, "dir", c.Dir,
+			"max_conns", lim.HTTPConns.Total, "max_conns_per_source", lim.HTTPConns.PerSource)
+	}
 	return nil
 }
 

@@ -62,6 +62,30 @@ type Config struct {
 	Webhook *Webhook `yaml:"webhook"`
 	// Admin serves the operators' API and dashboard over mTLS (optional).
 	Admin *Admin `yaml:"admin"`
+	// Conns caps the attestation API's open connections (default 1024 in
+	// total, 16 per source address).
+	Conns ConnLimits `yaml:"conns"`
+}
+
+// ConnLimits caps a listener's open connections (TFTP: its transfers): Max
+// in total and PerSource from one source address (an IPv4 address, or an
+// IPv6 /64). Connections beyond them are closed as soon as they are
+// accepted. Zero keeps the default; the appliance refuses to start when the
+// caps of all its listeners need more file descriptors than its
+// RLIMIT_NOFILE allows.
+type ConnLimits struct {
+	Max       int `yaml:"max"`
+	PerSource int `yaml:"per_source"`
+}
+
+func (l ConnLimits) validate(name string) error {
+	if l.Max < 0 || l.PerSource < 0 {
+		return fmt.Errorf("%s: negative", name)
+	}
+	if l.Max > 0 && l.PerSource > l.Max {
+		return fmt.Errorf("%s: per_source %d above max %d", name, l.PerSource, l.Max)
+	}
+	return nil
 }
 
 // Admin configures the operators' API and dashboard (docs/admin.md).
@@ -77,6 +101,9 @@ type Admin struct {
 	// ServerCA is the CA operators trust for the appliance's TLS
 	// certificate (default: ca.pem next to tls.cert).
 	ServerCA string `yaml:"server_ca"`
+	// Conns caps the admin API's open connections (default 64 in total,
+	// 16 per source address).
+	Conns ConnLimits `yaml:"conns"`
 }
 
 // Webhook is where incident alerts are posted.
@@ -97,11 +124,32 @@ type PKI struct {
 	MaxAge time.Duration `yaml:"max_age"`
 }
 
-// BootFiles serves a directory read-only over TFTP and HTTP.
+// BootFiles serves a directory read-only over TFTP and HTTP. Everything a
+// peer on the boot network can make these servers hold is capped; zero
+// fields keep the defaults (docs/dhcp.md, "Boot files").
 type BootFiles struct {
 	Dir  string `yaml:"dir"`
 	TFTP string `yaml:"tftp"` // listen address, e.g. 10.23.0.1:69
 	HTTP string `yaml:"http"` // listen address for UEFI HTTP boot (optional)
+	// HTTPConns caps open HTTP connections (default 256, 8 per source).
+	HTTPConns ConnLimits `yaml:"http_conns"`
+	// TFTPTransfers caps concurrent TFTP transfers (default 64, 2 per
+	// source); a read request beyond them is dropped unanswered.
+	TFTPTransfers ConnLimits `yaml:"tftp_transfers"`
+	// HTTPReadHeaderTimeout bounds the wait for a request's headers
+	// (default 5s).
+	HTTPReadHeaderTimeout time.Duration `yaml:"http_read_header_timeout"`
+	// HTTPIdleTimeout closes a keep-alive connection idle this long
+	// (default 15s).
+	HTTPIdleTimeout time.Duration `yaml:"http_idle_timeout"`
+	// TransferTime bounds sending one file over either protocol (default
+	// 5m); size it for the largest file over the slowest link.
+	TransferTime time.Duration `yaml:"transfer_time"`
+	// TFTPTimeout is the wait for each TFTP acknowledgement (default 3s).
+	TFTPTimeout time.Duration `yaml:"tftp_timeout"`
+	// TFTPRetries is how many times an unacknowledged TFTP block is sent
+	// again (default 2, at most 10).
+	TFTPRetries int `yaml:"tftp_retries"`
 }
 
 // Gateway configures admission at the appliance's forwarding path.
@@ -253,6 +301,17 @@ func (c *Config) validate() error {
 		if c.BootFiles.TFTP == "" && c.BootFiles.HTTP == "" {
 			errs = append(errs, errors.New("bootfiles: give tftp or http"))
 		}
+		b := c.BootFiles
+		errs = append(errs, b.HTTPConns.validate("bootfiles.http_conns"), b.TFTPTransfers.validate("bootfiles.tftp_transfers"))
+		for name, d := range map[string]time.Duration{"http_read_header_timeout": b.HTTPReadHeaderTimeout,
+			"http_idle_timeout": b.HTTPIdleTimeout, "transfer_time": b.TransferTime, "tftp_timeout": b.TFTPTimeout} {
+			if d < 0 {
+				errs = append(errs, fmt.Errorf("bootfiles.%s: negative", name))
+			}
+		}
+		if b.TFTPRetries < 0 || b.TFTPRetries > 10 {
+			errs = append(errs, fmt.Errorf("bootfiles.tftp_retries: %d not within 0 to 10", b.TFTPRetries))
+		}
 	}
 	if c.Webhook != nil {
 		req("webhook.url", c.Webhook.URL)
@@ -263,6 +322,7 @@ func (c *Config) validate() error {
 		if c.Admin.URL == "" {
 			c.Admin.URL = "https://" + c.Admin.Listen
 		}
+		errs = append(errs, c.Admin.Conns.validate("admin.conns"))
 	}
 	if c.Gateway != nil {
 		req("gateway.interface", c.Gateway.Interface)
@@ -274,6 +334,7 @@ func (c *Config) validate() error {
 		req("boot.kernel", c.Boot.Kernel)
 		req("boot.initrd", c.Boot.Initrd)
 	}
+	errs = append(errs, c.Conns.validate("conns"))
 	if c.SessionTTL < 0 {
 		errs = append(errs, errors.New("session_ttl: negative"))
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestExample loads the documented example configuration.
@@ -16,6 +17,10 @@ func TestExample(t *testing.T) {
 	if c.Admin == nil || c.Admin.URL != "https://192.0.2.10:9443" || !filepath.IsAbs(c.Admin.Operators) ||
 		filepath.Base(c.Admin.ServerCA) != "ca.pem" || filepath.Dir(c.Admin.ServerCA) != filepath.Dir(c.TLS.Cert) {
 		t.Fatalf("admin section: %+v", c.Admin)
+	}
+	if b := c.BootFiles; c.Conns.Max != 1024 || c.Admin.Conns.PerSource != 16 || b.HTTPConns.Max != 256 ||
+		b.TFTPTransfers.PerSource != 2 || b.TransferTime != 5*time.Minute || b.TFTPRetries != 2 {
+		t.Fatalf("connection caps: %+v %+v %+v", c.Conns, c.Admin.Conns, b)
 	}
 }
 
@@ -61,6 +66,12 @@ func TestRefused(t *testing.T) {
 		{"relay not an address", base + dhcpSection + "  relays: [10.9.0.1, relay.example.net]\n", `dhcp.relays: "relay.example.net"`},
 		{"relay unspecified", base + dhcpSection + "  relays: [0.0.0.0]\n", `dhcp.relays: "0.0.0.0"`},
 		{"relay IPv6", base + dhcpSection + "  relays: [\"2001:db8::1\"]\n", `dhcp.relays: "2001:db8::1"`},
+		{"negative conns", base + "conns: {max: -1}\n", "conns: negative"},
+		{"per source above max", base + "conns: {max: 4, per_source: 5}\n", "conns: per_source 5 above max 4"},
+		{"admin conns", base + "admin: {listen: x, operators: o, conns: {per_source: -2}}\n", "admin.conns: negative"},
+		{"boot http conns", base + "bootfiles: {dir: b, http: x, http_conns: {max: 1, per_source: 2}}\n", "bootfiles.http_conns: per_source"},
+		{"tftp retries", base + "bootfiles: {dir: b, tftp: x, tftp_retries: 11}\n", "bootfiles.tftp_retries: 11"},
+		{"negative idle", base + "bootfiles: {dir: b, http: x, http_idle_timeout: -1s}\n", "bootfiles.http_idle_timeout: negative"},
 	} {
 		p := filepath.Join(t.TempDir(), "a.yaml")
 		if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {
