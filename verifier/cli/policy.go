@@ -53,6 +53,7 @@ func (e *env) policyLearnCmd() *cobra.Command {
 			}
 			p, notes, err := policy.Learn(name, st, opts)
 			if errors.Is(err, policy.ErrNotReference) {
+				fmt.Fprintln(e.stderr, "bootgate:", err)
 				for _, a := range st.Anomalies {
 					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, a.Detail)
 				}

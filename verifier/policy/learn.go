@@ -137,7 +137,7 @@ func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, n
 		}
 	}
 	if len(refusals) > 0 {
-		return nil, nil, fmt.Errorf("learn policy: %w: the reference measured nothing for these rules, and a policy learned from it would check nothing there: %s; pass the option named to write the allowance", ErrNotReference, strings.Join(refusals, "; "))
+		return nil, nil, fmt.Errorf("learn policy: %w: a policy learned from it would need allowances that leave rules unchecked: %s; pass the options named to write them", ErrNotReference, strings.Join(refusals, "; "))
 	}
 	// What Learn writes must be a policy Parse accepts.
 	b, err := p.Marshal()

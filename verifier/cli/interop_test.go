@@ -1,0 +1,77 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const interop = "../../testdata/interop/"
+
+// TestInteropLearn holds policy learn to the answers of
+// testdata/interop/README.md for real logs that used to learn into
+// policies that check nothing: each refusal names what a user can do.
+func TestInteropLearn(t *testing.T) {
+	for _, tc := range []struct {
+		log   string
+		flags []string
+		code  int
+		// stderr must hold each.
+		stderr []string
+	}{
+		{"t480s-header-only-69B.bin", nil, ExitPolicyFail, []string{"not a reference log", "no separator"}},
+		{"tpm2tools-sd-boot-fedora37.bin", nil, ExitPolicyFail, []string{"--allow-any-boot-app", "--allow-empty-keys"}},
+		{"tpm2tools-sd-boot-fedora37.bin", []string{"--allow-any-boot-app", "--allow-empty-keys"}, 0,
+			[]string{"allowed: code_integrity.allow_any_boot_app", "allowed: secure_boot.pk.allow_any"}},
+		{"fwupd-v2-uefi-debug-mode.bin", nil, ExitPolicyFail, []string{`"UEFI Debug Mode" (--allow-debug)`}},
+		{"fwupd-v2-uefi-debug-mode.bin", []string{"--allow-debug"}, 0,
+			[]string{"allowed: debug.allow_uefi_debug_mode", "allowed: log.pinned_events: PCR 7 EV_EFI_VARIABLE_AUTHORITY"}},
+		{"lenovo-t14-amd-R1BET56W.bin", nil, 0, []string{"allowed: secure_boot.allow_disabled"}},
+		{"lenovo-t480s-N22ET68W-sb.bin", nil, 0, nil},
+	} {
+		t.Run(tc.log+strings.Join(tc.flags, ""), func(t *testing.T) {
+			code, out, errOut := run(t, append([]string{"policy", "learn", "--eventlog", interop + tc.log}, tc.flags...)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.code, errOut)
+			}
+			for _, s := range tc.stderr {
+				if !strings.Contains(errOut, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, errOut)
+				}
+			}
+			if code != 0 {
+				if out != "" {
+					t.Errorf("a refused learn wrote a policy:\n%s", out)
+				}
+				return
+			}
+			// The learned policy passes its own log.
+			p := filepath.Join(t.TempDir(), "policy.yaml")
+			if err := os.WriteFile(p, []byte(out), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if code, out, errOut := run(t, "policy", "check", "--policy", p, "--eventlog", interop+tc.log); code != 0 {
+				t.Errorf("learned policy fails its own log: exit %d: %s%s", code, out, errOut)
+			}
+		})
+	}
+}
+
+// TestInteropSystemdCmdlineDebugger: the T14's systemd-boot command line
+// with a kernel debugger added fails the policy learned from the original,
+// naming the switch.
+func TestInteropSystemdCmdlineDebugger(t *testing.T) {
+	code, out, errOut := run(t, "policy", "learn", "--eventlog", interop+"lenovo-t14-amd-R1BET56W.bin")
+	if code != 0 {
+		t.Fatalf("learn: exit %d: %s", code, errOut)
+	}
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = run(t, "policy", "check", "--policy", p, "--eventlog", interop+"t14-systemd-cmdline-kgdboc.bin")
+	if code != ExitPolicyFail || !strings.Contains(out, "debug.cmdline") || !strings.Contains(out, "kgdbwait") {
+		t.Fatalf("exit %d, want %d naming debug.cmdline and kgdbwait:\n%s", code, ExitPolicyFail, out)
+	}
+}
