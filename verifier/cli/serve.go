@@ -52,6 +52,13 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return &ExitError{Code: ExitBadInput, Err: err}
 	}
+	quoted := cfg.PCRs
+	if len(quoted) == 0 {
+		quoted = server.DefaultPCRs
+	}
+	if err := config.CheckQuotedPCRs(quoted, pol.PCRs()); err != nil {
+		return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("%s: %w", cfgPath, err)}
+	}
 	roots, err := attest.LoadRoots(cfg.EK.Roots, cfg.EK.Allow)
 	if err != nil {
 		return &ExitError{Code: ExitBadInput, Err: err}

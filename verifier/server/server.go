@@ -87,6 +87,10 @@ type Server struct {
 // loop must not fill the store or the CRL.
 const renewInterval = time.Minute
 
+// ErrBootWithoutCA refuses boot files without a CA: they are served only
+// to hosts presenting an identity the CA issued.
+var ErrBootWithoutCA = errors.New("new server: boot files need a CA (they are served only to admitted hosts' identities)")
+
 // New checks the options and makes a Server.
 func New(opt Options) (*Server, error) {
 	if opt.Roots == nil || opt.Policy == nil || opt.Store == nil {
@@ -126,6 +130,9 @@ func New(opt Options) (*Server, error) {
 		opt.Logger.Warn("the quoted PCRs leave out bootgate's boundary PCR: quotes taken after a handover are not recognised", "pcr", attest.BoundaryPCR)
 	}
 	if opt.Boot != nil {
+		if opt.CA == nil {
+			return nil, ErrBootWithoutCA
+		}
 		b, err := loadBootFiles(opt.Boot)
 		if err != nil {
 			return nil, err
@@ -140,11 +147,14 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathEnroll, s.counted(s.enroll))
 	mux.HandleFunc("POST "+wire.PathQuote, s.counted(s.quote))
-	if s.boot != nil {
-		mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
-	}
-	mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
+	// Routes that answer only to an admitted host's identity exist only
+	// with a CA (New refuses boot files without one): without it they are
+	// 404, never open.
 	if s.opt.CA != nil {
+		if s.boot != nil {
+			mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
+		}
+		mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
 		mux.HandleFunc("POST "+wire.PathIdentityRenew, s.requireIdentity(s.renewIdentity))
 		mux.HandleFunc("GET "+wire.PathIdentityCRL, s.crl)
 	}
@@ -410,14 +420,10 @@ func (s *Server) ConfigureTLS(tlsConfig *tls.Config) {
 
 // requireIdentity lets a request through only with a verified identity
 // certificate of a host that is admitted now; unknown, quarantined and
-// expired identities get 403. Without a CA it lets everything through.
+// expired identities, and every request when there is no CA, get 403.
 func (s *Server) requireIdentity(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.opt.CA == nil {
-			h(w, r)
-			return
-		}
-		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		if s.opt.CA == nil || r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 			writeError(w, http.StatusForbidden, "identity_required", "a host identity certificate is required")
 			return
 		}
