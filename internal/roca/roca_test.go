@@ -36,10 +36,15 @@ func vulnerablePrime(t *testing.T, bits int) *big.Int {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), uint(bits-m.BitLen())))
+		// k in [3·2^(bits-2)/M, 2^bits/M): p has bits bits and its two top
+		// bits set, so that a product of two has exactly 2·bits bits.
+		lo := new(big.Int).Div(new(big.Int).Lsh(big.NewInt(3), uint(bits-2)), m)
+		hi := new(big.Int).Div(new(big.Int).Lsh(big.NewInt(1), uint(bits)), m)
+		k, err := rand.Int(rand.Reader, new(big.Int).Sub(hi, lo))
 		if err != nil {
 			t.Fatal(err)
 		}
+		k.Add(k, lo)
 		p := new(big.Int).Exp(big.NewInt(65537), a, m)
 		p.Add(p, k.Mul(k, m))
 		if p.ProbablyPrime(20) {
@@ -54,6 +59,9 @@ func vulnerablePrime(t *testing.T, bits int) *big.Int {
 // test vector other packages' tests use, and passes real EKs and Go keys.
 func TestVulnerable(t *testing.T) {
 	n := new(big.Int).Mul(vulnerablePrime(t, 1024), vulnerablePrime(t, 1024))
+	if n.BitLen() != 2048 {
+		t.Fatalf("modulus of %d bits", n.BitLen())
+	}
 	if !Vulnerable(n) {
 		t.Fatalf("a modulus of the vulnerable form is not detected")
 	}

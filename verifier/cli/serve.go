@@ -63,6 +63,10 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return &ExitError{Code: ExitBadInput, Err: err}
 	}
+	if cfg.EK.AllowSHA1 {
+		roots.AllowSHA1()
+		e.logger.Warn("accepting EK certificates signed with SHA-1 (ek.allow_sha1)")
+	}
 	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
 	if err != nil {
 		return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("load TLS certificate: %w", err)}

@@ -156,6 +156,11 @@ type EK struct {
 	// EK certificate that may enroll. Risk: nothing vouches for such a TPM
 	// but the operator who listed it.
 	Allow []string `yaml:"allow"`
+	// AllowSHA1 accepts EK certificates signed with SHA-1, as some older
+	// TPMs' are (Nuvoton's NTC root 02 EKs). Risk: SHA-1 collisions are
+	// practical, so a CA still signing with it could be led to sign a
+	// forged certificate.
+	AllowSHA1 bool `yaml:"allow_sha1"`
 }
 
 // Load reads and validates a configuration file.

@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// Modulus returns a known-vulnerable RSA modulus of about 2048 bits for tests: the
+// Modulus returns a known-vulnerable RSA-2048 modulus for tests: the
 // product of two primes of the form k·M + (65537^a mod M), made with the
 // package's test (ROCA_WRITE_VECTOR=1 go test ./internal/roca remakes it).
 func Modulus(t testing.TB) *big.Int {
