@@ -183,8 +183,10 @@ type Enrollment struct {
 	EKPublic []byte        // TPMT_PUBLIC as presented, for the record
 	AK       wire.AKParams // as presented, for the record
 	ekPublic tpm2.TPMTPublic
-	akPublic *goattest.AKPublic
-	akName   []byte
+	// firmwareProven: the AK's quotes show firmwareVersion in clear.
+	firmwareProven bool
+	akPublic       *goattest.AKPublic
+	akName         []byte
 }
 
 // HostID derives a stable host identifier from an EK public key: the hex
@@ -266,6 +268,11 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	if err := params.CheckAKParameters(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
 	}
+	// CheckAKParameters matched the creation data to the certified creation.
+	if cd, err := legacy.DecodeCreationData(req.AK.CreateData); err == nil && cd.ParentName.Handle != nil {
+		h := *cd.ParentName.Handle
+		e.firmwareProven = h == legacy.HandleEndorsement || h == legacy.HandlePlatform
+	}
 	akPub, err := goattest.ParseAKPublic(req.AK.Public)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
@@ -289,6 +296,14 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	e.akPublic, e.akName = akPub, nameBytes
 	return e, nil
 }
+
+// FirmwareProven reports whether this AK's quotes carry the TPM's
+// firmwareVersion in clear. A TPM obfuscates firmwareVersion (and the reset
+// and restart counts) in attestations signed by a key outside the
+// endorsement and platform hierarchies (TPM 2.0 Part 3, section 18.1); it
+// is proven only for an AK that its certified creation data shows to be a
+// primary key of one of them.
+func (e *Enrollment) FirmwareProven() bool { return e.firmwareProven }
 
 // Challenge makes the activation challenge: secret, encrypted so that only
 // the EK's TPM can recover it, and only for the AK's name.

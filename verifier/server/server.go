@@ -245,6 +245,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		for _, f := range s.opt.Policy.Evaluate(verified.State) {
 			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
 		}
+		reasons = append(reasons, s.checkTPM(enr, verified)...)
 		stateJSON, _ = json.Marshal(verified.State)
 		if req.Identity != nil && s.opt.CA != nil {
 			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
@@ -290,6 +291,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 			Quote: req.Quote, Signature: req.Signature, PCRs: req.PCRs, EventLog: req.EventLog,
 		},
 		BootState: stateJSON,
+		TPM:       tpmRecord(enr, verified),
 	}
 	// The record completes even if the agent hangs up meanwhile.
 	incident, err := s.opt.Store.Record(context.WithoutCancel(r.Context()), a, store.Host{
