@@ -57,7 +57,7 @@ func (e *env) policyLearnCmd() *cobra.Command {
 			if len(st.Anomalies) > 0 {
 				fmt.Fprintf(e.stderr, "warning: this log has %d structural anomalies; it fails every policy:\n", len(st.Anomalies))
 				for _, a := range st.Anomalies {
-					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, a.Detail)
+					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, esc(a.Detail))
 				}
 			}
 			b, err := p.Marshal()
@@ -97,7 +97,7 @@ func (e *env) policyCheckCmd() *cobra.Command {
 				}
 			} else {
 				for _, f := range failures {
-					fmt.Fprintln(e.stdout, f.String())
+					fmt.Fprintln(e.stdout, esc(f.String()))
 				}
 				if len(failures) == 0 {
 					fmt.Fprintf(e.stdout, "pass: %s meets policy %q\n", logPath, p.Name)
@@ -142,7 +142,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					}
 				} else {
 					for _, line := range d {
-						fmt.Fprintln(e.stdout, line)
+						fmt.Fprintln(e.stdout, esc(line))
 					}
 				}
 				if len(d) == 0 {
@@ -164,7 +164,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					}
 				} else {
 					for _, f := range fs {
-						fmt.Fprintf(e.stdout, "%s\n", f.String())
+						fmt.Fprintln(e.stdout, esc(f.String()))
 					}
 				}
 				if len(fs) == 0 {
