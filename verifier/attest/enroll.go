@@ -363,6 +363,9 @@ func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) error {
 		if !r.allowSHA1 {
 			return fmt.Errorf("%w: %w (%v); SHA-1 is accepted only with ek.allow_sha1", ErrEKUntrusted, ErrSHA1, cert.SignatureAlgorithm)
 		}
+		if !onlySAN(cert.UnhandledCriticalExtensions) {
+			return fmt.Errorf("%w: EK certificate has unhandled critical extensions %v", ErrEKUntrusted, cert.UnhandledCriticalExtensions)
+		}
 		if r.verifySHA1Path(cert, now, 0) {
 			return nil
 		}
@@ -412,7 +415,7 @@ func (r *Roots) verifySHA1Path(c *x509.Certificate, now time.Time, depth int) bo
 		return false
 	}
 	for _, p := range r.certs {
-		if !bytes.Equal(p.RawSubject, c.RawIssuer) || !p.BasicConstraintsValid || !p.IsCA ||
+		if !bytes.Equal(p.RawSubject, c.RawIssuer) || !p.BasicConstraintsValid || !p.IsCA || len(p.UnhandledCriticalExtensions) > 0 ||
 			(p.KeyUsage != 0 && p.KeyUsage&x509.KeyUsageCertSign == 0) ||
 			now.Before(p.NotBefore) || now.After(p.NotAfter) || checkSignatureSHA1(p, c) != nil {
 			continue
@@ -425,6 +428,17 @@ func (r *Roots) verifySHA1Path(c *x509.Certificate, now time.Time, depth int) bo
 		}
 	}
 	return false
+}
+
+// onlySAN reports whether the unhandled critical extensions are at most
+// the subject alternative name, which CheckEKProfile reads.
+func onlySAN(oids []asn1.ObjectIdentifier) bool {
+	for _, o := range oids {
+		if !o.Equal(oidSubjectAltName) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkSignatureSHA1 checks c's signature by parent, also where it is
