@@ -125,7 +125,8 @@ func TestIncidentShowEscaped(t *testing.T) {
 	}
 	a := &store.Attestation{HostID: "host-evil", Time: time.Now(), Verdict: wire.VerdictFail, PolicyName: "p", PolicyDigest: "d",
 		Reasons:  []wire.Reason{{Rule: "code_integrity.boot_app", Event: 7, Detail: "boot application (\\EFI\\" + hostile + ".efi) is not allowed"}},
-		Evidence: store.Evidence{EKCert: ekCert, EKType: "ecc-p256"}}
+		Evidence: store.Evidence{EKCert: ekCert, EKType: "ecc-p256"},
+		TPM:      store.TPM{Manufacturer: "IFX", Model: "SLB" + hostile, Version: "id:073f"}}
 	if _, err := st.Record(context.Background(), a, store.Host{EKType: "ecc-p256", EKIssuer: "CN=issuer " + hostile}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,5 +169,8 @@ func TestIncidentShowEscaped(t *testing.T) {
 			want = `\\x1b[2J\\x07\\x0d\\u202e` // the escape, JSON-encoded
 		}
 		wantInert(t, strings.Join(args, " "), out, want)
+		if args[1] == "show" && len(args) == 3 && args[0] == "incident" && !strings.Contains(out, `TPM IFX SLB\x1b[2J\x07\x0d\u202e (version id:073f), firmware not proven`) {
+			t.Errorf("incident show does not name the TPM:\n%s", out)
+		}
 	}
 }

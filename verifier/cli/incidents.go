@@ -92,6 +92,13 @@ func (e *env) incidentShowCmd() *cobra.Command {
 			if l := d.Latest; l != nil {
 				fmt.Fprintf(e.stdout, "latest failure: attestation %d at %s, policy %s (%s)\n", l.AttestationID, l.Time, esc(l.PolicyName), esc(l.PolicyDigest))
 				fmt.Fprintf(e.stdout, "EK %s %s, issued by %s; event log %d bytes, %d events\n", esc(l.EKType), esc(l.EKSubject), esc(l.EKIssuer), l.EventLogBytes, l.EventLogEvents)
+				if t := l.TPM; t != (store.TPM{}) {
+					fw := t.Firmware
+					if fw == "" {
+						fw = "not proven"
+					}
+					fmt.Fprintf(e.stdout, "TPM %s %s (version %s), firmware %s\n", esc(t.Manufacturer), esc(t.Model), esc(t.Version), esc(fw))
+				}
 				fmt.Fprintln(e.stdout, "failed rules:")
 				for _, r := range l.Reasons {
 					if r.Event > 0 {
