@@ -6,6 +6,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"embed"
@@ -19,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
@@ -230,7 +232,31 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, Error{Code: code, Message: msg})
 }
 
+// writeJSON answers v as JSON with every string escaped (textsafe.JSON):
+// the dashboard and the CLI show these answers, and much of their text
+// came from hosts. Evidence bundles, which must stay as received, are
+// written by writeRawJSON.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err == nil {
+		b, err = textsafe.JSON(b)
+	}
+	if err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(`{"code":"internal","error":"cannot encode the answer"}` + "\n"))
+		return
+	}
+	var out bytes.Buffer
+	_ = json.Indent(&out, b, "", "  ")
+	out.WriteByte('\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(out.Bytes())
+}
+
+// writeRawJSON answers v as JSON exactly as stored.
+func writeRawJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)

@@ -221,7 +221,7 @@ func (a *API) bundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="bootgate-incident-%d.json"`, id))
-	writeJSON(w, http.StatusOK, b)
+	writeRawJSON(w, http.StatusOK, b) // evidence, as received
 }
 
 // Action is the body of POST /api/v1/incidents/{id}/actions.

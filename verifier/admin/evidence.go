@@ -36,6 +36,7 @@ type EvidenceSummary struct {
 	EKType         string         `json:"ek_type"`
 	EKSubject      string         `json:"ek_subject,omitempty"`
 	EKIssuer       string         `json:"ek_issuer,omitempty"`
+	TPM            store.TPM      `json:"tpm"` // manufacturer, model, firmware
 	PCRs           map[int]string `json:"pcrs"`
 	EventLogBytes  int            `json:"event_log_bytes"`
 	EventLogEvents int            `json:"event_log_events,omitempty"`
@@ -88,7 +89,7 @@ func bootState(a *store.Attestation) (*eventlog.BootState, error) {
 func summarize(a *store.Attestation, st *eventlog.BootState) *EvidenceSummary {
 	s := &EvidenceSummary{
 		AttestationID: a.ID, Time: a.Time.UTC().Format("2006-01-02T15:04:05Z"), Reasons: a.Reasons,
-		PolicyName: a.PolicyName, PolicyDigest: a.PolicyDigest, EKType: a.Evidence.EKType,
+		PolicyName: a.PolicyName, PolicyDigest: a.PolicyDigest, EKType: a.Evidence.EKType, TPM: a.TPM,
 		PCRs: map[int]string{}, EventLogBytes: len(a.Evidence.EventLog),
 	}
 	if s.Reasons == nil {

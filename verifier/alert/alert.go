@@ -1,5 +1,5 @@
-// Package alert delivers incident events to a webhook: JSON, one POST per
-// event, in the order they happened, each until it is accepted (2xx), with
+// Package alert delivers incident events to a webhook: JSON with its text
+// escaped (textsafe.JSON), one POST per event, in the order they happened, each until it is accepted (2xx), with
 // exponential backoff while the receiver is down. Events wait in the store's
 // outbox, written in the same transaction as the change they report, so none
 // is lost when the appliance or the receiver restarts. A receiver may see an
@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/store"
 )
 
@@ -94,6 +95,11 @@ func (n *Notifier) Run(ctx context.Context) {
 func (n *Notifier) post(ctx context.Context, a store.Alert) error {
 	body, err := json.Marshal(Message{ID: a.ID, Time: a.Time, Event: a.Event})
 	if err != nil {
+		return err
+	}
+	// Receivers show these to people (chat, tickets): text from hosts
+	// goes out escaped, as everywhere it is shown.
+	if body, err = textsafe.JSON(body); err != nil {
 		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL, bytes.NewReader(body))

@@ -2,9 +2,10 @@
 // verified state out, no TPM and no network.
 //
 // An attestation has two steps. Enroll checks where the TPM came from (its EK
-// certificate chains to a manufacturer root, or its EK is allowlisted) and that
-// the attestation key has the attributes of a TPM-resident restricted signing
-// key; it yields an Enrollment, from which the verifier makes an activation
+// certificate is one by the TCG EK Credential Profile and chains to a
+// manufacturer root, or its EK is allowlisted), that no RSA key of it has the
+// ROCA fingerprint, and that the attestation key has the attributes of a
+// TPM-resident restricted signing key; it yields an Enrollment, from which the verifier makes an activation
 // challenge bound to the AK's name and encrypted to the EK. Verify then checks
 // the answer (the activated secret, the quote and the event log) and yields
 // the only value later code may act on: a Verified boot state.
@@ -13,6 +14,9 @@ package attest
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -31,6 +35,8 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/bootgate/bootgate/internal/keytype"
+	"github.com/bootgate/bootgate/internal/roca"
+	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
@@ -41,22 +47,57 @@ var (
 	ErrBadAK       = errors.New("AK is not a TPM-resident restricted signing key")
 )
 
+// ErrSHA1 reports an EK certificate signed with SHA-1, which Roots refuse
+// unless AllowSHA1 was called.
+var ErrSHA1 = errors.New("EK certificate signed with SHA-1")
+
+// UnknownIssuerError reports an EK certificate whose issuer is not among the
+// configured roots and intermediates. It wraps ErrEKUntrusted.
+type UnknownIssuerError struct {
+	Issuer string   // the issuer's distinguished name (RFC 2253 form)
+	AIA    []string // the certificate's CA Issuers URLs, where the issuer can be fetched
+}
+
+func (e *UnknownIssuerError) Error() string {
+	s := fmt.Sprintf("%v: its issuer %q is not among the configured EK roots and intermediates", ErrEKUntrusted, e.Issuer)
+	if len(e.AIA) > 0 {
+		s += fmt.Sprintf(" (the certificate names it at %s)", strings.Join(e.AIA, ", "))
+	}
+	return s
+}
+
+func (e *UnknownIssuerError) Unwrap() error { return ErrEKUntrusted }
+
 // Roots is the EK provenance configuration: manufacturer root and intermediate
 // certificates, and EKs without certificates that an operator allowlisted.
 type Roots struct {
 	roots         *x509.CertPool
 	intermediates *x509.CertPool
+	certs         []*x509.Certificate
+	rootSet       map[string]bool // by DER
 	count         int
 	allowedEKs    map[string]bool // by host ID (see HostID)
+	allowSHA1     bool
 }
+
+// AllowSHA1 makes r accept EK certificates (and CA certificates under a
+// root) signed with SHA-1, as older TPMs' are (Nuvoton's NTC root 02, 2013).
+// Risk: SHA-1 collisions are practical; a CA that still signs with SHA-1
+// could be made to sign a forged certificate. The SHA-1 path is checked for
+// issuer names, CA constraints, key usage, validity and signatures, not name
+// or path-length constraints.
+func (r *Roots) AllowSHA1() { r.allowSHA1 = true }
 
 // NewRoots builds Roots from certificates: self-signed ones are roots, the
 // others intermediates. allowEKs lists host IDs of certificate-less EKs.
 func NewRoots(certs []*x509.Certificate, allowEKs []string) *Roots {
-	r := &Roots{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), allowedEKs: map[string]bool{}}
+	r := &Roots{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), allowedEKs: map[string]bool{}, certs: certs, rootSet: map[string]bool{}}
 	for _, c := range certs {
-		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+		// A root's self-signature proves nothing (it is trusted as
+		// configured); SHA-1 ones are read as roots too.
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && checkSignatureSHA1(c, c) == nil {
 			r.roots.AddCert(c)
+			r.rootSet[string(c.Raw)] = true
 			r.count++
 		} else {
 			r.intermediates.AddCert(c)
@@ -133,14 +174,19 @@ func parseCerts(b []byte) ([]*x509.Certificate, error) {
 // properties of a restricted signing key in that TPM (pending activation).
 type Enrollment struct {
 	HostID   string
-	EKType   string        // "rsa2048", "ecc-p256", ...
-	EKCert   []byte        // DER, nil for an allowlisted EK
-	EKIssuer string        // the certificate's issuer, for the record
+	EKType   string // "rsa2048", "ecc-p256", ...
+	EKCert   []byte // DER, nil for an allowlisted EK
+	EKIssuer string // the certificate's issuer, for the record
+	// TPM is the manufacturer, model and version the EK certificate's
+	// subject alternative name gives (zero for an allowlisted EK).
+	TPM      pki.TPMAttributes
 	EKPublic []byte        // TPMT_PUBLIC as presented, for the record
 	AK       wire.AKParams // as presented, for the record
 	ekPublic tpm2.TPMTPublic
-	akPublic *goattest.AKPublic
-	akName   []byte
+	// firmwareProven: the AK's quotes show firmwareVersion in clear.
+	firmwareProven bool
+	akPublic       *goattest.AKPublic
+	akName         []byte
 }
 
 // HostID derives a stable host identifier from an EK public key: the hex
@@ -154,7 +200,19 @@ func HostID(ek crypto.PublicKey) (string, error) {
 	return hex.EncodeToString(sum[:16]), nil
 }
 
-// Enroll checks an enrollment request at time now.
+// Enroll checks an enrollment request at time now:
+//   - the EK public area is a restricted decryption key bound to its TPM
+//     (ErrBadEK);
+//   - an RSA EK or AK has no ROCA fingerprint (CVE-2017-15361): ErrEKUntrusted
+//     or ErrBadAK, each also matching roca.ErrVulnerable;
+//   - the EK certificate follows the TCG EK Credential Profile
+//     (pki.CheckEKProfile: ErrEKUntrusted and pki.ErrNotEKCertificate or
+//     pki.ErrTPM12), chains to a configured root (ErrEKUntrusted, an
+//     *UnknownIssuerError for an issuer that is not configured, ErrSHA1 for
+//     a SHA-1 signature without AllowSHA1), and certifies the EK presented;
+//     or there is no certificate and the EK is allowlisted;
+//   - the AK's creation data shows a TPM-resident restricted signing key
+//     (ErrBadAK).
 func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, error) {
 	ekPub, err := unmarshalPublic(req.EKPublic)
 	if err != nil {
@@ -171,6 +229,9 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
 	}
+	if err := roca.Check(ekKey); err != nil {
+		return nil, fmt.Errorf("%w: EK %s: %w", ErrEKUntrusted, id, err)
+	}
 	e := &Enrollment{HostID: id, EKType: keytype.Of(ekPub), EKPublic: req.EKPublic, AK: req.AK, ekPublic: *ekPub}
 
 	if len(req.EKCert) == 0 {
@@ -178,17 +239,24 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 			return nil, fmt.Errorf("%w: no EK certificate, and EK %s is not allowlisted", ErrEKUntrusted, id)
 		}
 	} else {
-		cert, err := goattest.ParseEKCertificate(req.EKCert)
+		cert, attrs, err := r.VerifyEKCertificate(req.EKCert, now)
 		if err != nil {
-			return nil, fmt.Errorf("%w: parse EK certificate: %v", ErrEKUntrusted, err)
-		}
-		if err := r.verifyChain(cert, now); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrEKUntrusted, err)
+			return nil, err
 		}
 		if !publicKeysEqual(cert.PublicKey, ekKey) {
 			return nil, fmt.Errorf("%w: the certificate is for another key than the EK presented", ErrEKUntrusted)
 		}
-		e.EKCert, e.EKIssuer = req.EKCert, cert.Issuer.String()
+		e.EKCert, e.EKIssuer, e.TPM = req.EKCert, cert.Issuer.String(), attrs
+	}
+
+	// A ROCA-weak AK could be forged by whoever factors it: checked before
+	// anything else about the AK.
+	if akPub, err := legacy.DecodePublic(req.AK.Public); err == nil && akPub.RSAParameters != nil {
+		if key, err := akPub.Key(); err == nil {
+			if err := roca.Check(key); err != nil {
+				return nil, fmt.Errorf("%w: AK: %w", ErrBadAK, err)
+			}
+		}
 	}
 
 	params := goattest.ActivationParameters{EK: ekKey, AK: goattest.AttestationParameters{
@@ -199,6 +267,11 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	}}
 	if err := params.CheckAKParameters(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
+	}
+	// CheckAKParameters matched the creation data to the certified creation.
+	if cd, err := legacy.DecodeCreationData(req.AK.CreateData); err == nil && cd.ParentName.Handle != nil {
+		h := *cd.ParentName.Handle
+		e.firmwareProven = h == legacy.HandleEndorsement || h == legacy.HandlePlatform
 	}
 	akPub, err := goattest.ParseAKPublic(req.AK.Public)
 	if err != nil {
@@ -224,6 +297,14 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	return e, nil
 }
 
+// FirmwareProven reports whether this AK's quotes carry the TPM's
+// firmwareVersion in clear. A TPM obfuscates firmwareVersion (and the reset
+// and restart counts) in attestations signed by a key outside the
+// endorsement and platform hierarchies (TPM 2.0 Part 3, section 18.1); it
+// is proven only for an AK that its certified creation data shows to be a
+// primary key of one of them.
+func (e *Enrollment) FirmwareProven() bool { return e.firmwareProven }
+
 // Challenge makes the activation challenge: secret, encrypted so that only
 // the EK's TPM can recover it, and only for the AK's name.
 func (e *Enrollment) Challenge(rand io.Reader) (secret, credential, encSecret []byte, err error) {
@@ -247,7 +328,49 @@ func (e *Enrollment) Challenge(rand io.Reader) (secret, credential, encSecret []
 // consider handled.
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 
+// VerifyEKCertificate parses a DER EK certificate (pki.ParseEKCertificate,
+// which recovers RSAES-OAEP keys), checks it against the TCG EK Credential
+// Profile (pki.CheckEKProfile) and its chain to a configured root at time
+// now, and returns it with its TPM attributes. Errors wrap ErrEKUntrusted;
+// see Enroll for the others they match.
+func (r *Roots) VerifyEKCertificate(der []byte, now time.Time) (*x509.Certificate, pki.TPMAttributes, error) {
+	cert, err := pki.ParseEKCertificate(der)
+	if err != nil {
+		return nil, pki.TPMAttributes{}, fmt.Errorf("%w: %w", ErrEKUntrusted, err)
+	}
+	// Validity first: an expired certificate is refused as such, whatever
+	// else is wrong with it.
+	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+		return nil, pki.TPMAttributes{}, fmt.Errorf("%w: EK certificate valid %s to %s: %w", ErrEKUntrusted,
+			cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339), x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired})
+	}
+	attrs, err := pki.CheckEKProfile(cert)
+	if err != nil {
+		return nil, attrs, fmt.Errorf("%w: %w", ErrEKUntrusted, err)
+	}
+	if err := r.verifyChain(cert, now); err != nil {
+		return nil, attrs, err
+	}
+	return cert, attrs, nil
+}
+
+func isSHA1(a x509.SignatureAlgorithm) bool {
+	return a == x509.SHA1WithRSA || a == x509.ECDSAWithSHA1 || a == x509.DSAWithSHA1
+}
+
 func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) error {
+	if isSHA1(cert.SignatureAlgorithm) {
+		if !r.allowSHA1 {
+			return fmt.Errorf("%w: %w (%v); SHA-1 is accepted only with ek.allow_sha1", ErrEKUntrusted, ErrSHA1, cert.SignatureAlgorithm)
+		}
+		if !onlySAN(cert.UnhandledCriticalExtensions) {
+			return fmt.Errorf("%w: EK certificate has unhandled critical extensions %v", ErrEKUntrusted, cert.UnhandledCriticalExtensions)
+		}
+		if r.verifySHA1Path(cert, now, 0) {
+			return nil
+		}
+		return &UnknownIssuerError{Issuer: cert.Issuer.String(), AIA: cert.IssuingCertificateURL}
+	}
 	var unhandled []asn1.ObjectIdentifier
 	for _, oid := range cert.UnhandledCriticalExtensions {
 		if !oid.Equal(oidSubjectAltName) {
@@ -262,10 +385,80 @@ func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) error {
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
+	var unknown x509.UnknownAuthorityError
+	if errors.As(err, &unknown) && !r.issuerKnown(cert) {
+		return &UnknownIssuerError{Issuer: cert.Issuer.String(), AIA: cert.IssuingCertificateURL}
+	}
 	if err != nil {
-		return fmt.Errorf("EK certificate (issuer %q) does not chain to a manufacturer root: %v", cert.Issuer.String(), err)
+		return fmt.Errorf("%w: EK certificate (issuer %q) does not chain to a manufacturer root: %v", ErrEKUntrusted, cert.Issuer.String(), err)
 	}
 	return nil
+}
+
+// issuerKnown reports whether a configured certificate has c's issuer as
+// its subject.
+func (r *Roots) issuerKnown(c *x509.Certificate) bool {
+	for _, p := range r.certs {
+		if bytes.Equal(p.RawSubject, c.RawIssuer) {
+			return true
+		}
+	}
+	return false
+}
+
+// verifySHA1Path looks for a path from c to a configured root through the
+// configured certificates, checking signatures itself so that SHA-1 ones
+// verify (crypto/x509 refuses them): names, CA flag, key usage, validity
+// and signature of each issuer.
+func (r *Roots) verifySHA1Path(c *x509.Certificate, now time.Time, depth int) bool {
+	if depth > 4 {
+		return false
+	}
+	for _, p := range r.certs {
+		if !bytes.Equal(p.RawSubject, c.RawIssuer) || !p.BasicConstraintsValid || !p.IsCA || len(p.UnhandledCriticalExtensions) > 0 ||
+			(p.KeyUsage != 0 && p.KeyUsage&x509.KeyUsageCertSign == 0) ||
+			now.Before(p.NotBefore) || now.After(p.NotAfter) || checkSignatureSHA1(p, c) != nil {
+			continue
+		}
+		if r.rootSet[string(p.Raw)] {
+			return true
+		}
+		if r.verifySHA1Path(p, now, depth+1) {
+			return true
+		}
+	}
+	return false
+}
+
+// onlySAN reports whether the unhandled critical extensions are at most
+// the subject alternative name, which CheckEKProfile reads.
+func onlySAN(oids []asn1.ObjectIdentifier) bool {
+	for _, o := range oids {
+		if !o.Equal(oidSubjectAltName) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkSignatureSHA1 checks c's signature by parent, also where it is
+// SHA-1.
+func checkSignatureSHA1(parent, c *x509.Certificate) error {
+	if !isSHA1(c.SignatureAlgorithm) {
+		return c.CheckSignatureFrom(parent)
+	}
+	sum := sha1.Sum(c.RawTBSCertificate)
+	switch k := parent.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if c.SignatureAlgorithm == x509.SHA1WithRSA {
+			return rsa.VerifyPKCS1v15(k, crypto.SHA1, sum[:], c.Signature)
+		}
+	case *ecdsa.PublicKey:
+		if c.SignatureAlgorithm == x509.ECDSAWithSHA1 && ecdsa.VerifyASN1(k, sum[:], c.Signature) {
+			return nil
+		}
+	}
+	return errors.New("signature does not verify")
 }
 
 // unmarshalPublic decodes a TPMT_PUBLIC. Bytes after the structure are

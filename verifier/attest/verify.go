@@ -85,6 +85,9 @@ var VolatilePCRs = []int{10}
 type Verified struct {
 	HostID string
 	State  *eventlog.BootState
+	// FirmwareVersion is the TPM's firmwareVersion from the quote's
+	// TPMS_ATTEST (TPM 2.0 Part 2, section 10.12.12), vendor-defined.
+	FirmwareVersion uint64
 }
 
 // LogVerifier replays an event log against quoted PCRs; eventlog.Verify does
@@ -178,7 +181,7 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	if err != nil {
 		return nil, &EvidenceError{CheckEventLog, err.Error()}
 	}
-	return &Verified{HostID: e.HostID, State: st}, nil
+	return &Verified{HostID: e.HostID, State: st, FirmwareVersion: att.FirmwareVersion}, nil
 }
 
 func allZero(b []byte) bool {

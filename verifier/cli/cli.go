@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bootgate/bootgate/internal/textsafe"
 )
 
 // ExitError carries a process exit status chosen by a command.
@@ -41,11 +44,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		if ee.Err != nil && ee.Code != ExitPolicyFail {
-			fmt.Fprintln(stderr, "bootgate:", ee.Err)
+			fmt.Fprintln(stderr, "bootgate:", textsafe.Escape(ee.Err.Error()))
 		}
 		return ee.Code
 	}
-	fmt.Fprintln(stderr, "bootgate:", err)
+	fmt.Fprintln(stderr, "bootgate:", textsafe.Escape(err.Error()))
 	return 2
 }
 
@@ -56,7 +59,7 @@ type env struct {
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	e := &env{stdout: stdout, stderr: stderr, logger: slog.New(slog.NewTextHandler(stderr, nil))}
+	e := &env{stdout: stdout, stderr: stderr, logger: slog.New(textsafe.Handler(slog.NewTextHandler(stderr, nil)))}
 	root := &cobra.Command{
 		Use:           "bootgate",
 		Short:         "bootgate admits machines only after their TPM proves a known-good boot",
@@ -71,10 +74,23 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
+// printJSON prints v as indented JSON with its text escaped
+// (textsafe.JSON): what a host sent reaches the terminal inert.
 func (e *env) printJSON(v any) error {
-	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if b, err = textsafe.JSON(b); err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = e.stdout.Write(out.Bytes())
+	return err
 }
 
 func (e *env) table() *tabwriter.Writer {

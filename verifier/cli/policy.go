@@ -55,7 +55,7 @@ func (e *env) policyLearnCmd() *cobra.Command {
 			if errors.Is(err, policy.ErrNotReference) {
 				fmt.Fprintln(e.stderr, "bootgate:", err)
 				for _, a := range st.Anomalies {
-					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, a.Detail)
+					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, esc(a.Detail))
 				}
 				return &ExitError{Code: ExitPolicyFail, Err: err}
 			}
@@ -106,7 +106,7 @@ func (e *env) policyCheckCmd() *cobra.Command {
 				}
 			} else {
 				for _, f := range failures {
-					fmt.Fprintln(e.stdout, f.String())
+					fmt.Fprintln(e.stdout, esc(f.String()))
 				}
 				if len(failures) == 0 {
 					fmt.Fprintf(e.stdout, "pass: %s meets policy %q\n", logPath, p.Name)
@@ -151,7 +151,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					}
 				} else {
 					for _, line := range d {
-						fmt.Fprintln(e.stdout, line)
+						fmt.Fprintln(e.stdout, esc(line))
 					}
 				}
 				if len(d) == 0 {
@@ -173,7 +173,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					}
 				} else {
 					for _, f := range fs {
-						fmt.Fprintf(e.stdout, "%s\n", f.String())
+						fmt.Fprintln(e.stdout, esc(f.String()))
 					}
 				}
 				if len(fs) == 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/admin"
 	"github.com/bootgate/bootgate/verifier/store"
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -148,13 +149,13 @@ func (e *env) hostsCmd() *cobra.Command {
 				if h.Lease != nil {
 					lease = h.Lease.IP + " (" + h.Lease.Pool + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", h.ID, h.State, h.LastVerdict, when(h.LastSeen), h.LastAttestationID, lease, h.EKType)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(h.ID), esc(h.State), esc(h.LastVerdict), when(h.LastSeen), h.LastAttestationID, esc(lease), esc(h.EKType))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
 			if next != "" {
-				fmt.Fprintf(e.stderr, "more hosts: --after %s, or --all\n", next)
+				fmt.Fprintf(e.stderr, "more hosts: --after %s, or --all\n", esc(next))
 			}
 			return nil
 		})
@@ -178,17 +179,17 @@ func (e *env) hostCmd() *cobra.Command {
 			if o.json {
 				return e.printJSON(h)
 			}
-			fmt.Fprintf(e.stdout, "host %s  state %s  EK %s %s\nfirst seen %s  last seen %s\n", h.ID, h.State, h.EKType, h.EKIssuer, when(h.FirstSeen), when(h.LastSeen))
+			fmt.Fprintf(e.stdout, "host %s  state %s  EK %s %s\nfirst seen %s  last seen %s\n", esc(h.ID), esc(h.State), esc(h.EKType), esc(h.EKIssuer), when(h.FirstSeen), when(h.LastSeen))
 			if h.Lease != nil {
-				fmt.Fprintf(e.stdout, "lease %s (%s pool) MAC %s until %s\n", h.Lease.IP, h.Lease.Pool, h.Lease.MAC, when(h.Lease.Expires))
+				fmt.Fprintf(e.stdout, "lease %s (%s pool) MAC %s until %s\n", esc(h.Lease.IP), esc(h.Lease.Pool), esc(h.Lease.MAC), when(h.Lease.Expires))
 			}
 			fmt.Fprintln(e.stdout, "attestations:")
 			for _, a := range h.Attestations {
-				fmt.Fprintf(e.stdout, "  %d  %s  %s  %s\n", a.ID, when(a.Time), a.Verdict, ruleList(a.Reasons))
+				fmt.Fprintf(e.stdout, "  %d  %s  %s  %s\n", a.ID, when(a.Time), esc(a.Verdict), ruleList(a.Reasons))
 			}
 			fmt.Fprintln(e.stdout, "incidents:")
 			for _, in := range h.Incidents {
-				fmt.Fprintf(e.stdout, "  %d  %s  %d failures  opened %s\n", in.ID, in.State, in.Failures, when(in.Opened))
+				fmt.Fprintf(e.stdout, "  %d  %s  %d failures  opened %s\n", in.ID, esc(in.State), in.Failures, when(in.Opened))
 			}
 			return nil
 		})
@@ -199,6 +200,10 @@ func (e *env) hostCmd() *cobra.Command {
 }
 
 // ruleList names the failed rules of reasons, each once.
+// esc escapes text from the store for the terminal: it may have come from
+// a host (textsafe).
+func esc(s string) string { return textsafe.Escape(s) }
+
 func ruleList(reasons []wire.Reason) string {
 	var rules []string
 	for _, r := range reasons {
@@ -209,7 +214,7 @@ func ruleList(reasons []wire.Reason) string {
 	if len(rules) == 0 {
 		return "-"
 	}
-	return strings.Join(rules, ", ")
+	return esc(strings.Join(rules, ", "))
 }
 
 func (e *env) quarantineCmd() *cobra.Command {

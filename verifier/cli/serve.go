@@ -80,9 +80,20 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 	if err != nil {
 		return &ExitError{Code: ExitBadInput, Err: err}
 	}
+	quoted := cfg.PCRs
+	if len(quoted) == 0 {
+		quoted = server.DefaultPCRs
+	}
+	if err := config.CheckQuotedPCRs(quoted, pol.PCRs()); err != nil {
+		return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("%s: %w", cfgPath, err)}
+	}
 	roots, err := attest.LoadRoots(cfg.EK.Roots, cfg.EK.Allow)
 	if err != nil {
 		return &ExitError{Code: ExitBadInput, Err: err}
+	}
+	if cfg.EK.AllowSHA1 {
+		roots.AllowSHA1()
+		e.logger.Warn("accepting EK certificates signed with SHA-1 (ek.allow_sha1)")
 	}
 	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -215,6 +217,11 @@ type EK struct {
 	// EK certificate that may enroll. Risk: nothing vouches for such a TPM
 	// but the operator who listed it.
 	Allow []string `yaml:"allow"`
+	// AllowSHA1 accepts EK certificates signed with SHA-1, as some older
+	// TPMs' are (Nuvoton's NTC root 02 EKs). Risk: SHA-1 collisions are
+	// practical, so a CA still signing with it could be led to sign a
+	// forged certificate.
+	AllowSHA1 bool `yaml:"allow_sha1"`
 }
 
 // Load reads and validates a configuration file.
@@ -333,6 +340,11 @@ func (c *Config) validate() error {
 	if c.Boot != nil {
 		req("boot.kernel", c.Boot.Kernel)
 		req("boot.initrd", c.Boot.Initrd)
+		// The production OS is served only to hosts presenting an identity
+		// the attestation CA issued: without one, anyone could fetch it.
+		if c.PKI == nil {
+			errs = append(errs, errors.New("boot: needs pki (boot files are served only to admitted hosts' identities)"))
+		}
 	}
 	errs = append(errs, c.Conns.validate("conns"))
 	if c.SessionTTL < 0 {
@@ -344,4 +356,36 @@ func (c *Config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// UncoveredPCRsError reports PCRs that the policy reads but the quote does
+// not cover: the rules reading them would pass with nothing to check.
+type UncoveredPCRsError struct {
+	Missing []int // sorted PCR indices
+	Quoted  []int // the PCRs the appliance asks agents to quote
+}
+
+func (e *UncoveredPCRsError) Error() string {
+	names := make([]string, len(e.Missing))
+	for i, p := range e.Missing {
+		names[i] = fmt.Sprintf("PCR %d", p)
+	}
+	return fmt.Sprintf("pcrs: the policy reads %s, which the quoted PCRs %v leave out; add them to pcrs", strings.Join(names, ", "), e.Quoted)
+}
+
+// CheckQuotedPCRs returns an *UncoveredPCRsError unless quoted (the PCRs the
+// appliance asks every quote to cover, after defaults) contains every PCR in
+// read (policy.Policy.PCRs).
+func CheckQuotedPCRs(quoted, read []int) error {
+	var missing []int
+	for _, p := range read {
+		if !slices.Contains(quoted, p) && !slices.Contains(missing, p) {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return &UncoveredPCRsError{Missing: missing, Quoted: slices.Sorted(slices.Values(quoted))}
 }

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,5 +82,33 @@ func TestRefused(t *testing.T) {
 		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error naming %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+func TestBootNeedsPKI(t *testing.T) {
+	base := "listen: \":8443\"\ntls: {cert: c.pem, key: k.pem}\npolicy: p.yaml\nstore: s.db\nek: {roots: r}\nboot: {kernel: k, initrd: i}\n"
+	p := filepath.Join(t.TempDir(), "a.yaml")
+	if err := os.WriteFile(p, []byte(base), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "boot: needs pki") {
+		t.Fatalf("boot without pki: %v, want refused", err)
+	}
+	if err := os.WriteFile(p, []byte(base+"pki: {dir: pki}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err != nil {
+		t.Fatalf("boot with pki: %v", err)
+	}
+}
+
+func TestCheckQuotedPCRs(t *testing.T) {
+	err := CheckQuotedPCRs([]int{0, 1, 2, 3, 5, 6, 7, 8, 9, 12}, []int{0, 4, 7, 8, 9, 12})
+	var unc *UncoveredPCRsError
+	if !errors.As(err, &unc) || !slices.Equal(unc.Missing, []int{4}) || !strings.Contains(err.Error(), "PCR 4") {
+		t.Fatalf("pcrs without 4: %v, want an UncoveredPCRsError naming PCR 4", err)
+	}
+	if err := CheckQuotedPCRs([]int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, []int{0, 4, 7, 8, 9, 12}); err != nil {
+		t.Fatalf("default PCRs: %v", err)
 	}
 }

@@ -1,4 +1,6 @@
-// Package pki makes the appliance's certificates.
+// Package pki makes the appliance's certificates (attestation CA, operator
+// CA, TLS) and reads TPM endorsement-key certificates: ParseEKCertificate and
+// CheckEKProfile (TCG EK Credential Profile for TPM Family 2.0).
 package pki
 
 import (

@@ -36,6 +36,7 @@ type Policy struct {
 	CodeIntegrity CodeIntegrity `yaml:"code_integrity"`
 	Firmware      Firmware      `yaml:"firmware"`
 	Log           Log           `yaml:"log"`
+	TPM           TPM           `yaml:"tpm,omitempty"`
 
 	digest string
 	source []byte

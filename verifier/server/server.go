@@ -136,6 +136,10 @@ type Server struct {
 // loop must not fill the store or the CRL.
 const renewInterval = time.Minute
 
+// ErrBootWithoutCA refuses boot files without a CA: they are served only
+// to hosts presenting an identity the CA issued.
+var ErrBootWithoutCA = errors.New("new server: boot files need a CA (they are served only to admitted hosts' identities)")
+
 // New checks the options and makes a Server.
 func New(opt Options) (*Server, error) {
 	if opt.Roots == nil || opt.Policy == nil || opt.Store == nil {
@@ -178,6 +182,9 @@ func New(opt Options) (*Server, error) {
 		opt.Logger.Warn("the quoted PCRs leave out bootgate's boundary PCR: quotes taken after a handover are not recognised", "pcr", attest.BoundaryPCR)
 	}
 	if opt.Boot != nil {
+		if opt.CA == nil {
+			return nil, ErrBootWithoutCA
+		}
 		b, err := loadBootFiles(opt.Boot)
 		if err != nil {
 			return nil, err
@@ -192,11 +199,14 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathEnroll, s.counted(s.enroll))
 	mux.HandleFunc("POST "+wire.PathQuote, s.counted(s.quote))
-	if s.boot != nil {
-		mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
-	}
-	mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
+	// Routes that answer only to an admitted host's identity exist only
+	// with a CA (New refuses boot files without one): without it they are
+	// 404, never open.
 	if s.opt.CA != nil {
+		if s.boot != nil {
+			mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
+		}
+		mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
 		mux.HandleFunc("POST "+wire.PathIdentityRenew, s.requireIdentity(s.renewIdentity))
 		mux.HandleFunc("GET "+wire.PathIdentityCRL, s.crl)
 	}
@@ -309,6 +319,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		for _, f := range s.opt.Policy.Evaluate(verified.State) {
 			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
 		}
+		reasons = append(reasons, s.checkTPM(enr, verified)...)
 		stateJSON, _ = json.Marshal(verified.State)
 		if req.Identity != nil && s.opt.CA != nil {
 			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
@@ -342,6 +353,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 			Quote: req.Quote, Signature: req.Signature, PCRs: req.PCRs, EventLog: req.EventLog,
 		},
 		BootState: stateJSON,
+		TPM:       tpmRecord(enr, verified),
 	}
 	// The record completes even if the agent hangs up meanwhile.
 	incident, err := s.opt.Store.Record(context.WithoutCancel(r.Context()), a, store.Host{
@@ -544,14 +556,10 @@ func (s *Server) ConfigureTLS(tlsConfig *tls.Config) {
 
 // requireIdentity lets a request through only with a verified identity
 // certificate of a host that is admitted now; unknown, quarantined and
-// expired identities get 403. Without a CA it lets everything through.
+// expired identities, and every request when there is no CA, get 403.
 func (s *Server) requireIdentity(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.opt.CA == nil {
-			h(w, r)
-			return
-		}
-		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		if s.opt.CA == nil || r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 			writeError(w, http.StatusForbidden, "identity_required", "a host identity certificate is required")
 			return
 		}

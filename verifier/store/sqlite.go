@@ -18,7 +18,14 @@ import (
 
 // schemaVersion is the version of the schema this code creates and
 // understands. OpenSQLite refuses a database whose version is newer.
-const schemaVersion = 1
+const schemaVersion = 2
+
+// migrations[i] brings a version i+1 schema to version i+2; schemaStatements
+// create version 1. Each runs in the transaction that records its version.
+var migrations = [][]string{
+	// 2: what each attestation's TPM said of itself (store.TPM, JSON).
+	{`ALTER TABLE attestations ADD COLUMN tpm TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(tpm))`},
+}
 
 // busyTimeoutMS is how long a connection waits on a lock held by another
 // connection (a reader's checkpoint, another process) before failing.
@@ -243,8 +250,20 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 			return fmt.Errorf("migrate schema: %w", err)
 		}
 	}
+	from := max(version, 1) // a new database has the version-1 schema now
+	for v := from; v < schemaVersion; v++ {
+		for _, stmt := range migrations[v-1] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migrate schema to version %d: %w", v+1, err)
+			}
+		}
+	}
 	if version == 0 {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, schemaVersion); err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+	} else if version < schemaVersion {
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, schemaVersion); err != nil {
 			return fmt.Errorf("migrate schema: %w", err)
 		}
 	}
@@ -327,6 +346,10 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 	if err != nil {
 		return 0, fmt.Errorf("record attestation: encode AK: %w", err)
 	}
+	tpmJSON, err := json.Marshal(a.TPM)
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: encode TPM: %w", err)
+	}
 	at := formatTime(a.Time)
 
 	tx, err := s.write.BeginTx(ctx, nil)
@@ -353,10 +376,10 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 	ev := a.Evidence
 	res, err := tx.ExecContext(ctx, `
 		INSERT INTO attestations (host_id, time, verdict, reasons, policy_name, policy_digest,
-			ek_cert, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log, boot_state)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			ek_cert, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log, boot_state, tpm)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.HostID, at, a.Verdict, string(reasons), a.PolicyName, a.PolicyDigest,
-		ev.EKCert, ev.EKType, ev.EKPublic, string(akJSON), ev.Nonce, ev.Quote, ev.Signature, string(pcrs), ev.EventLog, a.BootState)
+		ev.EKCert, ev.EKType, ev.EKPublic, string(akJSON), ev.Nonce, ev.Quote, ev.Signature, string(pcrs), ev.EventLog, a.BootState, string(tpmJSON))
 	if err != nil {
 		return 0, fmt.Errorf("record attestation: insert attestation: %w", err)
 	}
@@ -458,18 +481,18 @@ func recordFailure(ctx context.Context, tx *sql.Tx, hostID string, id int64, at,
 func (s *SQLite) Attestation(ctx context.Context, id int64) (*Attestation, error) {
 	row := s.read.QueryRowContext(ctx, `
 		SELECT id, host_id, time, verdict, reasons, policy_name, policy_digest,
-			ek_cert, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log, boot_state
+			ek_cert, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log, boot_state, tpm
 		FROM attestations WHERE id = ?`, id)
 	var (
 		a                  Attestation
 		at, reasons, pcrs  string
-		akJSON             string
+		akJSON, tpmJSON    string
 		ekCert, ekPub, non blob
 		quote, sig, evLog  blob
 		bootState          blob
 	)
 	err := row.Scan(&a.ID, &a.HostID, &at, &a.Verdict, &reasons, &a.PolicyName, &a.PolicyDigest,
-		&ekCert, &a.Evidence.EKType, &ekPub, &akJSON, &non, &quote, &sig, &pcrs, &evLog, &bootState)
+		&ekCert, &a.Evidence.EKType, &ekPub, &akJSON, &non, &quote, &sig, &pcrs, &evLog, &bootState, &tpmJSON)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("get attestation %d: %w", id, ErrNotFound)
 	}
@@ -495,6 +518,9 @@ func (s *SQLite) Attestation(ctx context.Context, id int64) (*Attestation, error
 	a.Evidence.Signature = sig
 	a.Evidence.EventLog = evLog
 	a.BootState = bootState
+	if err := json.Unmarshal([]byte(tpmJSON), &a.TPM); err != nil {
+		return nil, fmt.Errorf("get attestation %d: decode TPM: %w", id, err)
+	}
 	return &a, nil
 }
 

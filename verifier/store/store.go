@@ -68,6 +68,17 @@ type Evidence struct {
 	EventLog  []byte        `json:"event_log"`
 }
 
+// TPM is what a host's TPM said of itself at one attestation: manufacturer,
+// model and version from its EK certificate's subject alternative name
+// (empty for an allowlisted EK without one) and the firmware version from
+// its verified quote. Text is stored as received; show it escaped.
+type TPM struct {
+	Manufacturer string `json:"manufacturer,omitempty"` // TCG vendor ID, e.g. "IFX"
+	Model        string `json:"model,omitempty"`
+	Version      string `json:"version,omitempty"`  // as the EK certificate gives it, e.g. "id:073f"
+	Firmware     string `json:"firmware,omitempty"` // TPMS_ATTEST firmwareVersion, policy.FormatFirmware form
+}
+
 // Attestation is one completed attestation.
 type Attestation struct {
 	ID           int64         `json:"id"`
@@ -80,6 +91,9 @@ type Attestation struct {
 	Evidence     Evidence      `json:"evidence"`
 	// BootState is the extracted state as JSON, when the log verified.
 	BootState []byte `json:"boot_state,omitempty"`
+	// TPM identifies the TPM and its firmware (schema version 2; empty in
+	// attestations recorded before).
+	TPM TPM `json:"tpm"`
 }
 
 // Host is a TPM the verifier has seen, by the ID derived from its EK.

@@ -1,6 +1,7 @@
 // The bootgate dashboard: fleet counts, incidents, hosts and the audit log,
 // refreshed from the appliance's live stream. Everything the hosts sent is
-// shown as text, never as markup.
+// shown as text, never as markup; the API escapes its control and
+// bidirectional characters (\x1b, \u202e) before it gets here.
 "use strict";
 
 const state = { operator: "", tab: "incidents", incident: null, host: null, incNext: 0, hostNext: "" };

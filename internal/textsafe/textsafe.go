@@ -1,0 +1,170 @@
+// Package textsafe shows text that a host sent (event data, device paths,
+// certificate names, failure details) without letting it act on whoever
+// reads it: terminal control sequences, carriage returns that overwrite a
+// line, bells, and bidirectional overrides that reorder what is displayed.
+// Text is stored as received; it is escaped where it is shown: the CLI, the
+// logs, the dashboard's API and the webhook bodies all use Escape.
+package textsafe
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"unicode/utf8"
+)
+
+// unsafe reports the runes Escape replaces: the C0 controls (U+0000-U+001F,
+// tab and newline included, so that one field stays one line), DEL, the C1
+// controls (U+0080-U+009F, which terminals also interpret, CSI among them),
+// the line and paragraph separators, and the Unicode bidirectional
+// formatting characters (UAX #9: LRM, RLM, ALM, the embeddings, overrides
+// and isolates), which can make text display in another order than it is
+// (CVE-2021-42574).
+func unsafe(r rune) bool {
+	switch {
+	case r < 0x20, r == 0x7f, 0x80 <= r && r <= 0x9f:
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f, r == 0x2028, r == 0x2029,
+		0x202a <= r && r <= 0x202e, 0x2066 <= r && r <= 0x2069:
+		return true
+	}
+	return false
+}
+
+// Escape returns s with every unsafe rune written as \xNN (below U+0100)
+// or \uNNNN, and every byte that is not valid UTF-8 as \xNN. The result is
+// printable and contains no control character; Escape of its result
+// changes nothing. Backslashes are kept as they are: device paths are full
+// of them.
+func Escape(s string) string {
+	i := 0
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if unsafe(r) || r == utf8.RuneError && n == 1 {
+			break
+		}
+		i += n
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unsafe(r) && r < 0x100:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case unsafe(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// Escapef formats like fmt.Sprintf and escapes the result: for a line of
+// output whose arguments are text from a host.
+func Escapef(format string, args ...any) string {
+	return Escape(fmt.Sprintf(format, args...))
+}
+
+// JSON re-encodes a JSON document with every string in it, keys and values,
+// escaped; numbers are kept exactly. Object keys come out sorted. It is for
+// documents shown to people (the dashboard's API, webhook bodies); the
+// stored record stays as received.
+func JSON(b []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("escape JSON: %w", err)
+	}
+	out, err := json.Marshal(escapeValue(v))
+	if err != nil {
+		return nil, fmt.Errorf("escape JSON: %w", err)
+	}
+	return out, nil
+}
+
+func escapeValue(v any) any {
+	switch x := v.(type) {
+	case string:
+		return Escape(x)
+	case []any:
+		for i := range x {
+			x[i] = escapeValue(x[i])
+		}
+		return x
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[Escape(k)] = escapeValue(e)
+		}
+		return m
+	}
+	return v
+}
+
+// Handler wraps a slog.Handler so that the message and every string, error
+// and fmt.Stringer attribute value reach it escaped.
+func Handler(h slog.Handler) slog.Handler { return handler{h} }
+
+type handler struct{ h slog.Handler }
+
+func (h handler) Enabled(ctx context.Context, l slog.Level) bool { return h.h.Enabled(ctx, l) }
+
+func (h handler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, Escape(r.Message), r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(escapeAttr(a))
+		return true
+	})
+	return h.h.Handle(ctx, out)
+}
+
+func (h handler) WithAttrs(as []slog.Attr) slog.Handler {
+	esc := make([]slog.Attr, len(as))
+	for i, a := range as {
+		esc[i] = escapeAttr(a)
+	}
+	return handler{h.h.WithAttrs(esc)}
+}
+
+func (h handler) WithGroup(name string) slog.Handler { return handler{h.h.WithGroup(Escape(name))} }
+
+func escapeAttr(a slog.Attr) slog.Attr {
+	a.Key = Escape(a.Key)
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(Escape(v.String()))
+	case slog.KindGroup:
+		g := v.Group()
+		esc := make([]slog.Attr, len(g))
+		for i, x := range g {
+			esc[i] = escapeAttr(x)
+		}
+		a.Value = slog.GroupValue(esc...)
+	case slog.KindAny:
+		switch x := v.Any().(type) {
+		case error:
+			a.Value = slog.StringValue(Escape(x.Error()))
+		case fmt.Stringer:
+			a.Value = slog.StringValue(Escape(x.String()))
+		default:
+			a.Value = slog.StringValue(Escape(fmt.Sprint(x)))
+		}
+	default:
+		a.Value = v
+	}
+	return a
+}

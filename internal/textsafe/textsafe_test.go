@@ -1,0 +1,96 @@
+package textsafe
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"unicode"
+)
+
+// hostile is text a host could put in event data or a certificate name:
+// clear screen, a bell, a carriage return overwriting the line, a C1 CSI,
+// DEL, a right-to-left override and isolate, a line separator, invalid
+// UTF-8.
+const hostile = "\\EFI\\BOOT\x1b[2J\a\rOK\u009b31m\x7f\u202egnp.exe\u2066x\u2069\u2028\xff\n"
+
+// raw reports whether s contains a rune Escape must have removed.
+func raw(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool {
+		return unicode.IsControl(r) || r == '\u202e' || r == '\u2066' || r == '\u2069' || r == '\u2028' || r == unicode.ReplacementChar
+	})
+}
+
+func TestEscape(t *testing.T) {
+	got := Escape(hostile)
+	want := `\EFI\BOOT\x1b[2J\x07\x0dOK\x9b31m\x7f\u202egnp.exe\u2066x\u2069\u2028\xff\x0a`
+	if got != want {
+		t.Fatalf("Escape = %q, want %q", got, want)
+	}
+	if raw(got) || Escape(got) != got {
+		t.Fatalf("Escape left control characters or is not idempotent: %q", got)
+	}
+	for _, s := range []string{"", "plain", "HD(1,GPT,…)/\\EFI\\ubuntu\\shimx64.efi", "Ünïcödé 日本"} {
+		if Escape(s) != s {
+			t.Errorf("Escape(%q) = %q, want it unchanged", s, Escape(s))
+		}
+	}
+}
+
+func TestJSON(t *testing.T) {
+	in, _ := json.Marshal(map[string]any{"detail": hostile, "id": int64(1) << 60, "list": []any{hostile, true, nil}, hostile: 1})
+	out, err := JSON(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	// Invalid UTF-8 became U+FFFD when the document was encoded.
+	want := Escape(strings.ToValidUTF8(hostile, "\uFFFD"))
+	if v["detail"] != want || v["id"] != json.Number("1152921504606846976") || v["list"].([]any)[0] != want || v[want] == nil {
+		t.Fatalf("JSON = %s", out)
+	}
+	if _, err := JSON([]byte("{")); err == nil {
+		t.Error("malformed JSON accepted")
+	}
+}
+
+func TestHandler(t *testing.T) {
+	for _, h := range []func(*bytes.Buffer) slog.Handler{
+		func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) },
+		func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) },
+	} {
+		var buf bytes.Buffer
+		log := slog.New(Handler(h(&buf))).With("issuer", hostile).WithGroup("g")
+		log.Warn("enrollment refused: "+hostile, "err", errors.New(hostile), "path", hostile, slog.Group("ek", "subject", hostile), "n", 3)
+		out := buf.String()
+		var dec string
+		if strings.HasPrefix(out, "{") {
+			// JSON escapes control characters itself; decode to see what
+			// a log reader gets.
+			var m map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(m)
+			dec = string(b)
+			if m["msg"] != "enrollment refused: "+Escape(hostile) {
+				t.Errorf("msg = %q", m["msg"])
+			}
+			if strings.Contains(out, `\u001b`) || strings.Contains(out, "\u202e") || strings.Contains(out, "\u009b") {
+				t.Errorf("JSON log carries a control character: %s", out)
+			}
+		} else {
+			dec = out
+		}
+		if raw(strings.TrimSuffix(out, "\n")) || !strings.Contains(dec, `\\x1b[2J`) && !strings.Contains(dec, `\x1b[2J`) {
+			t.Errorf("log output %q", out)
+		}
+	}
+}
