@@ -20,9 +20,11 @@ func run(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
-func learn(t *testing.T, log string) string {
+// learn learns a policy from a log of testdata/eventlogs, with the allowance
+// options flags.
+func learn(t *testing.T, log string, flags ...string) string {
 	t.Helper()
-	code, out, errOut := run(t, "policy", "learn", "--eventlog", logs+log)
+	code, out, errOut := run(t, append([]string{"policy", "learn", "--eventlog", logs + log}, flags...)...)
 	if code != 0 {
 		t.Fatalf("learn %s: exit %d: %s", log, code, errOut)
 	}

@@ -22,13 +22,17 @@ func TestInteropLearn(t *testing.T) {
 	}{
 		{"t480s-header-only-69B.bin", nil, ExitPolicyFail, []string{"not a reference log", "no separator"}},
 		{"tpm2tools-sd-boot-fedora37.bin", nil, ExitPolicyFail, []string{"--allow-any-boot-app", "--allow-empty-keys"}},
-		{"tpm2tools-sd-boot-fedora37.bin", []string{"--allow-any-boot-app", "--allow-empty-keys"}, 0,
+		{"tpm2tools-sd-boot-fedora37.bin", []string{"--allow-any-boot-app", "--allow-empty-keys", "--allow-secure-boot-off"}, 0,
 			[]string{"allowed: code_integrity.allow_any_boot_app", "allowed: secure_boot.pk.allow_any"}},
 		{"fwupd-v2-uefi-debug-mode.bin", nil, ExitPolicyFail, []string{`"UEFI Debug Mode" (--allow-debug)`}},
 		{"fwupd-v2-uefi-debug-mode.bin", []string{"--allow-debug"}, 0,
 			[]string{"allowed: debug.allow_uefi_debug_mode", "allowed: log.pinned_events: PCR 7 EV_EFI_VARIABLE_AUTHORITY"}},
-		{"lenovo-t14-amd-R1BET56W.bin", nil, 0, []string{"allowed: secure_boot.allow_disabled"}},
-		{"lenovo-t480s-N22ET68W-sb.bin", nil, 0, nil},
+		{"lenovo-t14-amd-R1BET56W.bin", nil, ExitPolicyFail, []string{"--allow-secure-boot-off"}},
+		{"lenovo-t14-amd-R1BET56W.bin", []string{"--allow-secure-boot-off"}, 0, []string{"allowed: secure_boot.allow_disabled"}},
+		{"lenovo-t480s-N22ET68W-sb.bin", nil, ExitPolicyFail, []string{"dbx is empty", "--allow-empty-keys"}},
+		{"lenovo-t480s-N22ET68W-sb.bin", []string{"--allow-empty-keys"}, 0, []string{"dbx_must_contain is empty"}},
+		// A reference with a debugger on its command line is no known-good state.
+		{"t14-systemd-cmdline-kgdboc.bin", []string{"--allow-secure-boot-off"}, ExitPolicyFail, []string{"fails the policy learned from it", "debug.cmdline"}},
 	} {
 		t.Run(tc.log+strings.Join(tc.flags, ""), func(t *testing.T) {
 			code, out, errOut := run(t, append([]string{"policy", "learn", "--eventlog", interop + tc.log}, tc.flags...)...)
@@ -62,7 +66,7 @@ func TestInteropLearn(t *testing.T) {
 // with a kernel debugger added fails the policy learned from the original,
 // naming the switch.
 func TestInteropSystemdCmdlineDebugger(t *testing.T) {
-	code, out, errOut := run(t, "policy", "learn", "--eventlog", interop+"lenovo-t14-amd-R1BET56W.bin")
+	code, out, errOut := run(t, "policy", "learn", "--allow-secure-boot-off", "--eventlog", interop+"lenovo-t14-amd-R1BET56W.bin")
 	if code != 0 {
 		t.Fatalf("learn: exit %d: %s", code, errOut)
 	}

@@ -75,8 +75,9 @@ func (e *env) policyLearnCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&logPath, "eventlog", "", "raw TCG event log (binary_bios_measurements)")
 	cmd.Flags().StringVar(&name, "name", "", "policy name (default: the log's file name)")
+	cmd.Flags().BoolVar(&opts.AllowSecureBootOff, "allow-secure-boot-off", false, "write secure_boot.allow_disabled if the log booted with Secure Boot off (risk: boot code runs unverified)")
 	cmd.Flags().BoolVar(&opts.AllowAnyBootApp, "allow-any-boot-app", false, "write allow_any_boot_app if the log measured no boot application (risk: any signed image boots)")
-	cmd.Flags().BoolVar(&opts.AllowEmptyKeys, "allow-empty-keys", false, "write allow_any for PK, KEK or db if the log shows them empty (risk: whoever sets them decides what boots)")
+	cmd.Flags().BoolVar(&opts.AllowEmptyKeys, "allow-empty-keys", false, "write allow_any for PK, KEK or db, and an empty dbx requirement, if the log shows them empty (risk: whoever sets them decides what boots)")
 	cmd.Flags().BoolVar(&opts.AllowUnverifiedBootApps, "allow-unverified-boot-apps", false, "write the allowances for a Secure Boot log in which no authority verified a boot application")
 	cmd.Flags().BoolVar(&opts.AllowDebug, "allow-debug", false, "write the debug allowances for UEFI Debug Mode and DMA Protection Disabled if the log reports them")
 	_ = cmd.MarkFlagRequired("eventlog")

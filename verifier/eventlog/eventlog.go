@@ -90,7 +90,7 @@ func verify(raw []byte, sum [32]byte, bank Bank) (*BootState, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := extract(events, bank.Hash)
+	st := extract(events, bank)
 	if err := checkUnexplained(bank, st.eventPCRs); err != nil {
 		return nil, err
 	}

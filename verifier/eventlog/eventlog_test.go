@@ -45,7 +45,8 @@ func TestRealLogs(t *testing.T) {
 			if st.Events == 0 || len(st.PCRs) == 0 {
 				t.Errorf("empty state: %+v", st)
 			}
-			if len(st.Anomalies) > 0 {
+			partial := name == "host-gmes.bin" // only the first events of a boot
+			if len(st.Anomalies) > 0 != partial {
 				t.Errorf("anomalies: %v", st.Anomalies)
 			}
 		})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -184,10 +183,14 @@ var shimStateVariables = map[string]bool{"SbatLevel": true, "MokListTrusted": tr
 //     data, bound to its digest, holds a certificate (or shim's state);
 //     an event that is neither, but is bound, is unverifiable;
 //   - every event in CmdlinePCRs must be a command-line text that its
-//     digest covers (cmdlineTexts), or it is unverifiable.
+//     digest covers (cmdlineTexts), or it is unverifiable;
+//   - every PCR among 0–7 of the bank must hold a separator that ends its
+//     phase normally: a boot measures one into each (PFP §3.3.2.2), and an
+//     error separator sent as another type leaves its PCR without one.
 //
 // Unverifiable events fail every policy that does not pin them exactly.
-func extract(events []tcg.Event, alg crypto.Hash) *BootState {
+func extract(events []tcg.Event, bank Bank) *BootState {
+	alg := bank.Hash
 	st := &BootState{Events: len(events), Hash: alg}
 	known := knownDigests[alg]
 	dataBound := func(e tcg.Event) bool { return digestOf(alg, e, e.Data) }
@@ -253,21 +256,19 @@ func extract(events []tcg.Event, alg crypto.Hash) *BootState {
 		case e.Index == 7:
 			st.addPCR7(n, e, alg, seenSep[7], seenVar, anomaly, unverifiable)
 		case slices.Contains(CmdlinePCRs, e.Index):
-			texts := cmdlineTexts(alg, e)
-			if len(texts) == 0 {
-				unverifiable("%s in PCR %d: its digest covers no command-line encoding of its data", typ, e.Index)
-			}
-			for _, t := range texts {
+			if t, ok := cmdlineTexts(alg, e); ok {
 				st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, PCR: e.Index, Text: t})
+			} else {
+				unverifiable("%s in PCR %d: its digest covers no command-line encoding of its data", typ, e.Index)
 			}
 		}
 	}
-	if st.SecureBoot.Enabled && !seenSep[7] {
-		st.Anomalies = append(st.Anomalies, Anomaly{Detail: "PCR 7 has no separator"})
-	}
 	for i := range 8 {
-		if seenSep[i] {
+		switch _, quoted := bank.PCRs[i]; {
+		case seenSep[i]:
 			st.SeparatorPCRs = append(st.SeparatorPCRs, i)
+		case quoted:
+			st.Anomalies = append(st.Anomalies, Anomaly{Detail: fmt.Sprintf("PCR %d has no separator: the log does not record a whole boot", i)})
 		}
 	}
 	return st
@@ -364,97 +365,88 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData, anomaly func(str
 	target.Certs, target.Hashes, target.OtherEntries = certs, hashes, other
 }
 
+// grubPrefixes are the prefixes GRUB writes before the text it measures
+// into PCR 8 (upstream "kernel_cmdline: ", "module_cmdline: ", "grub_cmd: ";
+// RHEL and Fedora "grub_kernel_cmdline ", "grub_cmd "). The digest covers
+// the text after the prefix, with or without its NUL.
+var grubPrefixes = []string{"kernel_cmdline: ", "module_cmdline: ", "grub_cmd: ", "grub_kernel_cmdline ", "grub_cmd "}
+
 // cmdlineTexts returns the text that e's digest covers, trying each way a
-// supported boot loader measures a kernel command line:
+// supported boot loader measures a kernel command line as text:
 //
-//   - GRUB: data "kernel_cmdline: TEXT\0" (also "grub_cmd: ", and RHEL's
-//     "grub_kernel_cmdline TEXT\0" and "grub_cmd TEXT\0"), digest over TEXT
-//     with or without its NUL. The prefix is not covered by the digest, so any
-//     prefix up to the first ": " or " " is tried, not only the known ones.
-//   - systemd-boot and systemd-stub: the load options as UTF-16LE, digest over
-//     the text and its terminator (or without it, in older versions).
-//   - the whole data as text, and an EV_EVENT_TAG's payload.
+//   - GRUB (PCR 8): data is a prefix of grubPrefixes, the text and a NUL;
+//     the digest is over the text, with or without its NUL.
+//   - systemd-boot (PCR 8) and systemd-stub (PCR 12): data is the load
+//     options as UTF-16LE, with or without a terminator; the digest is over
+//     the text and its terminator, or the text alone (older versions).
 //
-// It returns nothing when no encoding explains the digest: the text then
-// cannot be trusted. Text that is UTF-16 yields its decoding; where the data
-// is not clearly one encoding both decodings are returned, so that the policy
-// checks each. NULs inside a text become spaces.
-func cmdlineTexts(alg crypto.Hash, e tcg.Event) []string {
+// The text must be text: GRUB's bytes without control characters other
+// than tab; systemd's UTF-16 within Latin-1 (decodeLatin1UTF16). Otherwise,
+// and when no encoding explains the digest, it returns ok false: the event
+// is unverifiable. A text is returned as the kernel would receive it: GRUB's
+// bytes as they are, UTF-16 as UTF-8 (as the EFI stub converts it).
+func cmdlineTexts(alg crypto.Hash, e tcg.Event) (text string, ok bool) {
 	data := e.Data
-	if e.Type == tcg.EventTag && len(data) >= 8 {
-		size := int(binary.LittleEndian.Uint32(data[4:8]))
-		if size <= len(data)-8 {
-			data = data[8 : 8+size]
+	if e.Index == 8 {
+		for _, p := range grubPrefixes {
+			t, found := bytes.CutPrefix(data, []byte(p))
+			if !found {
+				continue
+			}
+			t = bytes.TrimSuffix(t, []byte{0})
+			if (digestOf(alg, e, t) || digestOf(alg, e, append(bytes.Clone(t), 0))) && isText(t) {
+				return string(t), true
+			}
 		}
 	}
-	var cands [][]byte
-	add := func(b []byte) {
-		cands = append(cands, b, append(bytes.Clone(b), 0), bytes.TrimRight(b, "\x00"))
+	u := data
+	if len(u)%2 == 1 && u[len(u)-1] == 0 {
+		u = u[:len(u)-1] // some boot loaders add a stray terminating byte
 	}
-	add(data)
-	cands = append(cands, append(bytes.Clone(data), 0, 0))
-	for _, sep := range []string{": ", " "} {
-		if i := bytes.Index(data, []byte(sep)); i >= 0 {
-			add(data[i+len(sep):])
-		}
+	if len(u) < 2 || len(u)%2 != 0 {
+		return "", false
 	}
-	for _, c := range cands {
-		if !digestOf(alg, e, c) {
-			continue
-		}
-		return decodeCmdline(c)
+	body := u
+	for len(body) >= 2 && body[len(body)-2] == 0 && body[len(body)-1] == 0 {
+		body = body[:len(body)-2]
 	}
-	return nil
+	if !digestOf(alg, e, data) && !digestOf(alg, e, body) && !digestOf(alg, e, append(bytes.Clone(body), 0, 0)) {
+		return "", false
+	}
+	t, valid := decodeLatin1UTF16(body)
+	if !valid {
+		return "", false
+	}
+	return t, true
 }
 
-// decodeCmdline decodes a measured command line (cmdlineTexts).
-func decodeCmdline(b []byte) []string {
-	ascii := strings.Map(func(r rune) rune {
-		if r == 0 {
-			return ' '
-		}
-		return r
-	}, string(bytes.TrimRight(b, "\x00")))
-	u := b
-	if len(u)%2 == 1 {
-		u = u[:len(u)-1]
-	}
-	if len(u) < 2 {
-		return []string{ascii}
-	}
-	clean := true // every high byte zero: UTF-16 of ASCII
-	for i := 1; i < len(u); i += 2 {
-		if u[i] != 0 {
-			clean = false
-			break
-		}
-	}
-	switch {
-	case clean:
-		return []string{decodeUTF16All(u)}
-	case !bytes.Contains(bytes.TrimRight(b, "\x00"), []byte{0}):
-		// UTF-16 of any text with a Latin letter has zero bytes.
-		return []string{ascii}
-	default:
-		return []string{ascii, decodeUTF16All(u)}
-	}
-}
-
-// decodeUTF16All decodes UTF-16LE, NULs as spaces, trailing NULs dropped.
-func decodeUTF16All(b []byte) string {
-	u := make([]uint16, 0, len(b)/2)
+// decodeLatin1UTF16 decodes UTF-16LE load options whose every code unit is
+// Latin-1 text (U+0020–U+007E, U+00A0–U+00FF, or tab), as kernel command
+// lines are; valid is false otherwise. Binary data of even length decodes
+// as UTF-16 of something, so wider text is not taken for a command line:
+// it is unverifiable, and a policy must pin it.
+func decodeLatin1UTF16(b []byte) (s string, valid bool) {
+	rs := make([]rune, 0, len(b)/2)
 	for i := 0; i+1 < len(b); i += 2 {
-		u = append(u, uint16(b[i])|uint16(b[i+1])<<8)
+		c := rune(b[i]) | rune(b[i+1])<<8
+		if c != '\t' && (c < 0x20 || c >= 0x7f && c < 0xa0 || c > 0xff) {
+			return "", false
+		}
+		rs = append(rs, c)
 	}
-	for len(u) > 0 && u[len(u)-1] == 0 {
-		u = u[:len(u)-1]
-	}
-	for i, c := range u {
-		if c == 0 {
-			u[i] = ' '
+	return string(rs), true
+}
+
+// isText reports whether b holds no control characters other than tab: a
+// line a boot loader would measure as a command line. Bytes above 0x7F are
+// kept as they are; the kernel reads bytes.
+func isText(b []byte) bool {
+	for _, c := range b {
+		if c != '\t' && (c < 0x20 || c == 0x7f) {
+			return false
 		}
 	}
-	return string(utf16.Decode(u))
+	return true
 }
 
 func digestOf(alg crypto.Hash, e tcg.Event, data []byte) bool {

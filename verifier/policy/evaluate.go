@@ -2,9 +2,11 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/bootgate/bootgate/verifier/eventlog"
 )
@@ -43,15 +45,31 @@ func (f Failure) String() string {
 	return fmt.Sprintf("%s: %s", f.Rule, f.Detail)
 }
 
+// MaxFailuresPerRule bounds the failures Evaluate names for one rule; more
+// are summed up in one last failure of that rule.
+const MaxFailuresPerRule = 16
+
 // Evaluate checks a verified boot state against the policy and returns every
 // failed rule; an empty result is a pass. It never stops at the first failure,
 // so that an incident names everything that is wrong.
-func (p *Policy) Evaluate(st *eventlog.BootState) []Failure {
-	var out []Failure
+func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
+	perRule := map[string]int{}
 	fail := func(rule string, event int, format string, args ...any) {
+		// A log can repeat one fault many times; the first MaxFailuresPerRule
+		// are named, and the rest counted.
+		if perRule[rule]++; perRule[rule] > MaxFailuresPerRule {
+			return
+		}
 		// Details quote text from the log, which need not be valid UTF-8.
 		out = append(out, Failure{Rule: rule, Event: event, Detail: strings.ToValidUTF8(fmt.Sprintf(format, args...), "\uFFFD")})
 	}
+	defer func() {
+		for _, rule := range slices.Sorted(maps.Keys(perRule)) {
+			if n := perRule[rule] - MaxFailuresPerRule; n > 0 {
+				out = append(out, Failure{Rule: rule, Detail: fmt.Sprintf("and %d more failures of this rule", n)})
+			}
+		}
+	}()
 
 	for _, a := range st.Anomalies {
 		fail(RuleLogStructure, a.Event, "%s", a.Detail)
@@ -121,8 +139,10 @@ func (p *Policy) Evaluate(st *eventlog.BootState) []Failure {
 	}
 	forbidden := append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...)
 	for _, c := range st.Cmdlines {
+		seen := map[string]bool{}
 		for _, tok := range cmdlineWords(c.Text) {
-			if w, ok := forbiddenSwitch(tok, forbidden); ok {
+			if w, ok := forbiddenSwitch(tok, forbidden); ok && !seen[w] {
+				seen[w] = true
 				fail(RuleCmdline, c.Event, "kernel command line in PCR %d enables a debugger: %q (%s)", c.PCR, tok, w)
 			}
 		}
@@ -208,12 +228,13 @@ func subjects(cs []eventlog.Cert) string {
 	return strings.Join(s, "; ")
 }
 
-// appName names a PCR 4 measurement for a finding: its path, and its event
-// type where that is not a boot application's.
+// appName names a PCR 4 measurement for a finding: the path the host sent
+// (not covered by the digest), and its event type where that is not a boot
+// application's.
 func appName(app eventlog.Image) string {
-	name := app.Path
-	if name == "" {
-		name = "no path"
+	name := "no path"
+	if app.Path != "" {
+		name = "path as sent: " + app.Path
 	}
 	if app.Type != "" && app.Type != "EV_EFI_BOOT_SERVICES_APPLICATION" {
 		name += ", sent as " + app.Type
@@ -221,20 +242,33 @@ func appName(app eventlog.Image) string {
 	return name
 }
 
-// cmdlineWords splits a command line as the kernel's parser would find
-// parameters in it: at whitespace and at control characters, with leading
-// quotes dropped (the kernel accepts "name=value" in quotes).
+// cmdlineWords splits a command line as the kernel's parser (lib/cmdline.c
+// next_arg, with lib/ctype.c's isspace) finds parameters in it: at the bytes
+// it takes for spaces (tab to carriage return, space, and 0xA0 — also when
+// it is the second byte of a UTF-8 character), and, to be safe, at NULs,
+// other control bytes and Unicode spaces too. Leading quotes are dropped
+// (the kernel accepts "name=value" in quotes).
 func cmdlineWords(s string) []string {
-	words := strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
-	for i, w := range words {
-		words[i] = strings.TrimLeft(w, "\"")
+	words := strings.FieldsFunc(s, func(r rune) bool {
+		return r == 0xa0 || r == utf8.RuneError || unicode.IsSpace(r) || unicode.IsControl(r)
+	})
+	var out []string
+	for _, w := range words {
+		// A byte 0xA0 inside a UTF-8 sequence splits the word for the kernel.
+		for _, part := range strings.Split(w, "\xa0") {
+			if part = strings.TrimLeft(part, "\""); part != "" {
+				out = append(out, part)
+			}
+		}
 	}
-	return words
+	return out
 }
 
 // forbiddenSwitch reports whether the parameter tok (name or name=value)
-// is one of forbidden. The kernel treats '-' and '_' in parameter names
-// alike (kernel/params.c parameq), and so does this.
+// is one of forbidden: a word forbids a parameter of that name, also as a
+// module parameter of the same name ("kgdboc.kgdboc", which kgdboc
+// accepts); word=value forbids that value. The kernel treats '-' and '_' in
+// parameter names alike (kernel/params.c parameq), and so does this.
 func forbiddenSwitch(tok string, forbidden []string) (string, bool) {
 	norm := func(p string) string {
 		name, value, ok := strings.Cut(p, "=")
@@ -244,11 +278,17 @@ func forbiddenSwitch(tok string, forbidden []string) (string, bool) {
 		}
 		return name
 	}
-	name, _, _ := strings.Cut(norm(tok), "=")
+	name, value, hasValue := strings.Cut(norm(tok), "=")
+	names := []string{name}
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		names = append(names, name[i+1:])
+	}
 	for _, w := range forbidden {
-		// A word forbids the parameter; word=value forbids that value.
-		if nw := norm(w); nw == name || nw == norm(tok) {
-			return w, true
+		nw := norm(w)
+		for _, n := range names {
+			if nw == n || hasValue && nw == n+"="+value {
+				return w, true
+			}
 		}
 	}
 	return "", false

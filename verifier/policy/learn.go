@@ -17,11 +17,14 @@ import (
 // measured nothing for a rule. Each is off by default: without it, Learn
 // refuses such a log and says which option would allow it.
 type LearnOptions struct {
+	// AllowSecureBootOff writes secure_boot.allow_disabled for a log that
+	// booted with Secure Boot off (or never measured it).
+	AllowSecureBootOff bool
 	// AllowAnyBootApp writes allow_any_boot_app for a log with no boot
 	// application in PCR 4.
 	AllowAnyBootApp bool
-	// AllowEmptyKeys writes allow_any for PK, KEK or db when the log shows
-	// them empty or unmeasured.
+	// AllowEmptyKeys writes allow_any for PK, KEK or db, and an empty
+	// dbx_must_contain, when the log shows them empty or unmeasured.
 	AllowEmptyKeys bool
 	// AllowUnverifiedBootApps writes allow_unverified_boot_apps (and
 	// allow_any_signer) for a Secure Boot log in which no db authority
@@ -64,8 +67,8 @@ func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, n
 		return ok
 	}
 	p = &Policy{Name: name}
-	p.SecureBoot.AllowDisabled = !st.SecureBoot.Enabled
-	if p.SecureBoot.AllowDisabled {
+	if !st.SecureBoot.Enabled && need(opts.AllowSecureBootOff, "--allow-secure-boot-off", "the reference booted with Secure Boot off") {
+		p.SecureBoot.AllowDisabled = true
 		notes = append(notes, "secure_boot.allow_disabled: the reference booted with Secure Boot off")
 	}
 	keys := func(field string, v eventlog.Variable) KeySet {
@@ -81,6 +84,9 @@ func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, n
 	p.SecureBoot.KEK = keys("kek", st.KEK)
 	p.SecureBoot.DB = keys("db", st.DB)
 	p.SecureBoot.DBXMustContain = append(slices.Clone(st.DBX.Hashes), certFingerprints(st.DBX.Certs)...)
+	if len(p.SecureBoot.DBXMustContain) == 0 && need(opts.AllowEmptyKeys, "--allow-empty-keys", "dbx is empty or was not measured") {
+		notes = append(notes, "secure_boot.dbx_must_contain is empty: the reference's dbx revokes nothing")
+	}
 
 	for _, a := range st.Actions {
 		switch a.Text {
@@ -136,6 +142,9 @@ func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, n
 			notes = append(notes, fmt.Sprintf("log.pinned_events: PCR %d %s %s (event %d: %s)", u.PCR, u.Type, u.Digest, u.Event, u.Detail))
 		}
 	}
+	if len(st.Cmdlines) == 0 {
+		notes = append(notes, fmt.Sprintf("no kernel command line was measured as text into PCRs %v: debug.cmdline has nothing to check on hosts like this one (a kernel started by its own EFI stub measures its command line only into PCR 9, without the text)", eventlog.CmdlinePCRs))
+	}
 	if len(refusals) > 0 {
 		return nil, nil, fmt.Errorf("learn policy: %w: a policy learned from it would need allowances that leave rules unchecked: %s; pass the options named to write them", ErrNotReference, strings.Join(refusals, "; "))
 	}
@@ -146,6 +155,11 @@ func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, n
 	}
 	if p, err = Parse(b); err != nil {
 		return nil, nil, fmt.Errorf("learn policy: %w", err)
+	}
+	// The reference must pass what was learned from it: a debugger on its
+	// command line, for one, is no known-good state.
+	if fs := p.Evaluate(st); len(fs) > 0 {
+		return nil, nil, fmt.Errorf("learn policy: %w: it fails the policy learned from it (%d failures; first: %s)", ErrNotReference, len(fs), fs[0])
 	}
 	return p, notes, nil
 }

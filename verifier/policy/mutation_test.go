@@ -46,10 +46,10 @@ var mutationBases = []struct {
 	opts LearnOptions
 }{
 	{"../../testdata/eventlogs/rhel8-uefi.bin", LearnOptions{}},
-	{"../../testdata/eventlogs/ubuntu-2104-no-dbx.bin", LearnOptions{}},
-	{"../../testdata/eventlogs/arch-linux-workstation.bin", LearnOptions{}},
+	{"../../testdata/eventlogs/ubuntu-2104-no-dbx.bin", LearnOptions{AllowSecureBootOff: true, AllowEmptyKeys: true}},
+	{"../../testdata/eventlogs/arch-linux-workstation.bin", LearnOptions{AllowSecureBootOff: true}},
 	{"../../testdata/eventlogs/cos-125-intel-tdx-secure-boot.bin", LearnOptions{}},
-	{"../../testdata/interop/lenovo-t14-amd-R1BET56W.bin", LearnOptions{}},
+	{"../../testdata/interop/lenovo-t14-amd-R1BET56W.bin", LearnOptions{AllowSecureBootOff: true}},
 	{"../../testdata/interop/fwupd-v2-uefi-debug-mode.bin", LearnOptions{AllowDebug: true}},
 }
 

@@ -85,7 +85,7 @@ type Debug struct {
 }
 
 // BuiltinForbiddenCmdline are kernel switches that enable a kernel debugger.
-var BuiltinForbiddenCmdline = []string{"kgdboc", "kgdbwait", "kgdbcon", "kgdbdbgp", "ekgdboc", "kgdboe"}
+var BuiltinForbiddenCmdline = []string{"kgdboc", "kgdbwait", "kgdbcon", "kgdbdbgp", "ekgdboc", "kgdboe", "kgdboc_earlycon", "kgdbts"}
 
 // CodeIntegrity constrains what code ran.
 type CodeIntegrity struct {
