@@ -381,7 +381,7 @@ var grubPrefixes = []string{"kernel_cmdline: ", "module_cmdline: ", "grub_cmd: "
 //     the text and its terminator, or the text alone (older versions).
 //
 // The text must be text: GRUB's bytes without control characters other
-// than tab; systemd's UTF-16 within Latin-1 (decodeLatin1UTF16). Otherwise,
+// than tab and line ends; systemd's UTF-16 within Latin-1 (decodeLatin1UTF16). Otherwise,
 // and when no encoding explains the digest, it returns ok false: the event
 // is unverifiable. A text is returned as the kernel would receive it: GRUB's
 // bytes as they are, UTF-16 as UTF-8 (as the EFI stub converts it).
@@ -437,12 +437,13 @@ func decodeLatin1UTF16(b []byte) (s string, valid bool) {
 	return string(rs), true
 }
 
-// isText reports whether b holds no control characters other than tab: a
-// line a boot loader would measure as a command line. Bytes above 0x7F are
-// kept as they are; the kernel reads bytes.
+// isText reports whether b holds no control characters other than tab and
+// line ends (GRUB measures a menuentry command with its body): text a boot
+// loader would measure as a command. Bytes above 0x7F are kept as they are;
+// the kernel reads bytes.
 func isText(b []byte) bool {
 	for _, c := range b {
-		if c != '\t' && (c < 0x20 || c == 0x7f) {
+		if c != '\t' && c != '\n' && c != '\r' && (c < 0x20 || c == 0x7f) {
 			return false
 		}
 	}
