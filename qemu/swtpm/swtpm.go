@@ -136,18 +136,29 @@ func StartForVM(stateDir string) (*TPM, error) {
 	return run(cmd, &TPM{Ctrl: ctrl})
 }
 
-// run starts cmd as t's process and waits until t.Ctrl accepts connections.
+// run starts cmd as t's process and waits until t.Ctrl, and t.Socket if it
+// has one, accept connections: swtpm opens them one after the other.
 func run(cmd *exec.Cmd, t *TPM) (*TPM, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start swtpm: %w", err)
 	}
 	t.cmd, t.done = cmd, make(chan error, 1)
 	go func() { t.done <- cmd.Wait() }()
-	ctrl := t.Ctrl
+	socks := []string{t.Ctrl}
+	if t.Socket != "" {
+		socks = append(socks, t.Socket)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if c, err := net.Dial("unix", ctrl); err == nil {
+		for len(socks) > 0 {
+			c, err := net.Dial("unix", socks[0])
+			if err != nil {
+				break
+			}
 			c.Close()
+			socks = socks[1:]
+		}
+		if len(socks) == 0 {
 			return t, nil
 		}
 		select {
