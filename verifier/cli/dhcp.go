@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -99,13 +100,36 @@ func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logge
 	return &dhcpGate{server: srv, leases: leases, conn: conn}, nil
 }
 
+// Audit log fields of a host binding the DHCP gate refused: actor
+// server.ActorAttestationAPI, action ActionBindRefused, target the host ID
+// whose verdict was recorded.
+const ActionBindRefused = "dhcp.bind.refused"
+
 // recorded binds the client whose link the host's TPM quoted (and whose
 // lease the attestation API checked) to the host: the MAC the TPM signed,
-// not whichever client holds the address by now.
-func (g *dhcpGate) recorded(log *slog.Logger) func(context.Context, string, server.Link) {
+// not whichever client holds the address by now. A MAC bound to another
+// host stays bound (dhcpgate.ErrMACBound; the attestation API refuses such
+// links before recording, so this is a race between two attestations over
+// one link): the refusal is logged as an error and audited.
+func (g *dhcpGate) recorded(log *slog.Logger, audit server.RefusalLog) func(context.Context, string, server.Link) {
 	return func(ctx context.Context, hostID string, link server.Link) {
-		if err := g.leases.BindHost(ctx, link.MAC, hostID, time.Now()); err != nil {
+		err := g.leases.BindHost(ctx, link.MAC, hostID, time.Now())
+		if err == nil {
+			return
+		}
+		var mb *dhcpgate.MACBoundError
+		if !errors.As(err, &mb) {
 			log.Warn("bind the attested link to its host", "host", hostID, "mac", link.MAC.String(), "ip", link.IP.String(), "err", err)
+			return
+		}
+		log.Error("refused to move a MAC bound to another host", "host", hostID, "mac", link.MAC.String(), "ip", link.IP.String(),
+			"bound_host", mb.Host, "until", mb.Until)
+		if audit == nil {
+			return
+		}
+		detail := fmt.Sprintf("quoted mac %s ip %s; %v", link.MAC, link.IP, err)
+		if aerr := audit.RecordAction(ctx, server.ActorAttestationAPI, ActionBindRefused, hostID, detail); aerr != nil {
+			log.Error("record refused binding", "err", aerr)
 		}
 	}
 }

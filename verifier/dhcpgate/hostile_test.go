@@ -134,7 +134,8 @@ func TestPoolChangeBindsOnlyTheOffer(t *testing.T) {
 
 // TestOneHostOneMAC: a host is behind one MAC and a MAC stands for one
 // host; binding a host to a new MAC ends the old MAC's binding and its
-// production lease, in memory and after a restart.
+// production lease, in memory and after a restart; another host cannot
+// take a bound MAC over until its binding expires.
 func TestOneHostOneMAC(t *testing.T) {
 	s, l, hosts, p := admittedHost(t)
 	ctx, now := context.Background(), time.Now()
@@ -162,20 +163,43 @@ func TestOneHostOneMAC(t *testing.T) {
 	if adm, _ := l.AdmittedLeases(ctx, time.Now(), hosts); len(adm) != 0 {
 		t.Errorf("admitted before the new MAC has a production lease: %+v", adm)
 	}
-	// Another host attesting from the same MAC takes the MAC over.
+	// Another host attesting from the same MAC does not take it over while
+	// host-a's binding lasts: any TPM can quote any link it can name.
 	hosts["host-b"] = store.HostAdmitted
-	if err := l.Attested(ctx, "host-b", q2, now); err != nil {
-		t.Fatal(err)
+	err := l.Attested(ctx, "host-b", q2, now)
+	var mb *MACBoundError
+	if !errors.Is(err, ErrMACBound) || !errors.As(err, &mb) || mb.Host != "host-a" {
+		t.Fatalf("another host binding a bound MAC: %v, want ErrMACBound naming host-a", err)
 	}
-	if m := l.MACOf("host-a", now); m != nil {
-		t.Errorf("host-a still behind %v", m)
+	if m := l.MACOf("host-a", now); m.String() != mac(2).String() {
+		t.Errorf("host-a is behind %v after the refused takeover, want %v", m, mac(2))
 	}
-	// In SQLite: one binding, host-b's.
+	if m := l.MACOf("host-b", now); m != nil {
+		t.Errorf("host-b is behind %v", m)
+	}
+	// In SQLite: one binding, host-a's.
 	if n := countRows(t, l, `SELECT COUNT(*) FROM dhcp_host_macs`); n != 1 {
 		t.Errorf("%d host bindings stored, want 1", n)
 	}
-	if n := countRows(t, l, `SELECT COUNT(*) FROM dhcp_host_macs WHERE host_id = 'host-b' AND mac = '`+mac(2).String()+`'`); n != 1 {
-		t.Errorf("host-b's binding is not stored")
+	if n := countRows(t, l, `SELECT COUNT(*) FROM dhcp_host_macs WHERE host_id = 'host-a' AND mac = '`+mac(2).String()+`'`); n != 1 {
+		t.Errorf("host-a's binding is not stored")
+	}
+	// Once the binding has expired (with the MAC's lease), another host
+	// may bind the MAC.
+	later := now.Add(2 * time.Hour)
+	l.now = func() time.Time { return later }
+	le, err := l.Offer(ctx, &s.cfg.Quarantine, mac(2), later, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.Bind(ctx, &s.cfg.Quarantine, mac(2), le.IP, later, time.Minute); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if err := l.BindHost(ctx, mac(2), "host-b", later); err != nil {
+		t.Fatalf("binding an expired MAC to another host: %v", err)
+	}
+	if id, _ := l.HostOf(ctx, mac(2)); id != "host-b" {
+		t.Errorf("after expiry the MAC is host %q, want host-b", id)
 	}
 	// A host cannot be bound to a MAC without a lease.
 	if err := l.BindHost(ctx, mac(7), "host-c", now); !errors.Is(err, ErrNoLease) {
