@@ -154,6 +154,10 @@ func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases
 			err = gw.Sync(hosts)
 		}
 		switch {
+		case errors.Is(err, gateway.ErrReinstalled):
+			// The gate was open since something removed or altered the
+			// table; it is in place again.
+			log.Error("gateway: the nftables table was removed or altered (ruleset flushed or reloaded?) and has been reinstalled", "err", err)
 		case err != nil && ctx.Err() == nil:
 			log.Error("gateway sync", "err", err)
 		case len(hosts) != last:
