@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
 	"github.com/bootgate/bootgate/verifier/server"
 )
@@ -58,5 +59,22 @@ func TestRecordedKeepsABoundMAC(t *testing.T) {
 	e := audit.entries[0]
 	if e.actor != server.ActorAttestationAPI || e.action != ActionBindRefused || e.target != "host-x" || !strings.Contains(e.detail, mac.String()) {
 		t.Errorf("audit entry %+v", e)
+	}
+}
+
+// TestRelayWarnings: relays are warned about (quarantine-only service,
+// unverified option 82); no relays, no warning.
+func TestRelayWarnings(t *testing.T) {
+	if w := relayWarnings(&config.DHCP{}); len(w) != 0 {
+		t.Errorf("warnings without relays: %q", w)
+	}
+	w := relayWarnings(&config.DHCP{Relays: []string{"10.23.8.1"}})
+	if len(w) != 1 {
+		t.Fatalf("warnings %q, want one", w)
+	}
+	for _, want := range []string{"10.23.8.1", "quarantine-only", "never forwards", "unverified", "4.3.1"} {
+		if !strings.Contains(w[0], want) {
+			t.Errorf("warning %q does not say %q", w[0], want)
+		}
 	}
 }

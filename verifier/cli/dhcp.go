@@ -49,6 +49,21 @@ func pool(name string, c config.Pool) (dhcpgate.Pool, error) {
 	return p, nil
 }
 
+// relayWarnings returns what the operator must be told about c's relays
+// (dhcp.relays): nothing without relays; with some, that relayed clients
+// get quarantine-only service in this release and that their option 82
+// IDs are unverified. The configuration stays valid: relayed clients can
+// still be netbooted and attest from quarantine.
+func relayWarnings(c *config.DHCP) []string {
+	if len(c.Relays) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("dhcp.relays %v: relayed clients get quarantine-only service in this release: "+
+		"their addresses come from the boot network's pools, not from the relay's subnet (RFC 2131 §4.3.1), "+
+		"and the gateway never forwards them (it sees the relay router's MAC, not the client's); "+
+		"option 82 circuit and remote IDs are unverified (a relay is recognised by a forgeable UDP source address)", c.Relays)}
+}
+
 // startDHCP opens the lease tables in the store file and binds the DHCP
 // socket to the boot network interface.
 func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logger) (*dhcpGate, error) {
@@ -64,6 +79,9 @@ func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logge
 		Endpoint: c.Endpoint, BootFile: c.BootFile, BootURL: c.BootURL}
 	if cfg.ServerIP == nil {
 		return nil, fmt.Errorf("dhcp.server_ip: %q is not an IPv4 address", c.ServerIP)
+	}
+	for _, w := range relayWarnings(c) {
+		log.Warn(w)
 	}
 	for _, r := range c.Relays {
 		ip := net.ParseIP(r).To4()
