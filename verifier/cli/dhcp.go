@@ -170,6 +170,9 @@ func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases
 				hosts = append(hosts, gateway.Host{IP: le.IP, MAC: le.MAC})
 			}
 			err = gw.Sync(hosts)
+		} else if eerr := gw.Ensure(); eerr != nil {
+			// Nothing to write, but a removed table is put back (empty).
+			err = errors.Join(err, eerr)
 		}
 		switch {
 		case errors.Is(err, gateway.ErrReinstalled):

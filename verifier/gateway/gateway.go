@@ -313,6 +313,29 @@ func (g *Gateway) Sync(hosts []Host) error {
 	return fmt.Errorf("%w: %v", ErrReinstalled, why)
 }
 
+// Ensure checks the table as Sync does and, when it is missing or altered,
+// installs it again with empty sets (forwarding nothing) and returns an
+// error wrapping ErrReinstalled; it returns nil, changing nothing, when the
+// table is in place. It is for a sync round that has no hosts to write
+// (the store could not be read): the elements in place run out as usual,
+// and a removed gate does not stay removed. Any other error means the
+// table could not be installed.
+func (g *Gateway) Ensure() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	why := g.check()
+	if why == nil {
+		return nil
+	}
+	if err := g.queueInstall(); err != nil {
+		return fmt.Errorf("gateway: reinstall after %v: %w", why, err)
+	}
+	if err := g.conn.Flush(); err != nil {
+		return fmt.Errorf("gateway: reinstall after %v: %w", why, err)
+	}
+	return fmt.Errorf("%w: %v", ErrReinstalled, why)
+}
+
 // check reports, as an error, why the table is not as installed: its
 // forward chain (hence the table) is missing or does not hold the
 // installed number of rules. A set cannot be deleted while the rules refer

@@ -64,3 +64,35 @@ func TestReinstallsAfterTheTableIsRemoved(t *testing.T) {
 		}
 	}
 }
+
+// TestEnsureReinstallsEmpty: with no hosts to write (the store could not be
+// read), Ensure leaves an intact table alone and puts a removed one back,
+// empty: the quarantined host is dropped again.
+func TestEnsureReinstallsEmpty(t *testing.T) {
+	tp := newTopology(t)
+	g := gatewayIn(t, tp, time.Minute)
+	dial := tp.dialer(t, tp.listen(t), time.Second)
+	host := Host{IP: net.ParseIP("10.24.0.100"), MAC: macOf(t, tp.boot, "eth0")}
+	if err := g.Sync([]Host{host}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Ensure(); err != nil {
+		t.Fatalf("Ensure on an intact table: %v", err)
+	}
+	if !dial() {
+		t.Fatal("Ensure on an intact table changed the sets")
+	}
+	if err := g.Sync(nil); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "ip", "netns", "exec", tp.appl, "nft", "flush", "ruleset")
+	if !dial() {
+		t.Fatal("the flush did not open the gate: the test proves nothing")
+	}
+	if err := g.Ensure(); !errors.Is(err, ErrReinstalled) {
+		t.Errorf("Ensure after the flush: %v, want ErrReinstalled", err)
+	}
+	if dial() {
+		t.Error("after Ensure the quarantined host reaches production")
+	}
+}
