@@ -41,7 +41,9 @@ type Lease struct {
 
 // LeaseRelay is the DHCP relay agent that carried a lease's REQUEST and its
 // option 82 (RFC 3046) circuit and remote IDs, escaped for display (no
-// control characters; other bytes as \xNN).
+// control characters; other bytes as \xNN). They are what the request
+// said, unverified: a relay is recognised by its UDP source address, which
+// anyone on the path can forge, so the IDs may name any port.
 type LeaseRelay struct {
 	Addr      string `json:"addr"`
 	CircuitID string `json:"circuit_id,omitempty"`

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -48,6 +49,21 @@ func pool(name string, c config.Pool) (dhcpgate.Pool, error) {
 	return p, nil
 }
 
+// relayWarnings returns what the operator must be told about c's relays
+// (dhcp.relays): nothing without relays; with some, that relayed clients
+// get quarantine-only service in this release and that their option 82
+// IDs are unverified. The configuration stays valid: relayed clients can
+// still be netbooted and attest from quarantine.
+func relayWarnings(c *config.DHCP) []string {
+	if len(c.Relays) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("dhcp.relays %v: relayed clients get quarantine-only service in this release: "+
+		"their addresses come from the boot network's pools, not from the relay's subnet (RFC 2131 §4.3.1), "+
+		"and the gateway never forwards them (it sees the relay router's MAC, not the client's); "+
+		"option 82 circuit and remote IDs are unverified (a relay is recognised by a forgeable UDP source address)", c.Relays)}
+}
+
 // startDHCP opens the lease tables in the store file and binds the DHCP
 // socket to the boot network interface.
 func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logger) (*dhcpGate, error) {
@@ -63,6 +79,9 @@ func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logge
 		Endpoint: c.Endpoint, BootFile: c.BootFile, BootURL: c.BootURL}
 	if cfg.ServerIP == nil {
 		return nil, fmt.Errorf("dhcp.server_ip: %q is not an IPv4 address", c.ServerIP)
+	}
+	for _, w := range relayWarnings(c) {
+		log.Warn(w)
 	}
 	for _, r := range c.Relays {
 		ip := net.ParseIP(r).To4()
@@ -99,13 +118,36 @@ func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logge
 	return &dhcpGate{server: srv, leases: leases, conn: conn}, nil
 }
 
+// Audit log fields of a host binding the DHCP gate refused: actor
+// server.ActorAttestationAPI, action ActionBindRefused, target the host ID
+// whose verdict was recorded.
+const ActionBindRefused = "dhcp.bind.refused"
+
 // recorded binds the client whose link the host's TPM quoted (and whose
 // lease the attestation API checked) to the host: the MAC the TPM signed,
-// not whichever client holds the address by now.
-func (g *dhcpGate) recorded(log *slog.Logger) func(context.Context, string, server.Link) {
+// not whichever client holds the address by now. A MAC bound to another
+// host stays bound (dhcpgate.ErrMACBound; the attestation API refuses such
+// links before recording, so this is a race between two attestations over
+// one link): the refusal is logged as an error and audited.
+func (g *dhcpGate) recorded(log *slog.Logger, audit server.RefusalLog) func(context.Context, string, server.Link) {
 	return func(ctx context.Context, hostID string, link server.Link) {
-		if err := g.leases.BindHost(ctx, link.MAC, hostID, time.Now()); err != nil {
+		err := g.leases.BindHost(ctx, link.MAC, hostID, time.Now())
+		if err == nil {
+			return
+		}
+		var mb *dhcpgate.MACBoundError
+		if !errors.As(err, &mb) {
 			log.Warn("bind the attested link to its host", "host", hostID, "mac", link.MAC.String(), "ip", link.IP.String(), "err", err)
+			return
+		}
+		log.Error("refused to move a MAC bound to another host", "host", hostID, "mac", link.MAC.String(), "ip", link.IP.String(),
+			"bound_host", mb.Host, "until", mb.Until)
+		if audit == nil {
+			return
+		}
+		detail := fmt.Sprintf("quoted mac %s ip %s; %v", link.MAC, link.IP, err)
+		if aerr := audit.RecordAction(ctx, server.ActorAttestationAPI, ActionBindRefused, hostID, detail); aerr != nil {
+			log.Error("record refused binding", "err", aerr)
 		}
 	}
 }
@@ -128,8 +170,15 @@ func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases
 				hosts = append(hosts, gateway.Host{IP: le.IP, MAC: le.MAC})
 			}
 			err = gw.Sync(hosts)
+		} else if eerr := gw.Ensure(); eerr != nil {
+			// Nothing to write, but a removed table is put back (empty).
+			err = errors.Join(err, eerr)
 		}
 		switch {
+		case errors.Is(err, gateway.ErrReinstalled):
+			// The gate was open since something removed or altered the
+			// table; it is in place again.
+			log.Error("gateway: the nftables table was removed or altered (ruleset flushed or reloaded?) and has been reinstalled", "err", err)
 		case err != nil && ctx.Err() == nil:
 			log.Error("gateway sync", "err", err)
 		case len(hosts) != last:

@@ -125,7 +125,7 @@ func (e *env) serve(ctx context.Context, cfgPath string) error {
 			return err
 		}
 		defer gate.leases.Close()
-		recorded, leases = gate.recorded(e.logger), gate.leases
+		recorded, leases = gate.recorded(e.logger, st), gate.leases
 	}
 	if cfg.AttestBehindNAT {
 		e.logger.Warn("attest_behind_nat: connections' source addresses are not compared with the quoted links")

@@ -89,7 +89,8 @@ func (l *Leases) AdmittedLeases(ctx context.Context, now time.Time, hosts Admitt
 // one MAC per host, expiring with the lease): the attestation came from
 // that address. Called by the attestation API after every recorded
 // verdict. It fails, binding nothing, when no client holds a lease of
-// remote.
+// remote, or with ErrMACBound when that client's MAC is bound to another
+// host.
 func (l *Leases) Attested(ctx context.Context, hostID string, remote net.IP, now time.Time) error {
 	lease, err := l.ByIP(ctx, remote, now)
 	if err != nil {

@@ -134,7 +134,8 @@ func TestPoolChangeBindsOnlyTheOffer(t *testing.T) {
 
 // TestOneHostOneMAC: a host is behind one MAC and a MAC stands for one
 // host; binding a host to a new MAC ends the old MAC's binding and its
-// production lease, in memory and after a restart.
+// production lease, in memory and after a restart; another host cannot
+// take a bound MAC over until its binding expires.
 func TestOneHostOneMAC(t *testing.T) {
 	s, l, hosts, p := admittedHost(t)
 	ctx, now := context.Background(), time.Now()
@@ -162,20 +163,43 @@ func TestOneHostOneMAC(t *testing.T) {
 	if adm, _ := l.AdmittedLeases(ctx, time.Now(), hosts); len(adm) != 0 {
 		t.Errorf("admitted before the new MAC has a production lease: %+v", adm)
 	}
-	// Another host attesting from the same MAC takes the MAC over.
+	// Another host attesting from the same MAC does not take it over while
+	// host-a's binding lasts: any TPM can quote any link it can name.
 	hosts["host-b"] = store.HostAdmitted
-	if err := l.Attested(ctx, "host-b", q2, now); err != nil {
-		t.Fatal(err)
+	err := l.Attested(ctx, "host-b", q2, now)
+	var mb *MACBoundError
+	if !errors.Is(err, ErrMACBound) || !errors.As(err, &mb) || mb.Host != "host-a" {
+		t.Fatalf("another host binding a bound MAC: %v, want ErrMACBound naming host-a", err)
 	}
-	if m := l.MACOf("host-a", now); m != nil {
-		t.Errorf("host-a still behind %v", m)
+	if m := l.MACOf("host-a", now); m.String() != mac(2).String() {
+		t.Errorf("host-a is behind %v after the refused takeover, want %v", m, mac(2))
 	}
-	// In SQLite: one binding, host-b's.
+	if m := l.MACOf("host-b", now); m != nil {
+		t.Errorf("host-b is behind %v", m)
+	}
+	// In SQLite: one binding, host-a's.
 	if n := countRows(t, l, `SELECT COUNT(*) FROM dhcp_host_macs`); n != 1 {
 		t.Errorf("%d host bindings stored, want 1", n)
 	}
-	if n := countRows(t, l, `SELECT COUNT(*) FROM dhcp_host_macs WHERE host_id = 'host-b' AND mac = '`+mac(2).String()+`'`); n != 1 {
-		t.Errorf("host-b's binding is not stored")
+	if n := countRows(t, l, `SELECT COUNT(*) FROM dhcp_host_macs WHERE host_id = 'host-a' AND mac = '`+mac(2).String()+`'`); n != 1 {
+		t.Errorf("host-a's binding is not stored")
+	}
+	// Once the binding has expired (with the MAC's lease), another host
+	// may bind the MAC.
+	later := now.Add(2 * time.Hour)
+	l.now = func() time.Time { return later }
+	le, err := l.Offer(ctx, &s.cfg.Quarantine, mac(2), later, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.Bind(ctx, &s.cfg.Quarantine, mac(2), le.IP, later, time.Minute); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if err := l.BindHost(ctx, mac(2), "host-b", later); err != nil {
+		t.Fatalf("binding an expired MAC to another host: %v", err)
+	}
+	if id, _ := l.HostOf(ctx, mac(2)); id != "host-b" {
+		t.Errorf("after expiry the MAC is host %q, want host-b", id)
 	}
 	// A host cannot be bound to a MAC without a lease.
 	if err := l.BindHost(ctx, mac(7), "host-c", now); !errors.Is(err, ErrNoLease) {
@@ -323,8 +347,8 @@ func TestReleaseAndDeclineFromStrangers(t *testing.T) {
 	if adm, _ := l.AdmittedLeases(ctx, time.Now(), hosts); len(adm) != 1 {
 		t.Errorf("the host lost forwarding: %+v", adm)
 	}
-	// The holder's own RELEASE counts.
-	if _, err := s.Reply(ctx, mustNew(mac(1), dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(p))); err != nil {
+	// The holder's own RELEASE, sent from the address, counts.
+	if _, err := s.ReplyFrom(ctx, mustNew(mac(1), dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(p)), p); err != nil {
 		t.Fatal(err)
 	}
 	if holder(l, p) != "" {
@@ -547,5 +571,72 @@ func TestRelaysConfigRefused(t *testing.T) {
 	cfg.Relays = []net.IP{net.ParseIP("2001:db8::1")}
 	if _, err := New(cfg, l, &fakeAdmission{set: map[string]bool{}}, nil); err == nil {
 		t.Error("an IPv6 relay was accepted")
+	}
+}
+
+// TestReleaseOnlyFromItsAddress: a RELEASE with the holder's MAC and
+// address counts only when it was sent from that address (RFC 2131
+// §4.4.6); from any other source, or an unknown one, it is dropped,
+// counted, and the holder keeps its lease and forwarding. A relayed
+// RELEASE comes from its relay and counts by the holder check.
+func TestReleaseOnlyFromItsAddress(t *testing.T) {
+	s, l, hosts, p := admittedHost(t)
+	ctx := context.Background()
+	rel := mustNew(mac(1), dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(p))
+	for _, src := range []net.IP{nil, net.IPv4(10, 24, 0, 77), net.IPv4(10, 24, 0, 100), net.IPv4zero, net.ParseIP("::ffff:10.24.0.78")} {
+		before := s.Stats.Refused.Load()
+		if r, err := s.ReplyFrom(ctx, rel, src); r != nil || !errors.Is(err, ErrSourceMismatch) {
+			t.Errorf("RELEASE of %v with its MAC from %v: %v %v, want ErrSourceMismatch", p, src, r, err)
+		}
+		if s.Stats.Refused.Load() != before+1 {
+			t.Errorf("RELEASE from %v: not counted", src)
+		}
+		if holder(l, p) != mac(1).String() {
+			t.Fatalf("RELEASE from %v ended the host's lease", src)
+		}
+	}
+	// Reply knows no source: it drops every unrelayed RELEASE.
+	if _, err := s.Reply(ctx, rel); !errors.Is(err, ErrSourceMismatch) {
+		t.Errorf("Reply(RELEASE): %v, want ErrSourceMismatch", err)
+	}
+	if adm, _ := l.AdmittedLeases(ctx, time.Now(), hosts); len(adm) != 1 {
+		t.Errorf("the host lost forwarding: %+v", adm)
+	}
+	// From the address itself (also as an IPv4-mapped IPv6 address).
+	if _, err := s.ReplyFrom(ctx, rel, net.ParseIP("::ffff:"+p.String())); err != nil {
+		t.Fatalf("RELEASE from the released address: %v", err)
+	}
+	if holder(l, p) != "" {
+		t.Error("the holder's RELEASE from its address did not end its lease")
+	}
+
+	// Relayed: the relay is the source; the holder check alone decides.
+	cfg := testConfig()
+	relay := net.IPv4(10, 24, 9, 1)
+	cfg.Relays = []net.IP{relay}
+	l2 := mustOpen(t, filepath.Join(t.TempDir(), "r.db"))
+	defer l2.Close()
+	s2, err := New(cfg, l2, &fakeAdmission{set: map[string]bool{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, _ := dhcpv4.NewDiscovery(mac(2), dhcpv4.WithGatewayIP(relay))
+	offer, err := s2.ReplyFrom(ctx, disc, relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithGatewayIP(relay))
+	if ack, err := s2.ReplyFrom(ctx, req, relay); err != nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("relayed REQUEST: %v %v", ack, err)
+	}
+	ip := offer.YourIPAddr
+	if _, err := s2.ReplyFrom(ctx, mustNew(mac(9), dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(ip), dhcpv4.WithGatewayIP(relay)), relay); !errors.Is(err, ErrNotHolder) {
+		t.Errorf("relayed RELEASE from a stranger: %v, want ErrNotHolder", err)
+	}
+	if _, err := s2.ReplyFrom(ctx, mustNew(mac(2), dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(ip), dhcpv4.WithGatewayIP(relay)), relay); err != nil {
+		t.Errorf("relayed RELEASE from the holder: %v", err)
+	}
+	if holder(l2, ip) != "" {
+		t.Error("the relayed holder's RELEASE did not end its lease")
 	}
 }

@@ -37,6 +37,11 @@ var (
 	ErrTooManyDeclined = errors.New("too many declined addresses in the pool")
 	// ErrNoLease: a host was to be bound to a client that holds no lease.
 	ErrNoLease = errors.New("the client holds no lease")
+	// ErrMACBound: a host was to be bound to a MAC address that is bound
+	// to another host, and that binding has not expired. A live binding
+	// never moves to another host: it ends only when it expires (with the
+	// MAC's last lease).
+	ErrMACBound = errors.New("the MAC address is bound to another host")
 )
 
 // Lease is one address bound (or offered) to one client.
@@ -711,12 +716,18 @@ func (l *Leases) All(_ context.Context, now time.Time) ([]Lease, error) {
 // BindHost records that the client with mac, which must hold a live bound
 // lease, is the host hostID (its attestation came from that lease's
 // address). A MAC stands for one host and a host is behind one MAC: the
-// binding replaces mac's binding to another host, and ends hostID's binding
-// to another MAC together with that MAC's production lease (written to
-// SQLite in one transaction). The binding expires with mac's lease, and is
-// extended whenever mac is given a lease (BindRelayed) while it lasts, so a
-// host that leaves the network unbinds itself. It returns ErrNoLease, and
-// changes nothing, when mac holds no live bound lease.
+// binding ends hostID's binding to another MAC together with that MAC's
+// production lease (written to SQLite in one transaction). The binding
+// expires with mac's lease, and is extended whenever mac is given a lease
+// (BindRelayed) while it lasts, so a host that leaves the network unbinds
+// itself.
+//
+// A live binding of mac to another host is never replaced: any TPM can
+// quote any link it can name, so a MAC changes hosts only once its binding
+// has expired. BindHost then returns an error wrapping ErrMACBound (the
+// *MACBoundError names the host and when its binding expires) and changes
+// nothing. It returns ErrNoLease, and changes nothing, when mac holds no
+// live bound lease.
 func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID string, now time.Time) error {
 	if hostID == "" || len(mac) == 0 {
 		return errors.New("bind host: a host ID and a MAC address are required")
@@ -727,6 +738,9 @@ func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID stri
 	le, _ := l.boundLease(key, now)
 	if le == nil {
 		return fmt.Errorf("bind host %s to %s: %w", hostID, mac, ErrNoLease)
+	}
+	if cur := l.hostOf(key, now); cur != "" && cur != hostID {
+		return &MACBoundError{MAC: slices.Clone(mac), Host: cur, Until: l.hosts[key].expires}
 	}
 	exp := le.Expires
 	if hb, ok := l.hosts[key]; ok && hb.id == hostID && hb.expires.After(exp) {
@@ -775,8 +789,23 @@ func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID stri
 	return nil
 }
 
+// MACBoundError is BindHost's refusal to move a live binding: MAC is bound
+// to Host until Until. It wraps ErrMACBound.
+type MACBoundError struct {
+	MAC   net.HardwareAddr
+	Host  string
+	Until time.Time
+}
+
+func (e *MACBoundError) Error() string {
+	return fmt.Sprintf("%s is bound to host %s until %s: %v", e.MAC, e.Host, e.Until.UTC().Format(time.RFC3339), ErrMACBound)
+}
+
+// Unwrap returns ErrMACBound.
+func (e *MACBoundError) Unwrap() error { return ErrMACBound }
+
 // HostOf returns the host bound to mac (BindHost), or "" when none is or
-// the binding has expired.
+// the binding has expired. It never fails; the error is for interfaces.
 func (l *Leases) HostOf(ctx context.Context, mac net.HardwareAddr) (string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -91,6 +91,11 @@ var (
 	// ErrRateLimited: a RELEASE or DECLINE beyond the rate limits (one per
 	// client per 10 s, 5 per second overall with bursts of 20).
 	ErrRateLimited = errors.New("too many RELEASE or DECLINE messages")
+	// ErrSourceMismatch: a RELEASE that no relay carried came from another
+	// UDP source address than the address it releases (ciaddr), or from an
+	// unknown one. A client unicasts DHCPRELEASE from its leased address
+	// (RFC 2131 §4.4.6, §4.3.4).
+	ErrSourceMismatch = errors.New("RELEASE not sent from the released address")
 )
 
 // Admission tells whether a client may have a production lease.
@@ -219,7 +224,7 @@ func (s *Server) handle(ctx context.Context, conn net.PacketConn, p packet) {
 			"mac", req.ClientHWAddr.String(), "from", p.peer.String(), "giaddr", gi.String())
 		return
 	}
-	resp, err := s.Reply(ctx, req)
+	resp, err := s.ReplyFrom(ctx, req, p.peer.IP)
 	if err != nil {
 		s.log.Warn("dhcp", "mac", req.ClientHWAddr.String(), "type", req.MessageType().String(), "err", err)
 		return
@@ -255,7 +260,23 @@ func (s *Server) handle(ctx context.Context, conn net.PacketConn, p packet) {
 // a pool, from the client that holds it (or, for DECLINE, was offered it),
 // within the rate limits; a DECLINE sets the address aside for
 // Config.DeclineTime, up to MaxDeclined addresses per pool.
+//
+// Reply does not know the UDP source address, so it drops every RELEASE
+// that no relay carried (ErrSourceMismatch); the server itself answers
+// with ReplyFrom.
 func (s *Server) Reply(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
+	return s.ReplyFrom(ctx, req, nil)
+}
+
+// ReplyFrom is Reply for a request that arrived from the UDP source
+// address src (4 or 16 bytes; nil when unknown). A RELEASE with a zero
+// giaddr counts only when src equals its ciaddr (RFC 2131 §4.4.6: the
+// client unicasts DHCPRELEASE from the address it releases); otherwise it
+// is dropped with ErrSourceMismatch and changes nothing. A relayed RELEASE
+// (nonzero giaddr) comes from the relay, whose address Serve has checked,
+// so it is held to the other RELEASE rules only. The source of other
+// messages is not used here.
+func (s *Server) ReplyFrom(ctx context.Context, req *dhcpv4.DHCPv4, src net.IP) (*dhcpv4.DHCPv4, error) {
 	mac := req.ClientHWAddr
 	relay, err := s.relayOf(req)
 	if err != nil {
@@ -268,7 +289,7 @@ func (s *Server) Reply(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4,
 	now := s.now()
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeRelease:
-		return nil, s.refused(s.release(ctx, mac, req.ClientIPAddr, now))
+		return nil, s.refused(s.release(ctx, mac, req.ClientIPAddr, relay != nil, src, now))
 	case dhcpv4.MessageTypeDecline:
 		return nil, s.refused(s.decline(ctx, mac, req.RequestedIPAddress(), now))
 	}
@@ -330,12 +351,18 @@ func (s *Server) poolOf(ip net.IP) *Pool {
 	return nil
 }
 
-func (s *Server) release(ctx context.Context, mac net.HardwareAddr, ip net.IP, now time.Time) error {
+// release ends mac's lease of ip (RFC 2131 §4.3.4) when ip is in a pool,
+// mac holds it, the message came from ip itself unless a relay carried it
+// (relayed; src is then the relay), and the rate limits allow it.
+func (s *Server) release(ctx context.Context, mac net.HardwareAddr, ip net.IP, relayed bool, src net.IP, now time.Time) error {
 	if s.poolOf(ip) == nil {
 		return fmt.Errorf("release %v from %s: %w", ip, mac, ErrOutsidePools)
 	}
 	if !s.leases.Holds(mac, ip, now) {
 		return fmt.Errorf("release %s from %s: %w", ip, mac, ErrNotHolder)
+	}
+	if !relayed && (src == nil || !src.Equal(ip)) {
+		return fmt.Errorf("release %s from %s sent from %v: %w", ip, mac, src, ErrSourceMismatch)
 	}
 	if !s.limit.allow(mac.String(), now) {
 		return fmt.Errorf("release %s from %s: %w", ip, mac, ErrRateLimited)

@@ -253,6 +253,20 @@ func TestSpoofedMACOnTheWire(t *testing.T) {
 	}
 	hostKeeps("RELEASE and DECLINE from a stranger")
 
+	// RELEASE of the host's address under the host's own MAC, one datagram
+	// not sent from that address: dropped (RFC 2131 §4.4.6).
+	refused := s.Stats.Refused.Load()
+	if r, err := spoof.SendAndRead(ctx, nclient4.DefaultServers, mustNew(n.hostMAC, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(p)), nil); !errors.Is(err, nclient4.ErrNoResponse) {
+		t.Fatalf("RELEASE with the host's MAC: answered %v %v", r, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.Stats.Refused.Load() == refused && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s.Stats.Refused.Load() == refused { // the client retries: one or more
+		t.Fatal("the RELEASE with the host's MAC from another source was not refused")
+	}
+	hostKeeps("RELEASE with the host's MAC and address from another source")
+
 	// The intruder uses the refused address, then the host's, with its own
 	// MAC: nothing is forwarded.
 	for _, ip := range []net.IP{other, p} {

@@ -27,6 +27,13 @@
 // within Timeout: the gate fails closed. Sync derives the sets' content from
 // the store, so that a quarantine decided anywhere takes effect at the next
 // sync, and a restarted appliance forwards nothing it should not.
+//
+// The gate holds only while its table does: something else on the
+// appliance that replaces the ruleset (`nft flush ruleset`, a reload of
+// nftables.service or firewalld) removes it, and the boot network then
+// forwards by the kernel's default. Every Sync checks the chain and
+// installs the table again when it is missing or altered
+// (ErrReinstalled), so the gate is open at most one sync interval.
 package gateway
 
 import (
@@ -56,6 +63,15 @@ const (
 // times the appliance's default sync interval (1 s).
 const DefaultTimeout = 3 * time.Second
 
+// ErrReinstalled: Sync found the table, its sets or its forward chain
+// missing or altered (something else on the appliance replaced the
+// ruleset: `nft flush ruleset`, a reload of nftables.service or
+// firewalld), or could not write the sets, and installed the table again
+// with the hosts it was given. The gate is in place when Sync returns an
+// error wrapping ErrReinstalled alone; the caller should log it as an
+// error: the gate was open since the table was removed.
+var ErrReinstalled = errors.New("gateway: the nftables table was missing or altered and has been reinstalled")
+
 // ErrBadHost: Sync was given a host without an IPv4 address or a 6-byte
 // MAC address; nothing was changed.
 var ErrBadHost = errors.New("gateway: host needs an IPv4 address and an Ethernet MAC address")
@@ -74,6 +90,8 @@ type Gateway struct {
 	table   *nftables.Table
 	pairs   *nftables.Set // admitted: ipv4_addr . ether_addr
 	addrs   *nftables.Set // admitted_addrs: ipv4_addr
+	chain   *nftables.Chain
+	iface   string
 	timeout time.Duration
 }
 
@@ -98,29 +116,47 @@ func New(bootIface string, netnsFd int, timeout time.Duration) (*Gateway, error)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{conn: c, timeout: timeout}
+	g := &Gateway{conn: c, timeout: timeout, iface: bootIface}
+	if err := g.queueInstall(); err != nil {
+		return nil, err
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("gateway: install rules: %w", err)
+	}
+	return g, nil
+}
+
+// ruleCount is how many rules the forward chain holds as installed.
+const ruleCount = 4
+
+// queueInstall queues, without sending, the transaction that installs the
+// table from nothing: it deletes the table if there is one (adding it
+// first, so that the deletion cannot fail for a missing table), then adds
+// the table, the empty sets and the forward chain with its rules. Applied
+// in one transaction it is idempotent, whatever is left of the table.
+func (g *Gateway) queueInstall() error {
+	c := g.conn
 	g.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
-	// Start from nothing: delete a table left by a previous run.
 	c.AddTable(g.table)
 	c.DelTable(g.table)
 	c.AddTable(g.table)
 	g.pairs = &nftables.Set{Table: g.table, Name: SetName, KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeEtherAddr),
-		Concatenation: true, HasTimeout: true, Timeout: timeout}
-	g.addrs = &nftables.Set{Table: g.table, Name: AddrSetName, KeyType: nftables.TypeIPAddr, HasTimeout: true, Timeout: timeout}
+		Concatenation: true, HasTimeout: true, Timeout: g.timeout}
+	g.addrs = &nftables.Set{Table: g.table, Name: AddrSetName, KeyType: nftables.TypeIPAddr, HasTimeout: true, Timeout: g.timeout}
 	for _, s := range []*nftables.Set{g.pairs, g.addrs} {
 		if err := c.AddSet(s, nil); err != nil {
-			return nil, fmt.Errorf("gateway: add set %s: %w", s.Name, err)
+			return fmt.Errorf("gateway: add set %s: %w", s.Name, err)
 		}
 	}
 	accept := nftables.ChainPolicyAccept // only boot-network traffic is governed, by the rules
-	chain := c.AddChain(&nftables.Chain{
+	g.chain = c.AddChain(&nftables.Chain{
 		Name: ChainName, Table: g.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept,
 	})
 	ifname := func(meta expr.MetaKey) []expr.Any {
 		return []expr.Any{
 			&expr.Meta{Key: meta, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameBytes(bootIface)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameBytes(g.iface)},
 		}
 	}
 	ipv4 := []expr.Any{
@@ -142,7 +178,7 @@ func New(bootIface string, netnsFd int, timeout time.Duration) (*Gateway, error)
 		&expr.Lookup{SourceRegister: 1, SetName: g.addrs.Name, SetID: g.addrs.ID},
 	}
 	verdict := func(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: k}} }
-	for _, r := range [][]expr.Any{
+	rules := [][]expr.Any{
 		// From the boot network: admitted (address, MAC) pairs pass,
 		// everything else drops.
 		slices.Concat(ifname(expr.MetaKeyIIFNAME), ipv4, fromAdmitted, verdict(expr.VerdictAccept)),
@@ -150,13 +186,11 @@ func New(bootIface string, netnsFd int, timeout time.Duration) (*Gateway, error)
 		// Into the boot network: admitted destinations only.
 		slices.Concat(ifname(expr.MetaKeyOIFNAME), ipv4, toAdmitted, verdict(expr.VerdictAccept)),
 		slices.Concat(ifname(expr.MetaKeyOIFNAME), verdict(expr.VerdictDrop)),
-	} {
-		c.AddRule(&nftables.Rule{Table: g.table, Chain: chain, Exprs: r})
 	}
-	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("gateway: install rules: %w", err)
+	for _, r := range rules {
+		c.AddRule(&nftables.Rule{Table: g.table, Chain: g.chain, Exprs: r})
 	}
-	return g, nil
+	return nil
 }
 
 // Netlink socket buffers. A sync is one batch of netlink messages, about 80
@@ -217,6 +251,16 @@ const elementsPerMessage = 512
 // re-armed (call Sync at least every Timeout/3, whether or not anything
 // changed). A host without an IPv4 address or a 6-byte MAC makes Sync
 // return ErrBadHost and change nothing. Duplicate hosts are written once.
+//
+// Sync first checks that the forward chain of the table is there with its
+// rules (one netlink dump). When it is not, or the sets cannot be written,
+// Sync installs the whole table again (as New does) together with hosts,
+// in one transaction, and returns an error wrapping ErrReinstalled that
+// says what was found; the gate is then in place again. When even that
+// fails it returns the error (not wrapping ErrReinstalled): the gate is
+// open if the table is gone, and the caller should retry at its next sync.
+// A removed table is therefore reinstalled at the next Sync: the gate stays
+// open at most one sync interval.
 func (g *Gateway) Sync(hosts []Host) error {
 	var pairs, addrs []nftables.SetElement
 	seenPair, seenAddr := map[[10]byte]bool{}, map[[4]byte]bool{}
@@ -241,11 +285,75 @@ func (g *Gateway) Sync(hosts []Host) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	// Flushing and re-adding in one transaction: packets see the old
-	// content or the new one, never an empty set in between, and every
-	// element gets a fresh timeout.
-	g.conn.FlushSet(g.pairs)
-	g.conn.FlushSet(g.addrs)
+	why := g.check()
+	if why == nil {
+		// Flushing and re-adding in one transaction: packets see the old
+		// content or the new one, never an empty set in between, and every
+		// element gets a fresh timeout.
+		g.conn.FlushSet(g.pairs)
+		g.conn.FlushSet(g.addrs)
+		why = g.queueElements(pairs, addrs)
+		if why == nil {
+			if why = g.conn.Flush(); why == nil {
+				return nil
+			}
+		}
+		why = fmt.Errorf("update the admitted sets: %w", why)
+	}
+	// Install from nothing, with the elements, in one transaction.
+	if err := g.queueInstall(); err != nil {
+		return fmt.Errorf("gateway: reinstall after %v: %w", why, err)
+	}
+	if err := g.queueElements(pairs, addrs); err != nil {
+		return fmt.Errorf("gateway: reinstall after %v: %w", why, err)
+	}
+	if err := g.conn.Flush(); err != nil {
+		return fmt.Errorf("gateway: reinstall after %v: %w", why, err)
+	}
+	return fmt.Errorf("%w: %v", ErrReinstalled, why)
+}
+
+// Ensure checks the table as Sync does and, when it is missing or altered,
+// installs it again with empty sets (forwarding nothing) and returns an
+// error wrapping ErrReinstalled; it returns nil, changing nothing, when the
+// table is in place. It is for a sync round that has no hosts to write
+// (the store could not be read): the elements in place run out as usual,
+// and a removed gate does not stay removed. Any other error means the
+// table could not be installed.
+func (g *Gateway) Ensure() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	why := g.check()
+	if why == nil {
+		return nil
+	}
+	if err := g.queueInstall(); err != nil {
+		return fmt.Errorf("gateway: reinstall after %v: %w", why, err)
+	}
+	if err := g.conn.Flush(); err != nil {
+		return fmt.Errorf("gateway: reinstall after %v: %w", why, err)
+	}
+	return fmt.Errorf("%w: %v", ErrReinstalled, why)
+}
+
+// check reports, as an error, why the table is not as installed: its
+// forward chain (hence the table) is missing or does not hold the
+// installed number of rules. A set cannot be deleted while the rules refer
+// to it, so rules in place imply their sets.
+func (g *Gateway) check() error {
+	rules, err := g.conn.GetRules(g.table, g.chain)
+	if err != nil {
+		return fmt.Errorf("read chain %s of table %s: %w", ChainName, TableName, err)
+	}
+	if len(rules) != ruleCount {
+		return fmt.Errorf("chain %s of table %s holds %d rules, want %d", ChainName, TableName, len(rules), ruleCount)
+	}
+	return nil
+}
+
+// queueElements queues, without sending, the addition of the elements to
+// the sets, in messages of at most elementsPerMessage elements.
+func (g *Gateway) queueElements(pairs, addrs []nftables.SetElement) error {
 	for _, w := range []struct {
 		set   *nftables.Set
 		elems []nftables.SetElement
@@ -255,9 +363,6 @@ func (g *Gateway) Sync(hosts []Host) error {
 				return fmt.Errorf("gateway: %w", err)
 			}
 		}
-	}
-	if err := g.conn.Flush(); err != nil {
-		return fmt.Errorf("gateway: update the admitted sets: %w", err)
 	}
 	return nil
 }

@@ -17,10 +17,18 @@ import (
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
-// fakeLeases is a boot network's lease table: address → MAC.
+// fakeLeases is a boot network's lease table: address → MAC, and the
+// MACs' host bindings.
 type fakeLeases struct {
-	mu sync.Mutex
-	m  map[netip.Addr]net.HardwareAddr
+	mu    sync.Mutex
+	m     map[netip.Addr]net.HardwareAddr
+	hosts map[string]string // MAC → host ID
+}
+
+func (l *fakeLeases) HostOf(_ context.Context, mac net.HardwareAddr) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hosts[mac.String()], nil
 }
 
 func (l *fakeLeases) BoundTo(_ context.Context, ip net.IP, _ time.Time) (net.HardwareAddr, bool) {

@@ -71,15 +71,17 @@ type Options struct {
 	Recorded func(ctx context.Context, hostID string, link Link)
 	// Leases, if set, is the boot network's lease store (the DHCP gate): a
 	// quote is accepted only if the quoted IP is leased to the quoted MAC
-	// now. Without it (no DHCP gate) the link is still checked: the quote
-	// must be over it and the connection must come from its IP.
+	// now, and the quoted MAC is bound to no other host than the one
+	// attesting. Without it (no DHCP gate) the link is still checked: the
+	// quote must be over it and the connection must come from its IP.
 	Leases LinkLeases
 	// BehindNAT says that the attestation API is reached through network
 	// address translation, so connections do not come from the agents'
 	// addresses: the source address check is skipped (the quote's binding
-	// to its MAC and IP, and the lease check, remain). Risk: without the
-	// DHCP gate nothing then ties a quote to the link it arrived on. Off by
-	// default.
+	// to its MAC and IP, and the lease and host-binding checks, remain).
+	// Risk: any TPM with a trusted EK may then quote any leased link whose
+	// MAC is bound to no other host, with no spoofing; without the DHCP
+	// gate nothing ties a quote to the link it arrived on. Off by default.
 	BehindNAT bool
 	// Refusals, if set, records attestations refused for their link, with
 	// both links (default: Store, if it has RecordAction, as store.SQLite
@@ -101,6 +103,11 @@ type LinkLeases interface {
 	// BoundTo returns the MAC that ip's live, bound lease belongs to at
 	// now, and false when ip has no such lease.
 	BoundTo(ctx context.Context, ip net.IP, now time.Time) (net.HardwareAddr, bool)
+	// HostOf returns the host ID the MAC is bound to now (the host whose
+	// attestation over that MAC was last recorded, until the binding
+	// expires), or "" when it is bound to none. An error refuses the
+	// attestation (fail closed).
+	HostOf(ctx context.Context, mac net.HardwareAddr) (string, error)
 }
 
 // RefusalLog records an action of the appliance itself in the audit log;
@@ -305,7 +312,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	// The AK is proven to be in the EK's TPM. Whatever the evidence says, it
 	// is the host's only if it came over the link it is bound to; a relayed
 	// attestation is no verdict on the host: refused, audited, nothing else.
-	link, linkErr := s.checkLink(r, &req, err, now)
+	link, linkErr := s.checkLink(r, &req, err, enr.HostID, now)
 	if linkErr != nil {
 		s.refuseLink(w, r, log, enr.HostID, &req, linkErr)
 		return
@@ -409,9 +416,12 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 // to the link it came over. verifyErr is Verify's error: an
 // attest.ErrLinkMismatch means the TPM did not quote for req's link. Then the
 // connection's source address must be req.IP (unless BehindNAT) and, with
-// Leases, req.IP must be leased to req.MAC now. It returns the link, or why
-// the request is refused: an error wrapping attest.ErrLinkMismatch.
-func (s *Server) checkLink(r *http.Request, req *wire.QuoteRequest, verifyErr error, now time.Time) (Link, error) {
+// Leases, req.IP must be leased to req.MAC now and req.MAC bound to no host
+// but hostID (the host the enrolled EK names): a TPM that quotes the link
+// of another host gets no verdict over it, so it cannot move that host's
+// MAC (dhcpgate.ErrMACBound). It returns the link, or why the request is
+// refused: an error wrapping attest.ErrLinkMismatch.
+func (s *Server) checkLink(r *http.Request, req *wire.QuoteRequest, verifyErr error, hostID string, now time.Time) (Link, error) {
 	if errors.Is(verifyErr, attest.ErrLinkMismatch) {
 		return Link{}, verifyErr
 	}
@@ -440,6 +450,13 @@ func (s *Server) checkLink(r *http.Request, req *wire.QuoteRequest, verifyErr er
 		}
 		if !bytes.Equal(bound, mac) {
 			return refuse("the quoted address %s is leased to %s, not to the quoted MAC %s", ip, bound, mac)
+		}
+		owner, err := s.opt.Leases.HostOf(r.Context(), mac)
+		if err != nil {
+			return refuse("the host bound to the quoted MAC %s is unknown: %v", mac, err)
+		}
+		if owner != "" && owner != hostID {
+			return refuse("the quoted MAC %s is bound to another host until its binding expires", mac)
 		}
 	}
 	return Link{MAC: mac, IP: ip}, nil
