@@ -44,7 +44,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Drain bounds, per HTTP listener, the wait for in-flight requests
 	// once the appliance stops; connections still open after it are
-	// closed (default DefaultDrain).
+	// closed (default DefaultDrain). The admin API's live event streams
+	// end only then, so an open dashboard delays the stop by Drain. A
+	// handler still running after its connection was closed may find the
+	// store closed under it, and fails.
 	Drain time.Duration
 }
 
