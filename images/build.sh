@@ -38,7 +38,18 @@ step "agent initramfs (u-root)"
 stage=$B/initramfs-stage
 rm -rf $stage && mkdir -p $stage/modules
 cp $B/kernel/modules/* $stage/modules/
-if [ ! -f $B/agent-initramfs.cpio.zst ] || [ -n "$(find agent boot verifier/wire go.mod images/modules.txt $B/appliance/tls/ca.pem -newer $B/agent-initramfs.cpio.zst -print -quit)" ]; then
+# agent_sources prints the files of this module the agent is built from, one a
+# line: the Go and embedded files of every package in its dependencies (go
+# list -deps, for the initramfs's target), so a package the agent starts to
+# import is an input without anyone listing it.
+agent_sources() {
+  GOOS=linux GOARCH=amd64 CGO_ENABLED=0 go list -deps \
+    -f '{{if and .Module .Module.Main}}{{range .GoFiles}}{{$.Dir}}/{{.}}{{"\n"}}{{end}}{{range .EmbedFiles}}{{$.Dir}}/{{.}}{{"\n"}}{{end}}{{end}}' \
+    ./agent/cmd/bootgate-agent | grep -v '^$'
+}
+agent_list=$(agent_sources)
+mapfile -t agent_inputs <<<"$agent_list"
+if [ ! -f $B/agent-initramfs.cpio.zst ] || [ -n "$(find "${agent_inputs[@]}" go.mod go.sum images/modules.txt $B/appliance/tls/ca.pem -newer $B/agent-initramfs.cpio.zst -print -quit)" ]; then
   files=(-files "$B/appliance/tls/ca.pem:etc/bootgate/ca.pem")
   for m in $stage/modules/*; do files+=(-files "$m:lib/modules/bootgate/$(basename "$m")"); done
   GOOS=linux GOARCH=amd64 CGO_ENABLED=0 go run github.com/u-root/u-root -o $B/agent-initramfs.cpio \

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/bootgate/bootgate/verifier/eventlog"
+	"github.com/bootgate/bootgate/verifier/policy"
 )
 
 // Config is the appliance configuration. Relative paths are relative to the
@@ -388,4 +391,77 @@ func CheckQuotedPCRs(quoted, read []int) error {
 	}
 	slices.Sort(missing)
 	return &UncoveredPCRsError{Missing: missing, Quoted: slices.Sorted(slices.Values(quoted))}
+}
+
+// DefaultPCRs are the SHA-256 PCRs every quote must cover when pcrs is not
+// set: 0 to 15.
+var DefaultPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+
+// QuotedPCRs returns the PCRs the appliance asks every quote to cover: pcrs,
+// or DefaultPCRs.
+func (c *Config) QuotedPCRs() []int {
+	if len(c.PCRs) == 0 {
+		return DefaultPCRs
+	}
+	return c.PCRs
+}
+
+// Appliance is a configuration checked together with the files it depends
+// on that decide admission: the parsed policy, whose PCRs the quoted PCRs
+// cover, and the policy reference's replayed boot state. Only
+// LoadAppliance makes one.
+type Appliance struct {
+	*Config
+	// Policy is the parsed, validated policy file (Config.Policy).
+	Policy *policy.Policy
+	// Reference is the policy reference's boot state (nil without
+	// policy_reference or without admin: only the admin API shows it).
+	Reference *eventlog.BootState
+}
+
+// LoadAppliance reads and validates a configuration file (Load), loads its
+// policy and checks that the quoted PCRs (QuotedPCRs) cover every PCR the
+// policy reads, and, with an admin section, replays the policy reference.
+// Errors: Load's; policy.Load's unchanged (they name the policy file); an
+// *UncoveredPCRsError prefixed with path; a policy reference that cannot
+// be read or replayed as "policy_reference: read event log: …" or
+// "policy_reference: FILE: …".
+func LoadAppliance(path string) (*Appliance, error) {
+	c, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.Load(c.Policy)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckQuotedPCRs(c.QuotedPCRs(), pol.PCRs()); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	a := &Appliance{Config: c, Policy: pol}
+	if c.Admin != nil && c.PolicyReference != "" {
+		if a.Reference, err = replay(c.PolicyReference); err != nil {
+			return nil, fmt.Errorf("policy_reference: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// replay replays an event log against itself: there is no quote offline,
+// so this is what the log claims, which is what a policy is written
+// against.
+func replay(path string) (*eventlog.BootState, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read event log: %w", err)
+	}
+	bank, err := eventlog.Replay(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	st, err := eventlog.Verify(raw, bank)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
 }

@@ -2,12 +2,15 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bootgate/bootgate/verifier/policy"
 )
 
 // TestExample loads the documented example configuration.
@@ -110,5 +113,53 @@ func TestCheckQuotedPCRs(t *testing.T) {
 	}
 	if err := CheckQuotedPCRs([]int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, []int{0, 4, 7, 8, 9, 12}); err != nil {
 		t.Fatalf("default PCRs: %v", err)
+	}
+}
+
+// TestLoadAppliance: the appliance's configuration comes with its policy,
+// learned here from the RHEL 8 log and named as reference; quoted PCRs that
+// leave out one the policy reads, or a policy that does not load, refuse it.
+func TestLoadAppliance(t *testing.T) {
+	dir := t.TempDir()
+	ref, err := filepath.Abs("../../testdata/eventlogs/rhel8-uefi.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := replay(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, _, err := policy.Learn("rhel8", st, policy.LearnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := pol.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("listen: \":8443\"\ntls: {cert: c.pem, key: k.pem}\nstore: s.db\nek: {roots: r}\nadmin: {listen: \"127.0.0.1:9443\", operators: ops}\npolicy_reference: %q\n", ref)
+	load := func(extra string) (*Appliance, error) {
+		p := filepath.Join(dir, "a.yaml")
+		if err := os.WriteFile(p, []byte(base+extra), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return LoadAppliance(p)
+	}
+	a, err := load("policy: policy.yaml\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Policy == nil || a.Policy.Name != "rhel8" || a.Reference == nil || !slices.Equal(a.QuotedPCRs(), DefaultPCRs) {
+		t.Fatalf("loaded %+v", a)
+	}
+	var unc *UncoveredPCRsError
+	if _, err := load("policy: policy.yaml\npcrs: [0, 7]\n"); !errors.As(err, &unc) || !slices.Contains(unc.Missing, 4) {
+		t.Errorf("pcrs [0, 7]: %v, want PCR 4 uncovered", err)
+	}
+	if _, err := load("policy: missing.yaml\n"); err == nil || !strings.Contains(err.Error(), "read policy") {
+		t.Errorf("missing policy: %v", err)
 	}
 }

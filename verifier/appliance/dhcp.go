@@ -1,4 +1,4 @@
-package cli
+package appliance
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 	"github.com/bootgate/bootgate/verifier/store"
 )
 
-// dhcpGate is the running DHCP gate of `bootgate serve`.
+// dhcpGate is the running DHCP gate of the appliance.
 type dhcpGate struct {
 	server *dhcpgate.Server
 	leases *dhcpgate.Leases
