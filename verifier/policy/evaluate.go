@@ -137,11 +137,11 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 		}
 		fail(RuleUnverifiedBootApps, ev, "Secure Boot is on but no db authority verified a boot application")
 	}
-	forbidden := append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...)
+	forbidden := newForbiddenSet(append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...))
 	for _, c := range st.Cmdlines {
 		seen := map[string]bool{}
 		for _, tok := range cmdlineWords(c.Text) {
-			if w, ok := forbiddenSwitch(tok, forbidden); ok && !seen[w] {
+			if w, ok := forbidden.match(tok); ok && !seen[w] {
 				seen[w] = true
 				fail(RuleCmdline, c.Event, "kernel command line in PCR %d enables a debugger: %q (%s)", c.PCR, tok, w)
 			}
@@ -264,31 +264,48 @@ func cmdlineWords(s string) []string {
 	return out
 }
 
-// forbiddenSwitch reports whether the parameter tok (name or name=value)
-// is one of forbidden: a word forbids a parameter of that name, also as a
-// module parameter of the same name ("kgdboc.kgdboc", which kgdboc
-// accepts); word=value forbids that value. The kernel treats '-' and '_' in
-// parameter names alike (kernel/params.c parameq), and so does this.
-func forbiddenSwitch(tok string, forbidden []string) (string, bool) {
-	norm := func(p string) string {
-		name, value, ok := strings.Cut(p, "=")
-		name = strings.ReplaceAll(name, "-", "_")
-		if ok {
-			return name + "=" + value
-		}
-		return name
+// forbiddenSet is a set of forbidden parameters, normalised as the kernel
+// compares parameter names (kernel/params.c parameq: '-' and '_' alike): a
+// word forbids a parameter of that name; word=value forbids that value.
+type forbiddenSet map[string]string // normalised → as the policy says it
+
+func newForbiddenSet(words []string) forbiddenSet {
+	f := forbiddenSet{}
+	for _, w := range words {
+		f[normParam(w)] = w
 	}
-	name, value, hasValue := strings.Cut(norm(tok), "=")
+	return f
+}
+
+// normParam normalises a parameter's name, leaving any value as it is.
+func normParam(p string) string {
+	name, value, ok := strings.Cut(p, "=")
+	if strings.IndexByte(name, '-') >= 0 {
+		name = strings.ReplaceAll(name, "-", "_")
+	}
+	if ok {
+		return name + "=" + value
+	}
+	return name
+}
+
+// match reports whether the parameter tok (name or name=value) is
+// forbidden, also as a module parameter of the same name ("kgdboc.kgdboc",
+// which kgdboc accepts).
+func (f forbiddenSet) match(tok string) (string, bool) {
+	n := normParam(tok)
+	name, _, _ := strings.Cut(n, "=")
+	value := n[len(name):] // "" or "=value"
 	names := []string{name}
 	if i := strings.LastIndexByte(name, '.'); i >= 0 {
 		names = append(names, name[i+1:])
 	}
-	for _, w := range forbidden {
-		nw := norm(w)
-		for _, n := range names {
-			if nw == n || hasValue && nw == n+"="+value {
-				return w, true
-			}
+	for _, nm := range names {
+		if w, ok := f[nm]; ok {
+			return w, true
+		}
+		if w, ok := f[nm+value]; ok && value != "" {
+			return w, true
 		}
 	}
 	return "", false
