@@ -60,7 +60,7 @@ func TestPolicyCheckExitCodes(t *testing.T) {
 			[]string{"secure_boot.enabled: event 3: Secure Boot is disabled", "code_integrity.boot_app: event 23:"}, ""},
 		{"missing log", []string{"--policy", pol, "--eventlog", "/nonexistent/log.bin"}, 2, nil, "read event log"},
 		{"garbage log", []string{"--policy", pol, "--eventlog", garbage}, 2, nil, "malformed event log"},
-		{"truncated log", []string{"--policy", pol, "--eventlog", truncated(t)}, 2, nil, "malformed event log"},
+		{"truncated log", []string{"--policy", pol, "--eventlog", truncated(t)}, 2, nil, "event log truncated"},
 		{"broken policy", []string{"--policy", broken, "--eventlog", logs + "rhel8-uefi.bin"}, 2, nil, "invalid policy"},
 		{"missing flag", []string{"--policy", pol}, 2, nil, "eventlog"},
 	} {

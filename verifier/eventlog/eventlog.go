@@ -86,11 +86,12 @@ func Verify(raw []byte, bank Bank) (*BootState, error) {
 
 // verify is Verify for a log whose SHA-256 the caller has computed already.
 func verify(raw []byte, sum [32]byte, bank Bank) (*BootState, error) {
-	events, err := replay(raw, bank)
+	events, f, err := replay(raw, bank)
 	if err != nil {
 		return nil, err
 	}
 	st := extract(events, bank)
+	st.PaddingBytes = f.padding
 	if err := checkUnexplained(bank, st.eventPCRs); err != nil {
 		return nil, err
 	}
@@ -104,7 +105,7 @@ func verify(raw []byte, sum [32]byte, bank Bank) (*BootState, error) {
 // It trusts the log: use it only where no quote exists (offline policy work),
 // then pass its result to Verify.
 func Replay(raw []byte) (Bank, error) {
-	el, err := parse(raw)
+	el, _, err := parse(raw)
 	if err != nil {
 		return Bank{}, err
 	}
@@ -145,33 +146,39 @@ func Replay(raw []byte) (Bank, error) {
 	return bank, nil
 }
 
-func parse(raw []byte) (*tcg.EventLog, error) {
+// parse frames raw (frame) and parses it. Errors wrap ErrMalformed, or
+// ErrNotEventLog for input that is no event log.
+func parse(raw []byte) (*tcg.EventLog, framing, error) {
 	if len(raw) == 0 {
-		return nil, fmt.Errorf("%w: empty", ErrMalformed)
+		return nil, framing{}, fmt.Errorf("%w: empty", ErrMalformed)
 	}
 	if len(raw) > MaxLogBytes {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(raw), MaxLogBytes)
+		return nil, framing{}, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(raw), MaxLogBytes)
 	}
-	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{AllowPadding: true})
+	body, f, err := frame(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, f, err
 	}
-	return el, nil
+	el, err := tcg.ParseEventLog(body, tcg.ParseOpts{})
+	if err != nil {
+		return nil, f, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return el, f, nil
 }
 
-func replay(raw []byte, bank Bank) ([]tcg.Event, error) {
-	el, err := parse(raw)
+func replay(raw []byte, bank Bank) ([]tcg.Event, framing, error) {
+	el, f, err := parse(raw)
 	if err != nil {
-		return nil, err
+		return nil, f, err
 	}
 	alg, ok := bankAlgs[bank.Hash]
 	if !ok || !slices.Contains(el.Algs, alg) {
-		return nil, fmt.Errorf("%w: the log carries no %v digests", ErrMalformed, bank.Hash)
+		return nil, f, fmt.Errorf("%w: the log carries no %v digests", ErrMalformed, bank.Hash)
 	}
 	mrs := make([]register.MR, 0, len(bank.PCRs))
 	for _, i := range sortedKeys(bank.PCRs) {
 		if len(bank.PCRs[i]) != bank.Hash.Size() {
-			return nil, fmt.Errorf("PCR %d: digest of %d bytes, want %d", i, len(bank.PCRs[i]), bank.Hash.Size())
+			return nil, f, fmt.Errorf("PCR %d: digest of %d bytes, want %d", i, len(bank.PCRs[i]), bank.Hash.Size())
 		}
 		mrs = append(mrs, register.PCR{Index: i, Digest: bank.PCRs[i], DigestAlg: bank.Hash})
 	}
@@ -181,11 +188,11 @@ func replay(raw []byte, bank Bank) ([]tcg.Event, error) {
 	if err != nil {
 		var re tcg.ReplayError
 		if errors.As(err, &re) {
-			return nil, &ReplayError{PCRs: slices.Clone(re.InvalidMRs)}
+			return nil, f, &ReplayError{PCRs: slices.Clone(re.InvalidMRs)}
 		}
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, f, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	return events, nil
+	return events, f, nil
 }
 
 var bankAlgs = map[crypto.Hash]register.HashAlg{

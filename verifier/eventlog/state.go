@@ -46,6 +46,9 @@ type BootState struct {
 	SeparatorPCRs []int `json:"separator_pcrs,omitempty"`
 
 	SCRTMVersion string `json:"scrtm_version,omitempty"`
+	// PaddingBytes counts the 0x00 or 0xFF bytes after the last event: a
+	// log read from the firmware's log area is often padded so.
+	PaddingBytes int `json:"padding_bytes,omitempty"`
 
 	eventPCRs map[int]bool // PCRs with replayed events
 
