@@ -348,7 +348,7 @@ func TestIdentityRenewalMaxAge(t *testing.T) {
 	defer rep.IdentityKey.Close()
 	withID := &client.Client{BaseURL: e.url, HTTP: client.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)}
 	var ae *client.APIError
-	if _, err := withID.RenewIdentity(context.Background()); !errors.As(err, &ae) || ae.Code != "attest_again" {
+	if _, err := withID.RenewIdentity(context.Background()); !errors.As(err, &ae) || ae.Code != wire.CodeAttestAgain {
 		t.Fatalf("renewal past the maximum age: %v", err)
 	}
 }
