@@ -6,7 +6,6 @@ package bootflow
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -24,11 +23,6 @@ import (
 	"github.com/bootgate/bootgate/boot"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
-
-// PCR is where the agent measures the production OS before the kexec
-// (boot.Image.Digest): PCR 15, which firmware, shim, GRUB and the Linux EFI
-// stub leave alone.
-const PCR = 15
 
 // Backoff spaces the attempts after a failure: exponential from Min to Max
 // with full jitter, so that a rack that failed together does not retry in step.
@@ -98,7 +92,7 @@ func (f *Flow) Run(ctx context.Context) error {
 			return nil // dry run
 		}
 		if f.crossed {
-			f.Events.Emit("reboot_required", map[string]any{"attempt": attempt, "pcr": PCR})
+			f.Events.Emit("reboot_required", map[string]any{"attempt": attempt, "pcr": wire.BoundaryPCR})
 			return ErrRebootRequired
 		}
 		if f.MaxAttempts != 0 && attempt == f.MaxAttempts {
@@ -183,13 +177,13 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 			t.Close()
 			return fail("boot_error", fmt.Errorf("unseal credentials: %w", err))
 		}
-		boundary := sha256.Sum256([]byte("bootgate: credentials unsealed"))
+		boundary := wire.BoundaryDigest()
 		f.crossed = true
-		if err := t.Extend(PCR, boundary[:]); err != nil {
+		if err := t.Extend(wire.BoundaryPCR, boundary[:]); err != nil {
 			t.Close()
-			return fail("boot_error", fmt.Errorf("extend the boundary into PCR %d: %w", PCR, err))
+			return fail("boot_error", fmt.Errorf("extend the boundary into PCR %d: %w", wire.BoundaryPCR, err))
 		}
-		f.Events.Emit("credentials", map[string]any{"unsealed": n, "boundary_pcr": PCR})
+		f.Events.Emit("credentials", map[string]any{"unsealed": n, "boundary_pcr": wire.BoundaryPCR})
 	}
 	if res.Identity != nil {
 		files["bootgate/identity.pem"] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Identity.Cert})

@@ -183,10 +183,10 @@ func New(opt Options) (*Server, error) {
 		opt.Refusals, _ = opt.Store.(RefusalLog)
 	}
 	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
-	if slices.Contains(opt.PCRs, attest.BoundaryPCR) {
-		s.fresh = []int{attest.BoundaryPCR}
+	if slices.Contains(opt.PCRs, wire.BoundaryPCR) {
+		s.fresh = []int{wire.BoundaryPCR}
 	} else {
-		opt.Logger.Warn("the quoted PCRs leave out bootgate's boundary PCR: quotes taken after a handover are not recognised", "pcr", attest.BoundaryPCR)
+		opt.Logger.Warn("the quoted PCRs leave out bootgate's boundary PCR: quotes taken after a handover are not recognised", "pcr", wire.BoundaryPCR)
 	}
 	if opt.Boot != nil {
 		if opt.CA == nil {

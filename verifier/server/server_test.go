@@ -687,8 +687,8 @@ func TestQuoteAfterBoundary(t *testing.T) {
 	ca := tpmtest.NewCA(t)
 	tp := tpmtest.Simulator(t, ca)
 	raw := tpmtest.ReplayLog(t, tp, goodLog)
-	boundary := sha256.Sum256([]byte("bootgate: credentials unsealed"))
-	if err := tp.Extend(attest.BoundaryPCR, boundary[:]); err != nil {
+	boundary := wire.BoundaryDigest()
+	if err := tp.Extend(wire.BoundaryPCR, boundary[:]); err != nil {
 		t.Fatal(err)
 	}
 	f := newFixture(t, ca.Roots())

@@ -26,6 +26,7 @@ import (
 	"github.com/bootgate/bootgate/agent/netup"
 	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/boot"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // Files the images put in the agent's initramfs.
@@ -175,7 +176,7 @@ func runBoot(ctx context.Context, console io.Writer) error {
 		ApplianceCA:    caPEM,
 		OpenTPM:        func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
 		EventLog:       func() ([]byte, error) { return os.ReadFile(securityfsLog) },
-		Loader:         &boot.Loader{HTTP: httpc, Dir: "/tmp/bootgate-os", PCR: bootflow.PCR, Kexec: boot.LinuxKexec{}, DryRun: cfg.dryRun},
+		Loader:         &boot.Loader{HTTP: httpc, Dir: "/tmp/bootgate-os", PCR: wire.BoundaryPCR, Kexec: boot.LinuxKexec{}, DryRun: cfg.dryRun},
 		Events:         ev,
 		Console:        console,
 		Backoff:        bootflow.Backoff{Min: 2 * time.Second, Max: 60 * time.Second},
