@@ -98,9 +98,9 @@ func (o Outcome) OK() bool {
 		return false
 	}
 	if o.Host.Pass {
-		return o.Verdict == "pass" && o.Kexec && o.ReachedOS
+		return o.Verdict == wire.VerdictPass && o.Kexec && o.ReachedOS
 	}
-	return o.Verdict == "fail" && !o.Kexec && !o.ReachedOS
+	return o.Verdict == wire.VerdictFail && !o.Kexec && !o.ReachedOS
 }
 
 // Appliance is a running `bootgate serve`.
@@ -395,7 +395,7 @@ func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy str
 	ropt.Work = dir
 	o := bootOne(ctx, ropt, ref)
 	a.Stop()
-	if o.Err != nil || o.Verdict != "fail" {
+	if o.Err != nil || o.Verdict != wire.VerdictFail {
 		return nil, "", fmt.Errorf("reference boot: verdict %q: %v (console: %s)", o.Verdict, o.Err, o.Console)
 	}
 	st, err := store.OpenSQLite(a.Store)
