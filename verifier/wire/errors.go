@@ -40,30 +40,30 @@ const (
 	// source address is not IP, or the appliance's DHCP gate has not leased
 	// IP to MAC. It is a relayed (or misconfigured) attestation: no verdict
 	// is recorded.
-	CodeLinkMismatch = Code("link_mismatch")
-	CodeInternal     = Code("internal") // the appliance failed; see its log
+	CodeLinkMismatch Code = "link_mismatch"
+	CodeInternal     Code = "internal" // the appliance failed; see its log
 
 	// Host identity endpoints (PathIdentity, PathIdentityRenew).
-	CodeIdentityRequired = Code("identity_required") // no host identity certificate was presented
-	CodeHostNotAdmitted  = Code("host_not_admitted") // unknown host, or the host is not admitted
-	CodeIdentityRevoked  = Code("identity_revoked")  // the presented identity certificate was revoked
-	CodeTooSoon          = Code("too_soon")          // the identity was renewed too recently
-	CodeAttestAgain      = Code("attest_again")      // renewal refused: the host must attest again
+	CodeIdentityRequired Code = "identity_required" // no host identity certificate was presented
+	CodeHostNotAdmitted  Code = "host_not_admitted" // unknown host, or the host is not admitted
+	CodeIdentityRevoked  Code = "identity_revoked"  // the presented identity certificate was revoked
+	CodeTooSoon          Code = "too_soon"          // the identity was renewed too recently
+	CodeAttestAgain      Code = "attest_again"      // renewal refused: the host must attest again
 )
 
 // Refusals of the admin API (docs/admin.md); CodeBadRequest and CodeInternal
 // are shared with the attestation API.
 const (
-	CodeNotFound      = Code("not_found")       // no such endpoint, host or incident
-	CodeRefused       = Code("refused")         // the action conflicts with the current state
-	CodeTooLarge      = Code("too_large")       // request body over the endpoint's limit
-	CodeMethod        = Code("method")          // method not allowed
-	CodeNoTLS         = Code("no_tls")          // the request did not arrive over TLS
-	CodeNotAnOperator = Code("not_an_operator") // no valid operator certificate
-	CodeCSRF          = Code("csrf")            // a state change without the operator header, or cross-origin
-	CodeBusy          = Code("busy")            // too many live streams
+	CodeNotFound      Code = "not_found"       // no such endpoint, host or incident
+	CodeRefused       Code = "refused"         // the action conflicts with the current state
+	CodeTooLarge      Code = "too_large"       // request body over the endpoint's limit
+	CodeMethod        Code = "method"          // method not allowed
+	CodeNoTLS         Code = "no_tls"          // the request did not arrive over TLS
+	CodeNotAnOperator Code = "not_an_operator" // no valid operator certificate
+	CodeCSRF          Code = "csrf"            // a state change without the operator header, or cross-origin
+	CodeBusy          Code = "busy"            // too many live streams
 )
 
 // CodeHTTP is never sent by the appliance: clients use it for a non-2xx
 // answer whose body is not an Error (a proxy's page, say).
-const CodeHTTP = Code("http")
+const CodeHTTP Code = "http"

@@ -1,7 +1,19 @@
-// Package wire defines the JSON messages exchanged between the bootgate agent and
-// the verifier's attestation API. It is the only verifier package the agent
-// imports; it holds data shapes and limits, and the one computation both sides
-// must agree on byte for byte (QualifyingData).
+// Package wire is bootgate's protocol: every fact the agent, the
+// production-OS image and the verifier appliance must agree on, defined
+// once. It is the only verifier package the agent imports, and it imports
+// the standard library only (internal/archtest checks both). It holds:
+//
+//   - the JSON messages of the attestation API and their limits (wire.go);
+//   - the computation both sides must agree on byte for byte
+//     (QualifyingData);
+//   - the one error envelope of the attestation and admin APIs and the typed
+//     refusal codes (Error, Code);
+//   - the DHCP vendor option that tells the agent where to attest (Vendor,
+//     ParseVendor);
+//   - the boundary PCR and its digest (BoundaryPCR, BoundaryDigest);
+//   - the handover to the production OS (Handover);
+//   - the console events the agent and the production OS print
+//     (EventMarker, Event).
 //
 // Binary fields are TPM wire-format structures or DER, carried as base64 by
 // encoding/json. docs/api.md documents the endpoints, bodies and error codes.
