@@ -6,11 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// EventMarker starts a typed event on the guest's serial console: the guest
-// prints `BOOTGATE-EVENT {"event":"name",...}` on a line of its own.
-const EventMarker = "BOOTGATE-EVENT"
+	"github.com/bootgate/bootgate/verifier/wire"
+)
 
 // ExitEvent is the name of the event synthesized when QEMU exits. It is
 // always the last event of a VM. Its fields: "reason" (one of the Exit*
@@ -99,7 +97,9 @@ func (e Event) Format() string {
 	return fmt.Sprintf("+%.1fs %s %s", e.Time.Seconds(), e.Name, raw)
 }
 
-// ParseEventLine parses one console line holding a typed event. It tolerates
+// ParseEventLine parses one console line holding a typed event: the guest
+// prints `BOOTGATE-EVENT {"event":"name",...}` (wire.EventMarker) on a line of
+// its own. It tolerates
 // serial noise: carriage returns, anything before the marker (firmware
 // escape sequences, the tail of a kernel message) and anything after the
 // JSON object. It returns false if the line holds no marker followed by a
@@ -108,11 +108,11 @@ func (e Event) Format() string {
 func ParseEventLine(line string) (Event, bool) {
 	line = strings.ReplaceAll(line, "\r", "")
 	for {
-		i := strings.Index(line, EventMarker)
+		i := strings.Index(line, wire.EventMarker)
 		if i < 0 {
 			return Event{}, false
 		}
-		line = line[i+len(EventMarker):]
+		line = line[i+len(wire.EventMarker):]
 		if e, ok := parseEventJSON(line); ok {
 			return e, true
 		}

@@ -6,7 +6,6 @@ package bootflow
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -24,11 +23,6 @@ import (
 	"github.com/bootgate/bootgate/boot"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
-
-// PCR is where the agent measures the production OS before the kexec
-// (boot.Image.Digest): PCR 15, which firmware, shim, GRUB and the Linux EFI
-// stub leave alone.
-const PCR = 15
 
 // Backoff spaces the attempts after a failure: exponential from Min to Max
 // with full jitter, so that a rack that failed together does not retry in step.
@@ -90,22 +84,22 @@ func (f *Flow) Run(ctx context.Context) error {
 	for attempt := 1; f.MaxAttempts == 0 || attempt <= f.MaxAttempts; attempt++ {
 		img, ok := f.attempt(ctx, attempt)
 		if ok {
-			f.Events.Emit("kexec", map[string]any{"attempt": attempt, "os_digest": fmt.Sprintf("%x", img.Digest)})
+			f.Events.Emit(wire.EventKexec, map[string]any{"attempt": attempt, "os_digest": fmt.Sprintf("%x", img.Digest)})
 			if err := f.Loader.Execute(); err != nil {
-				f.Events.Emit("boot_error", map[string]any{"error": "kexec: " + err.Error()})
+				f.Events.Emit(wire.EventBootError, map[string]any{"error": "kexec: " + err.Error()})
 				return fmt.Errorf("kexec: %w", err)
 			}
 			return nil // dry run
 		}
 		if f.crossed {
-			f.Events.Emit("reboot_required", map[string]any{"attempt": attempt, "pcr": PCR})
+			f.Events.Emit(wire.EventRebootRequired, map[string]any{"attempt": attempt, "pcr": wire.BoundaryPCR})
 			return ErrRebootRequired
 		}
 		if f.MaxAttempts != 0 && attempt == f.MaxAttempts {
 			break
 		}
 		d := f.Backoff.Delay(attempt, r)
-		f.Events.Emit("retry", map[string]any{"attempt": attempt, "in_ms": d.Milliseconds()})
+		f.Events.Emit(wire.EventRetry, map[string]any{"attempt": attempt, "in_ms": d.Milliseconds()})
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -119,28 +113,28 @@ func (f *Flow) Run(ctx context.Context) error {
 // loads the OS. It reports true only when the OS is loaded and nothing
 // remains but to execute it.
 func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
-	fail := func(name string, err error) (*boot.Image, bool) {
+	fail := func(name wire.Event, err error) (*boot.Image, bool) {
 		f.Events.Emit(name, map[string]any{"attempt": n, "error": err.Error()})
 		return nil, false
 	}
 	eventLog, err := f.EventLog()
 	if err != nil {
-		return fail("attest_error", fmt.Errorf("read event log: %w", err))
+		return fail(wire.EventAttestError, fmt.Errorf("read event log: %w", err))
 	}
 	t, err := f.OpenTPM()
 	if err != nil {
-		return fail("attest_error", fmt.Errorf("open TPM: %w", err))
+		return fail(wire.EventAttestError, fmt.Errorf("open TPM: %w", err))
 	}
 	rep, err := f.Client.Attest(ctx, t, eventLog)
 	if err != nil {
 		t.Close()
-		return fail("attest_error", err)
+		return fail(wire.EventAttestError, err)
 	}
 	if rep.IdentityKey != nil {
 		defer rep.IdentityKey.Close()
 	}
 	res := rep.Result
-	f.Events.Emit("attested", map[string]any{
+	f.Events.Emit(wire.EventAttested, map[string]any{
 		"attempt": n, "verdict": res.Verdict, "host_id": res.HostID, "attestation_id": res.AttestationID,
 		"incident_id": res.IncidentID, "reasons": res.Reasons, "ek": rep.EK.Type,
 		"tpm_commands": rep.TPMCommands, "attest_ms": rep.Duration.Milliseconds(),
@@ -152,15 +146,15 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	}
 	if res.Boot == nil {
 		t.Close()
-		return fail("boot_error", errors.New("the verifier named no production OS"))
+		return fail(wire.EventBootError, errors.New("the verifier named no production OS"))
 	}
 	if f.Renew != nil {
 		addr, err := f.Renew(ctx)
 		if err != nil {
 			t.Close()
-			return fail("network_error", fmt.Errorf("move to the production lease: %w", err))
+			return fail(wire.EventNetworkError, fmt.Errorf("move to the production lease: %w", err))
 		}
-		f.Events.Emit("network_production", map[string]any{"address": addr})
+		f.Events.Emit(wire.EventNetworkProduction, map[string]any{"address": addr})
 	}
 	spec := boot.Spec{
 		Kernel:  boot.File{URL: f.Client.BaseURL + res.Boot.Kernel.Path, SHA256: res.Boot.Kernel.SHA256, Size: res.Boot.Kernel.Size},
@@ -170,7 +164,7 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	if len(res.Boot.KernelSigner) > 0 {
 		if spec.KernelSigner, err = x509.ParseCertificate(res.Boot.KernelSigner); err != nil {
 			t.Close()
-			return fail("boot_error", fmt.Errorf("the verifier named an unreadable kernel signer: %w", err))
+			return fail(wire.EventBootError, fmt.Errorf("the verifier named an unreadable kernel signer: %w", err))
 		}
 	}
 	// Credentials: unsealed by this TPM in this boot state, then a boundary
@@ -181,48 +175,48 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 		n, err := unsealAll(t, rep.EK, res.Credentials, files)
 		if err != nil {
 			t.Close()
-			return fail("boot_error", fmt.Errorf("unseal credentials: %w", err))
+			return fail(wire.EventBootError, fmt.Errorf("unseal credentials: %w", err))
 		}
-		boundary := sha256.Sum256([]byte("bootgate: credentials unsealed"))
+		boundary := wire.BoundaryDigest()
 		f.crossed = true
-		if err := t.Extend(PCR, boundary[:]); err != nil {
+		if err := t.Extend(wire.BoundaryPCR, boundary[:]); err != nil {
 			t.Close()
-			return fail("boot_error", fmt.Errorf("extend the boundary into PCR %d: %w", PCR, err))
+			return fail(wire.EventBootError, fmt.Errorf("extend the boundary into PCR %d: %w", wire.BoundaryPCR, err))
 		}
-		f.Events.Emit("credentials", map[string]any{"unsealed": n, "boundary_pcr": PCR})
+		f.Events.Emit(wire.EventCredentials, map[string]any{"unsealed": n, "boundary_pcr": wire.BoundaryPCR})
 	}
 	if res.Identity != nil {
-		files["bootgate/identity.pem"] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Identity.Cert})
+		files[wire.HandoverIdentityPath] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Identity.Cert})
 		for _, c := range res.Identity.Chain {
-			files["bootgate/identity.pem"] = append(files["bootgate/identity.pem"], pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c})...)
+			files[wire.HandoverIdentityPath] = append(files[wire.HandoverIdentityPath], pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c})...)
 		}
 		if f.ApplianceCA != nil {
-			files["bootgate/appliance-ca.pem"] = f.ApplianceCA
+			files[wire.HandoverApplianceCA] = f.ApplianceCA
 		}
 	}
 	// With an identity, the OS is fetched over mTLS with the TPM-resident key.
 	if res.Identity != nil && rep.IdentityKey != nil {
 		f.Loader.HTTP = f.IdentityClient(res.Identity, rep.IdentityKey)
-		f.Events.Emit("identity", map[string]any{"not_after": res.Identity.NotAfter})
+		f.Events.Emit(wire.EventIdentity, map[string]any{"not_after": res.Identity.NotAfter})
 	}
 	img, err := f.Loader.Fetch(ctx, spec)
 	if err != nil {
 		t.Close()
-		return fail("boot_error", err)
+		return fail(wire.EventBootError, err)
 	}
-	f.Events.Emit("os_verified", map[string]any{"kernel_sha256": spec.Kernel.SHA256, "initrd_sha256": spec.Initrd.SHA256})
-	handover, err := json.Marshal(map[string]any{
-		"host_id": res.HostID, "attestation_id": res.AttestationID, "verdict": res.Verdict, "policy_digest": res.PolicyDigest,
-		"verifier": f.Client.BaseURL,
+	f.Events.Emit(wire.EventOSVerified, map[string]any{"kernel_sha256": spec.Kernel.SHA256, "initrd_sha256": spec.Initrd.SHA256})
+	handover, err := json.Marshal(wire.Handover{
+		HostID: res.HostID, AttestationID: res.AttestationID, Verdict: res.Verdict, PolicyDigest: res.PolicyDigest,
+		Verifier: f.Client.BaseURL,
 	})
 	if err != nil {
 		t.Close()
-		return fail("boot_error", err)
+		return fail(wire.EventBootError, err)
 	}
-	files["bootgate/attestation.json"] = handover
+	files[wire.HandoverPath] = handover
 	if f.Loader.Extra, err = boot.CPIO(files); err != nil {
 		t.Close()
-		return fail("boot_error", err)
+		return fail(wire.EventBootError, err)
 	}
 	f.Loader.Measurer = t
 	f.crossed = true
@@ -230,9 +224,9 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	f.Loader.Measurer = nil
 	t.Close()
 	if err != nil {
-		return fail("boot_error", err)
+		return fail(wire.EventBootError, err)
 	}
-	f.Events.Emit("os_loaded", map[string]any{"pcr": f.Loader.PCR, "os_digest": fmt.Sprintf("%x", img.Digest)})
+	f.Events.Emit(wire.EventOSLoaded, map[string]any{"pcr": f.Loader.PCR, "os_digest": fmt.Sprintf("%x", img.Digest)})
 	return img, true
 }
 
@@ -248,11 +242,11 @@ func (f *Flow) showQuarantine(res wire.Result) {
 		}
 	}
 	_, _ = io.WriteString(f.Console, b.String())
-	f.Events.Emit("quarantined", map[string]any{"host_id": res.HostID, "incident_id": res.IncidentID, "reasons": len(res.Reasons)})
+	f.Events.Emit(wire.EventQuarantined, map[string]any{"host_id": res.HostID, "incident_id": res.IncidentID, "reasons": len(res.Reasons)})
 }
 
 // unsealAll unseals every credential with the EK the verifier enrolled and
-// puts each in files as bootgate/credentials/NAME.
+// puts each in files as wire.HandoverCredentialsDir/NAME.
 func unsealAll(t *tpm.TPM, enrolled tpm.EK, creds []wire.Credential, files map[string][]byte) (int, error) {
 	ek, err := t.ReloadEK(enrolled)
 	if err != nil {
@@ -267,7 +261,7 @@ func unsealAll(t *tpm.TPM, enrolled tpm.EK, creds []wire.Credential, files map[s
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", c.Name, err)
 		}
-		files["bootgate/credentials/"+c.Name] = v
+		files[wire.HandoverCredentialsDir+"/"+c.Name] = v
 	}
 	return len(creds), nil
 }

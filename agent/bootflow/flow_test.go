@@ -136,7 +136,7 @@ func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) htt
 		IdentityClient: client.IdentityClient(roots),
 		OpenTPM:        func() (*tpm.TPM, error) { return tpm.New(shared{tp.Transport()}), nil },
 		EventLog:       func() ([]byte, error) { return raw, nil },
-		Loader:         &boot.Loader{HTTP: ts.Client(), Dir: filepath.Join(dir, "os"), PCR: bootflow.PCR, Kexec: e.kexec},
+		Loader:         &boot.Loader{HTTP: ts.Client(), Dir: filepath.Join(dir, "os"), PCR: wire.BoundaryPCR, Kexec: e.kexec},
 		Events:         event.New(e.events),
 		Console:        e.events,
 		Backoff:        bootflow.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond},
@@ -146,11 +146,11 @@ func setup(t *testing.T, learnLog, bootLog string, tamper func(http.Handler) htt
 }
 
 func (e *env) pcr15(t *testing.T) []byte {
-	v, err := e.tp.PCRs([]int{bootflow.PCR})
+	v, err := e.tp.PCRs([]int{wire.BoundaryPCR})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v[bootflow.PCR]
+	return v[wire.BoundaryPCR]
 }
 
 func TestPassBootsTheNamedOS(t *testing.T) {
@@ -348,7 +348,7 @@ func TestIdentityRenewalMaxAge(t *testing.T) {
 	defer rep.IdentityKey.Close()
 	withID := &client.Client{BaseURL: e.url, HTTP: client.IdentityClient(e.roots)(rep.Result.Identity, rep.IdentityKey)}
 	var ae *client.APIError
-	if _, err := withID.RenewIdentity(context.Background()); !errors.As(err, &ae) || ae.Code != "attest_again" {
+	if _, err := withID.RenewIdentity(context.Background()); !errors.As(err, &ae) || ae.Code != wire.CodeAttestAgain {
 		t.Fatalf("renewal past the maximum age: %v", err)
 	}
 }

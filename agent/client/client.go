@@ -24,10 +24,11 @@ import (
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
-// APIError is a refusal from the verifier, with its documented code.
+// APIError is a refusal from the verifier, with its documented code
+// (wire.CodeHTTP when the answer was not a wire.Error).
 type APIError struct {
 	Status  int
-	Code    string
+	Code    wire.Code
 	Message string
 }
 
@@ -280,7 +281,7 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	if resp.StatusCode != http.StatusOK {
 		var e wire.Error
 		if json.Unmarshal(b, &e) != nil || e.Code == "" {
-			e = wire.Error{Code: "http", Message: strings.TrimSpace(string(b))}
+			e = wire.Error{Code: wire.CodeHTTP, Message: strings.TrimSpace(string(b))}
 		}
 		return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Message}
 	}

@@ -1,6 +1,6 @@
 // Package event writes the agent's typed events to the console: one line
-// "BOOTGATE-EVENT {json}" each, which people can read and test harnesses parse
-// instead of scraping free text.
+// "BOOTGATE-EVENT {json}" each (wire.EventMarker, wire.Event), which people
+// can read and test harnesses parse instead of scraping free text.
 package event
 
 import (
@@ -8,10 +8,9 @@ import (
 	"io"
 	"sync"
 	"time"
-)
 
-// Marker starts every event line.
-const Marker = "BOOTGATE-EVENT "
+	"github.com/bootgate/bootgate/verifier/wire"
+)
 
 // Emitter writes events; it is safe for concurrent use.
 type Emitter struct {
@@ -25,7 +24,7 @@ func New(w io.Writer) *Emitter { return &Emitter{w: w, start: time.Now()} }
 
 // Emit writes one event. Fields must be JSON-encodable; "event" and "t_ms"
 // (milliseconds since the emitter was made) are set by Emit.
-func (e *Emitter) Emit(name string, fields map[string]any) {
+func (e *Emitter) Emit(name wire.Event, fields map[string]any) {
 	m := make(map[string]any, len(fields)+2)
 	for k, v := range fields {
 		m[k] = v
@@ -39,5 +38,5 @@ func (e *Emitter) Emit(name string, fields map[string]any) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	// One write per line, so that lines from several writers do not interleave.
-	_, _ = e.w.Write(append(append([]byte("\n"+Marker), b...), '\n'))
+	_, _ = e.w.Write(append(append([]byte("\n"+wire.EventMarker+" "), b...), '\n'))
 }

@@ -5,7 +5,6 @@ package netup
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,8 @@ import (
 	"github.com/u-root/u-root/pkg/kmodule"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // LoadModules loads the kernel modules named, one per line, in dir/order,
@@ -55,8 +56,8 @@ func LoadModules(dir string, log *slog.Logger) (int, error) {
 }
 
 // Lease is the address an interface got, and what the appliance told the
-// agent in its vendor option (43): where to attest, and the SHA-256 of the CA
-// certificate it must present.
+// agent in its vendor option (43, wire.Vendor): where to attest, and the
+// SHA-256 of the CA certificate it must present.
 type Lease struct {
 	Interface string
 	// MAC is the interface's hardware address: with Address, the link the
@@ -67,32 +68,6 @@ type Lease struct {
 	Took          time.Duration
 	Endpoint      string
 	CAFingerprint []byte
-}
-
-// Vendor option 43 sub-options of the appliance (verifier/dhcpgate).
-const (
-	subOptEndpoint      = 1
-	subOptCAFingerprint = 2
-)
-
-// parseVendor reads the appliance's sub-options; malformed data is ignored.
-func (l *Lease) parseVendor(b []byte) {
-	for len(b) >= 2 {
-		code, n := b[0], int(b[1])
-		if len(b) < 2+n {
-			return
-		}
-		v := b[2 : 2+n]
-		switch code {
-		case subOptEndpoint:
-			l.Endpoint = string(v)
-		case subOptCAFingerprint:
-			if n == 32 {
-				l.CAFingerprint = bytes.Clone(v)
-			}
-		}
-		b = b[2+n:]
-	}
 }
 
 // DHCP brings up every non-loopback interface, asks for a DHCPv4 lease on
@@ -152,7 +127,14 @@ func lease(ctx context.Context, ifs []netlink.Link, log *slog.Logger) (*Lease, e
 			msg, _ := p.Message()
 			if msg != nil {
 				l.Address, l.Server = msg.YourIPAddr, msg.ServerIPAddr
-				l.parseVendor(msg.Options.Get(dhcpv4.OptionVendorSpecificInformation))
+				// A malformed option keeps what was read before the
+				// fault: the endpoint is checked against the agent's own
+				// CA anyway, and a bad fingerprint is left out.
+				v, err := wire.ParseVendor(msg.Options.Get(dhcpv4.OptionVendorSpecificInformation))
+				if err != nil {
+					log.Warn("dhcp vendor option", "interface", l.Interface, "err", err)
+				}
+				l.Endpoint, l.CAFingerprint = v.Endpoint, v.CAFingerprint
 			}
 		}
 		return l, nil

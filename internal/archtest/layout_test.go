@@ -105,6 +105,20 @@ var rules = []rule{
 		From:      func(p string) bool { return inModule(p) && !own(p, "qemu") && !testHelper(p) },
 		Forbidden: testHelper,
 	},
+	{
+		// Both sides build on it (the agent, its production-OS image, the
+		// verifier): it carries the protocol, never anyone's logic.
+		Name:      "verifier/wire imports the standard library only",
+		From:      func(p string) bool { return own(p, "verifier/wire") },
+		Forbidden: func(d string) bool { return !standard(d) },
+	},
+}
+
+// standard reports whether p is a standard library package: its first path
+// element has no dot (the go command's own rule).
+func standard(p string) bool {
+	first, _, _ := strings.Cut(p, "/")
+	return !strings.Contains(first, ".")
 }
 
 // loadGraph runs go list -deps -json over the whole module (tests left out)

@@ -22,6 +22,7 @@ import (
 	"github.com/bootgate/bootgate/qemu"
 	"github.com/bootgate/bootgate/qemu/swtpm"
 	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // Build is the output of images/build.sh.
@@ -97,9 +98,9 @@ func (o Outcome) OK() bool {
 		return false
 	}
 	if o.Host.Pass {
-		return o.Verdict == "pass" && o.Kexec && o.ReachedOS
+		return o.Verdict == wire.VerdictPass && o.Kexec && o.ReachedOS
 	}
-	return o.Verdict == "fail" && !o.Kexec && !o.ReachedOS
+	return o.Verdict == wire.VerdictFail && !o.Kexec && !o.ReachedOS
 }
 
 // Appliance is a running `bootgate serve`.
@@ -294,13 +295,13 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 			o.Err = err
 			return o
 		}
-		switch e.Name {
-		case "network_up":
+		switch wire.Event(e.Name) {
+		case wire.EventNetworkUp:
 			netMs = e.Int("dhcp_ms")
 			o.QuarantineIP = e.String("address")
-		case "network_production":
+		case wire.EventNetworkProduction:
 			o.ProductionIP = e.String("address")
-		case "attested":
+		case wire.EventAttested:
 			o.Verdict = e.String("verdict")
 			o.IncidentID = e.Int("incident_id")
 			o.TPMCmds = e.Int("tpm_commands")
@@ -311,7 +312,7 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 					}
 				}
 			}
-		case "quarantined":
+		case wire.EventQuarantined:
 			o.Seconds = e.Time.Seconds()
 			// Give a wrongly admitted host a moment to show a kexec; a
 			// quarantined agent retries with backoff instead.
@@ -319,10 +320,10 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 				o.Err = errors.New("quarantined, but this host must be admitted")
 			}
 			return o
-		case "kexec":
+		case wire.EventKexec:
 			o.Kexec = true
 			o.AgentMs = e.Int("t_ms") - netMs
-		case "os_running":
+		case wire.EventOSRunning:
 			o.ReachedOS = true
 			if c, ok := e.Fields["credentials"].(map[string]any); ok {
 				o.Credentials = len(c)
@@ -346,7 +347,7 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 			o.Seconds = e.Time.Seconds()
 			_ = vm.Wait()
 			return o
-		case "attest_error", "boot_error", "config_error":
+		case wire.EventAttestError, wire.EventBootError, wire.EventConfigError:
 			o.Err = fmt.Errorf("%s: %s", e.Name, e.String("error"))
 			return o
 		case qemu.ExitEvent:
@@ -394,7 +395,7 @@ func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy str
 	ropt.Work = dir
 	o := bootOne(ctx, ropt, ref)
 	a.Stop()
-	if o.Err != nil || o.Verdict != "fail" {
+	if o.Err != nil || o.Verdict != wire.VerdictFail {
 		return nil, "", fmt.Errorf("reference boot: verdict %q: %v (console: %s)", o.Verdict, o.Err, o.Console)
 	}
 	st, err := store.OpenSQLite(a.Store)

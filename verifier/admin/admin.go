@@ -25,6 +25,7 @@ import (
 	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 //go:embed web
@@ -164,13 +165,13 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/audit", a.audit)
 	mux.HandleFunc("GET /api/v1/events", a.events)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	web, _ := fs.Sub(webFiles, "web")
 	files := http.FileServerFS(web)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			writeError(w, http.StatusMethodNotAllowed, "method", "the dashboard is read with GET")
+			writeError(w, http.StatusMethodNotAllowed, wire.CodeMethod, "the dashboard is read with GET")
 			return
 		}
 		files.ServeHTTP(w, r)
@@ -190,7 +191,7 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 		if r.TLS == nil {
-			writeError(w, http.StatusUnauthorized, "no_tls", "the admin API is served over TLS only")
+			writeError(w, http.StatusUnauthorized, wire.CodeNoTLS, "the admin API is served over TLS only")
 			return
 		}
 		name, err := a.opt.Operators.Verify(r.TLS.PeerCertificates, time.Now())
@@ -200,18 +201,18 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 				status = http.StatusUnauthorized
 			}
 			a.opt.Logger.Warn("admin request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
-			writeError(w, status, "not_an_operator", err.Error())
+			writeError(w, status, wire.CodeNotAnOperator, err.Error())
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			// A cross-site form or fetch cannot set this header without a
 			// preflight, which this API never answers.
 			if r.Header.Get("X-Bootgate-Operator") != name {
-				writeError(w, http.StatusForbidden, "csrf", "state changes need the X-Bootgate-Operator header naming the certificate's operator")
+				writeError(w, http.StatusForbidden, wire.CodeCSRF, "state changes need the X-Bootgate-Operator header naming the certificate's operator")
 				return
 			}
 			if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(strings.TrimPrefix(o, "https://"), r.Host) {
-				writeError(w, http.StatusForbidden, "csrf", "cross-origin request refused")
+				writeError(w, http.StatusForbidden, wire.CodeCSRF, "cross-origin request refused")
 				return
 			}
 		}
@@ -224,14 +225,12 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-// Error is the body of every refusal.
-type Error struct {
-	Code    string `json:"code"`
-	Message string `json:"error"`
-}
+// Error is the body of every refusal: the appliance's one error envelope,
+// {"code": "...", "message": "..."}, shared with the attestation API.
+type Error = wire.Error
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, Error{Code: code, Message: msg})
+func writeError(w http.ResponseWriter, status int, code wire.Code, msg string) {
+	writeJSON(w, status, wire.Error{Code: code, Message: msg})
 }
 
 // writeJSON answers v as JSON with every string escaped (textsafe.JSON):
@@ -246,7 +245,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = w.Write([]byte(`{"code":"internal","error":"cannot encode the answer"}` + "\n"))
+		_, _ = w.Write([]byte(`{"code":"internal","message":"cannot encode the answer"}` + "\n"))
 		return
 	}
 	var out bytes.Buffer
@@ -270,12 +269,12 @@ func writeRawJSON(w http.ResponseWriter, status int, v any) {
 func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, err.Error())
 	case errors.Is(err, store.ErrInvalid):
-		writeError(w, http.StatusConflict, "refused", err.Error())
+		writeError(w, http.StatusConflict, wire.CodeRefused, err.Error())
 	case errors.Is(err, context.Canceled):
 	default:
 		a.opt.Logger.Error("admin request failed", "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", "the appliance could not read its store; see its log")
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "the appliance could not read its store; see its log")
 	}
 }

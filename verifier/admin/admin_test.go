@@ -51,7 +51,7 @@ func TestRefusesWithoutOperatorCertificate(t *testing.T) {
 				var e Error
 				_ = json.NewDecoder(resp.Body).Decode(&e)
 				resp.Body.Close()
-				if resp.StatusCode != tc.status || e.Code != "not_an_operator" {
+				if resp.StatusCode != tc.status || e.Code != wire.CodeNotAnOperator || e.Message == "" {
 					t.Errorf("%s %s: %d %+v, want %d not_an_operator", req.method, req.path, resp.StatusCode, e, tc.status)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // Summary is the fleet at a glance.
@@ -75,7 +76,7 @@ func pageParams(w http.ResponseWriter, r *http.Request) (limit int, before int64
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 || n > MaxLimit {
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("limit: want 1 to %d", MaxLimit))
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("limit: want 1 to %d", MaxLimit))
 			return 0, 0, false
 		}
 		limit = n
@@ -83,7 +84,7 @@ func pageParams(w http.ResponseWriter, r *http.Request) (limit int, before int64
 	if v := q.Get("before"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {
-			writeError(w, http.StatusBadRequest, "bad_request", "before: want an ID")
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "before: want an ID")
 			return 0, 0, false
 		}
 		before = n
@@ -191,7 +192,7 @@ func (a *API) incidents(w http.ResponseWriter, r *http.Request) {
 func incidentID(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("incident ID %q is not a number", r.PathValue("id")))
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("incident ID %q is not a number", r.PathValue("id")))
 		return 0, false
 	}
 	return id, true
@@ -244,14 +245,14 @@ func (a *API) act(w http.ResponseWriter, r *http.Request) {
 	if err := dec.Decode(&act); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("an action is at most %d bytes", maxActionBody))
+			writeError(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("an action is at most %d bytes", maxActionBody))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "bad_request", "action: "+err.Error())
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "action: "+err.Error())
 		return
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, "bad_request", "action: trailing data after the JSON object")
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "action: trailing data after the JSON object")
 		return
 	}
 	act.Text = strings.TrimSpace(act.Text)
@@ -291,7 +292,7 @@ func (a *API) audit(w http.ResponseWriter, r *http.Request) {
 // queryError answers a list query the store refused as a bad request.
 func (a *API) queryError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, store.ErrInvalid) {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 		return
 	}
 	a.storeError(w, r, err)

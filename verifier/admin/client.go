@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // Profile is what an operator needs to reach an appliance's admin API: its
@@ -78,10 +79,12 @@ func NewClient(p *Profile) (*Client, error) {
 	return &Client{base: u.Scheme + "://" + u.Host, http: &http.Client{Transport: tr, Timeout: 60 * time.Second}, operator: leaf.Subject.CommonName}, nil
 }
 
-// APIError is a refusal from the admin API.
+// APIError is a refusal from the admin API: its body, the appliance's one
+// error envelope, with wire.CodeHTTP and the status text when the answer
+// was not one.
 type APIError struct {
 	Status int
-	Body   Error
+	Body   wire.Error
 }
 
 func (e *APIError) Error() string {
@@ -122,7 +125,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	if resp.StatusCode != http.StatusOK {
 		ae := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(b, &ae.Body) != nil || ae.Body.Message == "" {
+		if json.Unmarshal(b, &ae.Body) != nil || ae.Body.Code == "" {
+			ae.Body = wire.Error{Code: wire.CodeHTTP, Message: http.StatusText(resp.StatusCode)}
+		} else if ae.Body.Message == "" {
 			ae.Body.Message = http.StatusText(resp.StatusCode)
 		}
 		return ae

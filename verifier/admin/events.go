@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // streamLifetime ends a live stream after a while; the browser's
@@ -19,12 +21,12 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	// A page of another site cannot hold streams open with the operator's
 	// certificate (browsers say where a request comes from).
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
-		writeError(w, http.StatusForbidden, "csrf", "live streams are for the dashboard's own pages")
+		writeError(w, http.StatusForbidden, wire.CodeCSRF, "live streams are for the dashboard's own pages")
 		return
 	}
 	op := operator(r)
 	if !a.takeStream(op) {
-		writeError(w, http.StatusServiceUnavailable, "busy",
+		writeError(w, http.StatusServiceUnavailable, wire.CodeBusy,
 			fmt.Sprintf("at most %d live streams at once, %d per operator", a.opt.MaxStreams, maxStreamsPerOperator))
 		return
 	}

@@ -62,20 +62,13 @@ type Expected struct {
 	// Unlogged are quoted PCRs that may hold values the event log does not
 	// explain (DefaultUnlogged); every other PCR without events must be zero.
 	Unlogged []int
-	// Fresh are quoted PCRs that must still be zero: BoundaryPCR.
+	// Fresh are quoted PCRs that must still be zero: wire.BoundaryPCR.
 	Fresh []int
 }
 
 // DefaultUnlogged are the PCRs whose events are not in the firmware's log:
 // IMA's PCR 10 (in the IMA log).
 var DefaultUnlogged = []int{10}
-
-// BoundaryPCR is bootgate's own PCR. Its agent extends it only after a pass:
-// when credentials are unsealed, and with the OS it loads. A quote with it
-// moved was taken after bootgate handed the boot over (by the production
-// OS, or by whoever runs code there and relays its TPM's quotes for another
-// machine), and is refused: a host attests again after a reboot.
-const BoundaryPCR = 15
 
 // VolatilePCRs may change between the quote and the unsealing of the
 // credentials sealed to it (IMA keeps measuring): seals leave them out.

@@ -2,6 +2,7 @@ package dhcpgate
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net"
 	"path/filepath"
@@ -283,9 +284,15 @@ func mustOpen(t *testing.T, path string) *Leases {
 // TestOldBindingsExpire: host bindings of the older schema (no expiry) are
 // expired after the upgrade: those hosts attest again.
 func TestOldBindingsExpire(t *testing.T) {
+	// The lease tables as the first version made them, in a file of their
+	// own (before migrations were files).
 	path := filepath.Join(t.TempDir(), "old.db")
-	l := mustOpen(t, path)
-	if _, err := l.db.Exec(`DROP TABLE dhcp_host_macs; DROP TABLE dhcp_leases;
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Leases{db: db}
+	if _, err := l.db.Exec(`
 		CREATE TABLE dhcp_leases (ip INTEGER PRIMARY KEY, mac TEXT NOT NULL, pool TEXT NOT NULL, bound INTEGER NOT NULL, expires INTEGER NOT NULL);
 		CREATE TABLE dhcp_host_macs (mac TEXT PRIMARY KEY, host_id TEXT NOT NULL, updated INTEGER NOT NULL);`); err != nil {
 		t.Fatal(err)
@@ -296,7 +303,7 @@ func TestOldBindingsExpire(t *testing.T) {
 	if _, err := l.db.Exec(`INSERT INTO dhcp_leases VALUES (?, ?, 'production', 1, ?)`, ip4(net.IPv4(10, 24, 0, 200)), mac(1).String(), time.Now().Add(time.Hour).UnixNano()); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
+	db.Close()
 	l = mustOpen(t, path)
 	defer l.Close()
 	for _, m := range []net.HardwareAddr{mac(1), mac(2)} {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/bootgate/bootgate/verifier/store"
 )
 
 const upsertLease = `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires, relay, circuit_id, remote_id) VALUES (?, ?, ?, 1, ?, ?, ?, ?)`
@@ -127,8 +129,11 @@ type Leases struct {
 	Withdrawn atomic.Uint64
 }
 
-// OpenLeases opens (creating) the lease tables in the SQLite file at path;
-// it may be the appliance's store file.
+// OpenLeases opens the lease tables in the SQLite file at path, creating
+// the file when missing; it may be the appliance's store file. The tables
+// are part of the appliance's one schema: store.Migrate brings the file up
+// to date (store and lease tables alike) and refuses a file of a newer
+// bootgate (the error wraps store.ErrSchemaTooNew).
 func OpenLeases(path string) (*Leases, error) {
 	path, err := filepath.Abs(path)
 	if err != nil {
@@ -140,7 +145,7 @@ func OpenLeases(path string) (*Leases, error) {
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
 	db.SetMaxOpenConns(1)
-	if err := migrate(db); err != nil {
+	if err := store.Migrate(context.Background(), db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
@@ -157,45 +162,6 @@ func OpenLeases(path string) (*Leases, error) {
 	l.commits, l.stopped = make(chan commitReq, 1024), make(chan struct{})
 	go l.committer()
 	return l, nil
-}
-
-// migrate creates the lease tables, or adds the columns an older version
-// lacks. A host binding from before bindings expired gets expiry 0: it is
-// expired, so the host attests again before it is admitted (fail closed).
-func migrate(db *sql.DB) error {
-	if _, err := db.Exec(`
-		CREATE TABLE IF NOT EXISTS dhcp_leases (
-			ip      INTEGER PRIMARY KEY,
-			mac     TEXT NOT NULL,
-			pool    TEXT NOT NULL,
-			bound   INTEGER NOT NULL,
-			expires INTEGER NOT NULL
-		);
-		CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac);
-		CREATE TABLE IF NOT EXISTS dhcp_host_macs (
-			mac     TEXT PRIMARY KEY,
-			host_id TEXT NOT NULL,
-			updated INTEGER NOT NULL
-		);`); err != nil {
-		return err
-	}
-	for _, c := range []struct{ table, column, decl string }{
-		{"dhcp_leases", "relay", "TEXT NOT NULL DEFAULT ''"},
-		{"dhcp_leases", "circuit_id", "BLOB"},
-		{"dhcp_leases", "remote_id", "BLOB"},
-		{"dhcp_host_macs", "expires", "INTEGER NOT NULL DEFAULT 0"},
-	} {
-		var n int
-		if err := db.QueryRow(`SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.column).Scan(&n); err != nil {
-			return err
-		}
-		if n == 0 {
-			if _, err := db.Exec(`ALTER TABLE ` + c.table + ` ADD COLUMN ` + c.column + ` ` + c.decl); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // load reads the live leases and the MAC bindings into memory.

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // Pool names.
@@ -47,19 +49,13 @@ func (p *Pool) Contains(ip net.IP) bool {
 	return v != nil && bytes.Compare(v, p.Start.To4()) >= 0 && bytes.Compare(v, p.End.To4()) <= 0
 }
 
-// Vendor option 43 sub-options that tell the agent where to attest and
-// which CA to trust (documented in docs/dhcp.md).
-const (
-	SubOptEndpoint      = 1 // the attestation API's URL, text
-	SubOptCAFingerprint = 2 // SHA-256 of the appliance CA certificate (DER), 32 bytes
-)
-
 // Config configures a Server.
 type Config struct {
 	ServerIP   net.IP // the appliance's address on the boot network
 	Quarantine Pool
 	Production Pool
-	// Endpoint is the attestation API's URL handed to agents (option 43).
+	// Endpoint is the attestation API's URL handed to agents (option 43,
+	// wire.Vendor); at most 255 bytes.
 	Endpoint string
 	// CACert is the appliance CA certificate (DER) whose SHA-256 agents get.
 	CACert []byte
@@ -118,6 +114,7 @@ type Stats struct {
 // Server answers DHCPv4 on one socket.
 type Server struct {
 	cfg    Config
+	vendor []byte // option 43's data (wire.Vendor), encoded once
 	leases *Leases
 	admit  Admission
 	log    *slog.Logger
@@ -153,10 +150,19 @@ func New(cfg Config, leases *Leases, admit Admission, log *slog.Logger) (*Server
 			return nil, fmt.Errorf("dhcp gate: relay %v is not an IPv4 address", r)
 		}
 	}
+	v := wire.Vendor{Endpoint: cfg.Endpoint}
+	if len(cfg.CACert) > 0 {
+		sum := sha256.Sum256(cfg.CACert)
+		v.CAFingerprint = sum[:]
+	}
+	vendor, err := v.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("dhcp gate: %w", err)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, leases: leases, admit: admit, log: log, now: time.Now, limit: limiter{last: map[string]time.Time{}}}, nil
+	return &Server{cfg: cfg, vendor: vendor, leases: leases, admit: admit, log: log, now: time.Now, limit: limiter{last: map[string]time.Time{}}}, nil
 }
 
 type packet struct {
@@ -507,8 +513,8 @@ func (s *Server) build(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, p *Pool, ip n
 	if len(p.DNS) > 0 {
 		mods = append(mods, dhcpv4.WithDNS(p.DNS...))
 	}
-	if vendor := s.vendorOption(); len(vendor) > 0 {
-		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, vendor))
+	if len(s.vendor) > 0 {
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, s.vendor))
 	}
 	// PXE and UEFI HTTP boot clients get the agent UKI.
 	switch vc := req.ClassIdentifier(); {
@@ -520,22 +526,6 @@ func (s *Server) build(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, p *Pool, ip n
 		mods = append(mods, func(d *dhcpv4.DHCPv4) { d.BootFileName = s.cfg.BootFile })
 	}
 	return dhcpv4.NewReplyFromRequest(req, mods...)
-}
-
-// vendorOption encodes option 43's sub-options (type, length, value).
-func (s *Server) vendorOption() []byte {
-	var b []byte
-	add := func(code byte, v []byte) {
-		if len(v) > 0 && len(v) < 256 {
-			b = append(append(b, code, byte(len(v))), v...)
-		}
-	}
-	add(SubOptEndpoint, []byte(s.cfg.Endpoint))
-	if len(s.cfg.CACert) > 0 {
-		sum := sha256.Sum256(s.cfg.CACert)
-		add(SubOptCAFingerprint, sum[:])
-	}
-	return b
 }
 
 // CAFingerprint is the hex SHA-256 agents get for cert (DER).

@@ -1,10 +1,14 @@
 package dhcpgate
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +16,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/bootgate/bootgate/verifier/store"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 type fakeAdmission struct {
@@ -94,7 +99,7 @@ func TestPoolFollowsAttestation(t *testing.T) {
 		t.Error("the quarantine lease has a default route")
 	}
 	vendor := ack.Options.Get(dhcpv4.OptionVendorSpecificInformation)
-	if len(vendor) < 2 || vendor[0] != SubOptEndpoint || string(vendor[2:2+int(vendor[1])]) != "https://10.24.0.1:8443" {
+	if len(vendor) < 2 || vendor[0] != wire.VendorEndpoint || string(vendor[2:2+int(vendor[1])]) != "https://10.24.0.1:8443" {
 		t.Errorf("vendor option %x lacks the endpoint", vendor)
 	}
 	// Admitted: renewing the quarantine address is refused, a new exchange
@@ -408,5 +413,25 @@ func TestDiscoverFloodDoesNotLockOutClients(t *testing.T) {
 		if le, err := l.ByIP(ctx, bound[i-1], time.Now()); err != nil || le.MAC.String() != mac(i).String() {
 			t.Errorf("client %d lost its lease: %+v %v", i, le, err)
 		}
+	}
+}
+
+// TestVendorOptionReachesAgent: what the gate puts in option 43 is what the
+// agent's decoder (wire.ParseVendor) reads, and an endpoint that does not
+// fit is refused when the server is made, not dropped from every answer.
+func TestVendorOptionReachesAgent(t *testing.T) {
+	s, _, _, _ := newTestServer(t)
+	ack := exchange(t, s, mac(9))
+	v, err := wire.ParseVendor(ack.Options.Get(dhcpv4.OptionVendorSpecificInformation))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256([]byte("ca")); v.Endpoint != "https://10.24.0.1:8443" || !bytes.Equal(v.CAFingerprint, sum[:]) {
+		t.Errorf("agent reads %+v", v)
+	}
+	cfg := s.cfg
+	cfg.Endpoint = "https://" + strings.Repeat("a", 250)
+	if _, err := New(cfg, s.leases, s.admit, nil); !errors.Is(err, wire.ErrBadVendor) {
+		t.Errorf("New with a %d-byte endpoint: %v, want ErrBadVendor", len(cfg.Endpoint), err)
 	}
 }

@@ -48,10 +48,10 @@ func TestRefusalsAreCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if got := testutil.ToFloat64(m.Refusals.WithLabelValues(wire.CodeBadRequest)); got != 3 {
+	if got := testutil.ToFloat64(m.Refusals.WithLabelValues(string(wire.CodeBadRequest))); got != 3 {
 		t.Errorf("bad_request refusals = %v, want 3", got)
 	}
-	if got := testutil.ToFloat64(m.Refusals.WithLabelValues(wire.CodeUnknownSession)); got != 1 {
+	if got := testutil.ToFloat64(m.Refusals.WithLabelValues(string(wire.CodeUnknownSession))); got != 1 {
 		t.Errorf("unknown_session refusals = %v, want 1", got)
 	}
 }

@@ -120,7 +120,7 @@ type RefusalLog interface {
 // ActionLinkRefused, target the host ID the enrolled EK names.
 const (
 	ActorAttestationAPI = "attestation-api"
-	ActionLinkRefused   = "attestation.refused." + wire.CodeLinkMismatch
+	ActionLinkRefused   = "attestation.refused." + string(wire.CodeLinkMismatch)
 )
 
 // Server serves the attestation API.
@@ -183,10 +183,10 @@ func New(opt Options) (*Server, error) {
 		opt.Refusals, _ = opt.Store.(RefusalLog)
 	}
 	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
-	if slices.Contains(opt.PCRs, attest.BoundaryPCR) {
-		s.fresh = []int{attest.BoundaryPCR}
+	if slices.Contains(opt.PCRs, wire.BoundaryPCR) {
+		s.fresh = []int{wire.BoundaryPCR}
 	} else {
-		opt.Logger.Warn("the quoted PCRs leave out bootgate's boundary PCR: quotes taken after a handover are not recognised", "pcr", attest.BoundaryPCR)
+		opt.Logger.Warn("the quoted PCRs leave out bootgate's boundary PCR: quotes taken after a handover are not recognised", "pcr", wire.BoundaryPCR)
 	}
 	if opt.Boot != nil {
 		if opt.CA == nil {
@@ -528,8 +528,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	if m, ok := w.(interface{ refused(string) }); ok {
+func writeError(w http.ResponseWriter, status int, code wire.Code, msg string) {
+	if m, ok := w.(interface{ refused(wire.Code) }); ok {
 		m.refused(code)
 	}
 	writeJSON(w, status, wire.Error{Code: code, Message: msg})
@@ -541,7 +541,7 @@ type counting struct {
 	m *Metrics
 }
 
-func (c counting) refused(code string) { c.m.Refusals.WithLabelValues(code).Inc() }
+func (c counting) refused(code wire.Code) { c.m.Refusals.WithLabelValues(string(code)).Inc() }
 
 // Sweep drops expired sessions; Run calls it periodically.
 func (s *Server) Sweep() { s.sessions.sweep(s.opt.Now()) }
@@ -577,20 +577,20 @@ func (s *Server) ConfigureTLS(tlsConfig *tls.Config) {
 func (s *Server) requireIdentity(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.opt.CA == nil || r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-			writeError(w, http.StatusForbidden, "identity_required", "a host identity certificate is required")
+			writeError(w, http.StatusForbidden, wire.CodeIdentityRequired, "a host identity certificate is required")
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
 		id := pki.HostID(leaf)
 		host, err := s.opt.Store.Host(r.Context(), id)
 		if err != nil || host.State != store.HostAdmitted {
-			writeError(w, http.StatusForbidden, "host_not_admitted", "host "+id+" is not admitted")
+			writeError(w, http.StatusForbidden, wire.CodeHostNotAdmitted, "host "+id+" is not admitted")
 			return
 		}
 		// An identity revoked with an earlier quarantine stays revoked,
 		// also once the host is admitted again with a new one.
 		if valid, err := s.opt.Store.IdentityValid(r.Context(), leaf.SerialNumber.Text(16)); err != nil || !valid {
-			writeError(w, http.StatusForbidden, "identity_revoked", "this identity certificate was revoked")
+			writeError(w, http.StatusForbidden, wire.CodeIdentityRevoked, "this identity certificate was revoked")
 			return
 		}
 		h(w, r)
@@ -644,7 +644,7 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	cert := r.TLS.VerifiedChains[0][0]
 	host, err := s.opt.Store.Host(r.Context(), pki.HostID(cert))
 	if err != nil {
-		writeError(w, http.StatusForbidden, "host_not_admitted", "unknown host")
+		writeError(w, http.StatusForbidden, wire.CodeHostNotAdmitted, "unknown host")
 		return
 	}
 	writeJSON(w, http.StatusOK, wire.WhoAmI{HostID: host.ID, State: host.State, LastAttestationID: host.LastAttestationID, NotAfter: cert.NotAfter})
@@ -660,7 +660,7 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 	cert := r.TLS.VerifiedChains[0][0]
 	host, err := s.opt.Store.Host(r.Context(), pki.HostID(cert))
 	if err != nil {
-		writeError(w, http.StatusForbidden, "host_not_admitted", "unknown host")
+		writeError(w, http.StatusForbidden, wire.CodeHostNotAdmitted, "unknown host")
 		return
 	}
 	now := s.opt.Now()
@@ -675,17 +675,17 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 	}
 	s.renewMu.Unlock()
 	if seen {
-		writeError(w, http.StatusTooManyRequests, "too_soon", fmt.Sprintf("the identity was renewed at %s; renew at most every %s", last.UTC().Format(time.RFC3339), renewInterval))
+		writeError(w, http.StatusTooManyRequests, wire.CodeTooSoon, fmt.Sprintf("the identity was renewed at %s; renew at most every %s", last.UTC().Format(time.RFC3339), renewInterval))
 		return
 	}
 	if s.opt.IdentityMaxAge > 0 && now.Sub(host.LastSeen) > s.opt.IdentityMaxAge {
-		writeError(w, http.StatusForbidden, "attest_again",
+		writeError(w, http.StatusForbidden, wire.CodeAttestAgain,
 			fmt.Sprintf("the host last attested at %s, more than %s ago: it gets a new identity by rebooting and attesting", host.LastSeen.UTC().Format(time.RFC3339), s.opt.IdentityMaxAge))
 		return
 	}
 	id, err := s.issueIdentity(r.Context(), cert.PublicKey, host.ID)
 	if errors.Is(err, store.ErrNotAdmitted) {
-		writeError(w, http.StatusForbidden, "host_not_admitted", "host "+host.ID+" is not admitted")
+		writeError(w, http.StatusForbidden, wire.CodeHostNotAdmitted, "host "+host.ID+" is not admitted")
 		return
 	}
 	if err != nil {

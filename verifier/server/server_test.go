@@ -198,7 +198,7 @@ func (f *fixture) quote(t testing.TB, req wire.QuoteRequest) wire.Result {
 }
 
 // wantError checks a refusal's status and documented code.
-func wantError(t testing.TB, status int, body []byte, wantStatus int, wantCode string) {
+func wantError(t testing.TB, status int, body []byte, wantStatus int, wantCode wire.Code) {
 	t.Helper()
 	var e wire.Error
 	if err := json.Unmarshal(body, &e); err != nil {
@@ -211,7 +211,7 @@ func wantError(t testing.TB, status int, body []byte, wantStatus int, wantCode s
 }
 
 // wantAPIError checks that an agent-side error is the verifier's refusal.
-func wantAPIError(t testing.TB, err error, wantStatus int, wantCode string) {
+func wantAPIError(t testing.TB, err error, wantStatus int, wantCode wire.Code) {
 	t.Helper()
 	var apiErr *client.APIError
 	if !errors.As(err, &apiErr) {
@@ -687,8 +687,8 @@ func TestQuoteAfterBoundary(t *testing.T) {
 	ca := tpmtest.NewCA(t)
 	tp := tpmtest.Simulator(t, ca)
 	raw := tpmtest.ReplayLog(t, tp, goodLog)
-	boundary := sha256.Sum256([]byte("bootgate: credentials unsealed"))
-	if err := tp.Extend(attest.BoundaryPCR, boundary[:]); err != nil {
+	boundary := wire.BoundaryDigest()
+	if err := tp.Extend(wire.BoundaryPCR, boundary[:]); err != nil {
 		t.Fatal(err)
 	}
 	f := newFixture(t, ca.Roots())
@@ -714,7 +714,7 @@ func TestNonceExpiry(t *testing.T) {
 		wait   time.Duration
 		sweep  bool
 		status int
-		code   string
+		code   wire.Code
 	}{
 		{"just in time", ttl - time.Nanosecond, false, http.StatusOK, ""},
 		{"at expiry", ttl, false, http.StatusGone, wire.CodeNonceExpired},
@@ -1143,7 +1143,7 @@ func TestMalformedBodies(t *testing.T) {
 		name   string
 		body   func(honest []byte) []byte
 		status int
-		code   string
+		code   wire.Code
 	}{
 		{"empty", func([]byte) []byte { return nil }, http.StatusBadRequest, wire.CodeBadRequest},
 		{"not JSON", func([]byte) []byte { return []byte("hello") }, http.StatusBadRequest, wire.CodeBadRequest},

@@ -275,7 +275,7 @@ func TestSwtpmOtherManufacturer(t *testing.T) {
 	f := newFixture(t, attest.NewRoots(swtpmRoots(t, trusted), nil))
 	_, err := f.agent().Attest(context.Background(), tp, raw)
 	wantAPIError(t, err, http.StatusForbidden, wire.CodeEKUntrusted)
-	if err == nil || strings.Count(err.Error(), wire.CodeEKUntrusted) != 2 {
+	if err == nil || strings.Count(err.Error(), string(wire.CodeEKUntrusted)) != 2 {
 		t.Errorf("agent error %v, want both EKs refused", err)
 	}
 	wantNothingStored(t, f.st)

@@ -16,17 +16,6 @@ import (
 	_ "modernc.org/sqlite"
 )
 
-// schemaVersion is the version of the schema this code creates and
-// understands. OpenSQLite refuses a database whose version is newer.
-const schemaVersion = 2
-
-// migrations[i] brings a version i+1 schema to version i+2; schemaStatements
-// create version 1. Each runs in the transaction that records its version.
-var migrations = [][]string{
-	// 2: what each attestation's TPM said of itself (store.TPM, JSON).
-	{`ALTER TABLE attestations ADD COLUMN tpm TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(tpm))`},
-}
-
 // busyTimeoutMS is how long a connection waits on a lock held by another
 // connection (a reader's checkpoint, another process) before failing.
 const busyTimeoutMS = 5000
@@ -54,9 +43,10 @@ type SQLite struct {
 var _ Store = (*SQLite)(nil)
 
 // OpenSQLite opens the SQLite database file at path, creating it and its
-// schema when missing. The connections use WAL journaling, foreign keys, a
+// schema when missing, and migrates it (Migrate: the schema lives in
+// migrations/*.sql). The connections use WAL journaling, foreign keys, a
 // busy timeout and synchronous=NORMAL. It refuses a database whose schema
-// version is newer than this code knows.
+// version is newer than this code knows (the error wraps ErrSchemaTooNew).
 func OpenSQLite(path string) (*SQLite, error) {
 	if path == "" {
 		return nil, errors.New("open sqlite store: empty path")
@@ -81,7 +71,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 		_ = write.Close()
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
-	if err := migrate(ctx, write); err != nil {
+	if err := Migrate(ctx, write); err != nil {
 		_ = write.Close()
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
@@ -117,158 +107,6 @@ func checkJournalMode(ctx context.Context, db *sql.DB) error {
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("journal mode is %q, want wal (is the file on a filesystem that supports it?)", mode)
-	}
-	return nil
-}
-
-// schemaStatements creates the version-1 schema. Every statement is
-// idempotent.
-func schemaStatements() []string {
-	return []string{
-		`CREATE TABLE IF NOT EXISTS hosts (
-			id                  TEXT PRIMARY KEY NOT NULL CHECK (id <> ''),
-			ek_type             TEXT NOT NULL,
-			ek_issuer           TEXT NOT NULL,
-			state               TEXT NOT NULL CHECK (state IN ('admitted', 'quarantined')),
-			first_seen          TEXT NOT NULL,
-			last_seen           TEXT NOT NULL,
-			last_verdict        TEXT NOT NULL CHECK (last_verdict IN ('pass', 'fail')),
-			last_attestation_id INTEGER REFERENCES attestations (id)
-		)`,
-		`CREATE TABLE IF NOT EXISTS attestations (
-			id            INTEGER PRIMARY KEY AUTOINCREMENT,
-			host_id       TEXT NOT NULL REFERENCES hosts (id),
-			time          TEXT NOT NULL,
-			verdict       TEXT NOT NULL CHECK (verdict IN ('pass', 'fail')),
-			reasons       TEXT NOT NULL CHECK (json_valid(reasons)),
-			policy_name   TEXT NOT NULL,
-			policy_digest TEXT NOT NULL,
-			ek_cert       BLOB,
-			ek_type       TEXT NOT NULL,
-			ek_public     BLOB,
-			ak            TEXT NOT NULL CHECK (json_valid(ak)),
-			nonce         BLOB,
-			quote         BLOB,
-			signature     BLOB,
-			pcrs          TEXT NOT NULL CHECK (json_valid(pcrs)),
-			event_log     BLOB,
-			boot_state    BLOB
-		)`,
-		`CREATE INDEX IF NOT EXISTS attestations_host ON attestations (host_id)`,
-		`CREATE TABLE IF NOT EXISTS incidents (
-			id                   INTEGER PRIMARY KEY AUTOINCREMENT,
-			host_id              TEXT NOT NULL REFERENCES hosts (id),
-			state                TEXT NOT NULL,
-			opened               TEXT NOT NULL,
-			updated              TEXT NOT NULL,
-			failures             INTEGER NOT NULL CHECK (failures > 0),
-			first_attestation_id INTEGER NOT NULL REFERENCES attestations (id),
-			last_attestation_id  INTEGER NOT NULL REFERENCES attestations (id),
-			reasons              TEXT NOT NULL CHECK (json_valid(reasons)),
-			assignee             TEXT NOT NULL DEFAULT ''
-		)`,
-		`CREATE TABLE IF NOT EXISTS incident_notes (
-			id          INTEGER PRIMARY KEY AUTOINCREMENT,
-			incident_id INTEGER NOT NULL REFERENCES incidents (id),
-			time        TEXT NOT NULL,
-			author      TEXT NOT NULL,
-			kind        TEXT NOT NULL,
-			text        TEXT NOT NULL
-		)`,
-		// Alerts waiting for delivery, in the order they happened: written in
-		// the transaction that made the change they report.
-		`CREATE TABLE IF NOT EXISTS outbox (
-			id        INTEGER PRIMARY KEY AUTOINCREMENT,
-			time      TEXT NOT NULL,
-			event     TEXT NOT NULL CHECK (json_valid(event)),
-			delivered INTEGER NOT NULL DEFAULT 0
-		)`,
-		// Append-only: no statement of this package updates or deletes it.
-		`CREATE TABLE IF NOT EXISTS audit (
-			id     INTEGER PRIMARY KEY AUTOINCREMENT,
-			time   TEXT NOT NULL,
-			actor  TEXT NOT NULL,
-			action TEXT NOT NULL,
-			target TEXT NOT NULL,
-			detail TEXT NOT NULL
-		)`,
-		`CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
-		`CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
-		`CREATE INDEX IF NOT EXISTS incidents_host_state ON incidents (host_id, state)`,
-		`CREATE INDEX IF NOT EXISTS hosts_state ON hosts (state, id)`,
-		`CREATE INDEX IF NOT EXISTS incidents_state ON incidents (state, id)`,
-		// A host has at most one unresolved incident.
-		`CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (host_id) WHERE state <> 'closed'`,
-		// Host identity certificates issued, and revoked when their host
-		// stopped being admitted (a failed attestation, an operator's
-		// quarantine): the appliance's CRL lists the revoked ones until they
-		// expire.
-		`CREATE TABLE IF NOT EXISTS identities (
-			serial    TEXT PRIMARY KEY NOT NULL,
-			host_id   TEXT NOT NULL REFERENCES hosts (id),
-			issued    TEXT NOT NULL,
-			not_after TEXT NOT NULL,
-			revoked   TEXT
-		)`,
-		`CREATE INDEX IF NOT EXISTS identities_host ON identities (host_id) WHERE revoked IS NULL`,
-		`CREATE INDEX IF NOT EXISTS identities_revoked ON identities (not_after) WHERE revoked IS NOT NULL`,
-		`CREATE INDEX IF NOT EXISTS identities_expiry ON identities (not_after)`,
-		`CREATE TABLE IF NOT EXISTS incident_attestations (
-			incident_id    INTEGER NOT NULL REFERENCES incidents (id),
-			attestation_id INTEGER NOT NULL REFERENCES attestations (id),
-			PRIMARY KEY (incident_id, attestation_id)
-		) WITHOUT ROWID`,
-	}
-}
-
-// migrate creates the schema if the database has none and checks the
-// version of an existing one, in one transaction.
-func migrate(ctx context.Context, db *sql.DB) (err error) {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate schema: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
-
-	if _, err := tx.ExecContext(ctx,
-		`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL CHECK (version > 0))`); err != nil {
-		return fmt.Errorf("migrate schema: %w", err)
-	}
-	var version int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&version); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if version > schemaVersion {
-		return fmt.Errorf("database schema version %d is newer than this program supports (%d); upgrade bootgate", version, schemaVersion)
-	}
-	for _, stmt := range schemaStatements() {
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("migrate schema: %w", err)
-		}
-	}
-	from := max(version, 1) // a new database has the version-1 schema now
-	for v := from; v < schemaVersion; v++ {
-		for _, stmt := range migrations[v-1] {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("migrate schema to version %d: %w", v+1, err)
-			}
-		}
-	}
-	if version == 0 {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, schemaVersion); err != nil {
-			return fmt.Errorf("migrate schema: %w", err)
-		}
-	} else if version < schemaVersion {
-		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, schemaVersion); err != nil {
-			return fmt.Errorf("migrate schema: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate schema: %w", err)
 	}
 	return nil
 }

@@ -36,15 +36,9 @@ func TestMigrateVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stmts := append([]string{`CREATE TABLE schema_version (version INTEGER NOT NULL CHECK (version > 0))`,
-		`INSERT INTO schema_version (version) VALUES (1)`}, schemaStatements()...)
-	stmts = append(stmts, `INSERT INTO hosts (id, ek_type, ek_issuer, state, first_seen, last_seen, last_verdict) VALUES ('old', 'rsa2048', '', 'admitted', 't', 't', 'pass')`,
-		`INSERT INTO attestations (host_id, time, verdict, reasons, policy_name, policy_digest, ek_type, ak, pcrs) VALUES ('old', '2026-01-01T00:00:00.000000000Z', 'pass', '[]', 'p', 'd', 'rsa2048', '{}', '[]')`)
-	for _, q := range stmts {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	// Schema version 1 as the code of that time made it, with host "old"
+	// and its attestation 1.
+	execFile(t, db, "testdata/legacy_v1.sql")
 	db.Close()
 
 	s, err := OpenSQLite(path)
@@ -53,8 +47,8 @@ func TestMigrateVersion1(t *testing.T) {
 	}
 	defer s.Close()
 	var v int
-	if err := s.read.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != schemaVersion {
-		t.Fatalf("schema version %d, %v; want %d", v, err, schemaVersion)
+	if err := s.read.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || int64(v) != SchemaVersion() {
+		t.Fatalf("schema version %d, %v; want %d", v, err, SchemaVersion())
 	}
 	old, err := s.Attestation(context.Background(), 1)
 	if err != nil || old.TPM != (TPM{}) {

@@ -1,7 +1,19 @@
-// Package wire defines the JSON messages exchanged between the bootgate agent and
-// the verifier's attestation API. It is the only verifier package the agent
-// imports; it holds data shapes and limits, and the one computation both sides
-// must agree on byte for byte (QualifyingData).
+// Package wire is bootgate's protocol: every fact the agent, the
+// production-OS image and the verifier appliance must agree on, defined
+// once. It is the only verifier package the agent imports, and it imports
+// the standard library only (internal/archtest checks both). It holds:
+//
+//   - the JSON messages of the attestation API and their limits (wire.go);
+//   - the computation both sides must agree on byte for byte
+//     (QualifyingData);
+//   - the one error envelope of the attestation and admin APIs and the typed
+//     refusal codes (Error, Code);
+//   - the DHCP vendor option that tells the agent where to attest (Vendor,
+//     ParseVendor);
+//   - the boundary PCR and its digest (BoundaryPCR, BoundaryDigest);
+//   - the handover to the production OS (Handover);
+//   - the console events the agent and the production OS print
+//     (EventMarker, Event).
 //
 // Binary fields are TPM wire-format structures or DER, carried as base64 by
 // encoding/json. docs/api.md documents the endpoints, bodies and error codes.
@@ -235,29 +247,3 @@ type File struct {
 	SHA256 string `json:"sha256"`
 	Size   int64  `json:"size"`
 }
-
-// Error is the body of every non-2xx answer.
-type Error struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-// Error codes. Each names one reason a request was refused; docs/api.md maps them
-// to HTTP statuses.
-const (
-	CodeBadRequest       = "bad_request"       // malformed JSON or fields
-	CodeBodyTooLarge     = "body_too_large"    // body over MaxBodyBytes
-	CodeEKUntrusted      = "ek_untrusted"      // EK certificate does not chain to a manufacturer root, or no certificate and not allowlisted
-	CodeBadAK            = "bad_ak"            // AK parameters are not those of a TPM-resident restricted signing key
-	CodeUnknownSession   = "unknown_session"   // no such session, or its nonce was already used
-	CodeNonceExpired     = "nonce_expired"     // the session's nonce expired before the quote arrived
-	CodeActivationFailed = "activation_failed" // the activation secret is wrong: AK and EK are not in one TPM
-	// CodeLinkMismatch refuses an attestation that is not bound to the link it
-	// came from: the quote's qualifying data is not QualifyingData of the
-	// session's nonce and the request's MAC and IP, or the connection's
-	// source address is not IP, or the appliance's DHCP gate has not leased
-	// IP to MAC. It is a relayed (or misconfigured) attestation: no verdict
-	// is recorded.
-	CodeLinkMismatch = "link_mismatch"
-	CodeInternal     = "internal"
-)

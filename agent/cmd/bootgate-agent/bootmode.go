@@ -26,6 +26,7 @@ import (
 	"github.com/bootgate/bootgate/agent/netup"
 	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/boot"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // Files the images put in the agent's initramfs.
@@ -80,14 +81,14 @@ func parseCmdline(cmdline string) (bootConfig, error) {
 func runBoot(ctx context.Context, console io.Writer) error {
 	ev := event.New(console)
 	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ev.Emit("agent_start", nil)
+	ev.Emit(wire.EventAgentStart, nil)
 	raw, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return fmt.Errorf("read kernel command line: %w", err)
 	}
 	cfg, err := parseCmdline(string(raw))
 	if err != nil {
-		ev.Emit("config_error", map[string]any{"error": err.Error()})
+		ev.Emit(wire.EventConfigError, map[string]any{"error": err.Error()})
 		return err
 	}
 	if err := unix.Mount("securityfs", securityfs, "securityfs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
@@ -109,20 +110,20 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	}
 	n, err := netup.LoadModules(modulesDir, log)
 	if err != nil {
-		ev.Emit("modules_error", map[string]any{"error": err.Error()})
+		ev.Emit(wire.EventModulesError, map[string]any{"error": err.Error()})
 	}
-	ev.Emit("modules_loaded", map[string]any{"count": n})
+	ev.Emit(wire.EventModulesLoaded, map[string]any{"count": n})
 	var lease *netup.Lease
 	for lease == nil {
 		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		lease, err = netup.DHCP(dctx, log)
 		cancel()
 		if err != nil {
-			ev.Emit("network_error", map[string]any{"error": err.Error()})
+			ev.Emit(wire.EventNetworkError, map[string]any{"error": err.Error()})
 			time.Sleep(5 * time.Second)
 		}
 	}
-	ev.Emit("network_up", map[string]any{"interface": lease.Interface, "address": lease.Address.String(), "dhcp_ms": lease.Took.Milliseconds()})
+	ev.Emit(wire.EventNetworkUp, map[string]any{"interface": lease.Interface, "address": lease.Address.String(), "dhcp_ms": lease.Took.Milliseconds()})
 
 	caPEM, err := os.ReadFile(cfg.ca)
 	if err != nil {
@@ -147,15 +148,15 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	}
 	if len(lease.CAFingerprint) > 0 {
 		if sum := sha256.Sum256(ca.Raw); !bytes.Equal(sum[:], lease.CAFingerprint) {
-			ev.Emit("config_error", map[string]any{"error": "the DHCP server names another appliance CA than the one this agent trusts"})
+			ev.Emit(wire.EventConfigError, map[string]any{"error": "the DHCP server names another appliance CA than the one this agent trusts"})
 		}
 	}
 	if cfg.verifier == "" {
 		err := errors.New("no attestation endpoint: none in the DHCP vendor option, none on the kernel command line (bootgate.verifier=)")
-		ev.Emit("config_error", map[string]any{"error": err.Error()})
+		ev.Emit(wire.EventConfigError, map[string]any{"error": err.Error()})
 		return err
 	}
-	ev.Emit("verifier", map[string]any{"url": cfg.verifier, "from_dhcp": cfg.verifier == lease.Endpoint})
+	ev.Emit(wire.EventVerifier, map[string]any{"url": cfg.verifier, "from_dhcp": cfg.verifier == lease.Endpoint})
 	httpc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
 	}}
@@ -175,7 +176,7 @@ func runBoot(ctx context.Context, console io.Writer) error {
 		ApplianceCA:    caPEM,
 		OpenTPM:        func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
 		EventLog:       func() ([]byte, error) { return os.ReadFile(securityfsLog) },
-		Loader:         &boot.Loader{HTTP: httpc, Dir: "/tmp/bootgate-os", PCR: bootflow.PCR, Kexec: boot.LinuxKexec{}, DryRun: cfg.dryRun},
+		Loader:         &boot.Loader{HTTP: httpc, Dir: "/tmp/bootgate-os", PCR: wire.BoundaryPCR, Kexec: boot.LinuxKexec{}, DryRun: cfg.dryRun},
 		Events:         ev,
 		Console:        console,
 		Backoff:        bootflow.Backoff{Min: 2 * time.Second, Max: 60 * time.Second},

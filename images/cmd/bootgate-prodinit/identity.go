@@ -52,7 +52,7 @@ func callAppliance(ctx context.Context, verifier string) (map[string]any, error)
 		return nil, err
 	}
 	defer key.Close()
-	certPEM, err := os.ReadFile("/bootgate/identity.pem")
+	certPEM, err := os.ReadFile("/" + wire.HandoverIdentityPath)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,7 @@ func callAppliance(ctx context.Context, verifier string) (map[string]any, error)
 	if len(chain) == 0 {
 		return nil, errors.New("no identity certificate")
 	}
-	caPEM, err := os.ReadFile("/bootgate/appliance-ca.pem")
+	caPEM, err := os.ReadFile("/" + wire.HandoverApplianceCA)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // Marker is what tests and people look for on the console.
@@ -20,12 +22,12 @@ const Marker = "bootgate-production-os"
 
 func main() {
 	_ = unix.Mount("proc", "/proc", "proc", 0, "")
-	handover := map[string]any{}
-	b, err := os.ReadFile("/bootgate/attestation.json")
+	var handover wire.Handover
+	b, err := os.ReadFile("/" + wire.HandoverPath)
 	if err == nil {
 		err = json.Unmarshal(b, &handover)
 	}
-	ev := map[string]any{"event": "os_running", "marker": Marker, "handover": handover}
+	ev := map[string]any{"event": wire.EventOSRunning, "marker": Marker, "handover": handover}
 	if err != nil {
 		ev["handover_error"] = err.Error()
 	}
@@ -35,31 +37,32 @@ func main() {
 	// What the agent handed over: credentials (names and sizes only: they are
 	// secrets) and the identity certificate.
 	creds := map[string]int{}
-	if entries, err := os.ReadDir("/bootgate/credentials"); err == nil {
+	credDir := "/" + wire.HandoverCredentialsDir + "/"
+	if entries, err := os.ReadDir(credDir); err == nil {
 		for _, e := range entries {
-			if b, err := os.ReadFile("/bootgate/credentials/" + e.Name()); err == nil {
+			if b, err := os.ReadFile(credDir + e.Name()); err == nil {
 				creds[e.Name()] = len(b)
 			}
 		}
 	}
 	ev["credentials"] = creds
-	if b, err := os.ReadFile("/bootgate/identity.pem"); err == nil {
+	if b, err := os.ReadFile("/" + wire.HandoverIdentityPath); err == nil {
 		if blk, _ := pem.Decode(b); blk != nil {
 			if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
 				ev["identity"] = map[string]any{"subject": c.Subject.String(), "issuer": c.Issuer.String(), "not_after": c.NotAfter}
 			}
 		}
 	}
-	if v, ok := handover["verifier"].(string); ok && v != "" {
-		if r, err := callAppliance(context.Background(), v); err != nil {
+	if handover.Verifier != "" {
+		if r, err := callAppliance(context.Background(), handover.Verifier); err != nil {
 			ev["appliance_call_error"] = err.Error()
 		} else {
 			ev["appliance_call"] = r
 		}
 	}
 	line, _ := json.Marshal(ev)
-	fmt.Printf("\n*** %s: this machine booted the production OS after attestation %v ***\n", Marker, handover["attestation_id"])
-	fmt.Printf("\nBOOTGATE-EVENT %s\n", line)
+	fmt.Printf("\n*** %s: this machine booted the production OS after attestation %d ***\n", Marker, handover.AttestationID)
+	fmt.Printf("\n%s %s\n", wire.EventMarker, line)
 	unix.Sync()
 	time.Sleep(500 * time.Millisecond)
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {

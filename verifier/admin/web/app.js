@@ -19,8 +19,8 @@ function el(tag, props, ...children) {
 
 async function api(path, opts) {
   const r = await fetch(path, opts);
-  const body = await r.json().catch(() => ({ error: r.statusText }));
-  if (!r.ok) throw new Error(body.error || r.statusText);
+  const body = await r.json().catch(() => ({ message: r.statusText }));
+  if (!r.ok) throw new Error(body.message || r.statusText);
   return body;
 }
 
