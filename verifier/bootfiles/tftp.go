@@ -322,7 +322,7 @@ type tftpSender struct {
 	retries  int
 	deadline time.Time
 	blksize  int
-	buf      [4 + maxBlockSize]byte
+	buf      []byte // a data packet
 	in       [1024]byte
 }
 
@@ -353,13 +353,14 @@ func (s *tftpSender) send(r io.Reader, size int64, maxBlk int) (int64, error) {
 			return 0, err
 		}
 	}
+	s.buf = make([]byte, 4+s.blksize)
 	var n int64
 	for block := uint16(1); ; block++ {
 		if time.Now().After(s.deadline) {
 			s.fail(errNotDefined, errTransferTime)
 			return n, errTransferTime
 		}
-		l, err := io.ReadFull(r, s.buf[4:4+s.blksize])
+		l, err := io.ReadFull(r, s.buf[4:])
 		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
 			s.fail(errNotDefined, errors.New("read error"))
 			return n, err
