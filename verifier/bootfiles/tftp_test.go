@@ -150,7 +150,7 @@ func TestTFTPTsizeProbeThenRead(t *testing.T) {
 
 // TestTFTPBlockSize: blksize is honoured up to what one datagram on the
 // interface can carry, and capped at 65464 (RFC 2348); a client that asks
-// no option gets 512-byte blocks.
+// no option gets 512-byte blocks; octet and netascii both download.
 func TestTFTPBlockSize(t *testing.T) {
 	f, uki := setup(t)
 	srv := serveTFTP(t, f)
@@ -185,5 +185,15 @@ func TestTFTPBlockSize(t *testing.T) {
 	var got bytes.Buffer
 	if _, err := wt.WriteTo(&got); err != nil || !bytes.Equal(got.Bytes(), uki) {
 		t.Fatalf("blksize 8192: %d bytes, %v", got.Len(), err)
+	}
+
+	// netascii (the file has no line ends to convert).
+	c.SetBlockSize(1468)
+	if wt, err = c.Receive("bootgate/agent.efi", "netascii"); err != nil {
+		t.Fatal(err)
+	}
+	got.Reset()
+	if _, err := wt.WriteTo(&got); err != nil || !bytes.Equal(got.Bytes(), uki) {
+		t.Fatalf("netascii: %d bytes, %v", got.Len(), err)
 	}
 }
