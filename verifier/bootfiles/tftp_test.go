@@ -154,8 +154,10 @@ func TestTFTPTsizeProbeThenRead(t *testing.T) {
 func TestTFTPBlockSize(t *testing.T) {
 	f, uki := setup(t)
 	srv := serveTFTP(t, f)
-	for _, tc := range []struct{ ask, want string }{{"1468", "1468"}, {"65535", "65464"}, {"8", "8"}} {
-		p := newPeer(t, "127.0.0.1")
+	for i, tc := range []struct{ ask, want string }{{"1468", "1468"}, {"65535", "65464"}, {"8", "8"}} {
+		// One address each: a transfer's slot is freed only once it has
+		// read the error packet below, and the per-source cap is 2.
+		p := newPeer(t, fmt.Sprintf("127.0.2.%d", 1+i))
 		p.send(t, srv, rrq("bootgate/agent.efi", "blksize", tc.ask))
 		b, from, err := read(p.conn, 2*time.Second)
 		if err != nil || binary.BigEndian.Uint16(b) != opOACK || oackOptions(b)["blksize"] != tc.want {
@@ -163,7 +165,7 @@ func TestTFTPBlockSize(t *testing.T) {
 		}
 		p.conn.WriteToUDP(append([]byte{0, opERROR, 0, 8}, "enough\x00"...), from)
 	}
-	p := newPeer(t, "127.0.0.2")
+	p := newPeer(t, "127.0.2.10")
 	p.send(t, srv, rrq("bootgate/agent.efi"))
 	b, from, err := read(p.conn, 2*time.Second)
 	if err != nil || binary.BigEndian.Uint16(b) != opDATA || len(b) != 4+512 {
