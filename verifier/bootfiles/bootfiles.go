@@ -30,8 +30,8 @@ type Files struct {
 	log  *slog.Logger
 	lim  Limits
 
-	httpSlots, tftpSlots      *connlimit.Counter
-	tftpAdmitted, tftpDropped atomic.Uint64
+	httpSlots, tftpSlots                    *connlimit.Counter
+	tftpAdmitted, tftpDropped, tftpReplaced atomic.Uint64
 }
 
 // New serves dir within lim (zero fields take their defaults); invalid

@@ -112,9 +112,3 @@ func (l Limits) Validate() error {
 func (l Limits) Descriptors() int {
 	return 3 + 2*l.HTTPConns.Total + 2*l.TFTPTransfers.Total
 }
-
-// transferAge is the longest a TFTP transfer can hold its slot: its
-// transfer time, then the last block's retries.
-func (l Limits) transferAge() time.Duration {
-	return l.TransferTime + time.Duration(l.TFTPRetries+2)*l.TFTPTimeout
-}

@@ -289,7 +289,8 @@ func TestTFTPUnacknowledgedTransferStops(t *testing.T) {
 }
 
 // TestTFTPCaps: read requests over the per-source or the total cap get no
-// transfer; a repeated request does not start a second one; writes get an
+// transfer; a request repeated once its transfer has had a block
+// acknowledged does not start a second one; writes get an
 // error; a finished transfer frees its slot.
 func TestTFTPCaps(t *testing.T) {
 	f, uki := setupWith(t, Limits{
@@ -301,10 +302,15 @@ func TestTFTPCaps(t *testing.T) {
 	a1, a2, b, c := newPeer(t, "127.0.0.1"), newPeer(t, "127.0.0.1"), newPeer(t, "127.0.0.2"), newPeer(t, "127.0.0.3")
 
 	a1.send(t, srv, req)
-	if got := a1.collect(200*time.Millisecond, time.Second); len(got) == 0 || got[0].op != 3 {
+	got := a1.collect(200*time.Millisecond, time.Second)
+	if len(got) == 0 || got[0].op != 3 {
 		t.Fatalf("within the caps: %+v", got)
 	}
-	a1.send(t, srv, req) // repeated: the running transfer answers, not a new one
+	a1.send(t, &net.UDPAddr{IP: srv.IP, Port: got[0].from}, []byte{0, opACK, 0, 1})
+	if got := a1.collect(200*time.Millisecond, time.Second); len(got) == 0 || got[0].op != 3 || got[0].block != 2 {
+		t.Fatalf("after block 1 was acknowledged: %+v", got)
+	}
+	a1.send(t, srv, req) // repeated after an acknowledgement: the running transfer answers, not a new one
 	a2.send(t, srv, req) // same source: over the per-source cap
 	b.send(t, srv, req)  // another source: within the total
 	if got := b.collect(200*time.Millisecond, time.Second); len(got) == 0 || got[0].op != 3 {

@@ -8,71 +8,80 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pin/tftp/v3"
+	"github.com/pin/tftp/v3/netascii"
 
 	"github.com/bootgate/bootgate/verifier/connlimit"
 )
 
-// TFTP opcodes and error codes (RFC 1350).
+// TFTP opcodes and error codes (RFC 1350, RFC 2347).
 const (
 	opRRQ   = 1
 	opWRQ   = 2
+	opDATA  = 3
+	opACK   = 4
 	opERROR = 5
+	opOACK  = 6
 
+	errNotDefined      = 0
+	errFileNotFound    = 1
 	errAccessViolation = 2
 )
 
 // maxFilename bounds a read request's file name, in bytes.
 const maxFilename = 255
 
-// ServeTFTP answers read requests on conn until ctx ends (then it lets
-// transfers in progress finish); writes are refused with an error packet.
+// Block sizes (RFC 1350, RFC 2348).
+const (
+	defaultBlockSize = 512
+	minBlockSize     = 8
+	maxBlockSize     = 65464
+)
+
+// ServeTFTP answers read requests on conn until ctx ends, then closes conn
+// and waits for the transfers in progress to finish; writes are refused
+// with an error packet.
 //
-// Every datagram passes a gate before github.com/pin/tftp sees it, because
-// the library opens a socket for a request before its handler runs: the
-// gate lets through only well-formed read requests (mode octet or
-// netascii) within the TFTP caps, and not a second one from a client
-// address whose transfer is running; everything else is dropped
-// unanswered. A transfer sends one block at a time, waits TFTPTimeout for
-// each acknowledgement, sends a block again at most TFTPRetries times, and
-// is aborted after TransferTime. The library then uses 512-byte blocks
-// (RFC 1350; larger blksize options are clamped), since it only learns the
-// interface's MTU from a bare *net.UDPConn. ServeTFTP returns nil once ctx
-// has ended, or an error if conn's local address is unusable.
+// Every datagram on conn passes a gate: it lets through only well-formed
+// read requests (mode octet or netascii) within the TFTP caps; everything
+// else is dropped unanswered, before anything is opened for it. An
+// admitted request gets its own socket, connected to the client, and a
+// transfer that sends one block at a time, waits TFTPTimeout for each
+// acknowledgement, sends a block again at most TFTPRetries times, and is
+// aborted after TransferTime. A request repeated from the same client
+// address for the same file is dropped while its transfer has had a block
+// acknowledged (a retransmission), and replaces the transfer otherwise (a
+// PXE client's tsize probe, aborted and asked again). An error packet
+// from the client ends its transfer without an answer (RFC 1350). Blocks
+// are as large as the client's blksize option asks, up to the MTU of the
+// interface the transfer's socket sends on (RFC 2348). ServeTFTP returns
+// nil once ctx has ended, or the error that stopped reading conn.
 func (f *Files) ServeTFTP(ctx context.Context, conn net.PacketConn) error {
-	gate := &tftpGate{PacketConn: conn, f: f, maxAge: f.lim.transferAge(), running: make(map[string]transfer)}
-	s := tftp.NewServer(func(name string, rf io.ReaderFrom) error {
-		if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-			addr := ot.RemoteAddr()
-			defer gate.done(&addr)
+	g := &tftpGate{conn: conn, f: f, running: make(map[string]*tftpTransfer)}
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	defer g.wg.Wait()
+	defer conn.Close()
+	buf := make([]byte, 2048)
+	for {
+		n, addr, err := conn.ReadFrom(buf)
+		if ctx.Err() != nil {
+			return nil
 		}
-		file, err := f.Open(name)
 		if err != nil {
-			f.log.Warn("tftp: refused", "file", name)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
 			return err
 		}
-		defer file.Close()
-		if fi, err := file.Stat(); err == nil {
-			if t, ok := rf.(tftp.OutgoingTransfer); ok {
-				t.SetSize(fi.Size())
-			}
-		}
-		start := time.Now()
-		n, err := rf.ReadFrom(&deadlineReader{r: file, deadline: start.Add(f.lim.TransferTime)})
-		f.log.Info("tftp: sent", "file", name, "bytes", n, "ms", time.Since(start).Milliseconds(), "err", err)
-		return err
-	}, nil)
-	s.SetTimeout(f.lim.TFTPTimeout)
-	s.SetRetries(f.lim.TFTPRetries)
-	s.SetBackoff(func(int) time.Duration { return 0 }) // the timeout already spaces retries
-	stop := context.AfterFunc(ctx, s.Shutdown)
-	defer stop()
-	return s.Serve(gate)
+		g.handle(buf[:n], addr)
+	}
 }
 
 // TFTPStats counts what the TFTP gate did.
@@ -84,6 +93,10 @@ type TFTPStats struct {
 	// Dropped is the number of other datagrams dropped: malformed, not a
 	// request, or a repeated request of a running transfer.
 	Dropped uint64
+	// Replaced is the number of transfers ended, before any block was
+	// acknowledged, by a new request from the same client address for the
+	// same file.
+	Replaced uint64
 	// Active is the number of transfers running now.
 	Active int
 }
@@ -91,133 +104,141 @@ type TFTPStats struct {
 // TFTPStats returns the TFTP gate's counters (zero before ServeTFTP).
 func (f *Files) TFTPStats() TFTPStats {
 	total, _ := f.tftpSlots.Active()
-	return TFTPStats{Admitted: f.tftpAdmitted.Load(), Shed: f.tftpSlots.Shed(), Dropped: f.tftpDropped.Load(), Active: total}
+	return TFTPStats{Admitted: f.tftpAdmitted.Load(), Shed: f.tftpSlots.Shed(), Dropped: f.tftpDropped.Load(),
+		Replaced: f.tftpReplaced.Load(), Active: total}
 }
 
 // errTransferTime aborts a TFTP transfer that ran out of time.
 var errTransferTime = errors.New("transfer took too long")
 
-// deadlineReader fails reads after its deadline.
-type deadlineReader struct {
-	r        io.Reader
-	deadline time.Time
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	if time.Now().After(d.deadline) {
-		return 0, errTransferTime
-	}
-	return d.r.Read(p)
-}
-
-// tftpGate is the listening socket as the TFTP library sees it: reads
-// return only admitted read requests, each holding a slot of the TFTP caps
-// until its handler calls done.
+// tftpGate admits read requests from the listening socket and runs their
+// transfers, each holding a slot of the TFTP caps until it ends.
 type tftpGate struct {
-	net.PacketConn
-	f      *Files
-	maxAge time.Duration // a slot never released (the library failed before the handler) expires after this
+	conn net.PacketConn
+	f    *Files
+	wg   sync.WaitGroup
 
 	mu      sync.Mutex
-	running map[string]transfer // by client address (ip:port); at most the total cap
+	running map[string]*tftpTransfer // by client address (ip:port); at most the total cap
 	lastLog atomic.Int64
 }
 
-type transfer struct {
-	src   netip.Addr
-	since time.Time
+// tftpTransfer is one admitted read request.
+type tftpTransfer struct {
+	key    string
+	src    netip.Addr
+	client *net.UDPAddr
+	name   string
+	mode   string
+	opts   []tftpOption
+	acked  atomic.Bool // a data block was acknowledged
+
+	// conn is the transfer's socket; closing it ends the transfer.
+	conn *net.UDPConn
 }
 
-// ReadFrom returns the next admitted read request.
-func (g *tftpGate) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := g.PacketConn.ReadFrom(p)
-		if err != nil {
-			return n, addr, err
-		}
-		if n < 4 {
+type tftpOption struct{ name, value string }
+
+// handle gates one datagram received on the listening socket.
+func (g *tftpGate) handle(p []byte, addr net.Addr) {
+	if len(p) < 4 {
+		g.drop()
+		return
+	}
+	switch binary.BigEndian.Uint16(p) {
+	case opRRQ:
+		t, ok := parseRRQ(p[2:])
+		ua, isUDP := addr.(*net.UDPAddr)
+		if !ok || !isUDP {
 			g.drop()
-			continue
+			return
 		}
-		switch binary.BigEndian.Uint16(p) {
-		case opRRQ:
-			if !wellFormedRRQ(p[2:n]) {
-				g.drop()
-				continue
-			}
-			if g.admit(addr) {
-				return n, addr, nil
-			}
-		case opWRQ:
-			// One small packet, no state: the client stops at once.
-			_, _ = g.PacketConn.WriteTo(errorPacket(errAccessViolation, "read only"), addr)
-		default:
-			g.drop()
+		t.client = ua
+		t.key = addr.String()
+		t.src = connlimit.Source(addr)
+		if g.admit(t) {
+			g.wg.Add(1)
+			go g.run(t)
 		}
+	case opWRQ:
+		// One small packet, no state: the client stops at once.
+		_, _ = g.conn.WriteTo(errorPacket(errAccessViolation, "read only"), addr)
+	default:
+		g.drop()
 	}
 }
 
-// wellFormedRRQ reports whether b (a request after its opcode) holds a
-// file name of 1 to 255 bytes and mode octet or netascii, each ended by a
-// zero byte (options after them are the library's concern).
-func wellFormedRRQ(b []byte) bool {
+// parseRRQ reads a request after its opcode: a file name of 1 to 255
+// bytes and mode octet or netascii, each ended by a zero byte, then
+// options (name and value pairs, RFC 2347).
+func parseRRQ(b []byte) (*tftpTransfer, bool) {
 	if len(b) == 0 || b[len(b)-1] != 0 {
-		return false
+		return nil, false
 	}
-	parts := bytes.SplitN(b, []byte{0}, 3)
-	if len(parts) < 3 || len(parts[0]) == 0 || len(parts[0]) > maxFilename {
-		return false
+	parts := bytes.Split(b[:len(b)-1], []byte{0})
+	if len(parts) < 2 || len(parts[0]) == 0 || len(parts[0]) > maxFilename {
+		return nil, false
 	}
 	mode := strings.ToLower(string(parts[1]))
-	return mode == "octet" || mode == "netascii"
+	if mode != "octet" && mode != "netascii" {
+		return nil, false
+	}
+	t := &tftpTransfer{name: string(parts[0]), mode: mode}
+	for i := 2; i+1 < len(parts) && len(t.opts) < 8; i += 2 {
+		t.opts = append(t.opts, tftpOption{strings.ToLower(string(parts[i])), string(parts[i+1])})
+	}
+	return t, true
 }
 
 func (g *tftpGate) drop() { g.f.tftpDropped.Add(1) }
 
-// admit takes a slot for a read request from addr, unless addr's transfer
-// is running already (the request was repeated) or the caps are full.
-func (g *tftpGate) admit(addr net.Addr) bool {
-	key := addr.String()
-	now := time.Now()
+// admit takes a slot for t, unless a transfer for t's client address is
+// running already and has had a block acknowledged or is of another file
+// (t is a repeated request), or the caps are full. A running transfer of
+// the same file with no block acknowledged yet is ended and its slot freed
+// first: the client gave it up and asked again.
+func (g *tftpGate) admit(t *tftpTransfer) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.running[key]; ok {
-		g.drop()
+	if old, ok := g.running[t.key]; ok {
+		if old.name != t.name || old.acked.Load() {
+			g.drop()
+			return false
+		}
+		delete(g.running, old.key)
+		g.f.tftpSlots.Release(old.src)
+		old.conn.Close()
+		g.f.tftpReplaced.Add(1)
+	}
+	if !g.f.tftpSlots.Acquire(t.src) {
+		g.report(t.src)
 		return false
 	}
-	src := connlimit.Source(addr)
-	if !g.f.tftpSlots.Acquire(src) && (g.expire(now) == 0 || !g.f.tftpSlots.Acquire(src)) {
-		g.report(src)
+	// The transfer's socket, connected to the client: the kernel picks the
+	// source address (and so the interface) a reply to the client takes.
+	local := &net.UDPAddr{}
+	if la, ok := g.conn.LocalAddr().(*net.UDPAddr); ok && !la.IP.IsUnspecified() {
+		local.IP = la.IP
+	}
+	c, err := net.DialUDP("udp", local, t.client)
+	if err != nil {
+		g.f.tftpSlots.Release(t.src)
+		g.f.log.Warn("tftp: no socket for a transfer", "err", err)
 		return false
 	}
-	g.running[key] = transfer{src: src, since: now}
+	t.conn = c
+	g.running[t.key] = t
 	g.f.tftpAdmitted.Add(1)
 	return true
 }
 
-// expire releases the slots of transfers older than maxAge, which only a
-// transfer whose handler never ran can be, and returns how many there
-// were. It runs only when the caps are full: at most the total cap
-// entries to look at.
-func (g *tftpGate) expire(now time.Time) int {
-	n := 0
-	for k, t := range g.running {
-		if now.Sub(t.since) > g.maxAge {
-			delete(g.running, k)
-			g.f.tftpSlots.Release(t.src)
-			n++
-		}
-	}
-	return n
-}
-
-// done releases the slot of addr's transfer.
-func (g *tftpGate) done(addr net.Addr) {
-	key := addr.String()
+// finish releases t's slot, unless a new request replaced t.
+func (g *tftpGate) finish(t *tftpTransfer) {
+	t.conn.Close()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if t, ok := g.running[key]; ok {
-		delete(g.running, key)
+	if g.running[t.key] == t {
+		delete(g.running, t.key)
 		g.f.tftpSlots.Release(t.src)
 	}
 }
@@ -232,6 +253,179 @@ func (g *tftpGate) report(src netip.Addr) {
 	lim := g.f.tftpSlots.Limits()
 	g.f.log.Warn("tftp: read requests over the caps dropped", "source", src.String(), "shed_total", g.f.tftpSlots.Shed(),
 		"active", total, "sources", sources, "max", lim.Total, "max_per_source", lim.PerSource)
+}
+
+// run sends t's file, then releases its slot.
+func (g *tftpGate) run(t *tftpTransfer) {
+	defer g.wg.Done()
+	defer g.finish(t)
+	f := g.f
+	file, err := f.Open(t.name)
+	if err != nil {
+		f.log.Warn("tftp: refused", "file", t.name)
+		_, _ = t.conn.Write(errorPacket(errFileNotFound, ErrNotFound.Error()))
+		return
+	}
+	defer file.Close()
+	start := time.Now()
+	s := &tftpSender{t: t, timeout: f.lim.TFTPTimeout, retries: f.lim.TFTPRetries, deadline: start.Add(f.lim.TransferTime)}
+	var r io.Reader = file
+	size := int64(-1)
+	if t.mode == "netascii" {
+		r = netascii.ToReader(file)
+	} else if fi, err := file.Stat(); err == nil {
+		size = fi.Size()
+	}
+	n, err := s.send(r, size, g.maxBlockSize(t.conn))
+	if errors.Is(err, net.ErrClosed) && !t.acked.Load() {
+		err = errors.New("replaced by a new request")
+	}
+	f.log.Info("tftp: sent", "file", t.name, "bytes", n, "blksize", s.blksize, "ms", time.Since(start).Milliseconds(), "err", err)
+}
+
+// maxBlockSize is the largest block that fits one datagram on the
+// interface c sends from, or 512 if that is unknown.
+func (g *tftpGate) maxBlockSize(c *net.UDPConn) int {
+	la, ok := c.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return defaultBlockSize
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return defaultBlockSize
+	}
+	overhead := 8 + 20 // UDP, IPv4
+	if la.IP.To4() == nil {
+		overhead = 8 + 40
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.Equal(la.IP) {
+				return min(max(ifc.MTU-overhead, defaultBlockSize), maxBlockSize)
+			}
+		}
+	}
+	return defaultBlockSize
+}
+
+// errPeerError ends a transfer whose client sent an error packet.
+var errPeerError = errors.New("client sent an error")
+
+// tftpSender runs one transfer on its connected socket.
+type tftpSender struct {
+	t        *tftpTransfer
+	timeout  time.Duration
+	retries  int
+	deadline time.Time
+	blksize  int
+	buf      []byte // a data packet
+	in       [1024]byte
+}
+
+// send negotiates the options, then sends r block by block; size is the
+// file's size, or -1 if unknown.
+func (s *tftpSender) send(r io.Reader, size int64, maxBlk int) (int64, error) {
+	s.blksize = defaultBlockSize
+	var oack []byte
+	for _, o := range s.t.opts {
+		switch o.name {
+		case "blksize":
+			n, err := strconv.Atoi(o.value)
+			if err != nil || n < minBlockSize {
+				continue
+			}
+			s.blksize = min(n, maxBlk)
+			oack = append(append(append(oack, "blksize\x00"...), strconv.Itoa(s.blksize)...), 0)
+		case "tsize":
+			if size < 0 {
+				continue
+			}
+			oack = append(append(append(oack, "tsize\x00"...), strconv.FormatInt(size, 10)...), 0)
+		}
+	}
+	if len(oack) > 0 {
+		p := append([]byte{0, opOACK}, oack...)
+		if err := s.exchange(p, 0); err != nil {
+			return 0, err
+		}
+	}
+	s.buf = make([]byte, 4+s.blksize)
+	var n int64
+	for block := uint16(1); ; block++ {
+		if time.Now().After(s.deadline) {
+			s.fail(errNotDefined, errTransferTime)
+			return n, errTransferTime
+		}
+		l, err := io.ReadFull(r, s.buf[4:])
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			s.fail(errNotDefined, errors.New("read error"))
+			return n, err
+		}
+		binary.BigEndian.PutUint16(s.buf[0:], opDATA)
+		binary.BigEndian.PutUint16(s.buf[2:], block)
+		if err := s.exchange(s.buf[:4+l], block); err != nil {
+			return n, err
+		}
+		n += int64(l)
+		if l < s.blksize {
+			return n, nil
+		}
+	}
+}
+
+// exchange sends p until the client acknowledges block, at most 1 +
+// retries times, TFTPTimeout apart. A data block acknowledged marks the
+// transfer acked. An error packet from the client ends the transfer
+// unanswered; no acknowledgement after the last copy ends it with one
+// error packet.
+func (s *tftpSender) exchange(p []byte, block uint16) error {
+	c := s.t.conn
+	for range 1 + s.retries {
+		if _, err := c.Write(p); err != nil {
+			return err
+		}
+		if err := c.SetReadDeadline(time.Now().Add(s.timeout)); err != nil {
+			return err
+		}
+		for {
+			n, err := c.Read(s.in[:])
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					break
+				}
+				return err // closed (replaced), or the client's port is unreachable
+			}
+			if n < 4 {
+				continue
+			}
+			switch binary.BigEndian.Uint16(s.in[:]) {
+			case opACK:
+				if binary.BigEndian.Uint16(s.in[2:]) == block {
+					if p[1] == opDATA {
+						s.t.acked.Store(true)
+					}
+					return nil
+				}
+				// An old block's acknowledgement: wait on (sending
+				// again would start the Sorcerer's Apprentice).
+			case opERROR:
+				return errPeerError
+			}
+		}
+	}
+	err := errors.New("no acknowledgement")
+	s.fail(errNotDefined, err)
+	return err
+}
+
+// fail sends the client one error packet.
+func (s *tftpSender) fail(code uint16, err error) {
+	_, _ = s.t.conn.Write(errorPacket(code, err.Error()))
 }
 
 // errorPacket is a TFTP ERROR packet.
