@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,5 +78,17 @@ func TestInteropSystemdCmdlineDebugger(t *testing.T) {
 	code, out, _ = run(t, "policy", "check", "--policy", p, "--eventlog", interop+"t14-systemd-cmdline-kgdboc.bin")
 	if code != ExitPolicyFail || !strings.Contains(out, "debug.cmdline") || !strings.Contains(out, "kgdbwait") {
 		t.Fatalf("exit %d, want %d naming debug.cmdline and kgdbwait:\n%s", code, ExitPolicyFail, out)
+	}
+}
+
+// A file that is no event log exits 2, and with --json says so in JSON.
+func TestCheckJSONOnUnreadableInput(t *testing.T) {
+	pol := learn(t, "rhel8-uefi.bin")
+	code, out, _ := run(t, "policy", "check", "--json", "--policy", pol, "--eventlog", interop+"zeros-32B.bin")
+	var got struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil || code != ExitBadInput || got.Error.Code != "unreadable_input" || !strings.Contains(got.Error.Message, "not a TCG event log") {
+		t.Fatalf("exit %d, output %q (%v)", code, out, err)
 	}
 }

@@ -91,7 +91,11 @@ func (e *env) policyCheckCmd() *cobra.Command {
 		Use:   "check --policy FILE --eventlog FILE",
 		Short: "Evaluate an event log against a policy: exit 0 pass, 1 policy failure, 2 unreadable input",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if asJSON {
+				// Unreadable input is answered in JSON too, before the exit.
+				defer func() { err = e.jsonError(err) }()
+			}
 			p, err := policy.Load(policyPath)
 			if err != nil {
 				return &ExitError{Code: ExitBadInput, Err: err}
@@ -102,10 +106,17 @@ func (e *env) policyCheckCmd() *cobra.Command {
 			}
 			failures := p.Evaluate(st)
 			if asJSON {
-				if err := e.printJSON(map[string]any{"pass": len(failures) == 0, "policy": p.Name, "failures": failures}); err != nil {
+				out := map[string]any{"pass": len(failures) == 0, "policy": p.Name, "failures": failures}
+				if st.PaddingBytes > 0 {
+					out["padding_bytes"] = st.PaddingBytes
+				}
+				if err := e.printJSON(out); err != nil {
 					return err
 				}
 			} else {
+				if st.PaddingBytes > 0 {
+					fmt.Fprintf(e.stderr, "note: the log ends with %d bytes of padding after its last event\n", st.PaddingBytes)
+				}
 				for _, f := range failures {
 					fmt.Fprintln(e.stdout, esc(f.String()))
 				}
@@ -127,6 +138,21 @@ func (e *env) policyCheckCmd() *cobra.Command {
 	return cmd
 }
 
+// jsonError prints err, an unreadable-input error (exit 2), as JSON
+// {"error": {"code": "unreadable_input", "message": ...}} on stdout, so that
+// a caller parsing --json output gets JSON whatever happens; other errors
+// pass through.
+func (e *env) jsonError(err error) error {
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Code != ExitBadInput {
+		return err
+	}
+	if perr := e.printJSON(map[string]any{"error": map[string]string{"code": "unreadable_input", "message": ee.Err.Error()}}); perr != nil {
+		return errors.Join(err, perr)
+	}
+	return err
+}
+
 func (e *env) policyDiffCmd() *cobra.Command {
 	var reference, logPath, policyPath string
 	var asJSON bool
@@ -134,7 +160,10 @@ func (e *env) policyDiffCmd() *cobra.Command {
 		Use:   "diff --eventlog FILE (--reference GOOD-LOG | --policy FILE)",
 		Short: "Explain how an event log departs from a known-good log, or from a policy",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if asJSON {
+				defer func() { err = e.jsonError(err) }()
+			}
 			st, err := offlineState(logPath)
 			if err != nil {
 				return err
