@@ -7,8 +7,7 @@
 //
 // Nothing here does I/O: the store reads the State a Decision is based on
 // and applies the Decision atomically, re-checking State.Revision
-// (ErrConflict when it changed); HTTP handlers, the DHCP gate and the
-// gateway only carry out Decisions.
+// (ErrConflict when it changed); its callers only carry out Decisions.
 package admission
 
 import (

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -152,4 +154,41 @@ func TestPassRacingAFailure(t *testing.T) {
 	if reads != 3 {
 		t.Errorf("%d admission state reads, want 3 (A, B, A again after the conflict)", reads)
 	}
+}
+
+// conflicting is the store, whose Apply always finds the state changed.
+type conflicting struct {
+	*store.SQLite
+	mu      sync.Mutex
+	applies int
+}
+
+func (c *conflicting) Apply(context.Context, admission.Decision, admission.Revision, *store.Attestation, store.Host) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.applies++
+	return 0, fmt.Errorf("apply: %w", admission.ErrConflict)
+}
+
+// TestSecondConflictFailsClosed: the handler decides again once after a
+// conflict; a second conflict is an internal error, and nothing is
+// recorded or granted.
+func TestSecondConflictFailsClosed(t *testing.T) {
+	ca := tpmtest.NewCA(t)
+	tp := tpmtest.Simulator(t, ca)
+	raw := tpmtest.ReplayLog(t, tp, goodLog)
+	var c *conflicting
+	f := newFixture(t, ca.Roots(), func(o *server.Options) {
+		c = &conflicting{SQLite: o.Store.(*store.SQLite)}
+		o.Store = c
+	})
+	_, err := f.agent().Attest(context.Background(), tp, raw)
+	wantAPIError(t, err, http.StatusInternalServerError, wire.CodeInternal)
+	c.mu.Lock()
+	applies := c.applies
+	c.mu.Unlock()
+	if applies != 2 {
+		t.Errorf("Apply called %d times, want 2", applies)
+	}
+	wantNothingStored(t, f.st)
 }
