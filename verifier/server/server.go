@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
@@ -40,7 +41,7 @@ var DefaultPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 type Options struct {
 	Roots       *attest.Roots
 	Policy      *policy.Policy
-	Store       store.Store
+	Store       Store
 	Logs        attest.LogVerifier // default attest.DirectLogs
 	Logger      *slog.Logger       // default discards
 	Now         func() time.Time   // default time.Now
@@ -87,6 +88,29 @@ type Options struct {
 	// both links (default: Store, if it has RecordAction, as store.SQLite
 	// does; else they are only logged).
 	Refusals RefusalLog
+}
+
+// Store is what the attestation API needs of the verifier's store (its
+// port); store.SQLite implements it.
+type Store interface {
+	// AdmissionState reads a host's admission state, with the revision
+	// Apply re-checks.
+	AdmissionState(ctx context.Context, hostID string) (admission.State, error)
+	// Apply records attestation a with Decision d in one transaction, if
+	// the host's admission state is still basedOn; else it writes nothing
+	// and returns an error wrapping admission.ErrConflict. h supplies the
+	// host's EK type and issuer. It sets a.ID, a.Verdict and a.Reasons and
+	// returns the incident's ID (0 for none).
+	Apply(ctx context.Context, d admission.Decision, basedOn admission.Revision, a *store.Attestation, h store.Host) (incidentID int64, err error)
+	// Host returns a host, or an error wrapping store.ErrNotFound.
+	Host(ctx context.Context, id string) (*store.Host, error)
+	// RecordIdentity notes an identity issued to an admitted host (else
+	// store.ErrNotAdmitted).
+	RecordIdentity(ctx context.Context, r store.IdentityRecord) error
+	// RevokedIdentities lists the revoked identities not expired at now.
+	RevokedIdentities(ctx context.Context, now time.Time) ([]store.IdentityRecord, error)
+	// IdentityValid reports whether an identity is known and not revoked.
+	IdentityValid(ctx context.Context, serial string) (bool, error)
 }
 
 // Link is the network link an attestation is bound to: the IPv4 address the
@@ -317,43 +341,23 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		s.refuseLink(w, r, log, enr.HostID, &req, linkErr)
 		return
 	}
-	var reasons []wire.Reason
+	in := admission.Input{Evidence: admission.Evidence{QuoteVerified: evErr == nil || evErr.Check != attest.CheckQuote}}
 	var stateJSON []byte
 	var identityKey crypto.PublicKey
 	if evErr != nil {
-		reasons = []wire.Reason{{Rule: evErr.Check, Detail: evErr.Detail}}
+		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: evErr.Detail}
 	} else {
-		for _, f := range s.opt.Policy.Evaluate(verified.State) {
-			reasons = append(reasons, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
-		}
-		reasons = append(reasons, s.checkTPM(enr, verified)...)
+		in.Policy = s.evaluate(enr, verified)
 		stateJSON, _ = json.Marshal(verified.State)
 		if req.Identity != nil && s.opt.CA != nil {
+			in.Identity.Requested = true
 			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
-				reasons = append(reasons, wire.Reason{Rule: "evidence.identity", Detail: err.Error()})
+				in.Identity.Failure = err.Error()
 			}
 		}
 	}
-	// A host with an incident rejoins only once an operator has remediated
-	// it: until then even a clean attestation leaves it quarantined.
-	if len(reasons) == 0 {
-		inc, err := s.opt.Store.UnresolvedIncident(r.Context(), enr.HostID)
-		if err != nil {
-			log.Error("find incident", "err", err)
-			writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot decide")
-			return
-		}
-		if inc != nil && inc.State != store.IncidentRemediated {
-			reasons = append(reasons, wire.Reason{Rule: "incident.unresolved",
-				Detail: fmt.Sprintf("incident %d is %s: the host rejoins after an operator remediates it and a fresh attestation passes", inc.ID, inc.State)})
-		}
-	}
-	verdict, hostState := wire.VerdictPass, store.HostAdmitted
-	if len(reasons) > 0 {
-		verdict, hostState = wire.VerdictFail, store.HostQuarantined
-	}
 	a := &store.Attestation{
-		HostID: enr.HostID, Time: now.UTC(), Verdict: verdict, Reasons: reasons,
+		HostID: enr.HostID, Time: now.UTC(),
 		PolicyName: s.opt.Policy.Name, PolicyDigest: s.opt.Policy.Digest(),
 		Evidence: store.Evidence{
 			EKCert: enr.EKCert, EKType: enr.EKType, EKPublic: enr.EKPublic, AK: enr.AK, Nonce: sess.nonce,
@@ -363,35 +367,39 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		TPM:       tpmRecord(enr, verified),
 	}
 	// The record completes even if the agent hangs up meanwhile.
-	incident, err := s.opt.Store.Record(context.WithoutCancel(r.Context()), a, store.Host{
-		ID: enr.HostID, EKType: enr.EKType, EKIssuer: enr.EKIssuer, State: hostState,
-	})
+	d, incident, err := s.admit(context.WithoutCancel(r.Context()), in, a, store.Host{ID: enr.HostID, EKType: enr.EKType, EKIssuer: enr.EKIssuer})
 	if err != nil {
 		// Without a record there is no verdict: the host is not admitted.
+		var rerr readError
+		if errors.As(err, &rerr) {
+			log.Error("read admission state", "err", err)
+			writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot decide")
+			return
+		}
 		log.Error("record attestation", "err", err)
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot record the attestation")
 		return
 	}
 	// The link is the TPM's word only if the quote's signature verified.
-	if s.opt.Recorded != nil && (evErr == nil || evErr.Check != attest.CheckQuote) {
+	if s.opt.Recorded != nil && d.Effects.BindLink {
 		s.opt.Recorded(context.WithoutCancel(r.Context()), enr.HostID, link)
 	}
 	if s.opt.Metrics != nil {
-		s.opt.Metrics.Attestations.WithLabelValues(verdict).Inc()
+		s.opt.Metrics.Attestations.WithLabelValues(d.Verdict).Inc()
 		s.opt.Metrics.VerifyTime.Observe(time.Since(start).Seconds())
 	}
-	log.Info("attested", "verdict", verdict, "reasons", len(reasons), "attestation", a.ID, "incident", incident, "verify_ms", time.Since(start).Milliseconds())
+	log.Info("attested", "verdict", d.Verdict, "reasons", len(d.Reasons), "attestation", a.ID, "incident", incident, "verify_ms", time.Since(start).Milliseconds())
 	res := wire.Result{
-		AttestationID: a.ID, HostID: enr.HostID, Verdict: verdict, Reasons: reasons,
+		AttestationID: a.ID, HostID: enr.HostID, Verdict: d.Verdict, Reasons: d.Reasons,
 		IncidentID: incident, PolicyDigest: s.opt.Policy.Digest(),
 	}
-	if verdict == wire.VerdictPass && s.boot != nil {
+	if d.Effects.BootSpec && s.boot != nil {
 		spec := s.boot.spec
 		res.Boot = &spec
 	}
 	// Credentials only with a pass, sealed to the quoted state: every quoted
 	// PCR but those that may change after the quote (IMA's PCR 10).
-	if verdict == wire.VerdictPass {
+	if d.Effects.SealCredentials {
 		creds, err := s.sealCredentials(enr, &req, attest.VolatilePCRs)
 		if err != nil {
 			log.Error("seal credentials", "err", err)
@@ -400,7 +408,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// Identity only with a pass: it is contingent on attestation.
-	if verdict == wire.VerdictPass && identityKey != nil {
+	if d.Effects.IssueIdentity && identityKey != nil {
 		id, err := s.issueIdentity(r.Context(), identityKey, enr.HostID)
 		if err != nil {
 			log.Error("issue identity", "err", err)
@@ -410,6 +418,42 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// readError is a failure to read the admission state.
+type readError struct{ err error }
+
+func (e readError) Error() string { return e.err.Error() }
+func (e readError) Unwrap() error { return e.err }
+
+// errConflictAgain reports that the admission state changed under a
+// Decision twice in a row: the attestation is not recorded (fail closed).
+var errConflictAgain = errors.New("admission state changed twice while deciding")
+
+// admit reads the host's admission state, decides and applies the
+// Decision; when the state changed under it (admission.ErrConflict) it
+// reads and decides once more, and a second conflict is an error wrapping
+// errConflictAgain. It returns the applied Decision and the incident's ID;
+// errors reading the state are readErrors.
+func (s *Server) admit(ctx context.Context, in admission.Input, a *store.Attestation, h store.Host) (admission.Decision, int64, error) {
+	for attempt := 0; ; attempt++ {
+		st, err := s.opt.Store.AdmissionState(ctx, a.HostID)
+		if err != nil {
+			return admission.Decision{}, 0, readError{err}
+		}
+		in.State = st
+		d := admission.Decide(in)
+		incident, err := s.opt.Store.Apply(ctx, d, st.Revision, a, h)
+		switch {
+		case err == nil:
+			return d, incident, nil
+		case !errors.Is(err, admission.ErrConflict):
+			return admission.Decision{}, 0, err
+		case attempt > 0:
+			return admission.Decision{}, 0, fmt.Errorf("%w: %w", errConflictAgain, err)
+		}
+		s.opt.Logger.Warn("admission state changed while deciding; deciding again", "host", a.HostID)
+	}
 }
 
 // checkLink decides whether a quote request that passed activation is bound

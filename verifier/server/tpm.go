@@ -7,6 +7,16 @@ import (
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
+// evaluate is the policy's verdict on verified evidence: Evaluate's
+// failures on the boot state, then checkTPM's.
+func (s *Server) evaluate(enr *attest.Enrollment, v *attest.Verified) []wire.Reason {
+	var out []wire.Reason
+	for _, f := range s.opt.Policy.Evaluate(v.State) {
+		out = append(out, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
+	}
+	return append(out, s.checkTPM(enr, v)...)
+}
+
 // checkTPM applies the policy's TPM rules (policy.CheckTPM: refused firmware
 // versions) to a verified attestation: the manufacturer from the EK
 // certificate, the firmware version from the verified quote. Its failures

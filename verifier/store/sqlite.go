@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/wire"
 
 	// The pure-Go SQLite driver, registered as "sqlite".
@@ -164,6 +165,12 @@ func validateRecord(a *Attestation, h Host) (string, error) {
 // success it sets a.ID and returns the incident's ID, 0 on a pass. On error
 // nothing is stored and a is unchanged.
 //
+// Record takes the verdict as given: the incident's step follows the
+// workflow (admission.Next) from the incident's state at the time of
+// writing, and a pass of a host whose incident is not remediated leaves the
+// incident alone. The attestation API decides with admission.Decide and
+// writes with Apply instead, which re-checks the state it decided on.
+//
 // Evidence and boot state bytes are stored exactly, nil and empty slices
 // kept apart. Reasons and PCRs are stored as JSON, so invalid UTF-8 in a
 // reason's text reads back as U+FFFD, as it would over the API.
@@ -172,6 +179,112 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 	if err != nil {
 		return 0, fmt.Errorf("record attestation: %w", err)
 	}
+	return s.record(ctx, a, h, state, func(tx *sql.Tx) (admission.Transition, error) {
+		st, err := admissionState(ctx, tx, a.HostID)
+		if err != nil {
+			return admission.Transition{}, err
+		}
+		from, id := admission.IncidentNone, int64(0)
+		if st.Incident != nil {
+			from, id = st.Incident.State, st.Incident.ID
+		}
+		ev := admission.EventPass
+		if a.Verdict == wire.VerdictFail {
+			ev = admission.EventFail
+		}
+		t, err := admission.Next(from, ev)
+		switch {
+		case err != nil && ev == admission.EventPass:
+			t = admission.Transition{From: from, Event: ev, To: from}
+		case err != nil:
+			t = admission.Transition{From: from, Event: ev, To: from, Attach: true}
+		}
+		t.Incident = id
+		return t, nil
+	})
+}
+
+// AdmissionState reads a host's admission state: its state (HostUnknown for
+// a host never recorded), its unresolved incident and a Revision that
+// changes whenever either does (the host's state; the incident's ID, state,
+// failure count or update time). One statement reads them, so they are one
+// snapshot.
+func (s *SQLite) AdmissionState(ctx context.Context, hostID string) (admission.State, error) {
+	st, err := admissionState(ctx, s.read, hostID)
+	if err != nil {
+		return admission.State{}, fmt.Errorf("read admission state of %q: %w", hostID, err)
+	}
+	return st, nil
+}
+
+// querier is a database or a transaction.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// admissionState reads hostID's admission state through q.
+func admissionState(ctx context.Context, q querier, hostID string) (admission.State, error) {
+	var (
+		host, incState, updated sql.NullString
+		incID, failures         sql.NullInt64
+	)
+	err := q.QueryRowContext(ctx, `
+		SELECT h.state, i.id, i.state, i.failures, i.updated
+		FROM (SELECT ? AS id) k
+		LEFT JOIN hosts h ON h.id = k.id
+		LEFT JOIN incidents i ON i.host_id = k.id AND i.state <> ?`, hostID, IncidentClosed).
+		Scan(&host, &incID, &incState, &failures, &updated)
+	if err != nil {
+		return admission.State{}, err
+	}
+	st := admission.State{HostID: hostID, Host: host.String}
+	if incID.Valid {
+		st.Incident = &admission.Incident{ID: incID.Int64, State: incState.String}
+	}
+	st.Revision = admission.Revision(fmt.Sprintf("host=%s;incident=%d/%s/%d/%s",
+		host.String, incID.Int64, incState.String, failures.Int64, updated.String))
+	return st, nil
+}
+
+// Apply implements the attestation API's store port: in one transaction it
+// re-checks that the host's admission state is still basedOn (else it
+// returns an error wrapping admission.ErrConflict and writes nothing), then
+// records a with d's verdict and reasons, sets the host's state to
+// d.HostState, carries out d.Incident and, unless the host is admitted,
+// revokes its identities. h supplies the host's EK type and issuer. It sets
+// a.ID, a.Verdict and a.Reasons and returns the incident's ID (0 for none).
+func (s *SQLite) Apply(ctx context.Context, d admission.Decision, basedOn admission.Revision, a *Attestation, h Host) (int64, error) {
+	if a == nil || d.HostID != a.HostID {
+		return 0, errors.New("apply decision: the decision is not on this attestation's host")
+	}
+	rec := *a
+	rec.Verdict, rec.Reasons = d.Verdict, d.Reasons
+	h.State = d.HostState
+	state, err := validateRecord(&rec, h)
+	if err != nil {
+		return 0, fmt.Errorf("apply decision: %w", err)
+	}
+	incident, err := s.record(ctx, &rec, h, state, func(tx *sql.Tx) (admission.Transition, error) {
+		now, err := admissionState(ctx, tx, a.HostID)
+		if err != nil {
+			return admission.Transition{}, err
+		}
+		if now.Revision != basedOn {
+			return admission.Transition{}, admission.ErrConflict
+		}
+		return d.Incident, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	*a = rec
+	return incident, nil
+}
+
+// record writes a and its effects in one transaction: step, called in the
+// transaction before anything is written, says what happens to the host's
+// incident (or refuses, and nothing is written).
+func (s *SQLite) record(ctx context.Context, a *Attestation, h Host, state string, step func(*sql.Tx) (admission.Transition, error)) (int64, error) {
 	reasons, err := json.Marshal(a.Reasons)
 	if err != nil {
 		return 0, fmt.Errorf("record attestation: encode reasons: %w", err)
@@ -195,6 +308,11 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 		return 0, fmt.Errorf("record attestation: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
+
+	t, err := step(tx)
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: %w", err)
+	}
 
 	// The host row must exist before the attestation that references it;
 	// last_attestation_id is filled in once the attestation has an ID.
@@ -230,29 +348,13 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 		return 0, fmt.Errorf("record attestation: update host: %w", err)
 	}
 
-	var incident int64
+	incident, err := applyIncident(ctx, tx, t, a.HostID, id, at, string(reasons))
+	if err != nil {
+		return 0, fmt.Errorf("record attestation: %w", err)
+	}
 	if a.Verdict == wire.VerdictFail {
-		incident, err = recordFailure(ctx, tx, a.HostID, id, at, string(reasons))
-		if err != nil {
-			return 0, fmt.Errorf("record attestation: %w", err)
-		}
 		if err := revokeIdentities(ctx, tx, a.HostID, at); err != nil {
 			return 0, fmt.Errorf("record attestation: %w", err)
-		}
-	} else {
-		// A fresh pass closes a remediated incident (the caller refuses
-		// passes while the incident is not remediated).
-		var closing int64
-		err := tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE host_id = ? AND state = ?`, a.HostID, IncidentRemediated).Scan(&closing)
-		if err == nil {
-			if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE id = ?`, IncidentClosed, at, closing); err != nil {
-				return 0, fmt.Errorf("record attestation: close incident: %w", err)
-			}
-			if err := alert(ctx, tx, at, closing, a.HostID, "incident.closed", IncidentClosed, "[]"); err != nil {
-				return 0, err
-			}
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return 0, fmt.Errorf("record attestation: close incident: %w", err)
 		}
 	}
 
@@ -264,48 +366,49 @@ func (s *SQLite) Record(ctx context.Context, a *Attestation, h Host) (int64, err
 	return incident, nil
 }
 
-// recordFailure attaches failed attestation id to the host's open incident,
-// or opens one, and returns the incident's ID.
-func recordFailure(ctx context.Context, tx *sql.Tx, hostID string, id int64, at, reasons string) (int64, error) {
-	var incident int64
-	err := tx.QueryRowContext(ctx,
-		`SELECT id FROM incidents WHERE host_id = ? AND state <> ?`, hostID, IncidentClosed).Scan(&incident)
+// applyIncident carries out an attestation's incident step t for attestation
+// id of hostID: it opens an incident, attaches a failure to one (moving it
+// to t.To) or closes one, queues t's alert, and returns the incident's ID (0
+// on a pass).
+func applyIncident(ctx context.Context, tx *sql.Tx, t admission.Transition, hostID string, id int64, at, reasons string) (int64, error) {
+	incident := t.Incident
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.Opens:
 		res, err := tx.ExecContext(ctx, `
 			INSERT INTO incidents (host_id, state, opened, updated, failures,
 				first_attestation_id, last_attestation_id, reasons)
 			VALUES (?, ?, ?, ?, 1, ?, ?, ?)`,
-			hostID, IncidentOpen, at, at, id, id, reasons)
+			hostID, t.To, at, at, id, id, reasons)
 		if err != nil {
 			return 0, fmt.Errorf("open incident: %w", err)
 		}
 		if incident, err = res.LastInsertId(); err != nil {
 			return 0, fmt.Errorf("open incident: %w", err)
 		}
-		if err := alert(ctx, tx, at, incident, hostID, "incident.opened", IncidentOpen, reasons); err != nil {
-			return 0, err
-		}
-	case err != nil:
-		return 0, fmt.Errorf("find open incident: %w", err)
-	default:
-		var prev string
-		if err := tx.QueryRowContext(ctx, `SELECT state FROM incidents WHERE id = ?`, incident).Scan(&prev); err != nil {
-			return 0, fmt.Errorf("update incident %d: %w", incident, err)
-		}
-		if prev == IncidentRemediated {
-			if err := alert(ctx, tx, at, incident, hostID, "incident.reopened", IncidentOpen, reasons); err != nil {
-				return 0, err
-			}
-		}
+	case t.Attach:
 		if _, err := tx.ExecContext(ctx, `
 			UPDATE incidents
-			SET failures = failures + 1, updated = ?, last_attestation_id = ?, reasons = ?,
-				state = CASE WHEN state = 'remediated' THEN 'open' ELSE state END
+			SET failures = failures + 1, updated = ?, last_attestation_id = ?, reasons = ?, state = ?
 			WHERE id = ?`,
-			at, id, reasons, incident); err != nil {
+			at, id, reasons, t.To, incident); err != nil {
 			return 0, fmt.Errorf("update incident %d: %w", incident, err)
 		}
+	case t.Changes():
+		if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE id = ?`, t.To, at, incident); err != nil {
+			return 0, fmt.Errorf("move incident %d to %s: %w", incident, t.To, err)
+		}
+	}
+	if t.Alert != "" {
+		alertReasons := reasons
+		if !t.Attach {
+			alertReasons = "[]"
+		}
+		if err := alert(ctx, tx, at, incident, hostID, t.Alert, t.To, alertReasons); err != nil {
+			return 0, err
+		}
+	}
+	if !t.Attach {
+		return 0, nil
 	}
 	if _, err := tx.ExecContext(ctx,
 		`INSERT INTO incident_attestations (incident_id, attestation_id) VALUES (?, ?)`, incident, id); err != nil {
@@ -504,59 +607,34 @@ type IncidentAction struct {
 // quarantined until a fresh attestation passes.
 func (s *SQLite) Act(ctx context.Context, id int64, actor string, a IncidentAction) error {
 	return s.operator(ctx, actor, "incident-"+a.Kind, fmt.Sprint(id), a.Text, func(tx *sql.Tx) error {
-		var state string
-		if err := tx.QueryRowContext(ctx, `SELECT state FROM incidents WHERE id = ?`, id).Scan(&state); err != nil {
+		var state, host string
+		if err := tx.QueryRowContext(ctx, `SELECT state, host_id FROM incidents WHERE id = ?`, id).Scan(&state, &host); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return ErrNotFound
 			}
 			return err
 		}
-		if state == IncidentClosed {
-			return fmt.Errorf("%w: the incident is closed", ErrInvalid)
+		t, err := admission.Act(state, admission.Action{Kind: admission.Event(a.Kind), Text: a.Text})
+		if err != nil {
+			return err // wraps admission.ErrRefused, which is ErrInvalid
 		}
 		now := formatTime(time.Now())
-		next := state
-		switch a.Kind {
-		case "note":
-			if strings.TrimSpace(a.Text) == "" {
-				return fmt.Errorf("%w: empty note", ErrInvalid)
-			}
-		case "assign":
-			if strings.TrimSpace(a.Text) == "" {
-				return fmt.Errorf("%w: assign to whom?", ErrInvalid)
-			}
+		if t.Event == admission.EventAssign {
 			if _, err := tx.ExecContext(ctx, `UPDATE incidents SET assignee = ?, updated = ? WHERE id = ?`, a.Text, now, id); err != nil {
 				return err
 			}
-		case "investigate":
-			if state != IncidentOpen {
-				return fmt.Errorf("%w: the incident is %s, not open", ErrInvalid, state)
-			}
-			next = IncidentInvestigating
-		case "remediate":
-			if len(strings.TrimSpace(a.Text)) < 10 {
-				return fmt.Errorf("%w: remediation needs a post-mortem note", ErrInvalid)
-			}
-			if state == IncidentRemediated {
-				return fmt.Errorf("%w: already remediated", ErrInvalid)
-			}
-			next = IncidentRemediated
-		default:
-			return fmt.Errorf("%w: unknown action %q", ErrInvalid, a.Kind)
 		}
-		if next != state {
-			if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE id = ?`, next, now, id); err != nil {
-				return err
-			}
-			var host string
-			if err := tx.QueryRowContext(ctx, `SELECT host_id FROM incidents WHERE id = ?`, id).Scan(&host); err != nil {
-				return err
-			}
-			if err := alert(ctx, tx, now, id, host, "incident."+next, next, "[]"); err != nil {
+		if t.Changes() {
+			if _, err := tx.ExecContext(ctx, `UPDATE incidents SET state = ?, updated = ? WHERE id = ?`, t.To, now, id); err != nil {
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO incident_notes (incident_id, time, author, kind, text) VALUES (?, ?, ?, ?, ?)`,
+		if t.Alert != "" {
+			if err := alert(ctx, tx, now, id, host, t.Alert, t.To, "[]"); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO incident_notes (incident_id, time, author, kind, text) VALUES (?, ?, ?, ?, ?)`,
 			id, now, actor, a.Kind, a.Text)
 		return err
 	})

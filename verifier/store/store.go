@@ -10,30 +10,33 @@ import (
 	"errors"
 	"time"
 
+	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // ErrNotFound is returned when a record does not exist.
 var ErrNotFound = errors.New("not found")
 
-// Host states.
+// Host states (admission's).
 const (
-	HostAdmitted    = "admitted"
-	HostQuarantined = "quarantined"
+	HostAdmitted    = admission.HostAdmitted
+	HostQuarantined = admission.HostQuarantined
 )
 
 // Incident states: open → investigating → remediated (a post-mortem note is
 // required) → closed, which only a fresh passing attestation does. A failure
-// of a remediated host reopens its incident.
+// of a remediated host reopens its incident. The workflow is admission's
+// state table (admission.Next); the store only applies its steps.
 const (
-	IncidentOpen          = "open"
-	IncidentInvestigating = "investigating"
-	IncidentRemediated    = "remediated"
-	IncidentClosed        = "closed"
+	IncidentOpen          = admission.IncidentOpen
+	IncidentInvestigating = admission.IncidentInvestigating
+	IncidentRemediated    = admission.IncidentRemediated
+	IncidentClosed        = admission.IncidentClosed
 )
 
-// ErrInvalid reports an operator action the incident workflow refuses.
-var ErrInvalid = errors.New("refused")
+// ErrInvalid reports an operator action the incident workflow refuses; it
+// is admission.ErrRefused.
+var ErrInvalid = admission.ErrRefused
 
 // Note is one entry of an incident's history: an operator's note, an
 // assignment, a state change.

@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/bootgate/bootgate/verifier/admission"
+	"github.com/bootgate/bootgate/verifier/wire"
+)
+
+// decide reads host's admission state and decides on an attestation with
+// the given policy failures.
+func decide(t *testing.T, s *SQLite, host string, failures []wire.Reason) (admission.Decision, admission.Revision) {
+	t.Helper()
+	st, err := s.AdmissionState(context.Background(), host)
+	if err != nil {
+		t.Fatalf("AdmissionState: %v", err)
+	}
+	return admission.Decide(admission.Input{Evidence: admission.Evidence{QuoteVerified: true}, Policy: failures, State: st}), st.Revision
+}
+
+// TestApplyRechecks is the race of a pass and a failure of one host on the
+// SQLite store: the pass is decided on the remediated incident, the failure
+// reopens it first, and the pass's Apply is refused with ErrConflict,
+// writes nothing, and decided again it fails with incident.unresolved.
+func TestApplyRechecks(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	fail := []wire.Reason{{Rule: "secure-boot", Detail: "off"}}
+
+	if st, err := s.AdmissionState(ctx, "h1"); err != nil || st.Host != admission.HostUnknown || st.Incident != nil || st.HostID != "h1" {
+		t.Fatalf("AdmissionState of an unknown host = %+v, %v", st, err)
+	}
+	d, rev := decide(t, s, "h1", fail)
+	inc, err := s.Apply(ctx, d, rev, attestation("h1", "", 1), Host{EKType: "rsa"})
+	if err != nil || inc == 0 {
+		t.Fatalf("Apply first failure = %d, %v", inc, err)
+	}
+	if err := s.Act(ctx, inc, "alice", IncidentAction{Kind: "remediate", Text: "firmware setting restored"}); err != nil {
+		t.Fatal(err)
+	}
+
+	passD, passRev := decide(t, s, "h1", nil) // A reads: remediated, it may pass
+	if !passD.Admitted() {
+		t.Fatalf("decision on a remediated host: %+v", passD)
+	}
+	failD, failRev := decide(t, s, "h1", fail) // B reads and records first
+	if _, err := s.Apply(ctx, failD, failRev, attestation("h1", "", 2), Host{EKType: "rsa"}); err != nil {
+		t.Fatal(err)
+	}
+	before := counts(t, s)
+	a := attestation("h1", "", 3)
+	if _, err := s.Apply(ctx, passD, passRev, a, Host{EKType: "rsa"}); !errors.Is(err, admission.ErrConflict) {
+		t.Fatalf("Apply on a changed state: %v, want ErrConflict", err)
+	}
+	if a.ID != 0 || a.Verdict != "" {
+		t.Errorf("a refused Apply changed the attestation: %+v", a)
+	}
+	if after := counts(t, s); len(after) != len(before) || after["attestations"] != before["attestations"] || after["outbox"] != before["outbox"] {
+		t.Errorf("a refused Apply wrote: %v → %v", before, after)
+	}
+
+	again, rev := decide(t, s, "h1", nil)
+	if again.Admitted() || again.Reasons[0].Rule != admission.RuleIncidentUnresolved {
+		t.Fatalf("decision after the reopening: %+v", again)
+	}
+	if got, err := s.Apply(ctx, again, rev, a, Host{EKType: "rsa"}); err != nil || got != inc {
+		t.Fatalf("Apply again = %d, %v; want incident %d", got, err, inc)
+	}
+	if a.ID == 0 || a.Verdict != wire.VerdictFail || a.Reasons[0].Rule != admission.RuleIncidentUnresolved {
+		t.Errorf("applied attestation %+v", a)
+	}
+	h, err := s.Host(ctx, "h1")
+	if err != nil || h.State != HostQuarantined {
+		t.Fatalf("host %+v, %v; want quarantined", h, err)
+	}
+	in, err := s.UnresolvedIncident(ctx, "h1")
+	if err != nil || in == nil || in.ID != inc || in.State != IncidentOpen || in.Failures != 3 {
+		t.Fatalf("incident %+v, %v; want %d open with 3 failures", in, err, inc)
+	}
+	alerts, err := s.PendingAlerts(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, al := range alerts {
+		var ev struct{ Type string }
+		if err := json.Unmarshal(al.Event, &ev); err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, ev.Type)
+	}
+	want := []string{admission.AlertOpened, admission.AlertRemediated, admission.AlertReopened}
+	if len(kinds) != len(want) || kinds[0] != want[0] || kinds[1] != want[1] || kinds[2] != want[2] {
+		t.Errorf("alerts %v, want %v", kinds, want)
+	}
+
+	// Remediated again, a fresh pass closes the incident and admits.
+	if err := s.Act(ctx, inc, "alice", IncidentAction{Kind: "remediate", Text: "firmware setting restored, twice"}); err != nil {
+		t.Fatal(err)
+	}
+	d, rev = decide(t, s, "h1", nil)
+	if got, err := s.Apply(ctx, d, rev, attestation("h1", "", 4), Host{EKType: "rsa"}); err != nil || got != 0 {
+		t.Fatalf("Apply pass = %d, %v", got, err)
+	}
+	if in, err := s.UnresolvedIncident(ctx, "h1"); err != nil || in != nil {
+		t.Errorf("unresolved incident after the pass: %+v, %v", in, err)
+	}
+	if h, err := s.Host(ctx, "h1"); err != nil || h.State != HostAdmitted {
+		t.Errorf("host %+v, %v; want admitted", h, err)
+	}
+}
+
+// TestApplyRefusesAnotherHostsDecision: a Decision applies only to the
+// attestation of its host.
+func TestApplyRefusesAnotherHostsDecision(t *testing.T) {
+	s, _ := openTest(t)
+	d, rev := decide(t, s, "h1", nil)
+	if _, err := s.Apply(context.Background(), d, rev, attestation("h2", "", 1), Host{}); err == nil {
+		t.Fatal("Apply of h1's decision to h2's attestation succeeded")
+	}
+}
