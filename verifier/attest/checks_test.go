@@ -157,7 +157,7 @@ func TestVerifyChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh := []int{attest.BoundaryPCR}
+	fresh := []int{wire.BoundaryPCR}
 	exp := func() attest.Expected {
 		return attest.Expected{Secret: secret, Nonce: nonce, PCRs: server.DefaultPCRs, Unlogged: attest.DefaultUnlogged, Fresh: fresh}
 	}
@@ -231,7 +231,7 @@ func TestVerifyChecks(t *testing.T) {
 	// agent handed this boot over), a fresh quote is refused; without the
 	// boundary expectation the same quote fails the replay, as the log
 	// does not explain the extension.
-	if err := tp.Extend(attest.BoundaryPCR, make([]byte, 32)); err != nil {
+	if err := tp.Extend(wire.BoundaryPCR, make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("boundary PCR extended", func(t *testing.T) {

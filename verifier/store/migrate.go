@@ -133,11 +133,6 @@ func fenceVersion(ctx context.Context, db *sql.DB) (int64, error) {
 	return v, err
 }
 
-// querier is what *sql.DB and *sql.Tx have in common that adoptLegacy uses.
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
 // adoptLegacy records a database made before migrations were files as
 // migrated up to the version it has, in one transaction: the store's
 // schema_version (1 or 2) becomes goose versions 0 to it, and lease tables

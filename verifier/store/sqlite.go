@@ -217,7 +217,8 @@ func (s *SQLite) AdmissionState(ctx context.Context, hostID string) (admission.S
 	return st, nil
 }
 
-// querier is a database or a transaction.
+// querier is what *sql.DB and *sql.Tx have in common that admissionState
+// and adoptLegacy use: a database or a transaction.
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
