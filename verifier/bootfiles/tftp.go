@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,9 +55,10 @@ const (
 // transfer that sends one block at a time, waits TFTPTimeout for each
 // acknowledgement, sends a block again at most TFTPRetries times, and is
 // aborted after TransferTime. A request repeated from the same client
-// address for the same file is dropped while its transfer has had a block
-// acknowledged (a retransmission), and replaces the transfer otherwise (a
-// PXE client's tsize probe, aborted and asked again). An error packet
+// address for the same file is dropped once its transfer has sent a data
+// block (a retransmission), and replaces the transfer while it has sent only
+// its option acknowledgement (a PXE client's tsize probe, aborted and asked
+// again). An error packet
 // from the client ends its transfer without an answer (RFC 1350). Blocks
 // are as large as the client's blksize option asks, up to the MTU of the
 // interface the transfer's socket sends on (RFC 2348). ServeTFTP returns
@@ -66,6 +68,7 @@ func (f *Files) ServeTFTP(ctx context.Context, conn net.PacketConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	defer stop()
 	defer g.wg.Wait()
+	defer g.endAll()
 	defer conn.Close()
 	buf := make([]byte, 2048)
 	for {
@@ -132,6 +135,14 @@ type tftpTransfer struct {
 	mode   string
 	opts   []tftpOption
 	acked  atomic.Bool // a data block was acknowledged
+	// dataSent: a data block was sent. Until then the transfer has sent an
+	// OACK at most, no larger than the request, so replacing it on a
+	// repeated request amplifies nothing.
+	dataSent atomic.Bool
+	// ended: the transfer was replaced, and must not open its file.
+	ended atomic.Bool
+	// replaced: when this transfer replaced another (zero if it did not).
+	replaced time.Time
 
 	// conn is the transfer's socket; closing it ends the transfer.
 	conn *net.UDPConn
@@ -185,7 +196,11 @@ func parseRRQ(b []byte) (*tftpTransfer, bool) {
 	}
 	t := &tftpTransfer{name: string(parts[0]), mode: mode}
 	for i := 2; i+1 < len(parts) && len(t.opts) < 8; i += 2 {
-		t.opts = append(t.opts, tftpOption{strings.ToLower(string(parts[i])), string(parts[i+1])})
+		name := strings.ToLower(string(parts[i]))
+		if slices.ContainsFunc(t.opts, func(o tftpOption) bool { return o.name == name }) {
+			continue // each option is answered once; the first one counts
+		}
+		t.opts = append(t.opts, tftpOption{name, string(parts[i+1])})
 	}
 	return t, true
 }
@@ -193,22 +208,32 @@ func parseRRQ(b []byte) (*tftpTransfer, bool) {
 func (g *tftpGate) drop() { g.f.tftpDropped.Add(1) }
 
 // admit takes a slot for t, unless a transfer for t's client address is
-// running already and has had a block acknowledged or is of another file
-// (t is a repeated request), or the caps are full. A running transfer of
-// the same file with no block acknowledged yet is ended and its slot freed
-// first: the client gave it up and asked again.
+// running already and has sent a data block or is of another file (t is a
+// repeated request), or the caps are full. A running transfer of the same
+// file that has sent only its option acknowledgement is ended and its slot
+// freed first: the client gave it up and asked again (a PXE client's tsize
+// probe). A transfer that sent data is never replaced: each replacement
+// would send another block, and a spoofed source could have the appliance
+// send blocks to a victim at the rate it sends requests.
 func (g *tftpGate) admit(t *tftpTransfer) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if old, ok := g.running[t.key]; ok {
-		if old.name != t.name || old.acked.Load() {
+		now := time.Now()
+		// One replacement per client address and TFTP timeout is all a PXE
+		// client's probe needs; more would have the appliance answer a
+		// spoofed source at the rate it sends requests.
+		if old.name != t.name || old.acked.Load() || old.dataSent.Load() ||
+			!old.replaced.IsZero() && now.Sub(old.replaced) < g.f.lim.TFTPTimeout {
 			g.drop()
 			return false
 		}
 		delete(g.running, old.key)
 		g.f.tftpSlots.Release(old.src)
+		old.ended.Store(true)
 		old.conn.Close()
 		g.f.tftpReplaced.Add(1)
+		t.replaced = now
 	}
 	if !g.f.tftpSlots.Acquire(t.src) {
 		g.report(t.src)
@@ -230,6 +255,17 @@ func (g *tftpGate) admit(t *tftpTransfer) bool {
 	g.running[t.key] = t
 	g.f.tftpAdmitted.Add(1)
 	return true
+}
+
+// endAll ends every running transfer: ServeTFTP is returning, and none may
+// hold it for its transfer time.
+func (g *tftpGate) endAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, t := range g.running {
+		t.ended.Store(true)
+		t.conn.Close()
+	}
 }
 
 // finish releases t's slot, unless a new request replaced t.
@@ -260,6 +296,9 @@ func (g *tftpGate) run(t *tftpTransfer) {
 	defer g.wg.Done()
 	defer g.finish(t)
 	f := g.f
+	if t.ended.Load() {
+		return // replaced before it started: its slot is gone already
+	}
 	file, err := f.Open(t.name)
 	if err != nil {
 		f.log.Warn("tftp: refused", "file", t.name)
@@ -276,7 +315,7 @@ func (g *tftpGate) run(t *tftpTransfer) {
 	} else if fi, err := file.Stat(); err == nil {
 		size = fi.Size()
 	}
-	n, err := s.send(r, size, g.maxBlockSize(t.conn))
+	n, err := s.send(r, size, func() int { return g.maxBlockSize(t.conn) })
 	if errors.Is(err, net.ErrClosed) && !t.acked.Load() {
 		err = errors.New("replaced by a new request")
 	}
@@ -328,7 +367,7 @@ type tftpSender struct {
 
 // send negotiates the options, then sends r block by block; size is the
 // file's size, or -1 if unknown.
-func (s *tftpSender) send(r io.Reader, size int64, maxBlk int) (int64, error) {
+func (s *tftpSender) send(r io.Reader, size int64, maxBlk func() int) (int64, error) {
 	s.blksize = defaultBlockSize
 	var oack []byte
 	for _, o := range s.t.opts {
@@ -338,7 +377,7 @@ func (s *tftpSender) send(r io.Reader, size int64, maxBlk int) (int64, error) {
 			if err != nil || n < minBlockSize {
 				continue
 			}
-			s.blksize = min(n, maxBlk)
+			s.blksize = min(n, maxBlk())
 			oack = append(append(append(oack, "blksize\x00"...), strconv.Itoa(s.blksize)...), 0)
 		case "tsize":
 			if size < 0 {
@@ -367,6 +406,7 @@ func (s *tftpSender) send(r io.Reader, size int64, maxBlk int) (int64, error) {
 		}
 		binary.BigEndian.PutUint16(s.buf[0:], opDATA)
 		binary.BigEndian.PutUint16(s.buf[2:], block)
+		s.t.dataSent.Store(true)
 		if err := s.exchange(s.buf[:4+l], block); err != nil {
 			return n, err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/google/go-eventlog/tcg"
 )
@@ -74,10 +75,10 @@ func frame(raw []byte) ([]byte, framing, error) {
 	if _, known := eventTypeNames[tcg.EventType(typ)]; pcr > 23 || !known {
 		return nil, framing{}, fmt.Errorf("%w: its first event names PCR %d and type 0x%08x", ErrNotEventLog, pcr, typ)
 	}
-	first := 32 + int(le.Uint32(raw[28:]))
-	if first > len(raw) || first < 32 {
-		return nil, framing{}, &TruncatedError{Event: 0, Start: 0, Length: len(raw), Need: first}
+	if n := uint64(le.Uint32(raw[28:])); n > uint64(len(raw)-32) {
+		return nil, framing{}, &TruncatedError{Event: 0, Start: 0, Length: len(raw), Need: clampInt(32 + n)}
 	}
+	first := 32 + int(le.Uint32(raw[28:]))
 	var sizes map[uint16]int // digest sizes of a crypto-agile log; nil for SHA-1
 	if data := raw[32:first]; typ == uint32(tcg.NoAction) && bytes.HasPrefix(data, []byte("Spec ID Event03\x00")) {
 		if len(data) < 28 {
@@ -93,9 +94,10 @@ func frame(raw []byte) ([]byte, framing, error) {
 		}
 	}
 	f := framing{events: 1}
+	pad := paddingStart(raw)
 	off := first
 	for off < len(raw) {
-		if uniform(raw[off:]) && (raw[off] == 0 || raw[off] == 0xff) {
+		if off >= pad {
 			f.padding = len(raw) - off
 			return raw[:off], f, nil
 		}
@@ -142,12 +144,12 @@ func frame(raw []byte) ([]byte, framing, error) {
 		if off+4 > len(raw) {
 			return nil, f, trunc(off + 4 - start)
 		}
-		size := int(le.Uint32(raw[off:]))
+		size := uint64(le.Uint32(raw[off:]))
 		off += 4
-		if size > len(raw)-off {
-			return nil, f, trunc(off + size - start)
+		if size > uint64(len(raw)-off) {
+			return nil, f, trunc(clampInt(uint64(off-start) + size))
 		}
-		off += size
+		off += int(size)
 		f.events++
 	}
 	return raw, f, nil
@@ -161,6 +163,28 @@ func recordHead(b []byte) (pcr uint32, ok bool) {
 	copy(head[:], b)
 	pcr = binary.LittleEndian.Uint32(head[:])
 	return pcr, pcr <= 23
+}
+
+// paddingStart returns where the run of 0x00 or 0xFF that ends raw starts,
+// or len(raw) if raw does not end in one.
+func paddingStart(raw []byte) int {
+	if len(raw) == 0 || raw[len(raw)-1] != 0 && raw[len(raw)-1] != 0xff {
+		return len(raw)
+	}
+	c := raw[len(raw)-1]
+	i := len(raw)
+	for i > 0 && raw[i-1] == c {
+		i--
+	}
+	return i
+}
+
+// clampInt converts n to an int, saturating, for byte counts in errors.
+func clampInt(n uint64) int {
+	if n > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int(n)
 }
 
 // uniform reports whether b is not empty and every byte of it is b[0].
