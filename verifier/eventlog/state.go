@@ -204,17 +204,8 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 		st.eventPCRs[e.Index] = true
 		n := int(e.Num())
 		typ := EventTypeName(e.Type)
-		anomaly := func(format string, args ...any) {
-			st.Anomalies = append(st.Anomalies, Anomaly{Event: n, Detail: fmt.Sprintf(format, args...)})
-		}
-		unverifiable := func(format string, args ...any) {
-			st.Unverifiable = append(st.Unverifiable, Unverified{
-				Event: n, PCR: e.Index, Type: typ, Digest: hex.EncodeToString(e.Digest),
-				Detail: fmt.Sprintf(format, args...),
-			})
-		}
 		if allowed, ok := pcrEventTypes[e.Index]; ok && !slices.Contains(allowed, e.Type) {
-			anomaly("event type %s is not allowed in PCR %d", typ, e.Index)
+			st.anomaly(n, "event type %s is not allowed in PCR %d", typ, e.Index)
 			continue
 		}
 		if e.Type == tcg.SCRTMVersion {
@@ -223,7 +214,7 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 		// The PFP defines the digest of these types as the digest of their data.
 		if (e.Type == tcg.Separator && e.Index <= 7) || e.Type == tcg.EFIAction || e.Type == tcg.Action {
 			if !dataBound(e) {
-				anomaly("%s in PCR %d: digest does not match its data", typ, e.Index)
+				st.anomaly(n, "%s in PCR %d: digest does not match its data", typ, e.Index)
 			}
 		}
 		d := string(e.Digest)
@@ -235,11 +226,11 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 			// and fails there.
 			switch {
 			case d != known.sepOK && !known.sepError[d]:
-				anomaly("separator in PCR %d has a digest of no separator value", e.Index)
+				st.anomaly(n, "separator in PCR %d has a digest of no separator value", e.Index)
 			case seenSep[e.Index]:
-				anomaly("second separator in PCR %d", e.Index)
+				st.anomaly(n, "second separator in PCR %d", e.Index)
 			case known.sepError[d]:
-				anomaly("separator in PCR %d signals a firmware error", e.Index)
+				st.anomaly(n, "separator in PCR %d signals a firmware error", e.Index)
 			}
 			seenSep[e.Index] = true
 			continue
@@ -257,12 +248,12 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 			}
 			st.BootApps = append(st.BootApps, img)
 		case e.Index == 7:
-			st.addPCR7(n, e, alg, seenSep[7], seenVar, anomaly, unverifiable)
+			st.addPCR7(n, e, alg, seenSep[7], seenVar)
 		case slices.Contains(CmdlinePCRs, e.Index):
 			if t, ok := cmdlineTexts(alg, e); ok {
 				st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, PCR: e.Index, Text: t})
 			} else {
-				unverifiable("%s in PCR %d: its digest covers no command-line encoding of its data", typ, e.Index)
+				st.unverifiable(n, e, "%s in PCR %d: its digest covers no command-line encoding of its data", typ, e.Index)
 			}
 		}
 	}
@@ -277,30 +268,43 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 	return st
 }
 
+// anomaly records a structural problem with event n.
+func (st *BootState) anomaly(n int, format string, args ...any) {
+	st.Anomalies = append(st.Anomalies, Anomaly{Event: n, Detail: fmt.Sprintf(format, args...)})
+}
+
+// unverifiable records event n, e, as one whose digest cannot be explained.
+func (st *BootState) unverifiable(n int, e tcg.Event, format string, args ...any) {
+	st.Unverifiable = append(st.Unverifiable, Unverified{
+		Event: n, PCR: e.Index, Type: EventTypeName(e.Type), Digest: hex.EncodeToString(e.Digest),
+		Detail: fmt.Sprintf(format, args...),
+	})
+}
+
 // addPCR7 judges a PCR 7 event that is neither a separator nor a well-known
 // action (extract's doc).
-func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator bool, seenVar map[string]bool, anomaly, unverifiable func(string, ...any)) {
+func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator bool, seenVar map[string]bool) {
 	bound := digestOf(alg, e, e.Data)
 	if e.Type == tcg.EFIVariableDriverConfig {
 		if !bound {
-			anomaly("variable event digest does not match its data")
+			st.anomaly(n, "variable event digest does not match its data")
 			return
 		}
 		v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
 		if err != nil {
-			anomaly("unparsable UEFI variable: %v", err)
+			st.anomaly(n, "unparsable UEFI variable: %v", err)
 			return
 		}
 		key := v.Header.VariableName.String() + "/" + v.VarName()
 		if secureBootVariables[key] {
 			if afterSeparator {
-				anomaly("Secure Boot variable %s measured after the PCR 7 separator", v.VarName())
+				st.anomaly(n, "Secure Boot variable %s measured after the PCR 7 separator", v.VarName())
 			}
 			if seenVar[key] {
-				anomaly("variable %s measured twice", v.VarName())
+				st.anomaly(n, "variable %s measured twice", v.VarName())
 			}
 			seenVar[key] = true
-			st.addVariable(n, v, anomaly)
+			st.addVariable(n, v)
 			return
 		}
 		// Any other variable must be what an authority is.
@@ -308,12 +312,12 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 	if !bound {
 		// The event replayed, so PCR 7 is right, but its data is not what
 		// was measured: what it stands for cannot be told.
-		unverifiable("%s data does not match its digest", EventTypeName(e.Type))
+		st.unverifiable(n, e, "%s data does not match its digest", EventTypeName(e.Type))
 		return
 	}
 	v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
 	if err != nil {
-		unverifiable("%s in PCR 7 is neither a Secure Boot variable, a known action nor an authority", EventTypeName(e.Type))
+		st.unverifiable(n, e, "%s in PCR 7 is neither a Secure Boot variable, a known action nor an authority", EventTypeName(e.Type))
 		return
 	}
 	if v.Header.VariableName.String() == shimLockGUID && shimStateVariables[v.VarName()] {
@@ -323,13 +327,13 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 	}
 	c, err := authorityCert(v.VariableData)
 	if err != nil {
-		anomaly("authority event for %s: %v", v.VarName(), err)
+		st.anomaly(n, "authority event for %s: %v", v.VarName(), err)
 		return
 	}
 	st.Authorities = append(st.Authorities, Authority{Event: n, Variable: v.VarName(), Cert: c})
 }
 
-func (st *BootState) addVariable(n int, v tcg.UEFIVariableData, anomaly func(string, ...any)) {
+func (st *BootState) addVariable(n int, v tcg.UEFIVariableData) {
 	guid, name := v.Header.VariableName.String(), v.VarName()
 	var target *Variable
 	switch {
@@ -341,7 +345,7 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData, anomaly func(str
 		case len(v.VariableData) == 1 && v.VariableData[0] <= 1:
 			st.SecureBoot.Enabled = v.VariableData[0] == 1
 		default:
-			anomaly("SecureBoot variable has invalid value %x", v.VariableData)
+			st.anomaly(n, "SecureBoot variable has invalid value %x", v.VariableData)
 		}
 		return
 	case guid == efiGlobalVariable && name == "PK":
@@ -362,7 +366,7 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData, anomaly func(str
 	}
 	certs, hashes, other, err := parseSignatureLists(v.VariableData)
 	if err != nil {
-		anomaly("variable %s: %v", name, err)
+		st.anomaly(n, "variable %s: %v", name, err)
 		return
 	}
 	target.Certs, target.Hashes, target.OtherEntries = certs, hashes, other
@@ -397,7 +401,7 @@ func cmdlineTexts(alg crypto.Hash, e tcg.Event) (text string, ok bool) {
 				continue
 			}
 			t = bytes.TrimSuffix(t, []byte{0})
-			if (digestOf(alg, e, t) || digestOf(alg, e, append(bytes.Clone(t), 0))) && isText(t) {
+			if (digestOf(alg, e, t) || digestOf(alg, e, t, 0)) && isText(t) {
 				return string(t), true
 			}
 		}
@@ -413,7 +417,7 @@ func cmdlineTexts(alg crypto.Hash, e tcg.Event) (text string, ok bool) {
 	for len(body) >= 2 && body[len(body)-2] == 0 && body[len(body)-1] == 0 {
 		body = body[:len(body)-2]
 	}
-	if !digestOf(alg, e, data) && !digestOf(alg, e, body) && !digestOf(alg, e, append(bytes.Clone(body), 0, 0)) {
+	if !digestOf(alg, e, data) && !digestOf(alg, e, body) && !digestOf(alg, e, body, 0, 0) {
 		return "", false
 	}
 	t, valid := decodeLatin1UTF16(body)
@@ -453,10 +457,21 @@ func isText(b []byte) bool {
 	return true
 }
 
-func digestOf(alg crypto.Hash, e tcg.Event, data []byte) bool {
+// digestOf reports whether e's digest is alg's digest of data followed by
+// tail.
+func digestOf(alg crypto.Hash, e tcg.Event, data []byte, tail ...byte) bool {
+	if len(e.Digest) != alg.Size() {
+		return false
+	}
+	if alg == crypto.SHA256 && len(tail) == 0 {
+		sum := sha256.Sum256(data)
+		return bytes.Equal(sum[:], e.Digest)
+	}
 	h := alg.New()
 	h.Write(data)
-	return bytes.Equal(h.Sum(nil), e.Digest)
+	h.Write(tail)
+	var buf [64]byte
+	return bytes.Equal(h.Sum(buf[:0]), e.Digest)
 }
 
 // imagePath renders the file-path nodes of an image's device path.

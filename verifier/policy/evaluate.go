@@ -139,13 +139,16 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 	}
 	forbidden := newForbiddenSet(append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...))
 	for _, c := range st.Cmdlines {
-		seen := map[string]bool{}
-		for _, tok := range cmdlineWords(c.Text) {
+		var seen map[string]bool
+		eachCmdlineWord(c.Text, func(tok string) {
 			if w, ok := forbidden.match(tok); ok && !seen[w] {
+				if seen == nil {
+					seen = map[string]bool{}
+				}
 				seen[w] = true
 				fail(RuleCmdline, c.Event, "kernel command line in PCR %d enables a debugger: %q (%s)", c.PCR, tok, w)
 			}
-		}
+		})
 	}
 
 	ci := p.CodeIntegrity
@@ -242,49 +245,62 @@ func appName(app eventlog.Image) string {
 	return name
 }
 
-// cmdlineWords splits a command line as the kernel's parser (lib/cmdline.c
-// next_arg, with lib/ctype.c's isspace) finds parameters in it: at the bytes
-// it takes for spaces (tab to carriage return, space, and 0xA0 — also when
-// it is the second byte of a UTF-8 character), and, to be safe, at NULs,
-// other control bytes and Unicode spaces too. Leading quotes are dropped
-// (the kernel accepts "name=value" in quotes).
-func cmdlineWords(s string) []string {
-	words := strings.FieldsFunc(s, func(r rune) bool {
-		return r == 0xa0 || r == utf8.RuneError || unicode.IsSpace(r) || unicode.IsControl(r)
-	})
-	var out []string
-	for _, w := range words {
-		// A byte 0xA0 inside a UTF-8 sequence splits the word for the kernel.
-		for _, part := range strings.Split(w, "\xa0") {
-			if part = strings.TrimLeft(part, "\""); part != "" {
-				out = append(out, part)
+// eachCmdlineWord calls fn with each word of a command line as the kernel's
+// parser (lib/cmdline.c next_arg, with lib/ctype.c's isspace) finds
+// parameters in it: split at the bytes it takes for spaces (tab to carriage
+// return, space, and 0xA0 — also where 0xA0 is a byte of a UTF-8
+// character), and, to be safe, at NULs, other control characters, invalid
+// bytes and Unicode spaces too. Leading quotes are dropped (the kernel
+// accepts "name=value" in quotes). It does not allocate.
+func eachCmdlineWord(s string, fn func(word string)) {
+	start := -1
+	emit := func(end int) {
+		if start >= 0 {
+			if w := strings.TrimLeft(s[start:end], "\""); w != "" {
+				fn(w)
 			}
+			start = -1
 		}
 	}
-	return out
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		sep := r == 0xa0 || r == utf8.RuneError || unicode.IsSpace(r) || unicode.IsControl(r) ||
+			size > 1 && strings.IndexByte(s[i:i+size], 0xa0) >= 0
+		if sep {
+			emit(i)
+		} else if start < 0 {
+			start = i
+		}
+		i += size
+	}
+	emit(len(s))
 }
 
-// forbiddenSet is a set of forbidden parameters, normalised as the kernel
-// compares parameter names (kernel/params.c parameq: '-' and '_' alike): a
-// word forbids a parameter of that name; word=value forbids that value.
-type forbiddenSet map[string]string // normalised → as the policy says it
+// forbiddenSet holds forbidden kernel parameters as the kernel compares
+// parameter names (kernel/params.c parameq: '-' and '_' alike): a word
+// forbids a parameter of that name, word=value forbids that value.
+type forbiddenSet struct {
+	names  map[string]string // normalised name → as the policy says it
+	values map[string]string // normalised name=value → as the policy says it
+}
 
 func newForbiddenSet(words []string) forbiddenSet {
-	f := forbiddenSet{}
+	f := forbiddenSet{names: map[string]string{}, values: map[string]string{}}
 	for _, w := range words {
-		f[normParam(w)] = w
+		name, value, hasValue := strings.Cut(w, "=")
+		name = normName(name)
+		if hasValue {
+			f.values[name+"="+value] = w
+		} else {
+			f.names[name] = w
+		}
 	}
 	return f
 }
 
-// normParam normalises a parameter's name, leaving any value as it is.
-func normParam(p string) string {
-	name, value, ok := strings.Cut(p, "=")
+func normName(name string) string {
 	if strings.IndexByte(name, '-') >= 0 {
-		name = strings.ReplaceAll(name, "-", "_")
-	}
-	if ok {
-		return name + "=" + value
+		return strings.ReplaceAll(name, "-", "_")
 	}
 	return name
 }
@@ -293,20 +309,24 @@ func normParam(p string) string {
 // forbidden, also as a module parameter of the same name ("kgdboc.kgdboc",
 // which kgdboc accepts).
 func (f forbiddenSet) match(tok string) (string, bool) {
-	n := normParam(tok)
-	name, _, _ := strings.Cut(n, "=")
-	value := n[len(name):] // "" or "=value"
-	names := []string{name}
-	if i := strings.LastIndexByte(name, '.'); i >= 0 {
-		names = append(names, name[i+1:])
+	name, value, hasValue := strings.Cut(tok, "=")
+	name = normName(name)
+	try := func(nm string) (string, bool) {
+		if w, ok := f.names[nm]; ok {
+			return w, true
+		}
+		if hasValue && len(f.values) > 0 {
+			if w, ok := f.values[nm+"="+value]; ok {
+				return w, true
+			}
+		}
+		return "", false
 	}
-	for _, nm := range names {
-		if w, ok := f[nm]; ok {
-			return w, true
-		}
-		if w, ok := f[nm+value]; ok && value != "" {
-			return w, true
-		}
+	if w, ok := try(name); ok {
+		return w, true
+	}
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		return try(name[i+1:])
 	}
 	return "", false
 }
