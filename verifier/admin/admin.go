@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bootgate/bootgate/internal/textsafe"
@@ -81,10 +82,28 @@ type Options struct {
 // API serves the admin API and the dashboard.
 type API struct {
 	opt Options
+	// policyInForce is the policy and reference incidents are compared with;
+	// SetPolicy replaces them.
+	policyInForce atomic.Pointer[inForce]
 
 	streamMu    sync.Mutex
 	streams     int            // live streams open
 	perOperator map[string]int // live streams open by operator
+}
+
+// inForce is the policy in force and the reference it was learned from.
+type inForce struct {
+	policy        *policy.Policy
+	reference     *eventlog.BootState
+	referenceName string
+}
+
+func (a *API) inForce() inForce { return *a.policyInForce.Load() }
+
+// SetPolicy puts a reloaded policy (nil: none) and its reference (nil:
+// none, named name) in force for what the API shows from now on.
+func (a *API) SetPolicy(p *policy.Policy, reference *eventlog.BootState, name string) {
+	a.policyInForce.Store(&inForce{policy: p, reference: reference, referenceName: name})
 }
 
 // New checks the options and makes an API.
@@ -101,7 +120,9 @@ func New(opt Options) (*API, error) {
 	if opt.Heartbeat <= 0 {
 		opt.Heartbeat = 10 * time.Second
 	}
-	return &API{opt: opt}, nil
+	a := &API{opt: opt}
+	a.SetPolicy(opt.Policy, opt.Reference, opt.ReferenceName)
+	return a, nil
 }
 
 // TLSConfig completes a server TLS configuration for the admin listener: the

@@ -132,23 +132,24 @@ func (a *API) compare(ctx context.Context, latest *store.Attestation, st *eventl
 		}
 		return c, pass, nil
 	}
-	if a.opt.Reference != nil {
-		c.Against, c.Reference = "reference", a.opt.ReferenceName
-		if a.opt.Policy != nil {
-			c.PolicyName, c.PolicyDigest = a.opt.Policy.Name, a.opt.Policy.Digest()
+	in := a.inForce()
+	if in.reference != nil {
+		c.Against, c.Reference = "reference", in.referenceName
+		if in.policy != nil {
+			c.PolicyName, c.PolicyDigest = in.policy.Name, in.policy.Digest()
 		}
-		c.Lines = append(c.Lines, eventlog.Diff(a.opt.Reference, st)...)
+		c.Lines = append(c.Lines, eventlog.Diff(in.reference, st)...)
 		if len(c.Lines) == 0 {
 			c.Note = "no difference from the policy's reference in what bootgate looks at; the failure lies elsewhere (see the failed rules)"
 		}
 		return c, nil, nil
 	}
-	if a.opt.Policy == nil {
+	if in.policy == nil {
 		c.Note = "the host never passed and no policy is loaded to compare with"
 		return c, nil, nil
 	}
-	c.Against, c.PolicyName, c.PolicyDigest = "policy", a.opt.Policy.Name, a.opt.Policy.Digest()
-	for _, f := range a.opt.Policy.Evaluate(st) {
+	c.Against, c.PolicyName, c.PolicyDigest = "policy", in.policy.Name, in.policy.Digest()
+	for _, f := range in.policy.Evaluate(st) {
 		c.Lines = append(c.Lines, f.String())
 	}
 	if c.PolicyDigest != latest.PolicyDigest {
@@ -217,7 +218,7 @@ func (a *API) evidenceBundle(ctx context.Context, id int64) (*Bundle, error) {
 	if b.Diff, b.LastPass, err = a.compare(ctx, latest, st); err != nil {
 		return nil, err
 	}
-	if p := a.opt.Policy; p != nil {
+	if p := a.inForce().policy; p != nil {
 		b.Policy = &BundlePolicy{Name: p.Name, Digest: p.Digest(), Source: string(p.Source())}
 	}
 	return b, nil

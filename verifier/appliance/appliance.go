@@ -49,6 +49,11 @@ type Options struct {
 	// handler still running after its connection was closed may find the
 	// store closed under it, and fails.
 	Drain time.Duration
+	// Reload, when it delivers, has the appliance read its policy file and
+	// policy reference again (SIGHUP, systemctl reload): a policy that does
+	// not load, or whose PCRs the quote does not cover, is refused and the
+	// one in force stays.
+	Reload <-chan struct{}
 }
 
 // Run runs the appliance configured by cfg until ctx ends or one of its
@@ -245,11 +250,13 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	}
 	var adminSrv *http.Server
 	var adminLn net.Listener
+	var adminAPI *admin.API
 	if cfg.Admin != nil {
 		api, err := newAdmin(cfg, st, gate, log)
 		if err != nil {
 			return err
 		}
+		adminAPI = api
 		raw, err := net.Listen("tcp", cfg.Admin.Listen)
 		if err != nil {
 			return fmt.Errorf("admin API: %w", err)
@@ -334,6 +341,18 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	if err := notify("READY=1"); err != nil {
 		log.Warn("notify systemd", "err", err)
 	}
+	if opt.Reload != nil {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-opt.Reload:
+					reload(cfg, srv, adminAPI, log)
+				}
+			}
+		})
+	}
 	err = g.Wait()
 	if err != nil {
 		log.Error("appliance stopped", "err", err)
@@ -380,6 +399,25 @@ func serveHTTP(ctx context.Context, hs *http.Server, ln net.Listener, useTLS boo
 	}
 	<-served
 	return nil
+}
+
+// reload puts cfg's policy file and reference, read again, in force in srv
+// and api (nil without an admin API), or logs why it cannot and keeps the
+// policy in force.
+func reload(cfg *config.Appliance, srv *server.Server, api *admin.API, log *slog.Logger) {
+	_ = notify("RELOADING=1")
+	defer func() { _ = notify("READY=1") }()
+	pol, ref, err := cfg.ReloadPolicy()
+	if err != nil {
+		old := srv.Policy()
+		log.Error("policy reload refused; the policy in force stays", "err", err, "policy", old.Name, "policy_digest", old.Digest())
+		return
+	}
+	srv.SetPolicy(pol)
+	if api != nil {
+		api.SetPolicy(pol, ref, filepath.Base(cfg.PolicyReference))
+	}
+	log.Info("policy reloaded", "policy", pol.Name, "policy_digest", pol.Digest())
 }
 
 // newAdmin makes the operators' API: the operator CA (created on first

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -291,4 +292,88 @@ func listenNotify(t *testing.T) <-chan string {
 		}
 	}()
 	return out
+}
+
+// syncBuffer is a log sink safe for the appliance's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunReloadsPolicy: a reload puts a new policy file in force and says
+// so; a policy that does not parse is refused and the one in force stays.
+func TestRunReloadsPolicy(t *testing.T) {
+	a := freeAddrs(t)
+	cfgPath, dir := setup(t, a)
+	cfg, err := config.LoadAppliance(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := listenNotify(t)
+	var logs syncBuffer
+	reload := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- appliance.Run(ctx, cfg, appliance.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Reload: reload})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	want := func(note string) {
+		t.Helper()
+		select {
+		case n := <-notes:
+			if n != note {
+				t.Fatalf("notification %q, want %q", n, note)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s", note)
+		}
+	}
+	want("READY=1")
+	policyPath := filepath.Join(dir, "policy.yaml")
+	old, err := os.ReadFile(policyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.WriteFile(policyPath, []byte("name: broken\nunknown_field: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	want("RELOADING=1")
+	want("READY=1")
+	if !strings.Contains(logs.String(), "policy reload refused") {
+		t.Fatalf("a broken policy was not refused:\n%s", logs.String())
+	}
+
+	renamed := strings.Replace(string(old), "name: rhel8-uefi", "name: rhel8-uefi-v2", 1)
+	if renamed == string(old) {
+		t.Fatalf("the learned policy has no name line to change:\n%s", old)
+	}
+	if err := os.WriteFile(policyPath, []byte(renamed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	want("RELOADING=1")
+	want("READY=1")
+	if !strings.Contains(logs.String(), `msg="policy reloaded" policy=rhel8-uefi-v2`) {
+		t.Fatalf("the new policy was not put in force:\n%s", logs.String())
+	}
 }

@@ -43,8 +43,8 @@ func unitDirectives(t *testing.T) map[string][]string {
 	return out
 }
 
-// TestUnitDirectives: the unit waits for READY=1, does not claim a reload
-// the appliance lacks, grants only the capabilities it needs, and gives
+// TestUnitDirectives: the unit waits for READY=1, reloads with SIGHUP (the
+// policy), grants only the capabilities it needs, and gives
 // RLIMIT_NOFILE room for the default caps' descriptor budget.
 func TestUnitDirectives(t *testing.T) {
 	d := unitDirectives(t)
@@ -57,8 +57,8 @@ func TestUnitDirectives(t *testing.T) {
 			t.Errorf("%s=%s, want %s", k, got, want)
 		}
 	}
-	if r := d["ExecReload"]; r != nil {
-		t.Errorf("ExecReload=%v: the appliance does not reload", r)
+	if r := strings.Join(d["ExecReload"], " | "); r != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("ExecReload=%s, want /bin/kill -HUP $MAINPID (the appliance reloads its policy on SIGHUP)", r)
 	}
 	limit, err := strconv.ParseUint(strings.Join(d["LimitNOFILE"], ""), 10, 64)
 	if err != nil {

@@ -447,6 +447,26 @@ func LoadAppliance(path string) (*Appliance, error) {
 	return a, nil
 }
 
+// ReloadPolicy reads a's policy file and policy reference again, as
+// LoadAppliance does, for an operator's reload: it returns the new policy
+// and reference, or LoadAppliance's errors, and changes nothing in a.
+func (a *Appliance) ReloadPolicy() (*policy.Policy, *eventlog.BootState, error) {
+	pol, err := policy.Load(a.Config.Policy)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := CheckQuotedPCRs(a.QuotedPCRs(), pol.PCRs()); err != nil {
+		return nil, nil, err
+	}
+	var ref *eventlog.BootState
+	if a.Admin != nil && a.PolicyReference != "" {
+		if ref, err = replay(a.PolicyReference); err != nil {
+			return nil, nil, fmt.Errorf("policy_reference: %w", err)
+		}
+	}
+	return pol, ref, nil
+}
+
 // replay replays an event log against itself: there is no quote offline,
 // so this is what the log claims, which is what a policy is written
 // against.

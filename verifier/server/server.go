@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bootgate/bootgate/verifier/admission"
@@ -150,6 +151,7 @@ const (
 // Server serves the attestation API.
 type Server struct {
 	opt      Options
+	policy   atomic.Pointer[policy.Policy] // in force; SetPolicy replaces it
 	sessions *sessions
 	boot     *bootFiles
 	fresh    []int // quoted PCRs that must be zero: bootgate's boundary
@@ -160,6 +162,19 @@ type Server struct {
 
 	renewMu  sync.Mutex
 	renewals map[string]time.Time // host → its last renewal
+}
+
+// Policy returns the policy in force.
+func (s *Server) Policy() *policy.Policy { return s.policy.Load() }
+
+// SetPolicy puts p in force for every attestation decided from now on
+// (an operator's reload); p must be a parsed policy (policy.Parse), and
+// the caller has checked that the quoted PCRs cover it. A nil p is
+// ignored.
+func (s *Server) SetPolicy(p *policy.Policy) {
+	if p != nil {
+		s.policy.Store(p)
+	}
 }
 
 // renewInterval is the shortest time between two renewals of one host's
@@ -207,6 +222,7 @@ func New(opt Options) (*Server, error) {
 		opt.Refusals, _ = opt.Store.(RefusalLog)
 	}
 	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
+	s.policy.Store(opt.Policy)
 	if slices.Contains(opt.PCRs, wire.BoundaryPCR) {
 		s.fresh = []int{wire.BoundaryPCR}
 	} else {
@@ -341,13 +357,16 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		s.refuseLink(w, r, log, enr.HostID, &req, linkErr)
 		return
 	}
+	// One policy decides this attestation and is recorded with it, even if
+	// SetPolicy replaces it meanwhile.
+	pol := s.Policy()
 	in := admission.Input{Evidence: admission.Evidence{QuoteVerified: evErr == nil || evErr.Check != attest.CheckQuote}}
 	var stateJSON []byte
 	var identityKey crypto.PublicKey
 	if evErr != nil {
 		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: evErr.Detail}
 	} else {
-		in.Policy = s.evaluate(enr, verified)
+		in.Policy = s.evaluate(pol, enr, verified)
 		stateJSON, _ = json.Marshal(verified.State)
 		if req.Identity != nil && s.opt.CA != nil {
 			in.Identity.Requested = true
@@ -358,7 +377,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	}
 	a := &store.Attestation{
 		HostID: enr.HostID, Time: now.UTC(),
-		PolicyName: s.opt.Policy.Name, PolicyDigest: s.opt.Policy.Digest(),
+		PolicyName: pol.Name, PolicyDigest: pol.Digest(),
 		Evidence: store.Evidence{
 			EKCert: enr.EKCert, EKType: enr.EKType, EKPublic: enr.EKPublic, AK: enr.AK, Nonce: sess.nonce,
 			Quote: req.Quote, Signature: req.Signature, PCRs: req.PCRs, EventLog: req.EventLog,
@@ -391,7 +410,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	log.Info("attested", "verdict", d.Verdict, "reasons", len(d.Reasons), "attestation", a.ID, "incident", incident, "verify_ms", time.Since(start).Milliseconds())
 	res := wire.Result{
 		AttestationID: a.ID, HostID: enr.HostID, Verdict: d.Verdict, Reasons: d.Reasons,
-		IncidentID: incident, PolicyDigest: s.opt.Policy.Digest(),
+		IncidentID: incident, PolicyDigest: pol.Digest(),
 	}
 	if d.Effects.BootSpec && s.boot != nil {
 		spec := s.boot.spec

@@ -9,21 +9,21 @@ import (
 
 // evaluate is the policy's verdict on verified evidence: Evaluate's
 // failures on the boot state, then checkTPM's.
-func (s *Server) evaluate(enr *attest.Enrollment, v *attest.Verified) []wire.Reason {
+func (s *Server) evaluate(pol *policy.Policy, enr *attest.Enrollment, v *attest.Verified) []wire.Reason {
 	var out []wire.Reason
-	for _, f := range s.opt.Policy.Evaluate(v.State) {
+	for _, f := range pol.Evaluate(v.State) {
 		out = append(out, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
 	}
-	return append(out, s.checkTPM(enr, v)...)
+	return append(out, checkTPM(pol, enr, v)...)
 }
 
 // checkTPM applies the policy's TPM rules (policy.CheckTPM: refused firmware
 // versions) to a verified attestation: the manufacturer from the EK
 // certificate, the firmware version from the verified quote. Its failures
 // join Evaluate's.
-func (s *Server) checkTPM(enr *attest.Enrollment, v *attest.Verified) []wire.Reason {
+func checkTPM(pol *policy.Policy, enr *attest.Enrollment, v *attest.Verified) []wire.Reason {
 	var out []wire.Reason
-	for _, f := range s.opt.Policy.CheckTPM(enr.TPM.VendorID(), v.FirmwareVersion, enr.FirmwareProven()) {
+	for _, f := range pol.CheckTPM(enr.TPM.VendorID(), v.FirmwareVersion, enr.FirmwareProven()) {
 		out = append(out, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
 	}
 	return out
