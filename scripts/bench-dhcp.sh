@@ -24,8 +24,8 @@ for b in perfdhcp kea-dhcp4; do command -v $b >/dev/null || { echo "bench-dhcp: 
 
 ip netns add $S; ip netns add $C
 ip link add vs netns $S type veth peer name vc netns $C
-ip -n $S addr add 10.26.0.1/16 dev vs; ip -n $S link set vs up; ip -n $S link set lo up
-ip -n $C addr add 10.26.0.2/16 dev vc; ip -n $C link set vc up; ip -n $C link set lo up
+ip -n $S addr add 10.16.0.1/12 dev vs; ip -n $S link set vs up; ip -n $S link set lo up
+ip -n $C addr add 10.16.0.2/12 dev vc; ip -n $C link set vc up; ip -n $C link set lo up
 
 measure() { # prints the achieved 4-way exchange rate (perfdhcp exits 3 when some exchanges did not complete)
   { ip netns exec $C perfdhcp -4 -l vc -r "$RATE" -R "$CLIENTS" -p "$DURATION" 2>&1 || true; } | tee "$work/perfdhcp-$1.log" |
@@ -34,23 +34,23 @@ measure() { # prints the achieved 4-way exchange rate (perfdhcp exits 3 when som
 
 echo "==> bootgate's DHCP gate (SQLite leases, attestation gating on: every client is unknown, so quarantine pool)"
 go build -o "$work/bootgate" ./verifier/cmd/bootgate
-"$work/bootgate" tls init --dir "$work/tls" --host 10.26.0.1 >/dev/null
+"$work/bootgate" tls init --dir "$work/tls" --host 10.16.0.1 >/dev/null
 "$work/bootgate" policy learn --eventlog testdata/eventlogs/rhel8-uefi.bin > "$work/policy.yaml"
 mkdir -p "$work/roots" && cp "$work/tls/ca.pem" "$work/roots/"
 cat > "$work/appliance.yaml" <<CFG
-listen: "10.26.0.1:18443"
+listen: "10.16.0.1:18443"
 tls: {cert: tls/server.pem, key: tls/server-key.pem}
 policy: policy.yaml
 store: bootgate.db
 ek: {roots: roots}
 dhcp:
   interface: vs
-  server_ip: 10.26.0.1
-  endpoint: https://10.26.0.1:18443
+  server_ip: 10.16.0.1
+  endpoint: https://10.16.0.1:18443
   ca: tls/ca.pem
-  quarantine: {start: 10.26.1.0, end: 10.26.255.255, prefix_len: 16, lease_time: 10m}
-  production: {start: 10.26.0.10, end: 10.26.0.250, prefix_len: 16, lease_time: 1h}
-  relays: [10.26.0.2]   # perfdhcp sends as a relay agent (giaddr = its address)
+  quarantine: {start: 10.17.0.0, end: 10.31.255.255, prefix_len: 12, lease_time: 10m}
+  production: {start: 10.16.0.10, end: 10.16.0.250, prefix_len: 12, lease_time: 1h}
+  relays: [10.16.0.2]   # perfdhcp sends as a relay agent (giaddr = its address)
 CFG
 ip netns exec $S "$work/bootgate" serve --config "$work/appliance.yaml" > "$work/bootgate.log" 2>&1 &
 srv=$!
@@ -65,7 +65,7 @@ cat > "$work/kea.json" <<CFG
   "interfaces-config": {"interfaces": ["vs"], "dhcp-socket-type": "raw"},
   "lease-database": {"type": "memfile", "persist": true, "name": "$work/kea-leases.csv", "lfc-interval": 0},
   "valid-lifetime": 600,
-  "subnet4": [{"id": 1, "subnet": "10.26.0.0/16", "pools": [{"pool": "10.26.1.0 - 10.26.255.255"}]}],
+  "subnet4": [{"id": 1, "subnet": "10.16.0.0/12", "pools": [{"pool": "10.17.0.0 - 10.31.255.255"}]}],
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "$work/kea.log"}], "severity": "WARN"}]
 }}
 CFG
