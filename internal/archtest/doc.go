@@ -6,7 +6,7 @@
 //   - the agent (agent/...) imports nothing of the verifier but
 //     verifier/wire: agent → boot and the verifier's wire types only;
 //   - the verification code (verifier/eventlog, verifier/policy,
-//     verifier/attest, verifier/seal) is pure, bytes in and verified state
+//     verifier/attest, verifier/seal, verifier/admission) is pure, bytes in and verified state
 //     out: no net/http, no store or database, no TPM transport backend,
 //     nothing of the agent;
 //   - boot/... knows nothing of attestation: nothing of the verifier or

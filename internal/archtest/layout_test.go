@@ -80,7 +80,7 @@ var rules = []rule{
 	{
 		Name: "verification is pure: no net/http, store, database, TPM transport or agent",
 		From: func(p string) bool {
-			return own(p, "verifier/eventlog") || own(p, "verifier/policy") || own(p, "verifier/attest") || own(p, "verifier/seal")
+			return own(p, "verifier/eventlog") || own(p, "verifier/policy") || own(p, "verifier/attest") || own(p, "verifier/seal") || own(p, "verifier/admission")
 		},
 		Forbidden: func(d string) bool {
 			return under(d, "net/http", "database/sql", "modernc.org/sqlite", "github.com/jackc/pgx") ||

@@ -42,6 +42,10 @@ func (e *LinkError) Unwrap() error { return ErrLinkMismatch }
 type EvidenceError struct {
 	Check  string // "quote", "pcr_selection", "event_log"
 	Detail string
+	// Signed is true when the AK's signature over the quote and its
+	// qualifying data (the session's nonce and the link) verified before
+	// this check failed: only then is the link the TPM's word.
+	Signed bool
 }
 
 func (e *EvidenceError) Error() string { return fmt.Sprintf("%s: %s", e.Check, e.Detail) }
@@ -115,7 +119,14 @@ var DirectLogs LogVerifier = directLogs{}
 //     events, and every other quoted PCR (but exp.Unlogged) is zero; the boot
 //     state is extracted from the replayed events only (EvidenceError
 //     "evidence.event_log").
-func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier) (*Verified, error) {
+func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier) (_ *Verified, err error) {
+	signed := false
+	defer func() {
+		var ee *EvidenceError
+		if errors.As(err, &ee) {
+			ee.Signed = signed
+		}
+	}()
 	if len(exp.Secret) == 0 || subtle.ConstantTimeCompare(exp.Secret, q.ActivationSecret) != 1 {
 		return nil, ErrActivation
 	}
@@ -123,7 +134,7 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: make(map[int][]byte, len(q.PCRs)), Unlogged: exp.Unlogged}
 	for _, p := range q.PCRs {
 		if _, dup := bank.PCRs[p.Index]; dup {
-			return nil, &EvidenceError{CheckPCRSelection, fmt.Sprintf("PCR %d sent twice", p.Index)}
+			return nil, &EvidenceError{Check: CheckPCRSelection, Detail: fmt.Sprintf("PCR %d sent twice", p.Index)}
 		}
 		bank.PCRs[p.Index] = p.Digest
 		pcrs = append(pcrs, goattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: crypto.SHA256})
@@ -137,13 +148,15 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 		return nil, &LinkError{Detail: err.Error()}
 	}
 	quote := goattest.Quote{Quote: q.Quote, Signature: q.Signature}
-	if err := e.akPublic.Verify(quote, pcrs, qd); err != nil {
+	if err := e.akPublic.Verify(quote, pcrs, qd); err == nil {
+		signed = true
+	} else {
 		// Tell a sound quote for another link (or over the bare nonce) from
 		// a broken one: verify it again with the qualifying data it carries.
 		// Only if that verifies is the quote the TPM's, for other data.
 		att, derr := legacy.DecodeAttestationData(q.Quote)
 		if derr != nil || e.akPublic.Verify(quote, pcrs, att.ExtraData) != nil {
-			return nil, &EvidenceError{CheckQuote, err.Error()}
+			return nil, &EvidenceError{Check: CheckQuote, Detail: err.Error()}
 		}
 		what := "other data"
 		if subtle.ConstantTimeCompare(att.ExtraData, exp.Nonce) == 1 {
@@ -154,25 +167,25 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	// The signature verified, so the quote is the TPM's; now read what it covers.
 	att, err := legacy.DecodeAttestationData(q.Quote)
 	if err != nil || att.AttestedQuoteInfo == nil {
-		return nil, &EvidenceError{CheckQuote, fmt.Sprintf("not a quote: %v", err)}
+		return nil, &EvidenceError{Check: CheckQuote, Detail: fmt.Sprintf("not a quote: %v", err)}
 	}
 	sel := att.AttestedQuoteInfo.PCRSelection
 	got := slices.Sorted(slices.Values(sel.PCRs))
 	want := slices.Sorted(slices.Values(exp.PCRs))
 	if sel.Hash != legacy.AlgSHA256 || !slices.Equal(got, want) {
-		return nil, &EvidenceError{CheckPCRSelection, fmt.Sprintf("quote covers %v PCRs %v, want SHA-256 PCRs %v", sel.Hash, got, want)}
+		return nil, &EvidenceError{Check: CheckPCRSelection, Detail: fmt.Sprintf("quote covers %v PCRs %v, want SHA-256 PCRs %v", sel.Hash, got, want)}
 	}
 	if len(bank.PCRs) != len(want) {
-		return nil, &EvidenceError{CheckPCRSelection, fmt.Sprintf("%d PCR values sent for %d quoted PCRs", len(bank.PCRs), len(want))}
+		return nil, &EvidenceError{Check: CheckPCRSelection, Detail: fmt.Sprintf("%d PCR values sent for %d quoted PCRs", len(bank.PCRs), len(want))}
 	}
 	for _, i := range exp.Fresh {
 		if d, ok := bank.PCRs[i]; ok && !allZero(d) {
-			return nil, &EvidenceError{CheckBoundary, fmt.Sprintf("PCR %d is %x, not zero: the quote was taken after bootgate handed this boot over (credentials unsealed or an OS loaded); a host attests again only after a reboot", i, d)}
+			return nil, &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("PCR %d is %x, not zero: the quote was taken after bootgate handed this boot over (credentials unsealed or an OS loaded); a host attests again only after a reboot", i, d)}
 		}
 	}
 	st, err := logs.Verify(q.EventLog, bank)
 	if err != nil {
-		return nil, &EvidenceError{CheckEventLog, err.Error()}
+		return nil, &EvidenceError{Check: CheckEventLog, Detail: err.Error()}
 	}
 	return &Verified{HostID: e.HostID, State: st, FirmwareVersion: att.FirmwareVersion}, nil
 }

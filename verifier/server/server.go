@@ -360,7 +360,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	// One policy decides this attestation and is recorded with it, even if
 	// SetPolicy replaces it meanwhile.
 	pol := s.Policy()
-	in := admission.Input{Evidence: admission.Evidence{QuoteVerified: evErr == nil || evErr.Check != attest.CheckQuote}}
+	in := admission.Input{Evidence: admission.Evidence{QuoteVerified: evErr == nil || evErr.Signed}}
 	var stateJSON []byte
 	var identityKey crypto.PublicKey
 	if evErr != nil {

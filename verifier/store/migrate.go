@@ -91,6 +91,32 @@ func newProvider(db *sql.DB) (*goose.Provider, error) {
 // opens of one new file by two processes may fail in one of them, which
 // then succeeds when retried.
 func Migrate(ctx context.Context, db *sql.DB) error {
+	err := migrate(ctx, db)
+	if err != nil && current(ctx, db) {
+		// Another process (the appliance and an operator command, on a
+		// new file) migrated it at the same moment: it is what this code
+		// wants, and the error was the race's.
+		return nil
+	}
+	return err
+}
+
+// current reports whether db is migrated exactly to this code's schema:
+// goose's version and the fence both SchemaVersion().
+func current(ctx context.Context, db *sql.DB) bool {
+	newest := SchemaVersion()
+	fence, err := fenceVersion(ctx, db)
+	if err != nil || fence != newest {
+		return false
+	}
+	var v int64
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version_id), 0) FROM `+versionTable).Scan(&v); err != nil {
+		return false
+	}
+	return v == newest
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
 	if err := adoptLegacy(ctx, db); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
@@ -156,6 +182,11 @@ func adoptLegacy(ctx context.Context, db *sql.DB) (err error) {
 			_ = tx.Rollback()
 		}
 	}()
+	// Another opener may have migrated the file since the check above.
+	if ok, err := exists(tx, versionTable); err != nil || ok {
+		_ = tx.Rollback()
+		return err
+	}
 	legacy, err := exists(tx, "schema_version")
 	if err != nil {
 		return err

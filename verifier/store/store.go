@@ -128,12 +128,11 @@ type Incident struct {
 
 // Store is the verifier's persistent state. Implementations are safe for
 // concurrent use.
+//
+// Verdicts are written only by the admission port (AdmissionState and
+// Apply on *SQLite, which re-check the state a Decision was based on); the
+// interface has no way to write one unchecked.
 type Store interface {
-	// Record stores a completed attestation atomically with its effect: the
-	// host is created or updated (admitted on a pass, quarantined on a fail)
-	// and a failure opens an incident or attaches to the host's open one.
-	// It sets a.ID and returns the incident's ID (0 on a pass).
-	Record(ctx context.Context, a *Attestation, h Host) (incidentID int64, err error)
 	Attestation(ctx context.Context, id int64) (*Attestation, error)
 	Hosts(ctx context.Context) ([]Host, error)
 	Host(ctx context.Context, id string) (*Host, error)
