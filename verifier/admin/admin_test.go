@@ -391,7 +391,7 @@ func TestDiffWithUnloggedPCR(t *testing.T) {
 func TestDiffAgainstPolicyReference(t *testing.T) {
 	f := newFixture(t)
 	_, _, ref := replayed(t, goodLog)
-	f.api.opt.Reference, f.api.opt.ReferenceName = ref, goodLog+".bin"
+	f.api.SetPolicy(f.api.opt.Policy, ref, goodLog+".bin")
 	bad := loadEvidence(t, badLog, f.pol)
 	// As quoted: PCRs without events (zero, or IMA's) beside the log's.
 	bad.pcrs = append(bad.pcrs, wire.PCR{Index: 12, Digest: make([]byte, 32)}, wire.PCR{Index: 10, Digest: bytes.Repeat([]byte{7}, 32)})
