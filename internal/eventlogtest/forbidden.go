@@ -1,5 +1,16 @@
 package eventlogtest
 
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"testing"
+	"time"
+)
+
 // Event types, as numbers, that tests use.
 const (
 	EvSeparator  = 0x00000004
@@ -150,4 +161,23 @@ func ForbiddenMeasurements(untrusted []byte) []Forbidden {
 			Covers: plain(),
 		},
 	}
+}
+
+// SelfSigned makes a self-signed DER certificate named cn: a signer no
+// policy trusts.
+func SelfSigned(tb testing.TB, cn string) []byte {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return der
 }

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"os"
 	"testing"
 
 	"github.com/bootgate/bootgate/internal/eventlogtest"
@@ -11,22 +10,7 @@ import (
 // measured as text by GRUB (PCR 8) or systemd-stub (PCR 12), honestly:
 // the host sends the log exactly as measured. Each must fail debug.cmdline.
 func TestDebuggerSpellingsTheKernelAccepts(t *testing.T) {
-	raw, err := os.ReadFile("../../testdata/eventlogs/rhel8-uefi.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := eventlogtest.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := judge(raw, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, _, err := Learn("rhel8", st, LearnOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, pol := rhel8(t)
 	grub := func(text string) eventlogtest.Event {
 		return l.Event(8, eventlogtest.EvIPL, []byte("kernel_cmdline: "+text+"\x00"), []byte(text))
 	}

