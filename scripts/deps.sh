@@ -13,6 +13,7 @@ packages=(
   iproute2                       # the test boot network: namespace, bridge, taps
   isc-dhcp-client busybox        # real DHCP clients for the DHCP gate's tests
   nftables                       # admission at the gateway (the nft tool, to inspect it)
+  systemd                        # systemd-analyze checks the appliance's unit
   kea-admin kea-dhcp4-server     # make bench-dhcp: perfdhcp, and Kea to compare with
   chromium                       # the dashboard's test in a real headless browser
   openssl ca-certificates curl
