@@ -92,3 +92,17 @@ func TestCheckJSONOnUnreadableInput(t *testing.T) {
 		t.Fatalf("exit %d, output %q (%v)", code, out, err)
 	}
 }
+
+// A log that measured nothing (only a StartupLocality event) gets messages
+// that fit: nothing is said to come from an event that was not measured,
+// and an offline check does not speak of quotes.
+func TestMessagesForALogThatMeasuredNothing(t *testing.T) {
+	_, out, _ := run(t, "policy", "diff", "--reference", logs+"rhel8-uefi.bin", "--eventlog", interop+"edge-goatt-short_no_action.bin")
+	if strings.Contains(out, "(event 0)") || !strings.Contains(out, "Secure Boot: on → not measured") {
+		t.Errorf("diff:\n%s", out)
+	}
+	_, out, _ = run(t, "policy", "check", "--policy", learn(t, "rhel8-uefi.bin"), "--eventlog", interop+"edge-goatt-short_no_action.bin")
+	if strings.Contains(out, "not quoted") {
+		t.Errorf("check:\n%s", out)
+	}
+}

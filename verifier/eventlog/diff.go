@@ -13,8 +13,8 @@ import (
 func Diff(a, b *BootState) []string {
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
-	if a.SecureBoot.Enabled != b.SecureBoot.Enabled {
-		add("Secure Boot: %s → %s (event %d)", onOff(a.SecureBoot.Enabled), onOff(b.SecureBoot.Enabled), b.SecureBoot.Event)
+	if a.SecureBoot != b.SecureBoot && (a.SecureBoot.Enabled != b.SecureBoot.Enabled || a.SecureBoot.Measured != b.SecureBoot.Measured) {
+		add("Secure Boot: %s → %s%s", sbState(a.SecureBoot), sbState(b.SecureBoot), at(b.SecureBoot.Measured, b.SecureBoot.Event))
 	}
 	for _, v := range []struct {
 		name string
@@ -25,8 +25,12 @@ func Diff(a, b *BootState) []string {
 		}
 		added, removed := setDiff(certIDs(v.a.Certs), certIDs(v.b.Certs))
 		ha, hr := setDiff(v.a.Hashes, v.b.Hashes)
-		add("%s changed (event %d): %d certificates added %v, %d removed %v; %d hashes added, %d removed",
-			v.name, v.b.Event, len(added), added, len(removed), removed, len(ha), len(hr))
+		what := "changed"
+		if v.b.Event == 0 && !v.b.Present {
+			what = "not measured" // no event to name: the log shows none
+		}
+		add("%s %s%s: %d certificates added %v, %d removed %v; %d hashes added, %d removed",
+			v.name, what, at(v.b.Event != 0, v.b.Event), len(added), added, len(removed), removed, len(ha), len(hr))
 	}
 	apps := func(s *BootState) []string {
 		var o []string
@@ -106,6 +110,23 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+// sbState names the Secure Boot state a log shows.
+func sbState(s SecureBoot) string {
+	if !s.Measured {
+		return "not measured"
+	}
+	return onOff(s.Enabled)
+}
+
+// at names the event a finding comes from, and nothing when no event was
+// measured: an event number is never given for what the log does not show.
+func at(measured bool, event int) string {
+	if !measured {
+		return ""
+	}
+	return fmt.Sprintf(" (event %d)", event)
 }
 
 func short(h string) string {

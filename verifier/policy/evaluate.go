@@ -179,7 +179,7 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 
 	if !p.Firmware.AllowAny {
 		if v, ok := st.PCRs[0]; !ok {
-			fail(RuleFirmware, 0, "PCR 0 was not quoted")
+			fail(RuleFirmware, 0, "PCR 0 has no value to check: the quote does not cover it, or, offline, the log has no event for it")
 		} else if !slices.Contains(p.Firmware.PCR0, v) {
 			fail(RuleFirmware, 0, "PCR 0 is %s, not an allowed firmware", v)
 		}
