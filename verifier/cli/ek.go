@@ -289,7 +289,7 @@ func sourceFiles(src string) ([]string, error) {
 }
 
 // presentFingerprints are the certificates already in dir, as
-// attest.LoadRoots would read them.
+// attest.LoadRoots would read them, each with whether it is a root.
 func presentFingerprints(dir string) (map[string]bool, error) {
 	fps := map[string]bool{}
 	entries, err := os.ReadDir(dir)
@@ -308,7 +308,7 @@ func presentFingerprints(dir string) (map[string]bool, error) {
 			return nil, err
 		}
 		for _, c := range cs {
-			fps[fingerprint(c)] = true
+			fps[fingerprint(c)] = attest.IsRoot(c)
 		}
 	}
 	return fps, nil
@@ -360,7 +360,7 @@ skipped and listed. Nothing is written unless every source reads.`,
 						switch {
 						case !c.BasicConstraintsValid || !c.IsCA:
 							skip("not a CA")
-						case present[fp]:
+						case hasKey(present, fp):
 							skip("already present")
 						case seen[fp]:
 							skip("duplicate")
@@ -380,6 +380,16 @@ skipped and listed. Nothing is written unless every source reads.`,
 				return e.printJSON(map[string]any{"into": into, "imported": append([]importedCA{}, took...), "skipped": append([]skippedCert{}, skipped...)})
 			}
 			e.printImport(into, took, skipped)
+			hasRoot := false
+			for _, root := range present {
+				hasRoot = hasRoot || root
+			}
+			for _, c := range took {
+				hasRoot = hasRoot || c.Root
+			}
+			if !hasRoot {
+				fmt.Fprintf(e.stderr, "bootgate: warning: %s holds no root certificate: the appliance will not load it until a root is imported\n", textsafe.Escape(into))
+			}
 			return nil
 		},
 	}
@@ -388,6 +398,11 @@ skipped and listed. Nothing is written unless every source reads.`,
 	_ = imp.MarkFlagRequired("into")
 	cmd.AddCommand(imp)
 	return cmd
+}
+
+func hasKey(m map[string]bool, k string) bool {
+	_, ok := m[k]
+	return ok
 }
 
 // writeCerts writes certs into dir as <sha256>.pem: first into a temporary

@@ -251,6 +251,15 @@ func TestEKRootsImportRefusesUnreadable(t *testing.T) {
 	}
 }
 
+// An intermediate alone is imported with a warning: the appliance needs a root.
+func TestEKRootsImportWarnsWithoutRoot(t *testing.T) {
+	into := filepath.Join(t.TempDir(), "ek-roots")
+	code, out, errOut := run(t, "ek-roots", "import", "--into", into, ekcerts+"int-stm-rsa-ca05.der")
+	if code != 0 || !strings.Contains(out, "intermediate  ") || !strings.Contains(errOut, "holds no root certificate") {
+		t.Errorf("exit %d\n%s%s", code, out, errOut)
+	}
+}
+
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
