@@ -95,7 +95,7 @@ func NewRoots(certs []*x509.Certificate, allowEKs []string) *Roots {
 	for _, c := range certs {
 		// A root's self-signature proves nothing (it is trusted as
 		// configured); SHA-1 ones are read as roots too.
-		if bytes.Equal(c.RawIssuer, c.RawSubject) && checkSignatureSHA1(c, c) == nil {
+		if IsRoot(c) {
 			r.roots.AddCert(c)
 			r.rootSet[string(c.Raw)] = true
 			r.count++
@@ -107,6 +107,12 @@ func NewRoots(certs []*x509.Certificate, allowEKs []string) *Roots {
 		r.allowedEKs[strings.ToLower(id)] = true
 	}
 	return r
+}
+
+// IsRoot reports whether c is read as a root by NewRoots: self-signed, its
+// signature checked also where it is SHA-1.
+func IsRoot(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && checkSignatureSHA1(c, c) == nil
 }
 
 // LoadRoots reads every PEM or DER certificate in dir (files ending in .pem,
@@ -334,6 +340,17 @@ var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 // now, and returns it with its TPM attributes. Errors wrap ErrEKUntrusted;
 // see Enroll for the others they match.
 func (r *Roots) VerifyEKCertificate(der []byte, now time.Time) (*x509.Certificate, pki.TPMAttributes, error) {
+	chain, attrs, err := r.VerifyEKChain(der, now)
+	if err != nil {
+		return nil, attrs, err
+	}
+	return chain[0], attrs, nil
+}
+
+// VerifyEKChain checks an EK certificate as VerifyEKCertificate does and
+// returns the chain it verified: the EK certificate first, the configured
+// root last.
+func (r *Roots) VerifyEKChain(der []byte, now time.Time) ([]*x509.Certificate, pki.TPMAttributes, error) {
 	cert, err := pki.ParseEKCertificate(der)
 	if err != nil {
 		return nil, pki.TPMAttributes{}, fmt.Errorf("%w: %w", ErrEKUntrusted, err)
@@ -348,28 +365,29 @@ func (r *Roots) VerifyEKCertificate(der []byte, now time.Time) (*x509.Certificat
 	if err != nil {
 		return nil, attrs, fmt.Errorf("%w: %w", ErrEKUntrusted, err)
 	}
-	if err := r.verifyChain(cert, now); err != nil {
+	chain, err := r.verifyChain(cert, now)
+	if err != nil {
 		return nil, attrs, err
 	}
-	return cert, attrs, nil
+	return chain, attrs, nil
 }
 
 func isSHA1(a x509.SignatureAlgorithm) bool {
 	return a == x509.SHA1WithRSA || a == x509.ECDSAWithSHA1 || a == x509.DSAWithSHA1
 }
 
-func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) error {
+func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
 	if isSHA1(cert.SignatureAlgorithm) {
 		if !r.allowSHA1 {
-			return fmt.Errorf("%w: %w (%v); SHA-1 is accepted only with ek.allow_sha1", ErrEKUntrusted, ErrSHA1, cert.SignatureAlgorithm)
+			return nil, fmt.Errorf("%w: %w (%v); SHA-1 is accepted only with ek.allow_sha1", ErrEKUntrusted, ErrSHA1, cert.SignatureAlgorithm)
 		}
 		if !onlySAN(cert.UnhandledCriticalExtensions) {
-			return fmt.Errorf("%w: EK certificate has unhandled critical extensions %v", ErrEKUntrusted, cert.UnhandledCriticalExtensions)
+			return nil, fmt.Errorf("%w: EK certificate has unhandled critical extensions %v", ErrEKUntrusted, cert.UnhandledCriticalExtensions)
 		}
-		if r.verifySHA1Path(cert, now, 0) {
-			return nil
+		if path := r.verifySHA1Path(cert, now, 0); path != nil {
+			return append([]*x509.Certificate{cert}, path...), nil
 		}
-		return &UnknownIssuerError{Issuer: cert.Issuer.String(), AIA: cert.IssuingCertificateURL}
+		return nil, &UnknownIssuerError{Issuer: cert.Issuer.String(), AIA: cert.IssuingCertificateURL}
 	}
 	var unhandled []asn1.ObjectIdentifier
 	for _, oid := range cert.UnhandledCriticalExtensions {
@@ -379,7 +397,7 @@ func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) error {
 	}
 	c := *cert
 	c.UnhandledCriticalExtensions = unhandled
-	_, err := c.Verify(x509.VerifyOptions{
+	chains, err := c.Verify(x509.VerifyOptions{
 		Roots:         r.roots,
 		Intermediates: r.intermediates,
 		CurrentTime:   now,
@@ -387,12 +405,14 @@ func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) error {
 	})
 	var unknown x509.UnknownAuthorityError
 	if errors.As(err, &unknown) && !r.issuerKnown(cert) {
-		return &UnknownIssuerError{Issuer: cert.Issuer.String(), AIA: cert.IssuingCertificateURL}
+		return nil, &UnknownIssuerError{Issuer: cert.Issuer.String(), AIA: cert.IssuingCertificateURL}
 	}
 	if err != nil {
-		return fmt.Errorf("%w: EK certificate (issuer %q) does not chain to a manufacturer root: %v", ErrEKUntrusted, cert.Issuer.String(), err)
+		return nil, fmt.Errorf("%w: EK certificate (issuer %q) does not chain to a manufacturer root: %v", ErrEKUntrusted, cert.Issuer.String(), err)
 	}
-	return nil
+	chain := append([]*x509.Certificate{}, chains[0]...)
+	chain[0] = cert
+	return chain, nil
 }
 
 // issuerKnown reports whether a configured certificate has c's issuer as
@@ -409,10 +429,11 @@ func (r *Roots) issuerKnown(c *x509.Certificate) bool {
 // verifySHA1Path looks for a path from c to a configured root through the
 // configured certificates, checking signatures itself so that SHA-1 ones
 // verify (crypto/x509 refuses them): names, CA flag, key usage, validity
-// and signature of each issuer.
-func (r *Roots) verifySHA1Path(c *x509.Certificate, now time.Time, depth int) bool {
+// and signature of each issuer. It returns the issuers from c's up to the
+// root, or nil if there is no such path.
+func (r *Roots) verifySHA1Path(c *x509.Certificate, now time.Time, depth int) []*x509.Certificate {
 	if depth > 4 {
-		return false
+		return nil
 	}
 	for _, p := range r.certs {
 		if !bytes.Equal(p.RawSubject, c.RawIssuer) || !p.BasicConstraintsValid || !p.IsCA || len(p.UnhandledCriticalExtensions) > 0 ||
@@ -421,13 +442,13 @@ func (r *Roots) verifySHA1Path(c *x509.Certificate, now time.Time, depth int) bo
 			continue
 		}
 		if r.rootSet[string(p.Raw)] {
-			return true
+			return []*x509.Certificate{p}
 		}
-		if r.verifySHA1Path(p, now, depth+1) {
-			return true
+		if path := r.verifySHA1Path(p, now, depth+1); path != nil {
+			return append([]*x509.Certificate{p}, path...)
 		}
 	}
-	return false
+	return nil
 }
 
 // onlySAN reports whether the unhandled critical extensions are at most

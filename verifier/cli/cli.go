@@ -70,7 +70,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&e.profile, "operator", defaultProfile(), "operator profile for the admin API (env BOOTGATE_OPERATOR)")
 	root.AddCommand(e.serveCmd(), e.policyCmd(), e.tlsCmd(), e.operatorCmd(),
-		e.statusCmd(), e.hostsCmd(), e.hostCmd(), e.incidentsCmd(), e.incidentCmd(), e.quarantineCmd(), e.auditCmd())
+		e.statusCmd(), e.hostsCmd(), e.hostCmd(), e.incidentsCmd(), e.incidentCmd(), e.quarantineCmd(), e.auditCmd(), e.ekCmd(), e.ekRootsCmd())
 	return root
 }
 
