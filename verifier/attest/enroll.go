@@ -359,7 +359,7 @@ func (r *Roots) VerifyEKChain(der []byte, now time.Time) ([]*x509.Certificate, p
 	// else is wrong with it.
 	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
 		return nil, pki.TPMAttributes{}, fmt.Errorf("%w: EK certificate valid %s to %s: %w", ErrEKUntrusted,
-			cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339), x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired})
+			cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339), x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired, Detail: "the time is " + now.UTC().Format(time.RFC3339)})
 	}
 	attrs, err := pki.CheckEKProfile(cert)
 	if err != nil {
