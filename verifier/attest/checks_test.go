@@ -126,31 +126,7 @@ func TestVerifyChecks(t *testing.T) {
 	tp := tpmtest.Simulator(t, ca)
 	raw := tpmtest.ReplayLog(t, tp, "rhel8-uefi.bin")
 	other := tpmtest.EventLog(t, "debian-10.bin")
-	eks, err := tp.EKs()
-	if err != nil || len(eks) == 0 {
-		t.Fatalf("EKs: %v %v", eks, err)
-	}
-	ak, err := tp.NewAK(tpm.AKECCP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ak.Close() })
-	enr, err := ca.Roots().Enroll(&wire.EnrollRequest{EKCert: eks[0].Cert, EKPublic: eks[0].Public, AK: ak.Params()}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, cred, encSecret, err := enr.Challenge(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	act, err := ak.ActivateCredential(eks[0], cred, encSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, 32)
-	if _, err := rand.Read(nonce); err != nil {
-		t.Fatal(err)
-	}
+	enr, ak, secret, act, nonce := activated(t, ca, tp)
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 	ip := netip.MustParseAddr("10.23.0.117")
 	qd, err := wire.QualifyingData(nonce, mac, ip)
@@ -242,4 +218,36 @@ func TestVerifyChecks(t *testing.T) {
 		e.Fresh = nil
 		check(t, e, quote(t), errors.New(attest.CheckEventLog))
 	})
+}
+
+// activated enrolls tp's first EK with a new P-256 AK (closed at the end of
+// the test), activates the credential, and returns the enrollment, the AK,
+// the activation secret the verifier expects, the one the TPM recovered,
+// and a fresh 32-byte nonce.
+func activated(t *testing.T, ca *tpmtest.CA, tp *tpm.TPM) (enr *attest.Enrollment, ak *tpm.AK, secret, act, nonce []byte) {
+	t.Helper()
+	eks, err := tp.EKs()
+	if err != nil || len(eks) == 0 {
+		t.Fatalf("EKs: %v %v", eks, err)
+	}
+	if ak, err = tp.NewAK(tpm.AKECCP256); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ak.Close() })
+	enr, err = ca.Roots().Enroll(&wire.EnrollRequest{EKCert: eks[0].Cert, EKPublic: eks[0].Public, AK: ak.Params()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, cred, encSecret, err := enr.Challenge(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act, err = ak.ActivateCredential(eks[0], cred, encSecret); err != nil {
+		t.Fatal(err)
+	}
+	nonce = make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		t.Fatal(err)
+	}
+	return enr, ak, secret, act, nonce
 }

@@ -1,16 +1,13 @@
 package attest_test
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"net"
 	"net/netip"
 	"slices"
 	"testing"
-	"time"
 
-	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/internal/tpmtest"
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/server"
@@ -25,29 +22,7 @@ func TestQuoteBoundToLink(t *testing.T) {
 	ca := tpmtest.NewCA(t)
 	tp := tpmtest.Simulator(t, ca)
 	raw := tpmtest.ReplayLog(t, tp, "rhel8-uefi.bin")
-	eks, err := tp.EKs()
-	if err != nil || len(eks) == 0 {
-		t.Fatalf("EKs: %v %v", eks, err)
-	}
-	ak, err := tp.NewAK(tpm.AKECCP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ak.Close()
-	enr, err := ca.Roots().Enroll(&wire.EnrollRequest{EKCert: eks[0].Cert, EKPublic: eks[0].Public, AK: ak.Params()}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, cred, encSecret, err := enr.Challenge(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	act, err := ak.ActivateCredential(eks[0], cred, encSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, 32)
-	rand.Read(nonce)
+	enr, ak, secret, act, nonce := activated(t, ca, tp)
 	exp := attest.Expected{Secret: secret, Nonce: nonce, PCRs: server.DefaultPCRs, Unlogged: attest.DefaultUnlogged}
 	vals, err := tp.PCRs(server.DefaultPCRs)
 	if err != nil {
