@@ -109,7 +109,7 @@ func summarize(a *store.Attestation, st *eventlog.BootState) *EvidenceSummary {
 
 // compare explains latest against the host's last passing attestation
 // before it, or against the policy in force when there is none.
-func (a *API) compare(ctx context.Context, latest *store.Attestation, st *eventlog.BootState) (Comparison, *store.Attestation, error) {
+func (a *API) compare(ctx context.Context, in inForce, latest *store.Attestation, st *eventlog.BootState) (Comparison, *store.Attestation, error) {
 	c := Comparison{Lines: []string{}}
 	if st == nil {
 		c.Note = "the failing log does not replay to its quoted PCRs, so it cannot be compared; see the failed rules"
@@ -132,7 +132,6 @@ func (a *API) compare(ctx context.Context, latest *store.Attestation, st *eventl
 		}
 		return c, pass, nil
 	}
-	in := a.inForce()
 	if in.reference != nil {
 		c.Against, c.Reference = "reference", in.referenceName
 		if in.policy != nil {
@@ -181,7 +180,7 @@ func (a *API) incidentDetail(ctx context.Context, id int64) (*IncidentDetail, er
 		return nil, err
 	}
 	st, _ := bootState(latest)
-	diff, _, err := a.compare(ctx, latest, st)
+	diff, _, err := a.compare(ctx, a.inForce(), latest, st)
 	if err != nil {
 		return nil, err
 	}
@@ -215,10 +214,13 @@ func (a *API) evidenceBundle(ctx context.Context, id int64) (*Bundle, error) {
 		b.Attestations = append(b.Attestations, att)
 	}
 	st, _ := bootState(latest)
-	if b.Diff, b.LastPass, err = a.compare(ctx, latest, st); err != nil {
+	// One snapshot of the policy in force for the diff and the bundle's
+	// policy section, even if a reload happens meanwhile.
+	pin := a.inForce()
+	if b.Diff, b.LastPass, err = a.compare(ctx, pin, latest, st); err != nil {
 		return nil, err
 	}
-	if p := a.inForce().policy; p != nil {
+	if p := pin.policy; p != nil {
 		b.Policy = &BundlePolicy{Name: p.Name, Digest: p.Digest(), Source: string(p.Source())}
 	}
 	return b, nil

@@ -348,7 +348,9 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 				case <-gctx.Done():
 					return nil
 				case <-opt.Reload:
-					reload(cfg, srv, adminAPI, log)
+					if gctx.Err() == nil {
+						reload(cfg, srv, adminAPI, log)
+					}
 				}
 			}
 		})

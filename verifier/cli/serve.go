@@ -18,13 +18,15 @@ func (e *env) serveCmd() *cobra.Command {
 		Short: "Run the appliance; SIGHUP reloads its policy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// SIGHUP is caught from the start: one that arrives while the
+			// configuration loads waits for the appliance instead of ending it.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer func() { signal.Stop(hup); close(hup) }()
 			cfg, err := config.LoadAppliance(cfgPath)
 			if err != nil {
 				return &ExitError{Code: ExitBadInput, Err: err}
 			}
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer func() { signal.Stop(hup); close(hup) }()
 			reload := make(chan struct{}, 1)
 			go func() {
 				for range hup {

@@ -455,6 +455,16 @@ func (a *Appliance) ReloadPolicy() (*policy.Policy, *eventlog.BootState, error) 
 	if err != nil {
 		return nil, nil, err
 	}
+	// A file caught while an editor writes it can parse cut short (a last
+	// section missing is still a policy): read it again, and refuse it if
+	// it changed meanwhile. Replacing the file by a rename avoids both.
+	again, err := os.ReadFile(a.Config.Policy)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read policy: %w", err)
+	}
+	if !bytes.Equal(again, pol.Source()) {
+		return nil, nil, fmt.Errorf("%s: %w: the file changed while it was read; write the new policy to a temporary file and rename it over the old one", a.Config.Policy, policy.ErrInvalid)
+	}
 	if err := CheckQuotedPCRs(a.QuotedPCRs(), pol.PCRs()); err != nil {
 		return nil, nil, err
 	}
