@@ -170,6 +170,18 @@ func (l *Log) Insert(e Event) (*Log, int) {
 	return c, at
 }
 
+// Replace returns a copy of l with its first event that match selects
+// replaced by what with makes of it; ok is false when no event matches.
+func (l *Log) Replace(match func(Event) bool, with func(Event) Event) (_ *Log, ok bool) {
+	i := l.Index(match)
+	if i < 0 {
+		return nil, false
+	}
+	c := l.Clone()
+	c.Events[i] = with(c.Events[i]).Clone()
+	return c, true
+}
+
 // Index returns the index of the first event match selects, or -1.
 func (l *Log) Index(match func(Event) bool) int { return slices.IndexFunc(l.Events, match) }
 

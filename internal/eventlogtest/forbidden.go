@@ -13,6 +13,7 @@ import (
 
 // Event types, as numbers, that tests use.
 const (
+	EvNoAction   = 0x00000003
 	EvSeparator  = 0x00000004
 	EvEventTag   = 0x00000006
 	EvIPL        = 0x0000000d

@@ -11,7 +11,6 @@ import (
 	"crypto/sha256"
 	_ "crypto/sha512"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/bootgate/bootgate/agent/client"
 	"github.com/bootgate/bootgate/agent/tpm"
+	"github.com/bootgate/bootgate/internal/eventlogtest"
 	"github.com/bootgate/bootgate/internal/tpmtest"
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/eventlog"
@@ -1019,17 +1019,23 @@ func TestEvidenceFailures(t *testing.T) {
 		return s
 	}
 	// An event of PCR 7 is dropped from the log.
-	header, events := splitLog(t, raw)
-	var dropped []byte
-	droppedOne := false
-	for _, e := range events {
-		if !droppedOne && e.pcr == 7 && e.typ != evNoAction {
-			droppedOne = true
-			continue
-		}
-		dropped = append(dropped, e.raw...)
+	parsed, err := eventlogtest.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
 	}
-	dropped = append(slices.Clone(header), dropped...)
+	// Where the first event's SHA-256 digest lies in raw: after the header,
+	// the event's PCR, type and digest count, and the digests before it.
+	sha256Off := len(parsed.Header) + 12
+	for _, d := range parsed.Events[0].Digests {
+		sha256Off += 2
+		if d.Alg == tpm2.TPMAlgSHA256 {
+			break
+		}
+		sha256Off += len(d.Digest)
+	}
+	at := parsed.Index(func(e eventlogtest.Event) bool { return e.PCR == 7 && e.Type != eventlogtest.EvNoAction })
+	parsed.Events = slices.Delete(parsed.Events, at, at+1)
+	dropped := parsed.Bytes()
 
 	cases := []struct {
 		name   string
@@ -1073,7 +1079,7 @@ func TestEvidenceFailures(t *testing.T) {
 			q.EventLog = dropped
 		}, attest.CheckEventLog},
 		{"event log with a flipped SHA-256 digest", func(_ *testing.T, _ *fixture, _ wire.EnrollResponse, q *wire.QuoteRequest) {
-			q.EventLog = flip(raw, events[0].sha256Off)
+			q.EventLog = flip(raw, sha256Off)
 		}, attest.CheckEventLog},
 		{"no event log", func(_ *testing.T, _ *fixture, _ wire.EnrollResponse, q *wire.QuoteRequest) {
 			q.EventLog = nil
@@ -1355,51 +1361,61 @@ func call(f *fixture, path string, in, out any) error {
 // but whose value no event explains must not let a host pass.
 func TestMeasurementsHiddenFromThePolicy(t *testing.T) {
 	ca := tpmtest.NewCA(t)
-	good := parseLog(t, tpmtest.EventLog(t, goodLog))
-
-	evilLoader := good.replace(t, func(e logEvent) bool { return e.pcr == 4 && e.typ == evBootServicesApplication }, func(e logEvent) []byte {
-		return good.event(e.pcr, e.typ, e.data, []byte("an unapproved boot loader"))
+	good, err := eventlogtest.Parse(tpmtest.EventLog(t, goodLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replace := func(l *eventlogtest.Log, match func(eventlogtest.Event) bool, with func(eventlogtest.Event) eventlogtest.Event) *eventlogtest.Log {
+		t.Helper()
+		r, ok := l.Replace(match, with)
+		if !ok {
+			t.Fatal("edit event log: no such event")
+		}
+		return r
+	}
+	evilLoader := replace(good, func(e eventlogtest.Event) bool { return e.PCR == 4 && e.Type == eventlogtest.EvEFIBootApp }, func(e eventlogtest.Event) eventlogtest.Event {
+		return good.Event(e.PCR, e.Type, e.Data, []byte("an unapproved boot loader"))
 	})
 	const debugger = " kgdboc=ttyS0,115200 kgdbwait"
 	// Upstream GRUB measures "kernel_cmdline: CMDLINE" over CMDLINE.
-	upstreamDebug := good.replace(t, isGrubKernelCmdline, func(e logEvent) []byte {
-		cmd := strings.TrimSuffix(strings.TrimPrefix(string(e.data), "grub_kernel_cmdline "), "\x00") + debugger
-		return good.event(8, evIPL, []byte("kernel_cmdline: "+cmd), []byte(cmd))
+	upstreamDebug := replace(good, isGrubKernelCmdline, func(e eventlogtest.Event) eventlogtest.Event {
+		cmd := strings.TrimSuffix(strings.TrimPrefix(string(e.Data), "grub_kernel_cmdline "), "\x00") + debugger
+		return good.Event(8, eventlogtest.EvIPL, []byte("kernel_cmdline: "+cmd), []byte(cmd))
 	})
 	// RHEL's GRUB (this log's) measures "grub_kernel_cmdline CMDLINE\0" over
 	// CMDLINE, and "grub_cmd linux ...\0" over "linux ...\0".
-	rhelDebug := good.replace(t, isGrubKernelCmdline, func(e logEvent) []byte {
-		cmd := strings.TrimSuffix(strings.TrimPrefix(string(e.data), "grub_kernel_cmdline "), "\x00") + debugger
-		return good.event(8, evIPL, []byte("grub_kernel_cmdline "+cmd+"\x00"), []byte(cmd))
+	rhelDebug := replace(good, isGrubKernelCmdline, func(e eventlogtest.Event) eventlogtest.Event {
+		cmd := strings.TrimSuffix(strings.TrimPrefix(string(e.Data), "grub_kernel_cmdline "), "\x00") + debugger
+		return good.Event(8, eventlogtest.EvIPL, []byte("grub_kernel_cmdline "+cmd+"\x00"), []byte(cmd))
 	})
-	rhelDebug = rhelDebug.replace(t, func(e logEvent) bool { return bytes.HasPrefix(e.data, []byte("grub_cmd linux ")) }, func(e logEvent) []byte {
-		cmd := strings.TrimSuffix(strings.TrimPrefix(string(e.data), "grub_cmd "), "\x00") + debugger + "\x00"
-		return good.event(8, evIPL, []byte("grub_cmd "+cmd), []byte(cmd))
+	rhelDebug = replace(rhelDebug, func(e eventlogtest.Event) bool { return bytes.HasPrefix(e.Data, []byte("grub_cmd linux ")) }, func(e eventlogtest.Event) eventlogtest.Event {
+		cmd := strings.TrimSuffix(strings.TrimPrefix(string(e.Data), "grub_cmd "), "\x00") + debugger + "\x00"
+		return good.Event(8, eventlogtest.EvIPL, []byte("grub_cmd "+cmd), []byte(cmd))
 	})
 
 	for _, c := range []struct {
 		name   string
-		booted *eventLog // what the TPM measured
-		sent   *eventLog // what the host sends
-		rule   string    // the rule the verdict must name; "" for any fail
-		bug    string    // a known defect that makes this case fail
+		booted *eventlogtest.Log // what the TPM measured
+		sent   *eventlogtest.Log // what the host sends
+		rule   string            // the rule the verdict must name; "" for any fail
+		bug    string            // a known defect that makes this case fail
 	}{
 		{"unapproved boot loader", evilLoader, evilLoader, policy.RuleBootApp, ""},
-		{"unapproved boot loader, PCR 4 events omitted", evilLoader, evilLoader.without(4), "",
+		{"unapproved boot loader, PCR 4 events omitted", evilLoader, evilLoader.Without(4), "",
 			"verifier/eventlog.Verify accepts a quoted PCR that has no events whatever its value, so the boot-application rules see nothing"},
 		{"debugger on the command line (upstream GRUB)", upstreamDebug, upstreamDebug, policy.RuleCmdline, ""},
-		{"debugger on the command line (upstream GRUB), PCR 8 events omitted", upstreamDebug, upstreamDebug.without(8), "",
+		{"debugger on the command line (upstream GRUB), PCR 8 events omitted", upstreamDebug, upstreamDebug.Without(8), "",
 			"verifier/eventlog.Verify accepts a quoted PCR that has no events whatever its value, so the command-line rule sees nothing"},
 		{"debugger on the command line (RHEL GRUB)", rhelDebug, rhelDebug, policy.RuleCmdline,
 			`verifier/eventlog addGrubCommand knows only upstream GRUB's "kernel_cmdline: " events, not RHEL/Fedora GRUB's "grub_kernel_cmdline " and "grub_cmd linux " ones`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tp := tpmtest.Simulator(t, ca)
-			if _, err := tp.ReplayEventLog(c.booted.bytes()); err != nil {
+			if _, err := tp.ReplayEventLog(c.booted.Bytes()); err != nil {
 				t.Fatal(err)
 			}
 			f := newFixture(t, ca.Roots())
-			rep, err := f.agent().Attest(context.Background(), tp, c.sent.bytes())
+			rep, err := f.agent().Attest(context.Background(), tp, c.sent.Bytes())
 			if err != nil {
 				t.Fatalf("Attest: %v", err)
 			}
@@ -1424,157 +1440,8 @@ func TestMeasurementsHiddenFromThePolicy(t *testing.T) {
 	}
 }
 
-func isGrubKernelCmdline(e logEvent) bool {
-	return e.pcr == 8 && bytes.HasPrefix(e.data, []byte("grub_kernel_cmdline "))
-}
-
-// ---------------------------------------------------------------------------
-// A minimal TCG crypto-agile event log editor, to drop and forge events.
-
-const (
-	evNoAction                = 0x00000003
-	evIPL                     = 0x0000000d
-	evBootServicesApplication = 0x80000003
-)
-
-type logEvent struct {
-	pcr, typ  uint32
-	sha256    []byte
-	sha256Off int // offset of sha256 in the log
-	data      []byte
-	raw       []byte // the whole TCG_PCR_EVENT2
-}
-
-type logAlg struct {
-	id   tpm2.TPMAlgID
-	size int
-}
-
-type eventLog struct {
-	header []byte // the Spec ID event
-	algs   []logAlg
-	events []logEvent
-}
-
-// splitLog returns the log's header (its Spec ID event) and its events.
-func splitLog(t testing.TB, raw []byte) (header []byte, events []logEvent) {
-	t.Helper()
-	l := parseLog(t, raw)
-	return l.header, l.events
-}
-
-// parseLog splits a crypto-agile log into its header and events.
-func parseLog(t testing.TB, raw []byte) *eventLog {
-	t.Helper()
-	le := binary.LittleEndian
-	fail := func(off int) {
-		t.Helper()
-		t.Fatalf("parse event log: malformed at offset %d", off)
-	}
-	if len(raw) < 32 {
-		fail(0)
-	}
-	specLen := int(le.Uint32(raw[28:]))
-	if len(raw) < 32+specLen || specLen < 28 || !bytes.HasPrefix(raw[32:], []byte("Spec ID Event03\x00")) {
-		fail(0)
-	}
-	spec := raw[32 : 32+specLen]
-	l := &eventLog{header: raw[:32+specLen]}
-	sizes := map[uint16]int{}
-	for i := range int(le.Uint32(spec[24:])) {
-		o := 28 + 4*i
-		if o+4 > len(spec) {
-			fail(32 + o)
-		}
-		id, size := le.Uint16(spec[o:]), int(le.Uint16(spec[o+2:]))
-		sizes[id] = size
-		l.algs = append(l.algs, logAlg{tpm2.TPMAlgID(id), size})
-	}
-	off := len(l.header)
-	for off+12 <= len(raw) {
-		e := logEvent{pcr: le.Uint32(raw[off:]), typ: le.Uint32(raw[off+4:])}
-		if e.pcr == 0 && e.typ == 0 {
-			break // padding
-		}
-		o := off + 12
-		for range int(le.Uint32(raw[off+8:])) {
-			if o+2 > len(raw) {
-				fail(o)
-			}
-			alg := le.Uint16(raw[o:])
-			size, ok := sizes[alg]
-			if !ok || o+2+size > len(raw) {
-				fail(o)
-			}
-			if alg == uint16(tpm2.TPMAlgSHA256) {
-				e.sha256, e.sha256Off = raw[o+2:o+2+size], o+2
-			}
-			o += 2 + size
-		}
-		if o+4 > len(raw) {
-			fail(o)
-		}
-		n := int(le.Uint32(raw[o:]))
-		if o+4+n > len(raw) {
-			fail(o)
-		}
-		e.data = raw[o+4 : o+4+n]
-		o += 4 + n
-		e.raw = raw[off:o]
-		l.events = append(l.events, e)
-		off = o
-	}
-	return l
-}
-
-// bytes renders the log.
-func (l *eventLog) bytes() []byte {
-	out := slices.Clone(l.header)
-	for _, e := range l.events {
-		out = append(out, e.raw...)
-	}
-	return out
-}
-
-// without returns the log without the events of pcr.
-func (l *eventLog) without(pcr uint32) *eventLog {
-	c := *l
-	c.events = slices.DeleteFunc(slices.Clone(l.events), func(e logEvent) bool { return e.pcr == pcr })
-	return &c
-}
-
-// replace returns the log with its first event that match selects replaced
-// by the event (as event makes it) that with returns.
-func (l *eventLog) replace(t testing.TB, match func(logEvent) bool, with func(logEvent) []byte) *eventLog {
-	t.Helper()
-	i := slices.IndexFunc(l.events, match)
-	if i < 0 {
-		t.Fatal("edit event log: no such event")
-	}
-	c := *l
-	c.events = slices.Clone(l.events)
-	c.events[i] = parseLog(t, append(slices.Clone(l.header), with(l.events[i])...)).events[0]
-	return &c
-}
-
-// event encodes an event with the log's digests of measured.
-func (l *eventLog) event(pcr, typ uint32, data, measured []byte) []byte {
-	le := binary.LittleEndian
-	out := le.AppendUint32(nil, pcr)
-	out = le.AppendUint32(out, typ)
-	out = le.AppendUint32(out, uint32(len(l.algs)))
-	for _, a := range l.algs {
-		out = le.AppendUint16(out, uint16(a.id))
-		h, err := a.id.Hash()
-		if err != nil || h.Size() != a.size {
-			panic(fmt.Sprintf("event log digest algorithm %v", a.id))
-		}
-		hh := h.New()
-		hh.Write(measured)
-		out = append(out, hh.Sum(nil)...)
-	}
-	out = le.AppendUint32(out, uint32(len(data)))
-	return append(out, data...)
+func isGrubKernelCmdline(e eventlogtest.Event) bool {
+	return e.PCR == 8 && bytes.HasPrefix(e.Data, []byte("grub_kernel_cmdline "))
 }
 
 // ---------------------------------------------------------------------------
