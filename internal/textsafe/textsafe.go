@@ -168,3 +168,19 @@ func escapeAttr(a slog.Attr) slog.Attr {
 	}
 	return a
 }
+
+// Bytes shows opaque bytes (a relay's circuit ID, say) for display:
+// printable ASCII as it is; every other byte (control characters, DEL,
+// bytes of 0x80 and above), the backslash and the double quote as \xNN. The
+// result holds no control characters and can be shown between quotes.
+func Bytes(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '\\' || c == '"' {
+			fmt.Fprintf(&sb, "\\x%02x", c)
+			continue
+		}
+		sb.WriteByte(c)
+	}
+	return sb.String()
+}

@@ -94,3 +94,18 @@ func TestHandler(t *testing.T) {
 		}
 	}
 }
+
+func TestBytes(t *testing.T) {
+	for in, want := range map[string]string{
+		"":              "",
+		"eth0/1":        "eth0/1",
+		"a\\b":          `a\x5cb`,
+		`say "hi"`:      `say \x22hi\x22`,
+		"\x00\x7f\xff ": `\x00\x7f\xff `,
+		"\u202eevil":    `\xe2\x80\xaeevil`,
+	} {
+		if got := Bytes([]byte(in)); got != want {
+			t.Errorf("Bytes(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/admin"
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/dhcpgate"
@@ -219,7 +220,7 @@ func (a adminLeases) HostLeases(ids []string, now time.Time) map[string]admin.Le
 		al := admin.Lease{IP: le.IP.String(), MAC: le.MAC.String(), Pool: le.Pool, Expires: le.Expires}
 		if le.Relay != nil {
 			al.Relay = &admin.LeaseRelay{Addr: le.Relay.Addr.String(),
-				CircuitID: dhcpgate.Printable(le.Relay.CircuitID), RemoteID: dhcpgate.Printable(le.Relay.RemoteID)}
+				CircuitID: textsafe.Bytes(le.Relay.CircuitID), RemoteID: textsafe.Bytes(le.Relay.RemoteID)}
 		}
 		out[id] = al
 	}

@@ -555,21 +555,6 @@ func TestRelays(t *testing.T) {
 	}
 }
 
-func TestPrintable(t *testing.T) {
-	for in, want := range map[string]string{
-		"":              "",
-		"eth0/1":        "eth0/1",
-		"a\\b":          `a\x5cb`,
-		`say "hi"`:      `say \x22hi\x22`,
-		"\x00\x7f\xff ": `\x00\x7f\xff `,
-		"\u202eevil":    `\xe2\x80\xaeevil`,
-	} {
-		if got := Printable([]byte(in)); got != want {
-			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestRelaysConfigRefused: a relay that is not an IPv4 address is refused.
 func TestRelaysConfigRefused(t *testing.T) {
 	l := mustOpen(t, filepath.Join(t.TempDir(), "l.db"))

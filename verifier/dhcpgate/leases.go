@@ -11,13 +11,13 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/store"
 )
 
@@ -70,28 +70,12 @@ type Relay struct {
 }
 
 // String shows r on one line for logs and operators, with the IDs made
-// printable (see Printable).
+// printable (textsafe.Bytes).
 func (r *Relay) String() string {
 	if r == nil {
 		return ""
 	}
-	return fmt.Sprintf(`relay %s circuit-id "%s" remote-id "%s"`, r.Addr, Printable(r.CircuitID), Printable(r.RemoteID))
-}
-
-// Printable returns b for display: printable ASCII characters as they are,
-// every other byte (control characters, DEL, bytes of 0x80 and above), the
-// backslash and the double quote as \xNN. The result holds no control
-// characters, whatever a relay sent, and can be shown between quotes.
-func Printable(b []byte) string {
-	var sb strings.Builder
-	for _, c := range b {
-		if c < 0x20 || c >= 0x7f || c == '\\' || c == '"' {
-			fmt.Fprintf(&sb, "\\x%02x", c)
-			continue
-		}
-		sb.WriteByte(c)
-	}
-	return sb.String()
+	return fmt.Sprintf(`relay %s circuit-id "%s" remote-id "%s"`, r.Addr, textsafe.Bytes(r.CircuitID), textsafe.Bytes(r.RemoteID))
 }
 
 // hostBinding is the host behind a MAC address, until the latest lease the

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/bootgate/bootgate/internal/nettest"
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/gateway"
 	"github.com/bootgate/bootgate/verifier/store"
 )
@@ -380,7 +381,7 @@ func TestRelaysOnTheWire(t *testing.T) {
 		t.Errorf("option 82 not echoed: %v", ack.Options.Get(dhcpv4.OptionRelayAgentInformation))
 	}
 	le, err := l.ByIP(context.Background(), ack.YourIPAddr, time.Now())
-	if err != nil || le.Relay == nil || string(le.Relay.RemoteID) != "leaf-3" || Printable(le.Relay.CircuitID) != `Ethernet1/7\x07` {
+	if err != nil || le.Relay == nil || string(le.Relay.RemoteID) != "leaf-3" || textsafe.Bytes(le.Relay.CircuitID) != `Ethernet1/7\x07` {
 		t.Fatalf("lease %+v (%v): option 82 not recorded", le, err)
 	}
 	t.Logf("lease %v for %v, %s", le.IP, le.MAC, le.Relay)
