@@ -431,27 +431,42 @@ func LoadAppliance(path string) (*Appliance, error) {
 	if err != nil {
 		return nil, err
 	}
-	pol, err := policy.Load(c.Policy)
+	pol, ref, err := c.loadPolicy()
+	var uncovered *UncoveredPCRsError
+	if errors.As(err, &uncovered) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := CheckQuotedPCRs(c.QuotedPCRs(), pol.PCRs()); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	return &Appliance{Config: c, Policy: pol, Reference: ref}, nil
+}
+
+// loadPolicy reads c's policy file, checks that the quoted PCRs cover it,
+// and, with an admin section, replays the policy reference: what
+// LoadAppliance and ReloadPolicy share.
+func (c *Config) loadPolicy() (*policy.Policy, *eventlog.BootState, error) {
+	pol, err := policy.Load(c.Policy)
+	if err != nil {
+		return nil, nil, err
 	}
-	a := &Appliance{Config: c, Policy: pol}
+	if err := CheckQuotedPCRs(c.QuotedPCRs(), pol.PCRs()); err != nil {
+		return nil, nil, err
+	}
+	var ref *eventlog.BootState
 	if c.Admin != nil && c.PolicyReference != "" {
-		if a.Reference, err = replay(c.PolicyReference); err != nil {
-			return nil, fmt.Errorf("policy_reference: %w", err)
+		if ref, err = replay(c.PolicyReference); err != nil {
+			return nil, nil, fmt.Errorf("policy_reference: %w", err)
 		}
 	}
-	return a, nil
+	return pol, ref, nil
 }
 
 // ReloadPolicy reads a's policy file and policy reference again, as
 // LoadAppliance does, for an operator's reload: it returns the new policy
 // and reference, or LoadAppliance's errors, and changes nothing in a.
 func (a *Appliance) ReloadPolicy() (*policy.Policy, *eventlog.BootState, error) {
-	pol, err := policy.Load(a.Config.Policy)
+	pol, ref, err := a.loadPolicy()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -464,15 +479,6 @@ func (a *Appliance) ReloadPolicy() (*policy.Policy, *eventlog.BootState, error) 
 	}
 	if !bytes.Equal(again, pol.Source()) {
 		return nil, nil, fmt.Errorf("%s: %w: the file changed while it was read; write the new policy to a temporary file and rename it over the old one", a.Config.Policy, policy.ErrInvalid)
-	}
-	if err := CheckQuotedPCRs(a.QuotedPCRs(), pol.PCRs()); err != nil {
-		return nil, nil, err
-	}
-	var ref *eventlog.BootState
-	if a.Admin != nil && a.PolicyReference != "" {
-		if ref, err = replay(a.PolicyReference); err != nil {
-			return nil, nil, fmt.Errorf("policy_reference: %w", err)
-		}
 	}
 	return pol, ref, nil
 }

@@ -366,7 +366,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	if evErr != nil {
 		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: evErr.Detail}
 	} else {
-		in.Policy = s.evaluate(pol, enr, verified)
+		in.Policy = evaluate(pol, enr, verified)
 		stateJSON, _ = json.Marshal(verified.State)
 		if req.Identity != nil && s.opt.CA != nil {
 			in.Identity.Requested = true

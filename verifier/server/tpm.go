@@ -9,7 +9,7 @@ import (
 
 // evaluate is the policy's verdict on verified evidence: Evaluate's
 // failures on the boot state, then checkTPM's.
-func (s *Server) evaluate(pol *policy.Policy, enr *attest.Enrollment, v *attest.Verified) []wire.Reason {
+func evaluate(pol *policy.Policy, enr *attest.Enrollment, v *attest.Verified) []wire.Reason {
 	var out []wire.Reason
 	for _, f := range pol.Evaluate(v.State) {
 		out = append(out, wire.Reason{Rule: f.Rule, Event: f.Event, Detail: f.Detail})
