@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/bootgate/bootgate/internal/eventlogtest"
@@ -205,4 +207,27 @@ func hasFailure(fs []Failure, rule string) bool {
 		}
 	}
 	return false
+}
+
+// A pin may name its event type in hex; it matches the event all the same.
+func TestPinByHexType(t *testing.T) {
+	l, pol := rhel8(t)
+	booted, _ := l.Insert(l.Event(7, eventlogtest.EvAuthority, []byte("not what was measured"), []byte("an unexplained PCR 7 measurement")))
+	raw := booted.Bytes()
+	st, err := judge(raw, raw)
+	if err != nil || len(st.Unverifiable) != 1 {
+		t.Fatalf("%v %+v", err, st.Unverifiable)
+	}
+	pin := fmt.Sprintf("log:\n  pinned_events:\n    - {pcr: 7, type: \"0x800000e0\", digest: %s}\n", st.Unverifiable[0].Digest)
+	src := strings.Replace(string(pol.Source()), "log: {}\n", pin, 1)
+	if src == string(pol.Source()) {
+		t.Fatalf("no empty log section to pin in:\n%s", src)
+	}
+	pinned, err := Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := pinned.Evaluate(st); len(f) != 0 {
+		t.Fatalf("the hex pin does not match: %v", f)
+	}
 }

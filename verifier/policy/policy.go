@@ -256,8 +256,12 @@ func (p *Policy) validate() error {
 		if pe.PCR < 0 || pe.PCR > 23 {
 			errs = append(errs, fmt.Errorf("log.pinned_events[%d].pcr: %d is not a PCR (0–23)", i, pe.PCR))
 		}
-		if _, ok := eventlog.EventTypeByName(pe.Type); !ok {
+		if typ, ok := eventlog.EventTypeByName(pe.Type); !ok {
 			errs = append(errs, fmt.Errorf("log.pinned_events[%d].type: %q is not an event type (EV_... or 0x%%08x)", i, pe.Type))
+		} else {
+			// One spelling per type, the one findings use: a type the PFP
+			// names, pinned as hex, must still match.
+			p.Log.PinnedEvents[i].Type = eventlog.EventTypeName(typ)
 		}
 		if !isSHA256Hex(pe.Digest) {
 			errs = append(errs, fmt.Errorf("log.pinned_events[%d].digest: %q is not a lower-case hex SHA-256", i, pe.Digest))
