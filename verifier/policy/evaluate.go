@@ -137,7 +137,10 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 		}
 		fail(RuleUnverifiedBootApps, ev, "Secure Boot is on but no db authority verified a boot application")
 	}
-	forbidden := newForbiddenSet(append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...))
+	forbidden := p.forbidden
+	if forbidden.names == nil { // a Policy not made by Parse
+		forbidden = newForbiddenSet(append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...))
+	}
 	for _, c := range st.Cmdlines {
 		var seen map[string]bool
 		eachCmdlineWord(c.Text, func(tok string) {

@@ -40,6 +40,9 @@ type Policy struct {
 
 	digest string
 	source []byte
+	// forbidden is the built-in and the policy's forbidden kernel
+	// parameters, normalised once when the policy is parsed.
+	forbidden forbiddenSet
 }
 
 // SecureBoot constrains the Secure Boot state and its key databases.
@@ -272,6 +275,7 @@ func (p *Policy) validate() error {
 			errs = append(errs, fmt.Errorf("debug.forbidden_cmdline[%d]: %q is not a single word", i, w))
 		}
 	}
+	p.forbidden = newForbiddenSet(append(slices.Clone(BuiltinForbiddenCmdline), p.Debug.ForbiddenCmdline...))
 	return errors.Join(errs...)
 }
 
