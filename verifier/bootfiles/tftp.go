@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3/netascii"
+	"golang.org/x/sys/unix"
 
 	"github.com/bootgate/bootgate/verifier/connlimit"
 )
@@ -322,33 +323,28 @@ func (g *tftpGate) run(t *tftpTransfer) {
 	f.log.Info("tftp: sent", "file", t.name, "bytes", n, "blksize", s.blksize, "ms", time.Since(start).Milliseconds(), "err", err)
 }
 
-// maxBlockSize is the largest block that fits one datagram on the
-// interface c sends from, or 512 if that is unknown.
+// maxBlockSize is the largest block that fits one datagram on the path of
+// c, a socket connected to the client: the kernel's MTU for that route
+// (IP_MTU, ip(7); IPV6_MTU for IPv6) less the UDP and IP headers, or 512 if
+// it is unknown.
 func (g *tftpGate) maxBlockSize(c *net.UDPConn) int {
 	la, ok := c.LocalAddr().(*net.UDPAddr)
 	if !ok {
 		return defaultBlockSize
 	}
-	ifs, err := net.Interfaces()
+	level, opt, overhead := unix.IPPROTO_IP, unix.IP_MTU, 8+20 // UDP, IPv4
+	if la.IP.To4() == nil {
+		level, opt, overhead = unix.IPPROTO_IPV6, unix.IPV6_MTU, 8+40
+	}
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return defaultBlockSize
 	}
-	overhead := 8 + 20 // UDP, IPv4
-	if la.IP.To4() == nil {
-		overhead = 8 + 40
+	mtu, serr := 0, error(nil)
+	if err := rc.Control(func(fd uintptr) { mtu, serr = unix.GetsockoptInt(int(fd), level, opt) }); err != nil || serr != nil {
+		return defaultBlockSize
 	}
-	for _, ifc := range ifs {
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.Equal(la.IP) {
-				return min(max(ifc.MTU-overhead, defaultBlockSize), maxBlockSize)
-			}
-		}
-	}
-	return defaultBlockSize
+	return min(max(mtu-overhead, defaultBlockSize), maxBlockSize)
 }
 
 // errPeerError ends a transfer whose client sent an error packet.
