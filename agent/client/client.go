@@ -109,11 +109,15 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 		chosen tpm.EK
 		errs   []error
 	)
-	// The connection the enrollment goes over names this end's address.
+	// Without a Link, the connection the enrollment goes over names this
+	// end's address (the boot agent always sets Link).
 	var local net.Addr
-	enrollCtx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(info httptrace.GotConnInfo) { local = info.Conn.LocalAddr() },
-	})
+	enrollCtx := ctx
+	if c.Link == nil {
+		enrollCtx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { local = info.Conn.LocalAddr() },
+		})
+	}
 	for _, ek := range eks {
 		err := c.post(enrollCtx, wire.PathEnroll, wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}, &enr)
 		if err == nil {
