@@ -124,7 +124,6 @@ type tftpGate struct {
 
 	mu      sync.Mutex
 	running map[string]*tftpTransfer // by client address (ip:port); at most the total cap
-	lastLog atomic.Int64
 }
 
 // tftpTransfer is one admitted read request.
@@ -237,7 +236,7 @@ func (g *tftpGate) admit(t *tftpTransfer) bool {
 		t.replaced = now
 	}
 	if !g.f.tftpSlots.Acquire(t.src) {
-		g.report(t.src)
+		g.f.tftpSlots.ReportShed(g.f.log, "tftp: read requests over the caps dropped", t.src)
 		return false
 	}
 	// The transfer's socket, connected to the client: the kernel picks the
@@ -278,18 +277,6 @@ func (g *tftpGate) finish(t *tftpTransfer) {
 		delete(g.running, t.key)
 		g.f.tftpSlots.Release(t.src)
 	}
-}
-
-func (g *tftpGate) report(src netip.Addr) {
-	now := time.Now().UnixNano()
-	last := g.lastLog.Load()
-	if now-last < int64(10*time.Second) || !g.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	total, sources := g.f.tftpSlots.Active()
-	lim := g.f.tftpSlots.Limits()
-	g.f.log.Warn("tftp: read requests over the caps dropped", "source", src.String(), "shed_total", g.f.tftpSlots.Shed(),
-		"active", total, "sources", sources, "max", lim.Total, "max_per_source", lim.PerSource)
 }
 
 // run sends t's file, then releases its slot.

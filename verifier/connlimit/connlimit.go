@@ -64,6 +64,22 @@ type Counter struct {
 	total  int
 	source map[netip.Addr]int // sources with at least one active connection
 	shed   atomic.Uint64
+
+	lastLog atomic.Int64 // unix nanoseconds of the last shedding report
+}
+
+// ReportShed logs, at most once per logEvery, that what src asked for was
+// shed: msg, then the counts and limits, then attrs. A flood gets one line
+// per interval, whoever sheds it.
+func (c *Counter) ReportShed(log *slog.Logger, msg string, src netip.Addr, attrs ...any) {
+	now := time.Now().UnixNano()
+	last := c.lastLog.Load()
+	if now-last < int64(logEvery) || !c.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	total, sources := c.Active()
+	log.Warn(msg, append([]any{"source", src.String(), "shed_total", c.Shed(), "active", total, "sources", sources,
+		"max", c.lim.Total, "max_per_source", c.lim.PerSource}, attrs...)...)
 }
 
 // NewCounter returns a Counter enforcing l; invalid limits are an error
@@ -152,10 +168,9 @@ func Source(a net.Addr) netip.Addr {
 // next. An accepted connection holds its slot until it is closed.
 type Listener struct {
 	net.Listener
-	c       *Counter
-	name    string
-	log     *slog.Logger
-	lastLog atomic.Int64 // unix nanoseconds of the last shedding report
+	c    *Counter
+	name string
+	log  *slog.Logger
 }
 
 // logEvery spaces out shedding reports: a flood gets one line per interval.
@@ -189,20 +204,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 			_ = tc.SetLinger(0)
 		}
 		conn.Close()
-		l.report(src)
+		l.c.ReportShed(l.log, "connections over the caps shed", src, "listener", l.name)
 	}
-}
-
-func (l *Listener) report(src netip.Addr) {
-	now := time.Now().UnixNano()
-	last := l.lastLog.Load()
-	if now-last < int64(logEvery) || !l.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	total, sources := l.c.Active()
-	l.log.Warn("connections over the caps shed", "listener", l.name, "source", src.String(),
-		"shed_total", l.c.Shed(), "active", total, "sources", sources,
-		"max", l.c.lim.Total, "max_per_source", l.c.lim.PerSource)
 }
 
 // limitedConn gives its slot back on the first Close.
