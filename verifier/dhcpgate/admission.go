@@ -46,19 +46,6 @@ type AdmittedSet interface {
 	AdmittedHosts(ctx context.Context) (map[string]bool, error)
 }
 
-// AdmittedIPs returns the addresses of AdmittedLeases, in order.
-func (l *Leases) AdmittedIPs(ctx context.Context, now time.Time, hosts AdmittedSet) ([]net.IP, error) {
-	leases, err := l.AdmittedLeases(ctx, now, hosts)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]net.IP, len(leases))
-	for i, le := range leases {
-		out[i] = le.IP
-	}
-	return out, nil
-}
-
 // AdmittedLeases returns the live bound production leases whose client is
 // bound (BindHost, unexpired) to a host that is admitted now, by address:
 // what the gateway may forward, each address with the MAC address that
@@ -83,18 +70,4 @@ func (l *Leases) AdmittedLeases(ctx context.Context, now time.Time, hosts Admitt
 	l.mu.Unlock()
 	slices.SortFunc(out, func(a, b Lease) int { return cmp.Compare(ip4(a.IP), ip4(b.IP)) })
 	return out, nil
-}
-
-// Attested binds the client that holds remote's lease to hostID (BindHost:
-// one MAC per host, expiring with the lease): the attestation came from
-// that address. Called by the attestation API after every recorded
-// verdict. It fails, binding nothing, when no client holds a lease of
-// remote, or with ErrMACBound when that client's MAC is bound to another
-// host.
-func (l *Leases) Attested(ctx context.Context, hostID string, remote net.IP, now time.Time) error {
-	lease, err := l.ByIP(ctx, remote, now)
-	if err != nil {
-		return err
-	}
-	return l.BindHost(ctx, lease.MAC, hostID, now)
 }

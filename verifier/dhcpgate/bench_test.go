@@ -118,7 +118,7 @@ func BenchmarkAdmittedIPs(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		ips, err := l.AdmittedIPs(ctx, now, st)
+		ips, err := l.admittedIPs(ctx, now, st)
 		if err != nil || len(ips) != n {
 			b.Fatalf("%d addresses, %v", len(ips), err)
 		}

@@ -31,7 +31,7 @@ func admittedHost(t *testing.T) (*Server, *Leases, fakeHosts, net.IP) {
 		t.Fatal(err)
 	}
 	q := exchange(t, s, mac(1)).YourIPAddr
-	if err := l.Attested(context.Background(), "host-a", q, time.Now()); err != nil {
+	if err := l.attested(context.Background(), "host-a", q, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	p := exchange(t, s, mac(1)).YourIPAddr
@@ -146,7 +146,7 @@ func TestOneHostOneMAC(t *testing.T) {
 	if !s.cfg.Quarantine.Contains(q2) {
 		t.Fatalf("a new MAC got %v", q2)
 	}
-	if err := l.Attested(ctx, "host-a", q2, now); err != nil {
+	if err := l.attested(ctx, "host-a", q2, now); err != nil {
 		t.Fatal(err)
 	}
 	if id, _ := l.HostOf(ctx, mac(1)); id != "" {
@@ -155,7 +155,7 @@ func TestOneHostOneMAC(t *testing.T) {
 	if id, _ := l.HostOf(ctx, mac(2)); id != "host-a" {
 		t.Errorf("the new MAC is host %q", id)
 	}
-	if m := l.MACOf("host-a", now); m.String() != mac(2).String() {
+	if m := l.boundMAC("host-a", now); m.String() != mac(2).String() {
 		t.Errorf("host-a is behind %v", m)
 	}
 	if holder(l, p) != "" {
@@ -167,15 +167,15 @@ func TestOneHostOneMAC(t *testing.T) {
 	// Another host attesting from the same MAC does not take it over while
 	// host-a's binding lasts: any TPM can quote any link it can name.
 	hosts["host-b"] = store.HostAdmitted
-	err := l.Attested(ctx, "host-b", q2, now)
+	err := l.attested(ctx, "host-b", q2, now)
 	var mb *MACBoundError
 	if !errors.Is(err, ErrMACBound) || !errors.As(err, &mb) || mb.Host != "host-a" {
 		t.Fatalf("another host binding a bound MAC: %v, want ErrMACBound naming host-a", err)
 	}
-	if m := l.MACOf("host-a", now); m.String() != mac(2).String() {
+	if m := l.boundMAC("host-a", now); m.String() != mac(2).String() {
 		t.Errorf("host-a is behind %v after the refused takeover, want %v", m, mac(2))
 	}
-	if m := l.MACOf("host-b", now); m != nil {
+	if m := l.boundMAC("host-b", now); m != nil {
 		t.Errorf("host-b is behind %v", m)
 	}
 	// In SQLite: one binding, host-a's.
@@ -255,7 +255,7 @@ func TestHostBindingExpiresWithTheLease(t *testing.T) {
 			t.Errorf("at +%v: host %q, want %q", c.at, id, c.want)
 		}
 	}
-	if m := l.MACOf("host-a", clock); m != nil {
+	if m := l.boundMAC("host-a", clock); m != nil {
 		t.Errorf("expired host still behind %v", m)
 	}
 	// The extension was stored.

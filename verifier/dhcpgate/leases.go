@@ -778,18 +778,6 @@ func (l *Leases) hostOf(key string, now time.Time) string {
 	return hb.id
 }
 
-// MACOf returns the MAC address the host is bound to now, or nil.
-func (l *Leases) MACOf(hostID string, now time.Time) net.HardwareAddr {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	key, ok := l.macOf[hostID]
-	if !ok || l.hostOf(key, now) != hostID {
-		return nil
-	}
-	hw, _ := net.ParseMAC(key)
-	return hw
-}
-
 // CountByPool counts the live bound leases by pool, from memory.
 func (l *Leases) CountByPool(now time.Time) map[string]int {
 	all, _ := l.All(context.Background(), now)

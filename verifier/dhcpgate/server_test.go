@@ -219,17 +219,17 @@ func TestAdmittedIPs(t *testing.T) {
 		t.Fatal("unknown hosts were not quarantined")
 	}
 	// Their attestations arrive from their quarantine addresses.
-	if err := l.Attested(ctx, "host-a", qa, now); err != nil {
+	if err := l.attested(ctx, "host-a", qa, now); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Attested(ctx, "host-b", qb, now); err != nil {
+	if err := l.attested(ctx, "host-b", qb, now); err != nil {
 		t.Fatal(err)
 	}
 	pa, pb := exchange(t, s, a).YourIPAddr, exchange(t, s, b).YourIPAddr
 	if !s.cfg.Production.Contains(pa) || !s.cfg.Quarantine.Contains(pb) {
 		t.Fatalf("admitted host got %v, quarantined host %v", pa, pb)
 	}
-	ips, err := l.AdmittedIPs(ctx, time.Now(), hosts)
+	ips, err := l.admittedIPs(ctx, time.Now(), hosts)
 	if err != nil || len(ips) != 1 || !ips[0].Equal(pa) {
 		t.Fatalf("admitted addresses %v (%v), want [%v]", ips, err, pa)
 	}
@@ -246,7 +246,7 @@ func TestAdmittedIPs(t *testing.T) {
 		t.Errorf("%d quarantine leases stored, want host-b's only", n)
 	}
 	hosts["host-a"] = store.HostQuarantined
-	if ips, _ := l.AdmittedIPs(ctx, time.Now(), hosts); len(ips) != 0 {
+	if ips, _ := l.admittedIPs(ctx, time.Now(), hosts); len(ips) != 0 {
 		t.Fatalf("a quarantined host is still forwarded: %v", ips)
 	}
 	// And back: quarantined, host-a gives up its production address.
@@ -257,7 +257,7 @@ func TestAdmittedIPs(t *testing.T) {
 		t.Errorf("leases by pool after host-a's quarantine: %v, %d production stored", c, storedLeases(t, l, PoolProduction))
 	}
 	// An attestation from an address without a lease binds nothing.
-	if err := l.Attested(ctx, "host-c", net.IPv4(10, 24, 0, 99), now); err == nil {
+	if err := l.attested(ctx, "host-c", net.IPv4(10, 24, 0, 99), now); err == nil {
 		t.Error("bound a host to an address nobody leased")
 	}
 }

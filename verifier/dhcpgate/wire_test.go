@@ -191,7 +191,7 @@ func TestSpoofedMACOnTheWire(t *testing.T) {
 
 	// The host: quarantine lease, attestation from it, production lease.
 	q := dhclientIn(t, n.host, "eth0")
-	if err := l.Attested(context.Background(), "host-a", q, time.Now()); err != nil {
+	if err := l.attested(context.Background(), "host-a", q, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	p := dhclientIn(t, n.host, "eth0")
