@@ -132,12 +132,7 @@ func hostUnchanged(t *testing.T, f *fixture, want *store.Host, attestationsWant,
 // the session's nonce and the link the request names, are refused with
 // link_mismatch and audited; nothing is recorded against the host.
 func TestQuoteNotOverItsLink(t *testing.T) {
-	ca := tpmtest.NewCA(t)
-	tp := tpmtest.Simulator(t, ca)
-	raw := tpmtest.ReplayLog(t, tp, goodLog)
-	h := newHost(t, tp)
-	rec := &recordedLinks{}
-	f := newFixture(t, ca.Roots(), func(o *server.Options) { o.Recorded = rec.record })
+	_, raw, h, rec, f := linkHost(t)
 	id := h.hostID(t)
 	otherMAC := net.HardwareAddr{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}
 
@@ -198,12 +193,7 @@ func TestQuoteNotOverItsLink(t *testing.T) {
 // admitted with no incident, and the lease store learns nothing. With
 // BehindNAT the source address is not compared.
 func TestRelayedAttestation(t *testing.T) {
-	ca := tpmtest.NewCA(t)
-	tp := tpmtest.Simulator(t, ca)
-	raw := tpmtest.ReplayLog(t, tp, goodLog)
-	h := newHost(t, tp)
-	rec := &recordedLinks{}
-	f := newFixture(t, ca.Roots(), func(o *server.Options) { o.Recorded = rec.record })
+	ca, raw, h, rec, f := linkHost(t)
 	id := h.hostID(t)
 
 	first := f.quote(t, h.answer(t, f.enroll(t, h.enrollRequest()), raw))
@@ -242,13 +232,8 @@ func TestRelayedAttestation(t *testing.T) {
 // refused attempt and changes nothing, and the host is bound to the MAC its
 // TPM quoted.
 func TestLinkLeases(t *testing.T) {
-	ca := tpmtest.NewCA(t)
-	tp := tpmtest.Simulator(t, ca)
-	raw := tpmtest.ReplayLog(t, tp, goodLog)
-	h := newHost(t, tp)
-	rec := &recordedLinks{}
 	leases := &fakeLeases{m: map[netip.Addr]net.HardwareAddr{}}
-	f := newFixture(t, ca.Roots(), func(o *server.Options) { o.Recorded = rec.record; o.Leases = leases })
+	_, raw, h, rec, f := linkHost(t, func(o *server.Options) { o.Leases = leases })
 	id := h.hostID(t)
 	relayMAC := net.HardwareAddr{0x52, 0x54, 0, 0x66, 0x66, 0x66}
 
@@ -271,4 +256,17 @@ func TestLinkLeases(t *testing.T) {
 	if r := rec.get(); len(r) != 1 || r[0].host != id || !bytes.Equal(r[0].link.MAC, loopbackMAC) {
 		t.Errorf("Recorded told of %+v, want host %s on MAC %s", r, id, loopbackMAC)
 	}
+}
+
+// linkHost starts a simulated TPM that booted the good log, its host, and a
+// verifier that tells rec of every link it binds; opts adjust the verifier.
+func linkHost(t *testing.T, opts ...func(*server.Options)) (ca *tpmtest.CA, raw []byte, h *host, rec *recordedLinks, f *fixture) {
+	t.Helper()
+	ca = tpmtest.NewCA(t)
+	tp := tpmtest.Simulator(t, ca)
+	raw = tpmtest.ReplayLog(t, tp, goodLog)
+	h = newHost(t, tp)
+	rec = &recordedLinks{}
+	f = newFixture(t, ca.Roots(), append([]func(*server.Options){func(o *server.Options) { o.Recorded = rec.record }}, opts...)...)
+	return ca, raw, h, rec, f
 }

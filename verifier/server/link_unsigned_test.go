@@ -4,23 +4,15 @@ import (
 	"net"
 	"testing"
 
-	"github.com/bootgate/bootgate/internal/tpmtest"
-	"github.com/bootgate/bootgate/verifier/server"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 // A request whose quote signature does not verify must not bind its link:
 // "the link is the TPM's word only if the quote's signature verified". A
 // PCR sent twice fails evidence.pcr_selection before Verify looks at the
-// signature, and the handler takes every evidence failure but
-// evidence.quote as "the quote verified": the unsigned MAC is bound.
+// signature; that failure is not Signed, so the unsigned MAC is not bound.
 func TestUnverifiedQuoteBindsNoLink(t *testing.T) {
-	ca := tpmtest.NewCA(t)
-	tp := tpmtest.Simulator(t, ca)
-	raw := tpmtest.ReplayLog(t, tp, goodLog)
-	h := newHost(t, tp)
-	rec := &recordedLinks{}
-	f := newFixture(t, ca.Roots(), func(o *server.Options) { o.Recorded = rec.record })
+	_, raw, h, rec, f := linkHost(t)
 
 	victim := net.HardwareAddr{0x52, 0x54, 0, 0xaa, 0xbb, 0xcc}
 	q := h.answer(t, f.enroll(t, h.enrollRequest()), raw)
