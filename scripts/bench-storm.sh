@@ -17,7 +17,8 @@
 #   REPLICAS (1): appliance processes on consecutive ports sharing STORE and
 #     one attestation CA; host i goes to replica i mod REPLICAS;
 #   PROFILE (empty): set to 1 to write each appliance's CPU profile and print
-#     its top functions;
+#     its top functions, or to a directory to also keep the profiles and the
+#     appliance binary there (go tool pprof DIR/bootgate DIR/cpu-PORT.pprof);
 #   EVENTLOG (testdata/eventlogs/rhel8-uefi.bin): the firmware log every host
 #     booted with; the policy is learned from it.
 set -euo pipefail
@@ -80,7 +81,9 @@ done
 
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs; $HOSTS hosts, concurrency $CONCURRENCY, store $STORE, $REPLICAS replica(s)" >&2
 status=0
-"$work/bootgate-storm" run --manufacturer "$work/manufacturer" --ca "$work/tls/ca.pem" \
+genprof=()
+[ -n "$PROFILE" ] && genprof=(--cpuprofile "$work/cpu-generator.pprof")
+"$work/bootgate-storm" run "${genprof[@]}" --manufacturer "$work/manufacturer" --ca "$work/tls/ca.pem" \
   --url "$(IFS=,; echo "${urls[*]}")" --pid "$(IFS=,; echo "${pids[*]}")" \
   --eventlog "$EVENTLOG" --hosts "$HOSTS" --concurrency "$CONCURRENCY" \
   --label "$STORE x$REPLICAS" || status=$?
@@ -89,9 +92,10 @@ for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 pids=()
 if [ -n "$PROFILE" ]; then
-  for f in "$work"/cpu-*.pprof; do
+  for f in "$work"/cpu-[0-9]*.pprof; do
     echo "==> appliance CPU profile $(basename "$f")" >&2
     go tool pprof -top -nodecount=30 "$work/bootgate" "$f" 2>/dev/null | head -40 >&2
   done
+  [ -d "$PROFILE" ] && cp "$work/bootgate" "$work/bootgate-storm" "$work"/cpu-*.pprof "$PROFILE"/
 fi
 exit $status

@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -92,6 +93,7 @@ func runStorm(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pids := fs.String("pid", "", "appliance process IDs whose CPU time is counted, comma-separated")
 	label := fs.String("label", "", "first column of the table row (e.g. the store and replicas)")
 	header := fs.Bool("header", true, "print the table header")
+	cpuProfile := fs.String("cpuprofile", "", "write the generator's CPU profile (pprof) during the storm to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -134,10 +136,21 @@ func runStorm(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	res, err := storm.Run(ctx, storm.Config{URLs: strings.Split(*urls, ","), Roots: roots, Concurrency: *conc, Timeout: *timeout}, hs)
 	if err != nil {
 		return err
 	}
+	pprof.StopCPUProfile()
 	cpu1, err := procCPU(procs)
 	if err != nil {
 		return err
