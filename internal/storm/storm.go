@@ -277,8 +277,8 @@ func (cfg *Config) attest(ctx context.Context, h *Host, base string) (retries in
 }
 
 // check verifies a result as the agent acts on it: a pass for this host,
-// an identity certificate for this TPM's identity key, and credentials
-// (at least the bootstrap token) that this TPM unseals.
+// an identity certificate for this TPM's identity key signed by the
+// issuer that comes with it, and credentials that this TPM unseals.
 func check(h *Host, hostID string, res *wire.Result) error {
 	if res.Verdict != wire.VerdictPass {
 		reasons := make([]string, 0, len(res.Reasons))
@@ -299,6 +299,16 @@ func check(h *Host, hostID string, res *wire.Result) error {
 	}
 	if !h.TPM.IdentityKey().Equal(cert.PublicKey) {
 		return errors.New("the identity certificate is for another key")
+	}
+	if len(res.Identity.Chain) == 0 {
+		return errors.New("the identity certificate comes without its issuer")
+	}
+	issuer, err := x509.ParseCertificate(res.Identity.Chain[0])
+	if err != nil {
+		return fmt.Errorf("identity issuer: %w", err)
+	}
+	if err := cert.CheckSignatureFrom(issuer); err != nil {
+		return fmt.Errorf("identity certificate: %w", err)
 	}
 	if len(res.Credentials) == 0 {
 		return errors.New("no credentials")
