@@ -12,7 +12,7 @@
 # are left out (the link check still runs: each host connects from its own
 # 127.x.y.z address and quotes it).
 # Parameters (environment):
-#   HOSTS (1000), CONCURRENCY (64): simulated hosts, and hosts in flight;
+#   HOSTS (1000), CONCURRENCY (32): simulated hosts, and hosts in flight;
 #   STORE (sqlite): sqlite, or a postgres:// URL once the store takes one;
 #   REPLICAS (1): appliance processes on consecutive ports sharing STORE and
 #     one attestation CA; host i goes to replica i mod REPLICAS;
@@ -24,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOSTS=${HOSTS:-1000}
-CONCURRENCY=${CONCURRENCY:-64}
+CONCURRENCY=${CONCURRENCY:-32}
 STORE=${STORE:-sqlite}
 REPLICAS=${REPLICAS:-1}
 PROFILE=${PROFILE:-}

@@ -45,7 +45,7 @@ type Config struct {
 	URLs []string
 	// Roots verify the appliances' TLS certificates.
 	Roots *x509.CertPool
-	// Concurrency bounds the hosts in flight at once (default 64).
+	// Concurrency bounds the hosts in flight at once (default 32).
 	Concurrency int
 	// Timeout bounds one host's whole exchange, retries included
 	// (default 60 s).
@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg Config, hosts []*Host) (*Result, error) {
 		return nil, errors.New("storm: no appliance URL")
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 64
+		cfg.Concurrency = 32
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 60 * time.Second

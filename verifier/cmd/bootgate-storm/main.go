@@ -89,7 +89,7 @@ func runStorm(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	urls := fs.String("url", "", "appliances' attestation API URLs, comma-separated")
 	logFile := fs.String("eventlog", "", "firmware event log every host booted with")
 	hosts := fs.Int("hosts", 1000, "simulated hosts")
-	conc := fs.Int("concurrency", 64, "hosts in flight at once")
+	conc := fs.Int("concurrency", 32, "hosts in flight at once")
 	timeout := fs.Duration("timeout", 60*time.Second, "bound on one host's exchange, retries included")
 	pids := fs.String("pid", "", "appliance process IDs whose CPU time is counted, comma-separated")
 	label := fs.String("label", "", "first column of the table row (e.g. the store and replicas)")
