@@ -220,7 +220,6 @@ func (cfg *Config) client(h *Host) *http.Client {
 		DialContext:         d.DialContext,
 		TLSClientConfig:     &tls.Config{RootCAs: cfg.Roots, MinVersion: tls.VersionTLS13},
 		MaxIdleConnsPerHost: 1,
-		ForceAttemptHTTP2:   false,
 	}}
 }
 

@@ -211,8 +211,11 @@ func procCPU(pids []int) (time.Duration, error) {
 		// The command name (field 2) may hold spaces: fields count from
 		// after its closing parenthesis.
 		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			return 0, fmt.Errorf("appliance CPU time: /proc/%d/stat unreadable", pid)
+		}
 		f := strings.Fields(string(b[i+1:]))
-		if i < 0 || len(f) < 13 {
+		if len(f) < 13 {
 			return 0, fmt.Errorf("appliance CPU time: /proc/%d/stat unreadable", pid)
 		}
 		for _, s := range f[11:13] { // utime, stime
