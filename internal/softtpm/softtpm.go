@@ -8,7 +8,7 @@
 // computations of the TPM 2.0 Library specification, marshalled by go-tpm's
 // tpm2 package, so that the appliance does all its real work on them:
 //
-//   - TPM2_CertifyCreation of the AK (Part 3 §18.5; TPMS_CREATION_DATA,
+//   - TPM2_CertifyCreation of the AK (Part 3 §18.3; TPMS_CREATION_DATA,
 //     Part 2 §15.1; TPMS_ATTEST of type TPM_ST_ATTEST_CREATION, §10.12.12);
 //   - TPM2_ActivateCredential (Part 3 §12.5), protecting the credential as
 //     Part 1 §24 specifies: the seed recovered from the ECDH point with
@@ -17,8 +17,8 @@
 //     (§24.5), and AES-CFB with a zero IV under KDFa("STORAGE", name)
 //     (§24.4);
 //   - TPM2_Quote (Part 3 §18.4) and TPM2_Certify (§18.2), ECDSA-SHA256;
-//   - TPM2_Import of a duplicate with an outer wrapper only (Part 1 §23.3,
-//     seed label "DUPLICATE"), then TPM2_PolicyPCR and TPM2_Unseal of the
+//   - TPM2_Import of a duplicate with an outer wrapper only (Part 1,
+//     "Outer Duplication Wrapper"; seed label "DUPLICATE"), then TPM2_PolicyPCR and TPM2_Unseal of the
 //     sealed-data object: Unseal refuses what a TPM would refuse (a wrong
 //     integrity HMAC, a public area that does not match the sensitive one,
 //     a policy other than the PCR policy of the current PCR values).
@@ -291,7 +291,8 @@ func (t *TPM) eccSeed(encSecret []byte, label string) ([]byte, error) {
 }
 
 // unwrap checks and decrypts a credential or duplicate protected under
-// seed for the object named name (Part 1 §24.4–24.5 and §23.3.2): blob is
+// seed for the object named name (Part 1 §24.4–24.5, and the outer
+// duplication wrapper, which protects a duplicate the same way): blob is
 // TPM2B_DIGEST(HMAC) ‖ encrypted; the HMAC, keyed by KDFa(SHA-256, seed,
 // "INTEGRITY", nil, nil, 256), is over encrypted ‖ name; the plaintext is
 // AES-128-CFB (zero IV, the EK template's symmetric definition) under
