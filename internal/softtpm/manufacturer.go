@@ -122,7 +122,7 @@ var (
 )
 
 // IssueEKCert certifies an ECC endorsement key as a TPM manufacturer does
-// (TCG EK Credential Profile 2.x, §3.2): no subject, a critical
+// (TCG EK Credential Profile 2.x, its EK certificate profile): no subject, a critical
 // subjectAltName holding the TPM's manufacturer, model and version in a
 // directory name, the tcg-kp-EKCertificate extended key usage, and
 // keyAgreement usage. It returns the certificate's DER.
