@@ -20,7 +20,10 @@
 #     its top functions, or to a directory to also keep the profiles and the
 #     appliance binary there (go tool pprof DIR/bootgate DIR/cpu-PORT.pprof);
 #   EVENTLOG (testdata/eventlogs/rhel8-uefi.bin): the firmware log every host
-#     booted with; the policy is learned from it.
+#     booted with; the policy is learned from it;
+#   HEADER (1): set to 0 to print the table row without its header, for a
+#     table of several runs (run the single SQLite appliance last: its
+#     storm: line is then the last line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOSTS=${HOSTS:-1000}
@@ -30,6 +33,7 @@ REPLICAS=${REPLICAS:-1}
 PROFILE=${PROFILE:-}
 EVENTLOG=${EVENTLOG:-testdata/eventlogs/rhel8-uefi.bin}
 PORT=${PORT:-18443}
+HEADER=${HEADER:-1}
 work=$(mktemp -d /tmp/bench-storm.XXXXXX)
 pids=()
 cleanup() {
@@ -86,7 +90,7 @@ genprof=()
 "$work/bootgate-storm" run "${genprof[@]}" --manufacturer "$work/manufacturer" --ca "$work/tls/ca.pem" \
   --url "$(IFS=,; echo "${urls[*]}")" --pid "$(IFS=,; echo "${pids[*]}")" \
   --eventlog "$EVENTLOG" --hosts "$HOSTS" --concurrency "$CONCURRENCY" \
-  --label "$STORE x$REPLICAS" || status=$?
+  --label "$STORE x$REPLICAS" --header="$([ "$HEADER" = 0 ] && echo false || echo true)" || status=$?
 
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
