@@ -45,6 +45,10 @@ bench-dashboard: deps ## The dashboard in headless Chromium on 10000 hosts and 1
 bench-dhcp: deps ## perfdhcp against bootgate's DHCP gate and against Kea; last line: dhcp-gate-vs-kea: RATIO
 	@bash scripts/bench-dhcp.sh
 
+.PHONY: bench-storm
+bench-storm: ## Boot storm: HOSTS (1000) software-TPM hosts attest over TLS to the appliance; last line: storm: N hosts in S s, p99 P ms, errors E
+	@bash scripts/bench-storm.sh
+
 .PHONY: demo
 demo: deps build images ## Boot QEMU hosts against the appliance: who gets into the production OS, who is quarantined
 	@bash scripts/demo.sh

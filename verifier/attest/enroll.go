@@ -303,6 +303,15 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	return e, nil
 }
 
+// EKPublicArea is the enrolled EK's TPMT_PUBLIC (TPM 2.0 Part 2, §12.2.4)
+// as decoded once by Enroll, for sealing to it (seal.SealTo) without
+// decoding it again. It is a copy; its buffers are shared and must not be
+// modified.
+func (e *Enrollment) EKPublicArea() *tpm2.TPMTPublic {
+	p := e.ekPublic
+	return &p
+}
+
 // FirmwareProven reports whether this AK's quotes carry the TPM's
 // firmwareVersion in clear. A TPM obfuscates firmwareVersion (and the reset
 // and restart counts) in attestations signed by a key outside the

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -12,7 +14,7 @@ import (
 )
 
 func (e *env) serveCmd() *cobra.Command {
-	var cfgPath string
+	var cfgPath, cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "serve --config FILE",
 		Short: "Run the appliance; SIGHUP reloads its policy",
@@ -27,6 +29,13 @@ func (e *env) serveCmd() *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: ExitBadInput, Err: err}
 			}
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			reload := make(chan struct{}, 1)
 			go func() {
 				for range hup {
@@ -40,6 +49,21 @@ func (e *env) serveCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "appliance configuration (YAML)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file when the appliance stops (load tests)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
+}
+
+// startCPUProfile profiles the process's CPU into path until the returned
+// function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

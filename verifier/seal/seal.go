@@ -18,6 +18,7 @@ package seal
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -67,6 +68,17 @@ type Blob struct {
 // bytes. rand supplies the object's obfuscation seed and the encapsulation
 // randomness (crypto/rand.Reader in production).
 func Seal(rand io.Reader, ekPublic []byte, pcrs map[int][]byte, secret []byte) (*Blob, error) {
+	ek, err := parseEK(ekPublic)
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	return SealTo(rand, ek, pcrs, secret)
+}
+
+// SealTo is Seal for an EK whose TPMT_PUBLIC the caller has decoded already
+// (the verifier decodes it once per enrollment): ek must be an RSA or ECC
+// restricted decryption key, as Seal checks.
+func SealTo(rand io.Reader, ek *tpm2.TPMTPublic, pcrs map[int][]byte, secret []byte) (*Blob, error) {
 	if rand == nil {
 		return nil, errors.New("seal: nil random source")
 	}
@@ -76,8 +88,7 @@ func Seal(rand io.Reader, ekPublic []byte, pcrs map[int][]byte, secret []byte) (
 	case len(secret) > MaxSecretSize:
 		return nil, fmt.Errorf("seal: secret of %d bytes exceeds the TPM's %d-byte limit", len(secret), MaxSecretSize)
 	}
-	ek, err := parseEK(ekPublic)
-	if err != nil {
+	if err := checkEK(ek); err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
 	ekKey, err := tpm2.ImportEncapsulationKey(ek)
@@ -93,16 +104,19 @@ func Seal(rand io.Reader, ekPublic []byte, pcrs map[int][]byte, secret []byte) (
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	name, err := tpm2.ObjectName(public)
-	if err != nil {
-		return nil, fmt.Errorf("seal: name of sealed object: %w", err)
-	}
-	duplicate, seed, err := tpm2.CreateDuplicate(rand, ekKey, name.Buffer, tpm2.Marshal(sensitive))
+	// The public area is marshalled once: its Name (TPM 2.0 Part 1, §16:
+	// nameAlg ‖ SHA-256 of the marshalled TPMT_PUBLIC) is computed from
+	// the very bytes the agent imports.
+	publicBytes := tpm2.Marshal(public)
+	digest := sha256.Sum256(publicBytes)
+	name := binary.BigEndian.AppendUint16(make([]byte, 0, 2+sha256.Size), uint16(tpm2.TPMAlgSHA256))
+	name = append(name, digest[:]...)
+	duplicate, seed, err := tpm2.CreateDuplicate(rand, ekKey, name, tpm2.Marshal(sensitive))
 	if err != nil {
 		return nil, fmt.Errorf("seal: wrap for import under the EK: %w", err)
 	}
 	return &Blob{
-		Public:        tpm2.Marshal(public),
+		Public:        publicBytes,
 		Duplicate:     duplicate,
 		EncryptedSeed: seed,
 		PCRs:          indices,
@@ -187,8 +201,7 @@ func sealedObject(rand io.Reader, policy, secret []byte) (*tpm2.TPMTPublic, *tpm
 	return public, sensitive, nil
 }
 
-// parseEK decodes the EK's TPMT_PUBLIC and checks that it can be an import
-// parent: a restricted decryption (storage) key of type RSA or ECC.
+// parseEK decodes the EK's TPMT_PUBLIC (SealTo checks it).
 // go-tpm reports malformed input as errors; the recover guards the verifier
 // against a library bug on hostile input all the same.
 func parseEK(b []byte) (pub *tpm2.TPMTPublic, err error) {
@@ -204,12 +217,21 @@ func parseEK(b []byte) (pub *tpm2.TPMTPublic, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("malformed EK TPMT_PUBLIC: %w", err)
 	}
+	return pub, nil
+}
+
+// checkEK checks that an EK can be an import parent: a restricted
+// decryption (storage) key of type RSA or ECC.
+func checkEK(pub *tpm2.TPMTPublic) error {
+	if pub == nil {
+		return errors.New("no EK")
+	}
 	a := pub.ObjectAttributes
 	switch {
 	case pub.Type != tpm2.TPMAlgRSA && pub.Type != tpm2.TPMAlgECC:
-		return nil, fmt.Errorf("EK of unsupported type %v", pub.Type)
+		return fmt.Errorf("EK of unsupported type %v", pub.Type)
 	case !a.Restricted || !a.Decrypt || a.SignEncrypt:
-		return nil, errors.New("EK is not a restricted decryption key, so it cannot be an import parent")
+		return errors.New("EK is not a restricted decryption key, so it cannot be an import parent")
 	}
-	return pub, nil
+	return nil
 }

@@ -684,9 +684,10 @@ func (s *Server) sealCredentials(enr *attest.Enrollment, q *wire.QuoteRequest, s
 			value []byte
 		}{c.Name, c.Value})
 	}
+	ek := enr.EKPublicArea()
 	var out []wire.Credential
 	for _, sec := range secrets {
-		b, err := seal.Seal(s.opt.Rand, enr.EKPublic, pcrs, sec.value)
+		b, err := seal.SealTo(s.opt.Rand, ek, pcrs, sec.value)
 		if err != nil {
 			return nil, fmt.Errorf("seal %s: %w", sec.name, err)
 		}
