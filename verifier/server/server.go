@@ -262,7 +262,7 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	var req wire.EnrollRequest
-	if !decode(w, r, &req) {
+	if !decode(w, r, &req) || !checked(w, req.Check()) {
 		return
 	}
 	log := s.opt.Logger.With("remote", r.RemoteAddr)
@@ -271,6 +271,8 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		log.Warn("enrollment refused", "err", err)
 		switch {
+		case errors.Is(err, wire.ErrFieldTooLarge):
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 		case errors.Is(err, attest.ErrEKUntrusted), errors.Is(err, attest.ErrBadEK):
 			writeError(w, http.StatusForbidden, wire.CodeEKUntrusted, err.Error())
 		default:
@@ -315,7 +317,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	var req wire.QuoteRequest
-	if !decode(w, r, &req) {
+	if !decode(w, r, &req) || !checked(w, req.Check()) {
 		return
 	}
 	now := s.opt.Now()
@@ -580,6 +582,17 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 			return false
 		}
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "malformed JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// checked answers a request whose field is over its limit (err from the
+// request's Check) with 400 bad_request naming the field, and reports
+// whether err was nil.
+func checked(w http.ResponseWriter, err error) bool {
+	if err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 		return false
 	}
 	return true
