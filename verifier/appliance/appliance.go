@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 		if n == 0 {
 			n = 1024
 		}
-		logs = eventlog.NewCache(n)
+		logs = eventlog.NewCache(n, eventlog.DefaultCacheBytes)
 	}
 	var boot *server.BootOS
 	if cfg.Boot != nil {
