@@ -47,7 +47,8 @@ type Config struct {
 	// PCRs overrides the SHA-256 PCRs every quote must cover (default 0-15).
 	PCRs []int `yaml:"pcrs"`
 	// LogCache is the number of distinct event logs whose verification is
-	// remembered (default 1024; 0 keeps the default, -1 disables).
+	// remembered (default 1024; 0 keeps the default, -1 disables), within
+	// eventlog.DefaultCacheBytes (64 MiB) whatever the count.
 	LogCache int `yaml:"log_cache"`
 	// Boot is the production OS that admitted hosts boot (optional).
 	Boot *Boot `yaml:"boot"`
