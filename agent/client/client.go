@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,10 +31,32 @@ type APIError struct {
 	Status  int
 	Code    wire.Code
 	Message string
+	// RetryAfter is the wait the answer's Retry-After header asked for
+	// (whole seconds; the HTTP-date form is ignored), at most
+	// MaxRetryAfter; zero without one.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
 	return fmt.Sprintf("verifier refused (%d %s): %s", e.Status, e.Code, e.Message)
+}
+
+// MaxRetryAfter bounds the wait a verifier's Retry-After can ask of the
+// agent: a longer one is taken as this.
+const MaxRetryAfter = 5 * time.Minute
+
+// retryAfter reads a Retry-After header's delta-seconds, bounded by
+// MaxRetryAfter; anything else (absent, a date, garbage, negative) is 0.
+func retryAfter(h http.Header) time.Duration {
+	v := strings.TrimSpace(h.Get(wire.RetryAfterHeader))
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0
+	}
+	if len(v) > 9 { // more seconds than MaxRetryAfter in any case
+		return MaxRetryAfter
+	}
+	n, _ := strconv.Atoi(v) // nine digits at most: no error
+	return min(time.Duration(n)*time.Second, MaxRetryAfter)
 }
 
 // Client talks to one verifier.
@@ -287,7 +310,7 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 		if json.Unmarshal(b, &e) != nil || e.Code == "" {
 			e = wire.Error{Code: wire.CodeHTTP, Message: strings.TrimSpace(string(b))}
 		}
-		return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Message}
+		return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Message, RetryAfter: retryAfter(resp.Header)}
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("decode response: %w", err)

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/attest"
+	"github.com/bootgate/bootgate/verifier/connlimit"
 	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/seal"
@@ -89,7 +91,25 @@ type Options struct {
 	// both links (default: Store, if it has RecordAction, as store.SQLite
 	// does; else they are only logged).
 	Refusals RefusalLog
+	// Work bounds the requests of the expensive endpoints (enrollment,
+	// quote, identity renewal) in progress at once, from the moment the
+	// request is read until it is answered: in all, and per source address
+	// (IPv4 address or IPv6 /64, connlimit.Source), so that one source
+	// cannot take the slots the others need. A request beyond either cap
+	// is answered 429 wire.CodeRetryLater with a Retry-After of
+	// RetryAfter, having done nothing. Zero fields take DefaultWork; with
+	// BehindNAT every agent shares the translator's address, so a zero
+	// PerSource is the total.
+	Work connlimit.Limits
+	// RetryAfter is the wait a 429 answer asks for, rounded up to whole
+	// seconds (default 1 s).
+	RetryAfter time.Duration
 }
+
+// DefaultWork is the default of Options.Work: on a small appliance 64
+// requests in progress keep its cores busy while a storm's others wait their
+// turn at the agents; one source may hold 4 (an agent has one at a time).
+var DefaultWork = connlimit.Limits{Total: 64, PerSource: 4}
 
 // Store is what the attestation API needs of the verifier's store (its
 // port); store.SQLite implements it.
@@ -153,6 +173,7 @@ type Server struct {
 	opt      Options
 	policy   atomic.Pointer[policy.Policy] // in force; SetPolicy replaces it
 	sessions *sessions
+	work     *connlimit.Counter // requests of the expensive endpoints in progress
 	boot     *bootFiles
 	fresh    []int // quoted PCRs that must be zero: bootgate's boundary
 
@@ -221,7 +242,19 @@ func New(opt Options) (*Server, error) {
 	if opt.Refusals == nil {
 		opt.Refusals, _ = opt.Store.(RefusalLog)
 	}
-	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
+	if opt.RetryAfter <= 0 {
+		opt.RetryAfter = time.Second
+	}
+	work := opt.Work
+	if opt.BehindNAT && work.PerSource == 0 {
+		work.PerSource = max(work.Total, DefaultWork.Total)
+	}
+	work = work.WithDefaults(DefaultWork)
+	counter, err := connlimit.NewCounter(work)
+	if err != nil {
+		return nil, fmt.Errorf("new server: work: %w", err)
+	}
+	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions), work: counter}
 	s.policy.Store(opt.Policy)
 	if slices.Contains(opt.PCRs, wire.BoundaryPCR) {
 		s.fresh = []int{wire.BoundaryPCR}
@@ -244,8 +277,8 @@ func New(opt Options) (*Server, error) {
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+wire.PathEnroll, s.counted(s.enroll))
-	mux.HandleFunc("POST "+wire.PathQuote, s.counted(s.quote))
+	mux.HandleFunc("POST "+wire.PathEnroll, s.counted(s.bounded(s.enroll)))
+	mux.HandleFunc("POST "+wire.PathQuote, s.counted(s.bounded(s.quote)))
 	// Routes that answer only to an admitted host's identity exist only
 	// with a CA (New refuses boot files without one): without it they are
 	// 404, never open.
@@ -254,7 +287,7 @@ func (s *Server) Handler() http.Handler {
 			mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
 		}
 		mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
-		mux.HandleFunc("POST "+wire.PathIdentityRenew, s.requireIdentity(s.renewIdentity))
+		mux.HandleFunc("POST "+wire.PathIdentityRenew, s.counted(s.bounded(s.requireIdentity(s.renewIdentity))))
 		mux.HandleFunc("GET "+wire.PathIdentityCRL, s.crl)
 	}
 	return mux
@@ -829,6 +862,28 @@ func (s *Server) crl(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d", int(crlCache.Seconds())))
 	_, _ = w.Write(s.crlDER)
 }
+
+// bounded lets h run only within Options.Work for the request's source;
+// beyond it the answer is 429 wire.CodeRetryLater with a Retry-After, and
+// nothing else happens (the body is not read).
+func (s *Server) bounded(h http.HandlerFunc) http.HandlerFunc {
+	retry := strconv.Itoa(int((s.opt.RetryAfter + time.Second - 1) / time.Second))
+	return func(w http.ResponseWriter, r *http.Request) {
+		src := connlimit.SourceOf(r.RemoteAddr)
+		if !s.work.Acquire(src) {
+			s.work.ReportShed(s.opt.Logger, "attestation work over the caps shed", src, "path", r.URL.Path)
+			w.Header().Set(wire.RetryAfterHeader, retry)
+			writeError(w, http.StatusTooManyRequests, wire.CodeRetryLater, "the appliance is busy; retry after "+retry+" s")
+			return
+		}
+		defer s.work.Release(src)
+		h(w, r)
+	}
+}
+
+// WorkInProgress reports the requests of the expensive endpoints in
+// progress, and the sources they come from.
+func (s *Server) WorkInProgress() (requests, sources int) { return s.work.Active() }
 
 func (s *Server) counted(h http.HandlerFunc) http.HandlerFunc {
 	if s.opt.Metrics == nil {
