@@ -224,8 +224,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: log,
 		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot, Recorded: recorded,
-		Leases: leases, BehindNAT: cfg.AttestBehindNAT, Refusals: st,
-		Work: connlimit.Limits{Total: cfg.Work.Max, PerSource: cfg.Work.PerSource},
+		Leases: leases, BehindNAT: cfg.AttestBehindNAT, Refusals: st, Work: connlimit.Limits{Total: cfg.Work.Max, PerSource: cfg.Work.PerSource},
 		CA: ca, IdentityTTL: identityTTL(cfg.Config), IdentityMaxAge: identityMaxAge(cfg.Config), Metrics: metrics,
 	})
 	if err != nil {
