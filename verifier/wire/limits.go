@@ -24,9 +24,13 @@ const (
 	MaxPCRs = 24
 	// MaxDigestBytes bounds a PCR value: SHA-512's 64 bytes.
 	MaxDigestBytes = 64
-	// MaxSecretBytes bounds the activation secret: the verifier issues 32
-	// bytes, and TPM2B_DIGEST holds at most 64.
-	MaxSecretBytes = 64
+	// MaxSecretBytes bounds the activation secret. The verifier issues 32
+	// bytes (a TPM2B_DIGEST holds at most 64); the limit is that of a TPM
+	// structure so that a wrong answer of any size a TPM could produce (an
+	// encrypted secret echoed back, say) is refused as a wrong answer
+	// (activation_failed, which uses up the session), not as a malformed
+	// request.
+	MaxSecretBytes = MaxTPMStructBytes
 	// MaxTokenBytes bounds the session token and the MAC and IP strings.
 	MaxTokenBytes = 256
 )
