@@ -245,11 +245,10 @@ func New(opt Options) (*Server, error) {
 	if opt.RetryAfter <= 0 {
 		opt.RetryAfter = time.Second
 	}
-	work := opt.Work
-	if opt.BehindNAT && work.PerSource == 0 {
-		work.PerSource = max(work.Total, DefaultWork.Total)
+	work := opt.Work.WithDefaults(DefaultWork)
+	if opt.BehindNAT && opt.Work.PerSource == 0 {
+		work.PerSource = work.Total
 	}
-	work = work.WithDefaults(DefaultWork)
 	counter, err := connlimit.NewCounter(work)
 	if err != nil {
 		return nil, fmt.Errorf("new server: work: %w", err)

@@ -156,3 +156,44 @@ func TestExpensiveEndpointsBounded(t *testing.T) {
 		t.Errorf("enroll with the slot free: %d %s, want 400 for its body", w.Code, w.Body)
 	}
 }
+
+// TestWorkDefaults: zero limits take DefaultWork; behind NAT, where every
+// agent shares one source address, the per-source share defaults to the
+// total; limits that cannot be enforced are refused.
+func TestWorkDefaults(t *testing.T) {
+	pol, err := policy.Load("../policy/testdata/bootstrap.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := tpmtest.NewCA(t).Roots()
+	for _, tt := range []struct {
+		name      string
+		work      connlimit.Limits
+		behindNAT bool
+		want      connlimit.Limits // zero: New refuses
+	}{
+		{"defaults", connlimit.Limits{}, false, DefaultWork},
+		{"total only", connlimit.Limits{Total: 10}, false, connlimit.Limits{Total: 10, PerSource: 4}},
+		{"behind NAT", connlimit.Limits{}, true, connlimit.Limits{Total: DefaultWork.Total, PerSource: DefaultWork.Total}},
+		{"behind NAT, total only", connlimit.Limits{Total: 32}, true, connlimit.Limits{Total: 32, PerSource: 32}},
+		{"behind NAT, share set", connlimit.Limits{Total: 32, PerSource: 8}, true, connlimit.Limits{Total: 32, PerSource: 8}},
+		{"share above total", connlimit.Limits{Total: 8, PerSource: 9}, false, connlimit.Limits{}},
+		{"negative", connlimit.Limits{Total: -1}, false, connlimit.Limits{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(Options{Roots: roots, Policy: pol, Store: noStore{}, Work: tt.work, BehindNAT: tt.behindNAT})
+			if tt.want == (connlimit.Limits{}) {
+				if err == nil {
+					t.Fatalf("New accepted work limits %+v", tt.work)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.work.Limits(); got != tt.want {
+				t.Errorf("work limits %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
