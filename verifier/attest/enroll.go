@@ -272,7 +272,7 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	}
 
 	// A ROCA-weak AK could be forged by whoever factors it: checked before
-	// anything else about the AK.
+	// anything about the AK but its encoding.
 	if akPub, err := legacy.DecodePublic(req.AK.Public); err == nil && akPub.RSAParameters != nil {
 		if key, err := akPub.Key(); err == nil {
 			if err := roca.Check(key); err != nil {
