@@ -108,3 +108,68 @@ func TestEnrollCanonical(t *testing.T) {
 		t.Logf("evidence kept per enrollment: %d bytes", total)
 	})
 }
+
+// TestCanonicalQuickAndExactAgree: the quick checks (legacy decoders) and
+// the exact one (go-tpm's encoder) agree on genuine public areas (the EK,
+// ECC and RSA AKs) and on ones with bytes after them; the AK parameters of
+// both kinds pass.
+func TestCanonicalQuickAndExactAgree(t *testing.T) {
+	tp := tpmtest.Simulator(t, tpmtest.NewCA(t))
+	eks, err := tp.EKs()
+	if err != nil || len(eks) == 0 {
+		t.Fatalf("EKs: %d, %v", len(eks), err)
+	}
+	publics := [][]byte{eks[0].Public}
+	for _, alg := range []tpm.AKAlg{tpm.AKECCP256, tpm.AKRSA2048} {
+		ak, err := tp.NewAK(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ak.Params()
+		ak.Close()
+		if _, err := attest.CanonicalAK(p); err != nil {
+			t.Errorf("AK %v: %v", alg, err)
+		}
+		publics = append(publics, p.Public)
+	}
+	for i, pub := range publics {
+		for _, b := range [][]byte{pub, append(bytes.Clone(pub), 0)} {
+			quick, exact := attest.CanonicalPublic(b), attest.SlowCanonicalPublic(b)
+			if (quick == nil) != (exact == nil) || (len(b) == len(pub)) != (quick == nil) {
+				t.Errorf("public area %d, %d bytes: quick %v, exact %v", i, len(b), quick, exact)
+			}
+		}
+	}
+}
+
+// BenchmarkCanonical is the cost of the canonical-encoding checks of one
+// enrollment: the EK public area (decoded anyway) and the AK parameters.
+func BenchmarkCanonical(b *testing.B) {
+	tp := tpmtest.Simulator(b, tpmtest.NewCA(b))
+	eks, err := tp.EKs()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ak, err := tp.NewAK(tpm.AKECCP256)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ak.Close() })
+	p := ak.Params()
+	b.Run("ek", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := attest.CanonicalPublic(eks[0].Public); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ak", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := attest.CanonicalAK(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

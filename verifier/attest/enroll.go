@@ -229,7 +229,7 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	if err := req.Check(); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	ekPub, err := canonical[tpm2.TPMTPublic]("EK TPMT_PUBLIC", req.EKPublic)
+	ekPub, err := canonical[tpm2.TPMTPublic]("EK TPMT_PUBLIC", req.EKPublic, quickPublic)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadEK, err)
 	}
