@@ -27,9 +27,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/connlimit"
+	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/seal"
@@ -398,14 +400,14 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	var stateJSON []byte
 	var identityKey crypto.PublicKey
 	if evErr != nil {
-		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: evErr.Detail}
+		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: textsafe.Clip(evErr.Detail, eventlog.MaxDetailBytes)}
 	} else {
 		in.Policy = evaluate(pol, enr, verified)
 		stateJSON, _ = json.Marshal(verified.State)
 		if req.Identity != nil && s.opt.CA != nil {
 			in.Identity.Requested = true
 			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
-				in.Identity.Failure = err.Error()
+				in.Identity.Failure = textsafe.Clip(err.Error(), eventlog.MaxDetailBytes)
 			}
 		}
 	}
