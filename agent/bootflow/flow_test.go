@@ -543,3 +543,33 @@ func TestRetryAfterHonoured(t *testing.T) {
 		t.Errorf("the second attempt did not boot:\n%s", e.events)
 	}
 }
+
+// A request refused with retry_later was not read (a quote's session is
+// still good): the agent sends it again after a short Retry-After instead
+// of starting over, and the attempt passes with one enrollment made.
+func TestRetriedAfterShortRetryAfter(t *testing.T) {
+	var refused, refusedEnroll atomic.Bool
+	var enrollments atomic.Int32
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if (r.URL.Path == wire.PathEnroll && refusedEnroll.CompareAndSwap(false, true)) ||
+				(r.URL.Path == wire.PathQuote && refused.CompareAndSwap(false, true)) {
+				w.Header().Set(wire.RetryAfterHeader, "1")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusTooManyRequests)
+				w.Write([]byte(`{"code":"retry_later","message":"busy"}`))
+				return
+			}
+			if r.URL.Path == wire.PathEnroll {
+				enrollments.Add(1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	if err := e.flow.Run(context.Background()); err != nil {
+		t.Fatalf("run: %v\n%s", err, e.events)
+	}
+	if !refused.Load() || !refusedEnroll.Load() || enrollments.Load() != 1 || strings.Contains(e.events.String(), `"event":"retry"`) || !e.kexec.rebooted {
+		t.Errorf("refused %v, %d enrollments, events:\n%s", refused.Load(), enrollments.Load(), e.events)
+	}
+}
