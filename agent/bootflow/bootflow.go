@@ -40,6 +40,19 @@ func (b Backoff) Delay(n int, r *rand.Rand) time.Duration {
 	return d/2 + time.Duration(r.Int64N(int64(d/2)+1))
 }
 
+// Wait is the wait before attempt n+1 after n failures, the last of which
+// came with a verifier's request to wait hint (a 429's Retry-After; 0 for
+// none): Delay(n), or, if hint is longer, hint plus up to half of it of
+// jitter (so that the hosts a busy verifier refused together do not come
+// back together), never more than Max.
+func (b Backoff) Wait(n int, hint time.Duration, r *rand.Rand) time.Duration {
+	d := b.Delay(n, r)
+	if hint <= d {
+		return d
+	}
+	return min(hint+time.Duration(r.Int64N(int64(hint/2)+1)), max(b.Max, d))
+}
+
 // Flow holds what one boot's decision needs.
 type Flow struct {
 	Client   *client.Client
@@ -82,7 +95,7 @@ var ErrRebootRequired = errors.New("the boot failed past bootgate's boundary (PC
 func (f *Flow) Run(ctx context.Context) error {
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x62677465))
 	for attempt := 1; f.MaxAttempts == 0 || attempt <= f.MaxAttempts; attempt++ {
-		img, ok := f.attempt(ctx, attempt)
+		img, ok, hint := f.attempt(ctx, attempt)
 		if ok {
 			f.Events.Emit(wire.EventKexec, map[string]any{"attempt": attempt, "os_digest": fmt.Sprintf("%x", img.Digest)})
 			if err := f.Loader.Execute(); err != nil {
@@ -98,8 +111,8 @@ func (f *Flow) Run(ctx context.Context) error {
 		if f.MaxAttempts != 0 && attempt == f.MaxAttempts {
 			break
 		}
-		d := f.Backoff.Delay(attempt, r)
-		f.Events.Emit(wire.EventRetry, map[string]any{"attempt": attempt, "in_ms": d.Milliseconds()})
+		d := f.Backoff.Wait(attempt, hint, r)
+		f.Events.Emit(wire.EventRetry, map[string]any{"attempt": attempt, "in_ms": d.Milliseconds(), "retry_after_ms": hint.Milliseconds()})
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -111,11 +124,22 @@ func (f *Flow) Run(ctx context.Context) error {
 
 // attempt runs one attestation and, on a pass, fetches, checks, measures and
 // loads the OS. It reports true only when the OS is loaded and nothing
-// remains but to execute it.
-func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
-	fail := func(name wire.Event, err error) (*boot.Image, bool) {
+// remains but to execute it; on a failure, the wait the verifier asked for
+// (client.APIError.RetryAfter), or 0.
+func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool, time.Duration) {
+	img, ok, err := f.try(ctx, n)
+	var apiErr *client.APIError
+	if err != nil && errors.As(err, &apiErr) {
+		return img, ok, apiErr.RetryAfter
+	}
+	return img, ok, 0
+}
+
+// try is attempt; the error is the failure's, when it has one.
+func (f *Flow) try(ctx context.Context, n int) (*boot.Image, bool, error) {
+	fail := func(name wire.Event, err error) (*boot.Image, bool, error) {
 		f.Events.Emit(name, map[string]any{"attempt": n, "error": err.Error()})
-		return nil, false
+		return nil, false, err
 	}
 	eventLog, err := f.EventLog()
 	if err != nil {
@@ -142,7 +166,7 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 	if res.Verdict != wire.VerdictPass {
 		t.Close()
 		f.showQuarantine(res)
-		return nil, false
+		return nil, false, nil
 	}
 	if res.Boot == nil {
 		t.Close()
@@ -227,7 +251,7 @@ func (f *Flow) attempt(ctx context.Context, n int) (*boot.Image, bool) {
 		return fail(wire.EventBootError, err)
 	}
 	f.Events.Emit(wire.EventOSLoaded, map[string]any{"pcr": f.Loader.PCR, "os_digest": fmt.Sprintf("%x", img.Digest)})
-	return img, true
+	return img, true, nil
 }
 
 // showQuarantine tells the person at the console why this host does not boot.

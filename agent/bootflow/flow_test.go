@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/big"
@@ -498,5 +499,77 @@ func TestIncidentWorkflow(t *testing.T) {
 	audit, err := e.store.ListAudit(ctx, 0, 0)
 	if err != nil || len(audit) != 2 || audit[0].Actor != "alice" {
 		t.Fatalf("audit log: %+v %v", audit, err)
+	}
+}
+
+// A verifier at its bound answers 429 with a Retry-After: the agent waits
+// at least that long before its next attempt, within its backoff's Max,
+// and then passes.
+func TestRetryAfterHonoured(t *testing.T) {
+	var refused atomic.Bool
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == wire.PathEnroll && refused.CompareAndSwap(false, true) {
+				w.Header().Set(wire.RetryAfterHeader, "3600")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusTooManyRequests)
+				w.Write([]byte(`{"code":"retry_later","message":"busy"}`))
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	e.flow.Backoff = bootflow.Backoff{Min: time.Millisecond, Max: 300 * time.Millisecond}
+	if err := e.flow.Run(context.Background()); err != nil {
+		t.Fatalf("run: %v\n%s", err, e.events)
+	}
+	var retry map[string]any
+	for _, line := range strings.Split(e.events.String(), "\n") {
+		if i := strings.IndexByte(line, '{'); i >= 0 && strings.Contains(line, `"event":"retry"`) {
+			if err := json.Unmarshal([]byte(line[i:]), &retry); err != nil {
+				t.Fatalf("retry event %q: %v", line, err)
+			}
+		}
+	}
+	if retry == nil {
+		t.Fatalf("no retry event:\n%s", e.events)
+	}
+	// The verifier asked for an hour: the agent takes at most
+	// client.MaxRetryAfter of it, and waits the backoff's Max.
+	if retry["in_ms"] != float64(300) || retry["retry_after_ms"] != float64(client.MaxRetryAfter.Milliseconds()) {
+		t.Errorf("retry event %v, want a wait of 300 ms for a Retry-After of %v", retry, client.MaxRetryAfter)
+	}
+	if !e.kexec.rebooted {
+		t.Errorf("the second attempt did not boot:\n%s", e.events)
+	}
+}
+
+// A request refused with retry_later was not read (a quote's session is
+// still good): the agent sends it again after a short Retry-After instead
+// of starting over, and the attempt passes with one enrollment made.
+func TestRetriedAfterShortRetryAfter(t *testing.T) {
+	var refused, refusedEnroll atomic.Bool
+	var enrollments atomic.Int32
+	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if (r.URL.Path == wire.PathEnroll && refusedEnroll.CompareAndSwap(false, true)) ||
+				(r.URL.Path == wire.PathQuote && refused.CompareAndSwap(false, true)) {
+				w.Header().Set(wire.RetryAfterHeader, "1")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusTooManyRequests)
+				w.Write([]byte(`{"code":"retry_later","message":"busy"}`))
+				return
+			}
+			if r.URL.Path == wire.PathEnroll {
+				enrollments.Add(1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	if err := e.flow.Run(context.Background()); err != nil {
+		t.Fatalf("run: %v\n%s", err, e.events)
+	}
+	if !refused.Load() || !refusedEnroll.Load() || enrollments.Load() != 1 || strings.Contains(e.events.String(), `"event":"retry"`) || !e.kexec.rebooted {
+		t.Errorf("refused %v, %d enrollments, events:\n%s", refused.Load(), enrollments.Load(), e.events)
 	}
 }

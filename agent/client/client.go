@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,10 +32,32 @@ type APIError struct {
 	Status  int
 	Code    wire.Code
 	Message string
+	// RetryAfter is the wait the answer's Retry-After header asked for
+	// (whole seconds; the HTTP-date form is ignored), at most
+	// MaxRetryAfter; zero without one.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
 	return fmt.Sprintf("verifier refused (%d %s): %s", e.Status, e.Code, e.Message)
+}
+
+// MaxRetryAfter bounds the wait a verifier's Retry-After can ask of the
+// agent: a longer one is taken as this.
+const MaxRetryAfter = 5 * time.Minute
+
+// retryAfter reads a Retry-After header's delta-seconds, bounded by
+// MaxRetryAfter; anything else (absent, a date, garbage, negative) is 0.
+func retryAfter(h http.Header) time.Duration {
+	v := strings.TrimSpace(h.Get(wire.RetryAfterHeader))
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0
+	}
+	if len(v) > 9 { // more seconds than MaxRetryAfter in any case
+		return MaxRetryAfter
+	}
+	n, _ := strconv.Atoi(v) // nine digits at most: no error
+	return min(time.Duration(n)*time.Second, MaxRetryAfter)
 }
 
 // Client talks to one verifier.
@@ -119,7 +143,7 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 		})
 	}
 	for _, ek := range eks {
-		err := c.post(enrollCtx, wire.PathEnroll, wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}, &enr)
+		err := c.postPatiently(enrollCtx, wire.PathEnroll, wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}, &enr)
 		if err == nil {
 			chosen = ek
 			break
@@ -203,13 +227,51 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: values[i]})
 	}
 	rep := &Report{EK: chosen}
-	if err := c.post(ctx, wire.PathQuote, req, &rep.Result); err != nil {
+	if err := c.postPatiently(ctx, wire.PathQuote, req, &rep.Result); err != nil {
 		return nil, fmt.Errorf("submit quote: %w", err)
 	}
 	rep.TPMCommands = t.Commands() - cmds0
 	rep.Duration = time.Since(start)
 	rep.IdentityKey, keep = idKey, true
 	return rep, nil
+}
+
+// Retries of a request refused with wire.CodeRetryLater: the appliance
+// refused it before reading it (an enrollment was not made, a quote's
+// session is still unused), and waiting its Retry-After saves the TPM's
+// work that starting over would cost (a new AK, activation, quote). At
+// most patientRetries retries, waiting at most patientWait in all, well
+// within a session's lifetime (60 s by default); beyond, the refusal is
+// returned and the caller's backoff takes over.
+const (
+	patientRetries = 3
+	patientWait    = 20 * time.Second
+)
+
+// postPatiently is post, retrying a CodeRetryLater refusal after its
+// Retry-After (with up to a quarter of it of jitter, so that the agents
+// refused together come back apart) within patientRetries and patientWait.
+func (c *Client) postPatiently(ctx context.Context, path string, in, out any) error {
+	var waited time.Duration
+	for try := 0; ; try++ {
+		err := c.post(ctx, path, in, out)
+		var apiErr *APIError
+		if err == nil || try == patientRetries || !errors.As(err, &apiErr) || apiErr.Code != wire.CodeRetryLater || apiErr.RetryAfter <= 0 {
+			return err
+		}
+		d := apiErr.RetryAfter + time.Duration(mrand.Int64N(int64(apiErr.RetryAfter/4)+1))
+		if waited+d > patientWait {
+			return err
+		}
+		waited += d
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // LocalLink is the link of a connection's local address: that IPv4 address
@@ -287,7 +349,7 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 		if json.Unmarshal(b, &e) != nil || e.Code == "" {
 			e = wire.Error{Code: wire.CodeHTTP, Message: strings.TrimSpace(string(b))}
 		}
-		return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Message}
+		return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Message, RetryAfter: retryAfter(resp.Header)}
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("decode response: %w", err)

@@ -3,7 +3,8 @@
 // reads it: terminal control sequences, carriage returns that overwrite a
 // line, bells, and bidirectional overrides that reorder what is displayed.
 // Text is stored as received; it is escaped where it is shown: the CLI, the
-// logs, the dashboard's API and the webhook bodies all use Escape.
+// logs, the dashboard's API and the webhook bodies all use Escape. The logs
+// also clip it (Clip, MaxAttrBytes), so that a host cannot fill them.
 package textsafe
 
 import (
@@ -71,6 +72,35 @@ func Escape(s string) string {
 	return b.String()
 }
 
+// Clip returns Escape(s) cut to at most n bytes (n >= 0), at a rune
+// boundary, followed, when anything was cut, by a marker giving s's length:
+// "…[clipped, 1048576 bytes]". The marker adds at most ClipMarkerBytes.
+// Only the first n bytes of s are read, so clipping a large text costs
+// O(n).
+func Clip(s string, n int) string {
+	if n < 0 {
+		n = 0
+	}
+	if len(s) <= n {
+		if e := Escape(s); len(e) <= n {
+			return e
+		}
+	}
+	raw := min(len(s), n)
+	for raw > 0 && raw < len(s) && !utf8.RuneStart(s[raw]) {
+		raw--
+	}
+	e := Escape(s[:raw]) // escaping never shrinks text
+	cut := min(len(e), n)
+	for cut > 0 && cut < len(e) && !utf8.RuneStart(e[cut]) {
+		cut--
+	}
+	return e[:cut] + fmt.Sprintf("…[clipped, %d bytes]", len(s))
+}
+
+// ClipMarkerBytes bounds the length of Clip's marker.
+const ClipMarkerBytes = 40
+
 // Escapef formats like fmt.Sprintf and escapes the result: for a line of
 // output whose arguments are text from a host.
 func Escapef(format string, args ...any) string {
@@ -114,16 +144,25 @@ func escapeValue(v any) any {
 	return v
 }
 
+// MaxAttrBytes bounds each string a Handler passes on (the message, each
+// key, and each string, error, fmt.Stringer or other non-scalar value),
+// before Clip's marker: a host can put a megabyte in a certificate's
+// subject or an event's data, and a log line must not carry it.
+const MaxAttrBytes = 1024
+
 // Handler wraps a slog.Handler so that the message and every string, error
-// and fmt.Stringer attribute value reach it escaped.
+// and fmt.Stringer attribute value reach it escaped and clipped to
+// MaxAttrBytes (Clip).
 func Handler(h slog.Handler) slog.Handler { return handler{h} }
+
+func clip(s string) string { return Clip(s, MaxAttrBytes) }
 
 type handler struct{ h slog.Handler }
 
 func (h handler) Enabled(ctx context.Context, l slog.Level) bool { return h.h.Enabled(ctx, l) }
 
 func (h handler) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, Escape(r.Message), r.PC)
+	out := slog.NewRecord(r.Time, r.Level, clip(r.Message), r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(escapeAttr(a))
 		return true
@@ -139,14 +178,14 @@ func (h handler) WithAttrs(as []slog.Attr) slog.Handler {
 	return handler{h.h.WithAttrs(esc)}
 }
 
-func (h handler) WithGroup(name string) slog.Handler { return handler{h.h.WithGroup(Escape(name))} }
+func (h handler) WithGroup(name string) slog.Handler { return handler{h.h.WithGroup(clip(name))} }
 
 func escapeAttr(a slog.Attr) slog.Attr {
-	a.Key = Escape(a.Key)
+	a.Key = clip(a.Key)
 	v := a.Value.Resolve()
 	switch v.Kind() {
 	case slog.KindString:
-		a.Value = slog.StringValue(Escape(v.String()))
+		a.Value = slog.StringValue(clip(v.String()))
 	case slog.KindGroup:
 		g := v.Group()
 		esc := make([]slog.Attr, len(g))
@@ -157,11 +196,11 @@ func escapeAttr(a slog.Attr) slog.Attr {
 	case slog.KindAny:
 		switch x := v.Any().(type) {
 		case error:
-			a.Value = slog.StringValue(Escape(x.Error()))
+			a.Value = slog.StringValue(clip(x.Error()))
 		case fmt.Stringer:
-			a.Value = slog.StringValue(Escape(x.String()))
+			a.Value = slog.StringValue(clip(x.String()))
 		default:
-			a.Value = slog.StringValue(Escape(fmt.Sprint(x)))
+			a.Value = slog.StringValue(clip(fmt.Sprint(x)))
 		}
 	default:
 		a.Value = v

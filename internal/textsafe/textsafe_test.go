@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+	"unicode/utf8"
 )
 
 // hostile is text a host could put in event data or a certificate name:
@@ -108,4 +109,51 @@ func TestBytes(t *testing.T) {
 			t.Errorf("Bytes(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func TestClip(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"eleven char", 10, "eleven cha…[clipped, 11 bytes]"},
+		{"\x1b[2J", 10, `\x1b[2J`},
+		{"\x1b\x1b\x1b\x1b", 10, `\x1b\x1b\x…[clipped, 4 bytes]`},
+		{"ééééé", 5, "éé…[clipped, 10 bytes]"},
+		{"abc", 0, "…[clipped, 3 bytes]"},
+	} {
+		got := Clip(tt.in, tt.n)
+		if got != tt.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		}
+		if raw(got) || len(got) > tt.n+ClipMarkerBytes || !utf8.ValidString(got) {
+			t.Errorf("Clip(%q, %d) = %q: unsafe or too long", tt.in, tt.n, got)
+		}
+	}
+}
+
+// TestHandlerClipsAttributes is the attack of a host that puts a megabyte
+// of text where a log line quotes it (a certificate subject, an error
+// naming event data): every string reaching the log is at most
+// MaxAttrBytes and a marker, and the marker says how much was sent.
+func TestHandlerClipsAttributes(t *testing.T) {
+	huge := strings.Repeat("\x1bA", 1<<19) // 1 MiB, and escaping makes it 2.5 MiB
+	var buf bytes.Buffer
+	log := slog.New(Handler(slog.NewJSONHandler(&buf, nil))).With("subject", huge)
+	log.Warn(huge, "err", errors.New(huge), huge, 1, slog.Group("ek", "issuer", huge), "any", []byte(huge))
+	if n := buf.Len(); n > 8*(MaxAttrBytes+ClipMarkerBytes) {
+		t.Fatalf("one log line of %d bytes for attributes of 1 MiB", n)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := m["subject"].(string)
+	if !strings.HasPrefix(sub, `\x1bA\x1bA`) || !strings.HasSuffix(sub, "…[clipped, 1048576 bytes]") {
+		t.Errorf("subject logged as %.80q…", sub)
+	}
+	t.Logf("log line: %d bytes for six 1 MiB attributes", buf.Len())
 }

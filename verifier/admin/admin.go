@@ -257,7 +257,7 @@ func writeError(w http.ResponseWriter, status int, code wire.Code, msg string) {
 // writeJSON answers v as JSON with every string escaped (textsafe.JSON):
 // the dashboard and the CLI show these answers, and much of their text
 // came from hosts. Evidence bundles, which must stay as received, are
-// written by writeRawJSON.
+// written as stored, streamed (writeBundle).
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err == nil {
@@ -275,15 +275,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(out.Bytes())
-}
-
-// writeRawJSON answers v as JSON exactly as stored.
-func writeRawJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }
 
 // storeError maps a store error to a response.

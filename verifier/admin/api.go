@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -216,13 +217,24 @@ func (a *API) bundle(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	b, err := a.evidenceBundle(r.Context(), id)
+	p, err := a.evidenceBundle(r.Context(), id)
 	if err != nil {
 		a.storeError(w, r, err)
 		return
 	}
+	// Evidence, as received, streamed: each failed attestation is read and
+	// written in turn (writeBundle).
+	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="bootgate-incident-%d.json"`, id))
-	writeRawJSON(w, http.StatusOK, b) // evidence, as received
+	w.WriteHeader(http.StatusOK)
+	if err := a.writeBundle(r.Context(), w, p); err != nil {
+		// The status is sent: abort the response, so that the client
+		// sees a broken transfer, not a bundle that looks whole.
+		if !errors.Is(err, context.Canceled) {
+			a.opt.Logger.Error("write evidence bundle", "incident", id, "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // Action is the body of POST /api/v1/incidents/{id}/actions.

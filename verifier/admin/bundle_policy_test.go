@@ -43,10 +43,11 @@ func TestBundlePolicyIsOneSnapshot(t *testing.T) {
 	defer func() { stop.Store(true); <-done }()
 	deadline := time.Now().Add(3 * time.Second)
 	for n := 0; time.Now().Before(deadline); n++ {
-		b, err := f.api.evidenceBundle(context.Background(), inc)
+		p, err := f.api.evidenceBundle(context.Background(), inc)
 		if err != nil {
 			t.Fatal(err)
 		}
+		b := p.head
 		if b.Policy == nil || b.Diff.PolicyDigest == "" {
 			t.Fatalf("bundle without a policy comparison: %+v", b.Diff)
 		}

@@ -124,13 +124,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("admin API: the answer to %s is larger than %d bytes", path, maxAnswer)
 	}
 	if resp.StatusCode != http.StatusOK {
-		ae := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(b, &ae.Body) != nil || ae.Body.Code == "" {
-			ae.Body = wire.Error{Code: wire.CodeHTTP, Message: http.StatusText(resp.StatusCode)}
-		} else if ae.Body.Message == "" {
-			ae.Body.Message = http.StatusText(resp.StatusCode)
-		}
-		return ae
+		return apiError(resp.StatusCode, b)
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = b
@@ -140,6 +134,17 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("admin API: decode %s: %w", path, err)
 	}
 	return nil
+}
+
+// apiError makes the error of a non-200 answer from its body.
+func apiError(status int, body []byte) *APIError {
+	ae := &APIError{Status: status}
+	if json.Unmarshal(body, &ae.Body) != nil || ae.Body.Code == "" {
+		ae.Body = wire.Error{Code: wire.CodeHTTP, Message: http.StatusText(status)}
+	} else if ae.Body.Message == "" {
+		ae.Body.Message = http.StatusText(status)
+	}
+	return ae
 }
 
 // WhoAmI returns the operator the appliance sees.
@@ -205,6 +210,40 @@ func (c *Client) Incident(ctx context.Context, id int64) (*IncidentDetail, error
 func (c *Client) Bundle(ctx context.Context, id int64) ([]byte, error) {
 	var b []byte
 	return b, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/incidents/%d/bundle", id), nil, &b)
+}
+
+// MaxBundleBytes bounds an evidence bundle WriteBundle accepts: the
+// appliance writes at most MaxBundleAttestations failures, each with an
+// event log of at most 1 MiB (base64 in JSON), and the last pass.
+const MaxBundleBytes = 256 << 20
+
+// WriteBundle streams an incident's evidence bundle, as the appliance
+// writes it (JSON), to w, and returns the bytes written. A transfer the
+// appliance broke off, or one over MaxBundleBytes, is an error: what w
+// received is then not a whole bundle.
+func (c *Client) WriteBundle(ctx context.Context, id int64, w io.Writer) (int64, error) {
+	path := fmt.Sprintf("/api/v1/incidents/%d/bundle", id)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10)) // an error envelope
+		return 0, apiError(resp.StatusCode, b)
+	}
+	n, err := io.Copy(w, io.LimitReader(resp.Body, MaxBundleBytes+1))
+	if err != nil {
+		return n, fmt.Errorf("admin API: %s: %w", path, err)
+	}
+	if n > MaxBundleBytes {
+		return n, fmt.Errorf("admin API: the bundle of incident %d is larger than %d bytes", id, MaxBundleBytes)
+	}
+	return n, nil
 }
 
 // Act applies an operator's action to an incident.

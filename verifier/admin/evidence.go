@@ -1,11 +1,14 @@
 package admin
 
 import (
+	"bufio"
 	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 
 	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/store"
@@ -191,7 +194,19 @@ func (a *API) incidentDetail(ctx context.Context, id int64) (*IncidentDetail, er
 // bundle (each carries its event log, up to 1 MiB).
 const MaxBundleAttestations = 50
 
-func (a *API) evidenceBundle(ctx context.Context, id int64) (*Bundle, error) {
+// bundlePlan is an evidence bundle before it is written: everything but the
+// failed attestations, which writeBundle reads and writes one at a time.
+type bundlePlan struct {
+	head   *Bundle // Attestations unset
+	ids    []int64 // the attestations to write, oldest first
+	latest *store.Attestation
+}
+
+// evidenceBundle reads what a bundle needs before it is written: the
+// incident, its history, the newest MaxBundleAttestations failures' IDs
+// (the others in Omitted), the latest failure, the last pass, the policy
+// in force and the comparison.
+func (a *API) evidenceBundle(ctx context.Context, id int64) (*bundlePlan, error) {
 	in, notes, ids, latest, err := a.latestFailure(ctx, id)
 	if err != nil {
 		return nil, err
@@ -201,17 +216,6 @@ func (a *API) evidenceBundle(ctx context.Context, id int64) (*Bundle, error) {
 		// A host failing for days would make a bundle of gigabytes: the
 		// newest failures are in it, the others named.
 		b.Omitted, ids = ids[:len(ids)-MaxBundleAttestations], ids[len(ids)-MaxBundleAttestations:]
-	}
-	for _, aid := range ids {
-		if aid == latest.ID {
-			b.Attestations = append(b.Attestations, latest)
-			continue
-		}
-		att, err := a.opt.Store.Attestation(ctx, aid)
-		if err != nil {
-			return nil, err
-		}
-		b.Attestations = append(b.Attestations, att)
 	}
 	st, _ := bootState(latest)
 	// One snapshot of the policy in force for the diff and the bundle's
@@ -223,5 +227,83 @@ func (a *API) evidenceBundle(ctx context.Context, id int64) (*Bundle, error) {
 	if p := pin.policy; p != nil {
 		b.Policy = &BundlePolicy{Name: p.Name, Digest: p.Digest(), Source: string(p.Source())}
 	}
-	return b, nil
+	return &bundlePlan{head: b, ids: ids, latest: latest}, nil
+}
+
+// writeBundle writes p as the JSON of a Bundle, reading each failed
+// attestation from the store only as it is written: the memory it holds is
+// one attestation's (at most an event log of eventlog.MaxLogBytes and its
+// encoding), however many the bundle carries. An error after the first
+// byte leaves the document unfinished (invalid JSON), never a bundle that
+// looks whole.
+func (a *API) writeBundle(ctx context.Context, w io.Writer, p *bundlePlan) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	put := func(s string) { _, _ = bw.WriteString(s) }
+	field := func(name string, v any, last bool) error {
+		b, err := json.MarshalIndent(v, "  ", "  ")
+		if err != nil {
+			return fmt.Errorf("write bundle: %s: %w", name, err)
+		}
+		put("  \"" + name + "\": ")
+		_, _ = bw.Write(b)
+		if !last {
+			put(",")
+		}
+		put("\n")
+		return nil
+	}
+	h := p.head
+	put("{\n")
+	if err := field("incident", h.Incident, false); err != nil {
+		return err
+	}
+	if err := field("history", h.History, false); err != nil {
+		return err
+	}
+	put("  \"attestations\": [")
+	for i, aid := range p.ids {
+		att := p.latest
+		if aid != p.latest.ID {
+			var err error
+			if att, err = a.opt.Store.Attestation(ctx, aid); err != nil {
+				return fmt.Errorf("write bundle: attestation %d: %w", aid, err)
+			}
+		}
+		b, err := json.MarshalIndent(att, "    ", "  ")
+		if err != nil {
+			return fmt.Errorf("write bundle: attestation %d: %w", aid, err)
+		}
+		if i > 0 {
+			put(",")
+		}
+		put("\n    ")
+		_, _ = bw.Write(b)
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("write bundle: %w", err)
+		}
+	}
+	put("\n  ],\n")
+	if len(h.Omitted) > 0 {
+		if err := field("omitted", h.Omitted, false); err != nil {
+			return err
+		}
+	}
+	if h.LastPass != nil {
+		if err := field("last_pass", h.LastPass, false); err != nil {
+			return err
+		}
+	}
+	if h.Policy != nil {
+		if err := field("policy", h.Policy, false); err != nil {
+			return err
+		}
+	}
+	if err := field("diff", h.Diff, true); err != nil {
+		return err
+	}
+	put("}\n")
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	return nil
 }

@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 		if n == 0 {
 			n = 1024
 		}
-		logs = eventlog.NewCache(n)
+		logs = eventlog.NewCache(n, eventlog.DefaultCacheBytes)
 	}
 	var boot *server.BootOS
 	if cfg.Boot != nil {
@@ -224,7 +224,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: log,
 		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot, Recorded: recorded,
-		Leases: leases, BehindNAT: cfg.AttestBehindNAT, Refusals: st,
+		Leases: leases, BehindNAT: cfg.AttestBehindNAT, Refusals: st, Work: connlimit.Limits{Total: cfg.Work.Max, PerSource: cfg.Work.PerSource},
 		CA: ca, IdentityTTL: identityTTL(cfg.Config), IdentityMaxAge: identityMaxAge(cfg.Config), Metrics: metrics,
 	})
 	if err != nil {

@@ -128,7 +128,7 @@ func (e *evidence) verifyOnce(tb testing.TB, logs attest.LogVerifier) {
 func TestBenchmarkEvidenceVerifies(t *testing.T) {
 	e := newEvidence(t)
 	e.verifyOnce(t, attest.DirectLogs)
-	e.verifyOnce(t, eventlog.NewCache(8))
+	e.verifyOnce(t, eventlog.NewCache(8, 0))
 }
 
 // BenchmarkVerifyAttestation measures the full verification of one
@@ -143,7 +143,7 @@ func BenchmarkVerifyAttestation(b *testing.B) {
 		}
 	})
 	b.Run("shared-log", func(b *testing.B) {
-		cache := eventlog.NewCache(1024)
+		cache := eventlog.NewCache(1024, 0)
 		e.verifyOnce(b, cache)
 		b.ReportAllocs()
 		for b.Loop() {

@@ -186,8 +186,8 @@ type Enrollment struct {
 	// TPM is the manufacturer, model and version the EK certificate's
 	// subject alternative name gives (zero for an allowlisted EK).
 	TPM      pki.TPMAttributes
-	EKPublic []byte        // TPMT_PUBLIC as presented, for the record
-	AK       wire.AKParams // as presented, for the record
+	EKPublic []byte        // TPMT_PUBLIC, canonical (as presented, which Enroll requires), for the record
+	AK       wire.AKParams // each structure canonical (as presented, which Enroll requires), for the record
 	ekPublic tpm2.TPMTPublic
 	// firmwareProven: the AK's quotes show firmwareVersion in clear.
 	firmwareProven bool
@@ -207,6 +207,12 @@ func HostID(ek crypto.PublicKey) (string, error) {
 }
 
 // Enroll checks an enrollment request at time now:
+//   - no field is over its limit (wire.EnrollRequest.Check: an error
+//     wrapping wire.ErrFieldTooLarge);
+//   - the EK public area, each AK parameter and the EK certificate are each
+//     exactly one canonical encoding, with no bytes after it (ErrBadEK,
+//     ErrBadAK or ErrEKUntrusted, each also matching ErrNotCanonical): the
+//     Enrollment keeps copies of these, never the request's buffers;
 //   - the EK public area is a restricted decryption key bound to its TPM
 //     (ErrBadEK);
 //   - an RSA EK or AK has no ROCA fingerprint (CVE-2017-15361): ErrEKUntrusted
@@ -220,9 +226,12 @@ func HostID(ek crypto.PublicKey) (string, error) {
 //   - the AK's creation data shows a TPM-resident restricted signing key
 //     (ErrBadAK).
 func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, error) {
-	ekPub, err := unmarshalPublic(req.EKPublic)
+	if err := req.Check(); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	ekPub, err := canonical[tpm2.TPMTPublic]("EK TPMT_PUBLIC", req.EKPublic, quickPublic)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadEK, err)
 	}
 	if err := checkEKAttributes(ekPub); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEK, err)
@@ -238,7 +247,7 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 	if err := roca.Check(ekKey); err != nil {
 		return nil, fmt.Errorf("%w: EK %s: %w", ErrEKUntrusted, id, err)
 	}
-	e := &Enrollment{HostID: id, EKType: keytype.Of(ekPub), EKPublic: req.EKPublic, AK: req.AK, ekPublic: *ekPub}
+	e := &Enrollment{HostID: id, EKType: keytype.Of(ekPub), EKPublic: bytes.Clone(req.EKPublic), ekPublic: *ekPub}
 
 	if len(req.EKCert) == 0 {
 		if !r.allowedEKs[id] {
@@ -249,14 +258,21 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 		if err != nil {
 			return nil, err
 		}
+		if !bytes.Equal(cert.Raw, req.EKCert) {
+			return nil, fmt.Errorf("%w: EK certificate: %w: %d bytes sent, the certificate's DER is %d", ErrEKUntrusted, ErrNotCanonical, len(req.EKCert), len(cert.Raw))
+		}
 		if !publicKeysEqual(cert.PublicKey, ekKey) {
 			return nil, fmt.Errorf("%w: the certificate is for another key than the EK presented", ErrEKUntrusted)
 		}
-		e.EKCert, e.EKIssuer, e.TPM = req.EKCert, cert.Issuer.String(), attrs
+		e.EKCert, e.EKIssuer, e.TPM = bytes.Clone(cert.Raw), cert.Issuer.String(), attrs
+	}
+
+	if e.AK, err = canonicalAK(req.AK); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadAK, err)
 	}
 
 	// A ROCA-weak AK could be forged by whoever factors it: checked before
-	// anything else about the AK.
+	// anything about the AK but its encoding.
 	if akPub, err := legacy.DecodePublic(req.AK.Public); err == nil && akPub.RSAParameters != nil {
 		if key, err := akPub.Key(); err == nil {
 			if err := roca.Check(key); err != nil {
@@ -489,26 +505,6 @@ func checkSignatureSHA1(parent, c *x509.Certificate) error {
 		}
 	}
 	return errors.New("signature does not verify")
-}
-
-// unmarshalPublic decodes a TPMT_PUBLIC. Bytes after the structure are
-// ignored: every use (the key, its name) works on the decoded structure.
-// go-tpm reports malformed input as errors; the recover guards the verifier
-// against a library bug on hostile input all the same.
-func unmarshalPublic(b []byte) (pub *tpm2.TPMTPublic, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			pub, err = nil, fmt.Errorf("malformed TPMT_PUBLIC: %v", r)
-		}
-	}()
-	if len(b) == 0 {
-		return nil, errors.New("empty TPMT_PUBLIC")
-	}
-	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](b)
-	if err != nil {
-		return nil, fmt.Errorf("malformed TPMT_PUBLIC: %w", err)
-	}
-	return pub, nil
 }
 
 // checkEKAttributes accepts the public area of a storage-style endorsement

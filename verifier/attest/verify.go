@@ -10,6 +10,7 @@ import (
 	goattest "github.com/google/go-attestation/attest"
 	legacy "github.com/google/go-tpm/legacy/tpm2"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
@@ -185,7 +186,8 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	}
 	st, err := logs.Verify(q.EventLog, bank)
 	if err != nil {
-		return nil, &EvidenceError{Check: CheckEventLog, Detail: err.Error()}
+		// The log's errors can quote what the host sent: escaped and clipped.
+		return nil, &EvidenceError{Check: CheckEventLog, Detail: textsafe.Clip(err.Error(), eventlog.MaxDetailBytes)}
 	}
 	return &Verified{HostID: e.HostID, State: st, FirmwareVersion: att.FirmwareVersion}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -141,16 +142,37 @@ func (e *env) incidentExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := c.Bundle(ctx, id)
+			n, err := writeBundleFile(ctx, c, id, args[1])
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(args[1], b, 0o600); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "incident %d: evidence bundle (%d bytes) written to %s\n", id, len(b), args[1])
+			fmt.Fprintf(e.stdout, "incident %d: evidence bundle (%d bytes) written to %s\n", id, n, args[1])
 			return nil
 		})
+}
+
+// writeBundleFile streams incident id's evidence bundle into the file
+// path (mode 0600) through a temporary file beside it, renamed over path
+// only once the whole bundle is in: a transfer that fails leaves path as
+// it was.
+func writeBundleFile(ctx context.Context, c *admin.Client, id int64, path string) (n int64, err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), ".bootgate-bundle-*")
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if n, err = c.WriteBundle(ctx, id, f); err != nil {
+		return n, err
+	}
+	if err = f.Close(); err != nil {
+		return n, err
+	}
+	return n, os.Rename(f.Name(), path)
 }
 
 func (e *env) incidentsCmd() *cobra.Command {

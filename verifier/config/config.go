@@ -47,7 +47,8 @@ type Config struct {
 	// PCRs overrides the SHA-256 PCRs every quote must cover (default 0-15).
 	PCRs []int `yaml:"pcrs"`
 	// LogCache is the number of distinct event logs whose verification is
-	// remembered (default 1024; 0 keeps the default, -1 disables).
+	// remembered (default 1024; 0 keeps the default, -1 disables), within
+	// eventlog.DefaultCacheBytes (64 MiB) whatever the count.
 	LogCache int `yaml:"log_cache"`
 	// Boot is the production OS that admitted hosts boot (optional).
 	Boot *Boot `yaml:"boot"`
@@ -70,6 +71,11 @@ type Config struct {
 	// Conns caps the attestation API's open connections (default 1024 in
 	// total, 16 per source address).
 	Conns ConnLimits `yaml:"conns"`
+	// Work caps the attestation API's enrollments, quotes and identity
+	// renewals in progress (default 64 in total, 4 per source address;
+	// with attest_behind_nat, per_source defaults to max): one beyond
+	// them is answered 429 with a Retry-After, which the agent honours.
+	Work ConnLimits `yaml:"work"`
 }
 
 // ConnLimits caps a listener's open connections (TFTP: its transfers): Max
@@ -349,7 +355,7 @@ func (c *Config) validate() error {
 			errs = append(errs, errors.New("boot: needs pki (boot files are served only to admitted hosts' identities)"))
 		}
 	}
-	errs = append(errs, c.Conns.validate("conns"))
+	errs = append(errs, c.Conns.validate("conns"), c.Work.validate("work"))
 	if c.SessionTTL < 0 {
 		errs = append(errs, errors.New("session_ttl: negative"))
 	}

@@ -163,6 +163,17 @@ func Source(a net.Addr) netip.Addr {
 	return ip
 }
 
+// SourceOf returns the accounting key (as Source does) of a peer given as
+// host:port, such as net/http's Request.RemoteAddr. Addresses it cannot
+// parse share the zero key.
+func SourceOf(hostPort string) netip.Addr {
+	ap, err := netip.ParseAddrPort(hostPort)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return Source(net.TCPAddrFromAddrPort(ap))
+}
+
 // Listener sheds connections beyond its Counter's caps: Accept closes them
 // at once (with a TCP reset, so that no state lingers) and waits for the
 // next. An accepted connection holds its slot until it is closed.

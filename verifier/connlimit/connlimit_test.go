@@ -198,3 +198,18 @@ func TestLimitedConnPassesThrough(t *testing.T) {
 		t.Error("no CloseWrite")
 	}
 }
+
+func TestSourceOf(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.1:80":          "10.0.0.1",
+		"[::ffff:10.0.0.1]:80": "10.0.0.1",
+		"[2001:db8::1:2]:443":  "2001:db8::",
+		"[fe80::1%eth0]:443":   "fe80::",
+		"not an address":       "invalid IP",
+		"10.0.0.1":             "invalid IP",
+	} {
+		if got := SourceOf(in).String(); got != want {
+			t.Errorf("SourceOf(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"container/list"
 	"crypto/sha256"
+	"encoding/json"
 	"sync"
 )
 
@@ -15,10 +16,14 @@ import (
 //
 // A hit requires the identical log (by SHA-256) and, for every PCR that has
 // events, the identical quoted value; anything else is verified from scratch.
-// The cache holds at most its capacity of logs, least recently used first out.
+// The cache holds at most its capacity of logs and its budget of bytes,
+// least recently used first out: the logs are the hosts', and a host can
+// send many distinct large ones.
 type Cache struct {
 	mu       sync.Mutex
 	capacity int
+	maxBytes int64
+	bytes    int64 // sum of the entries' size
 	entries  map[[32]byte]*list.Element
 	lru      *list.List
 	hits     uint64
@@ -30,14 +35,46 @@ type cacheEntry struct {
 	hash  int            // crypto.Hash of the bank
 	pcrs  map[int][]byte // quoted values of the PCRs that have events
 	state *BootState     // PCRs field unset; filled per attestation
+	size  int64          // bytes the entry holds, as entrySize estimates them
 }
 
-// NewCache makes a cache of at most capacity logs.
-func NewCache(capacity int) *Cache {
+// DefaultCacheBytes is the byte budget of a cache made with a budget of 0:
+// 64 MiB, room for thousands of the boot states of real logs (a few KiB
+// each).
+const DefaultCacheBytes = 64 << 20
+
+// NewCache makes a cache of at most capacity logs (at least 1) whose
+// entries hold at most maxBytes bytes in all (DefaultCacheBytes if
+// maxBytes <= 0). An entry's size is estimated as the length of its boot
+// state's JSON encoding plus its PCR values and a fixed overhead; a log
+// whose entry alone is over the budget is verified but not kept.
+func NewCache(capacity int, maxBytes int64) *Cache {
 	if capacity < 1 {
 		capacity = 1
 	}
-	return &Cache{capacity: capacity, entries: map[[32]byte]*list.Element{}, lru: list.New()}
+	if maxBytes <= 0 {
+		maxBytes = DefaultCacheBytes
+	}
+	return &Cache{capacity: capacity, maxBytes: maxBytes, entries: map[[32]byte]*list.Element{}, lru: list.New()}
+}
+
+// entryOverhead estimates the bytes an entry holds beyond its boot state's
+// strings and PCR values: list element, map slots, the key, headers.
+const entryOverhead = 512
+
+// entrySize estimates the bytes an entry for st with pcrs holds.
+func entrySize(st *BootState, pcrs map[int][]byte) int64 {
+	n := int64(entryOverhead)
+	if b, err := json.Marshal(st); err == nil {
+		n += int64(len(b))
+	} else {
+		return 1 << 62 // unmeasurable: never kept
+	}
+	for _, v := range pcrs {
+		n += int64(len(v)) + 16
+	}
+	n += int64(len(st.eventPCRs)) * 16
+	return n
 }
 
 // Verify has the semantics of the package-level Verify.
@@ -98,16 +135,35 @@ func (c *Cache) store(key [32]byte, bank Bank, st *BootState) {
 	}
 	shared := *st
 	shared.PCRs = nil
+	size := entrySize(&shared, pcrs)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[key]; ok {
-		c.lru.Remove(el)
+		c.remove(el)
 	}
-	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, hash: int(bank.Hash), pcrs: pcrs, state: &shared})
-	for c.lru.Len() > c.capacity {
-		old := c.lru.Remove(c.lru.Back()).(*cacheEntry)
-		delete(c.entries, old.key)
+	if size > c.maxBytes {
+		return
 	}
+	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, hash: int(bank.Hash), pcrs: pcrs, state: &shared, size: size})
+	c.bytes += size
+	for c.lru.Len() > c.capacity || c.bytes > c.maxBytes {
+		c.remove(c.lru.Back())
+	}
+}
+
+// remove drops an entry; c.mu is held.
+func (c *Cache) remove(el *list.Element) {
+	old := c.lru.Remove(el).(*cacheEntry)
+	delete(c.entries, old.key)
+	c.bytes -= old.size
+}
+
+// Size reports the logs the cache holds and their estimated bytes (see
+// NewCache).
+func (c *Cache) Size() (logs int, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len(), c.bytes
 }
 
 // Stats reports hits and misses since the cache was made.

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"maps"
 	"math/big"
 	"testing"
@@ -16,11 +17,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/bootgate/bootgate/internal/eventlogtest"
 )
 
 func TestCacheMatchesDirectVerification(t *testing.T) {
 	logs := realLogs(t)
-	c := NewCache(4)
+	c := NewCache(4, 0)
 	for name, raw := range logs {
 		bank, err := Replay(raw)
 		if err != nil {
@@ -57,7 +60,7 @@ func TestCacheRefusesOtherPCRs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := NewCache(8)
+	c := NewCache(8, 0)
 	if _, err := c.Verify(raw, bank); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +76,7 @@ func TestCacheRefusesOtherPCRs(t *testing.T) {
 	}
 	// A PCR without events that is not zero is refused, hit or not: a host
 	// could otherwise drop a PCR's events from its log.
-	for _, cache := range []*Cache{c, NewCache(1)} {
+	for _, cache := range []*Cache{c, NewCache(1, 0)} {
 		hidden := Bank{Hash: bank.Hash, PCRs: maps.Clone(bank.PCRs), Unlogged: []int{10}}
 		hidden.PCRs[11] = bytes.Repeat([]byte{0x07}, 32)
 		_, err = cache.Verify(raw, hidden)
@@ -93,7 +96,7 @@ func TestCacheRefusesOtherPCRs(t *testing.T) {
 }
 
 func TestCacheIsBounded(t *testing.T) {
-	c := NewCache(2)
+	c := NewCache(2, 0)
 	n := 0
 	for _, raw := range realLogs(t) {
 		bank, err := Replay(raw)
@@ -145,5 +148,71 @@ func TestSubjectsOfRealCertificates(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// bigCmdlineLog returns base with a GRUB command line of n bytes, distinct
+// for each i, measured into PCR 8: a log that verifies and whose boot state
+// holds the text.
+func bigCmdlineLog(t testing.TB, base []byte, i, n int) []byte {
+	t.Helper()
+	l, err := eventlogtest.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := []byte(fmt.Sprintf("console=ttyS0 junk%d=", i))
+	text = append(text, bytes.Repeat([]byte{'x'}, n-len(text))...)
+	data := append(append([]byte("kernel_cmdline: "), text...), 0)
+	const evIPL = 0x0d
+	l, _ = l.Insert(l.Event(8, evIPL, data, text))
+	return l.Bytes()
+}
+
+// TestCacheBoundedInBytes is the attack of a host sending many distinct
+// large logs: the cache keeps within its byte budget whatever their count,
+// still serves the most recent, and does not keep a log whose entry alone
+// is over the budget.
+func TestCacheBoundedInBytes(t *testing.T) {
+	base := realLogs(t)["rhel8-uefi.bin"]
+	const budget = 1 << 20
+	c := NewCache(1000, budget)
+	var last []byte
+	var lastBank Bank
+	for i := range 40 {
+		raw := bigCmdlineLog(t, base, i, 100<<10)
+		bank, err := Replay(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := c.Verify(raw, bank)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Cmdlines) == 0 || len(st.Cmdlines[len(st.Cmdlines)-1].Text) != 100<<10 {
+			t.Fatalf("log %d: the command line is not in the boot state", i)
+		}
+		last, lastBank = raw, bank
+	}
+	logs, used := c.Size()
+	if used > budget || logs >= 40 || logs == 0 {
+		t.Fatalf("after 40 logs of 100 KiB text the cache holds %d logs in %d bytes; want fewer within %d", logs, used, budget)
+	}
+	t.Logf("40 logs of 100 KiB text: %d kept, %d bytes (budget %d)", logs, used, budget)
+	hits, _ := c.Stats()
+	if _, err := c.Verify(last, lastBank); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := c.Stats(); h != hits+1 {
+		t.Error("the most recent log is not served from the cache")
+	}
+
+	small := NewCache(1000, 50<<10)
+	raw := bigCmdlineLog(t, base, 0, 100<<10)
+	bank, _ := Replay(raw)
+	if _, err := small.Verify(raw, bank); err != nil {
+		t.Fatal(err)
+	}
+	if logs, used := small.Size(); logs != 0 || used != 0 {
+		t.Errorf("a log over the whole budget is kept: %d logs, %d bytes", logs, used)
 	}
 }

@@ -268,16 +268,18 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 	return st
 }
 
-// anomaly records a structural problem with event n.
+// anomaly records a structural problem with event n; the detail is made by
+// Detailf, which quotes the string arguments.
 func (st *BootState) anomaly(n int, format string, args ...any) {
-	st.Anomalies = append(st.Anomalies, Anomaly{Event: n, Detail: fmt.Sprintf(format, args...)})
+	st.Anomalies = append(st.Anomalies, Anomaly{Event: n, Detail: Detailf(format, args...)})
 }
 
-// unverifiable records event n, e, as one whose digest cannot be explained.
+// unverifiable records event n, e, as one whose digest cannot be explained,
+// by its PCR, type and digest; the detail is made by Detailf.
 func (st *BootState) unverifiable(n int, e tcg.Event, format string, args ...any) {
 	st.Unverifiable = append(st.Unverifiable, Unverified{
 		Event: n, PCR: e.Index, Type: EventTypeName(e.Type), Digest: hex.EncodeToString(e.Digest),
-		Detail: fmt.Sprintf(format, args...),
+		Detail: Detailf(format, args...),
 	})
 }
 
@@ -345,7 +347,8 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData) {
 		case len(v.VariableData) == 1 && v.VariableData[0] <= 1:
 			st.SecureBoot.Enabled = v.VariableData[0] == 1
 		default:
-			st.anomaly(n, "SecureBoot variable has invalid value %x", v.VariableData)
+			sum := sha256.Sum256(v.VariableData)
+			st.anomaly(n, "SecureBoot variable has an invalid value: %d bytes, SHA-256 %s (want one byte, 0 or 1)", len(v.VariableData), hex.EncodeToString(sum[:]))
 		}
 		return
 	case guid == efiGlobalVariable && name == "PK":

@@ -32,6 +32,9 @@ const (
 )
 
 // Failure is one failed rule, naming the offending event where there is one.
+// Its Detail is at most eventlog.MaxDetailBytes (and a clipping marker):
+// text from the log in it is escaped and clipped (eventlog.Detailf), and
+// no event data is dumped into it.
 type Failure struct {
 	Rule   string `json:"rule"`
 	Event  int    `json:"event,omitempty"`
@@ -60,8 +63,8 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 		if perRule[rule]++; perRule[rule] > MaxFailuresPerRule {
 			return
 		}
-		// Details quote text from the log, which need not be valid UTF-8.
-		out = append(out, Failure{Rule: rule, Event: event, Detail: strings.ToValidUTF8(fmt.Sprintf(format, args...), "\uFFFD")})
+		// Details quote text from the log: Detailf escapes and clips it.
+		out = append(out, Failure{Rule: rule, Event: event, Detail: eventlog.Detailf(format, args...)})
 	}
 	defer func() {
 		for _, rule := range slices.Sorted(maps.Keys(perRule)) {
@@ -72,11 +75,11 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 	}()
 
 	for _, a := range st.Anomalies {
-		fail(RuleLogStructure, a.Event, "%s", a.Detail)
+		fail(RuleLogStructure, a.Event, "%s", eventlog.Text(a.Detail))
 	}
 	for _, u := range st.Unverifiable {
 		if !p.Log.pins(u) {
-			fail(RuleLogUnverifiable, u.Event, "%s (PCR %d, %s, digest %s; not pinned)", u.Detail, u.PCR, u.Type, u.Digest)
+			fail(RuleLogUnverifiable, u.Event, "%s (PCR %d, %s, digest %s; not pinned)", eventlog.Text(u.Detail), u.PCR, u.Type, u.Digest)
 		}
 	}
 

@@ -92,7 +92,7 @@ func BenchmarkAPIExchange(b *testing.B) {
 	}
 	b.Cleanup(func() { db.Close() })
 	rnd := &replayableRand{}
-	srv, err := server.New(server.Options{Roots: ca.Roots(), Policy: pol, Store: db, Logs: eventlog.NewCache(64), Rand: rnd})
+	srv, err := server.New(server.Options{Roots: ca.Roots(), Policy: pol, Store: db, Logs: eventlog.NewCache(64, 0), Rand: rnd})
 	if err != nil {
 		b.Fatal(err)
 	}

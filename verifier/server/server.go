@@ -21,13 +21,17 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/attest"
+	"github.com/bootgate/bootgate/verifier/connlimit"
+	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/pki"
 	"github.com/bootgate/bootgate/verifier/policy"
 	"github.com/bootgate/bootgate/verifier/seal"
@@ -89,7 +93,25 @@ type Options struct {
 	// both links (default: Store, if it has RecordAction, as store.SQLite
 	// does; else they are only logged).
 	Refusals RefusalLog
+	// Work bounds the requests of the expensive endpoints (enrollment,
+	// quote, identity renewal) in progress at once, from the moment the
+	// request is read until it is answered: in all, and per source address
+	// (IPv4 address or IPv6 /64, connlimit.Source), so that one source
+	// cannot take the slots the others need. A request beyond either cap
+	// is answered 429 wire.CodeRetryLater with a Retry-After of
+	// RetryAfter, having done nothing. Zero fields take DefaultWork; with
+	// BehindNAT every agent shares the translator's address, so a zero
+	// PerSource is the total.
+	Work connlimit.Limits
+	// RetryAfter is the wait a 429 answer asks for, rounded up to whole
+	// seconds (default 1 s).
+	RetryAfter time.Duration
 }
+
+// DefaultWork is the default of Options.Work: on a small appliance 64
+// requests in progress keep its cores busy while a storm's others wait their
+// turn at the agents; one source may hold 4 (an agent has one at a time).
+var DefaultWork = connlimit.Limits{Total: 64, PerSource: 4}
 
 // Store is what the attestation API needs of the verifier's store (its
 // port); store.SQLite implements it.
@@ -153,6 +175,7 @@ type Server struct {
 	opt      Options
 	policy   atomic.Pointer[policy.Policy] // in force; SetPolicy replaces it
 	sessions *sessions
+	work     *connlimit.Counter // requests of the expensive endpoints in progress
 	boot     *bootFiles
 	fresh    []int // quoted PCRs that must be zero: bootgate's boundary
 
@@ -221,7 +244,18 @@ func New(opt Options) (*Server, error) {
 	if opt.Refusals == nil {
 		opt.Refusals, _ = opt.Store.(RefusalLog)
 	}
-	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
+	if opt.RetryAfter <= 0 {
+		opt.RetryAfter = time.Second
+	}
+	work := opt.Work.WithDefaults(DefaultWork)
+	if opt.BehindNAT && opt.Work.PerSource == 0 {
+		work.PerSource = work.Total
+	}
+	counter, err := connlimit.NewCounter(work)
+	if err != nil {
+		return nil, fmt.Errorf("new server: work: %w", err)
+	}
+	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions), work: counter}
 	s.policy.Store(opt.Policy)
 	if slices.Contains(opt.PCRs, wire.BoundaryPCR) {
 		s.fresh = []int{wire.BoundaryPCR}
@@ -244,8 +278,8 @@ func New(opt Options) (*Server, error) {
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+wire.PathEnroll, s.counted(s.enroll))
-	mux.HandleFunc("POST "+wire.PathQuote, s.counted(s.quote))
+	mux.HandleFunc("POST "+wire.PathEnroll, s.counted(s.bounded(s.enroll)))
+	mux.HandleFunc("POST "+wire.PathQuote, s.counted(s.bounded(s.quote)))
 	// Routes that answer only to an admitted host's identity exist only
 	// with a CA (New refuses boot files without one): without it they are
 	// 404, never open.
@@ -254,7 +288,7 @@ func (s *Server) Handler() http.Handler {
 			mux.HandleFunc("GET "+wire.PathBoot+"{name}", s.requireIdentity(s.boot.serve))
 		}
 		mux.HandleFunc("GET "+wire.PathIdentity, s.requireIdentity(s.whoami))
-		mux.HandleFunc("POST "+wire.PathIdentityRenew, s.requireIdentity(s.renewIdentity))
+		mux.HandleFunc("POST "+wire.PathIdentityRenew, s.counted(s.bounded(s.requireIdentity(s.renewIdentity))))
 		mux.HandleFunc("GET "+wire.PathIdentityCRL, s.crl)
 	}
 	return mux
@@ -262,7 +296,7 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	var req wire.EnrollRequest
-	if !decode(w, r, &req) {
+	if !decode(w, r, &req) || !checked(w, req.Check()) {
 		return
 	}
 	log := s.opt.Logger.With("remote", r.RemoteAddr)
@@ -271,6 +305,8 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		log.Warn("enrollment refused", "err", err)
 		switch {
+		case errors.Is(err, wire.ErrFieldTooLarge):
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 		case errors.Is(err, attest.ErrEKUntrusted), errors.Is(err, attest.ErrBadEK):
 			writeError(w, http.StatusForbidden, wire.CodeEKUntrusted, err.Error())
 		default:
@@ -315,7 +351,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	var req wire.QuoteRequest
-	if !decode(w, r, &req) {
+	if !decode(w, r, &req) || !checked(w, req.Check()) {
 		return
 	}
 	now := s.opt.Now()
@@ -364,14 +400,14 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	var stateJSON []byte
 	var identityKey crypto.PublicKey
 	if evErr != nil {
-		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: evErr.Detail}
+		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: textsafe.Clip(evErr.Detail, eventlog.MaxDetailBytes)}
 	} else {
 		in.Policy = evaluate(pol, enr, verified)
 		stateJSON, _ = json.Marshal(verified.State)
 		if req.Identity != nil && s.opt.CA != nil {
 			in.Identity.Requested = true
 			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
-				in.Identity.Failure = err.Error()
+				in.Identity.Failure = textsafe.Clip(err.Error(), eventlog.MaxDetailBytes)
 			}
 		}
 	}
@@ -580,6 +616,17 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 			return false
 		}
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "malformed JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// checked answers a request whose field is over its limit (err from the
+// request's Check) with 400 bad_request naming the field, and reports
+// whether err was nil.
+func checked(w http.ResponseWriter, err error) bool {
+	if err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 		return false
 	}
 	return true
@@ -817,6 +864,28 @@ func (s *Server) crl(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d", int(crlCache.Seconds())))
 	_, _ = w.Write(s.crlDER)
 }
+
+// bounded lets h run only within Options.Work for the request's source;
+// beyond it the answer is 429 wire.CodeRetryLater with a Retry-After, and
+// nothing else happens (the body is not read).
+func (s *Server) bounded(h http.HandlerFunc) http.HandlerFunc {
+	retry := strconv.Itoa(int((s.opt.RetryAfter + time.Second - 1) / time.Second))
+	return func(w http.ResponseWriter, r *http.Request) {
+		src := connlimit.SourceOf(r.RemoteAddr)
+		if !s.work.Acquire(src) {
+			s.work.ReportShed(s.opt.Logger, "attestation work over the caps shed", src, "path", r.URL.Path)
+			w.Header().Set(wire.RetryAfterHeader, retry)
+			writeError(w, http.StatusTooManyRequests, wire.CodeRetryLater, "the appliance is busy; retry after "+retry+" s")
+			return
+		}
+		defer s.work.Release(src)
+		h(w, r)
+	}
+}
+
+// WorkInProgress reports the requests of the expensive endpoints in
+// progress, and the sources they come from.
+func (s *Server) WorkInProgress() (requests, sources int) { return s.work.Active() }
 
 func (s *Server) counted(h http.HandlerFunc) http.HandlerFunc {
 	if s.opt.Metrics == nil {

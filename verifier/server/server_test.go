@@ -1095,7 +1095,7 @@ func TestEvidenceFailures(t *testing.T) {
 					passes := 0
 					f := newFixture(t, ca.Roots(), func(o *server.Options) {
 						if logs == "cached" {
-							o.Logs = eventlog.NewCache(4)
+							o.Logs = eventlog.NewCache(4, 0)
 						}
 					})
 					if logs == "cached" {
@@ -1220,7 +1220,7 @@ func TestConcurrentAttestations(t *testing.T) {
 	if len(eks) != numHosts {
 		t.Fatalf("%d EKs, want %d", len(eks), numHosts)
 	}
-	f := newFixture(t, ca.Roots(), func(o *server.Options) { o.Logs = eventlog.NewCache(4) })
+	f := newFixture(t, ca.Roots(), func(o *server.Options) { o.Logs = eventlog.NewCache(4, 0) })
 
 	slots := make(chan struct{}, 2)
 	// once runs one attestation of ek; it returns an error rather than

@@ -42,6 +42,11 @@ const (
 	// is recorded.
 	CodeLinkMismatch Code = "link_mismatch"
 	CodeInternal     Code = "internal" // the appliance failed; see its log
+	// CodeRetryLater (HTTP 429) refuses a request because the appliance is
+	// at its bound of attestation work in progress, overall or for the
+	// request's source address. The answer's Retry-After header gives the
+	// seconds to wait (RetryAfterHeader); nothing was done or recorded.
+	CodeRetryLater Code = "retry_later"
 
 	// Host identity endpoints (PathIdentity, PathIdentityRenew).
 	CodeIdentityRequired Code = "identity_required" // no host identity certificate was presented
@@ -63,6 +68,11 @@ const (
 	CodeCSRF          Code = "csrf"            // a state change without the operator header, or cross-origin
 	CodeBusy          Code = "busy"            // too many live streams
 )
+
+// RetryAfterHeader is the header of a CodeRetryLater answer: the whole
+// seconds to wait before trying again (RFC 9110, 10.2.3; the appliance
+// never sends the HTTP-date form).
+const RetryAfterHeader = "Retry-After"
 
 // CodeHTTP is never sent by the appliance: clients use it for a non-2xx
 // answer whose body is not an Error (a proxy's page, say).
