@@ -65,6 +65,11 @@ type BootState struct {
 	// ShimVariables are shim's state variables (SbatLevel, MokListTrusted),
 	// which shim measures as authority events.
 	ShimVariables []ShimVariable `json:"shim_variables,omitempty"`
+	// Quirks are the firmware quirks (quirks.go) that explain events of
+	// this log; a policy passes a log only if it accepts each.
+	Quirks []QuirkUse `json:"quirks,omitempty"`
+
+	pcr7Vars int // EV_EFI_VARIABLE_DRIVER_CONFIG events of PCR 7 so far
 }
 
 // SecureBoot is the measured value of the SecureBoot variable.
@@ -257,15 +262,43 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 			}
 		}
 	}
+	// QuirkSeparatorPCR7Only: a separator in PCR 7, and nothing in PCRs
+	// 0–6 that is or could be one.
+	pcr7Only := seenSep[7] && !sepDigestIn(events, known, 0, 6)
+	for i := range 7 {
+		pcr7Only = pcr7Only && !seenSep[i]
+	}
 	for i := range 8 {
 		switch _, quoted := bank.PCRs[i]; {
 		case seenSep[i]:
 			st.SeparatorPCRs = append(st.SeparatorPCRs, i)
+		case quoted && i < 7 && pcr7Only:
 		case quoted:
 			st.Anomalies = append(st.Anomalies, Anomaly{Detail: fmt.Sprintf("PCR %d has no separator: the log does not record a whole boot", i)})
 		}
 	}
+	if pcr7Only {
+		var missing []int
+		for i := range 7 {
+			if _, quoted := bank.PCRs[i]; quoted {
+				missing = append(missing, i)
+			}
+		}
+		if len(missing) > 0 {
+			st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkSeparatorPCR7Only,
+				Detail: fmt.Sprintf("PCRs %v hold no separator, and no event of PCRs 0–6 has a separator's digest", missing)})
+		}
+	}
 	return st
+}
+
+// sepDigestIn reports whether an event of PCRs lo to hi has the digest of
+// a separator value, whatever its type.
+func sepDigestIn(events []tcg.Event, known *digests, lo, hi int) bool {
+	return slices.ContainsFunc(events, func(e tcg.Event) bool {
+		d := string(e.Digest)
+		return e.Index >= lo && e.Index <= hi && (d == known.sepOK || known.sepError[d])
+	})
 }
 
 // anomaly records a structural problem with event n.
@@ -285,14 +318,21 @@ func (st *BootState) unverifiable(n int, e tcg.Event, format string, args ...any
 // action (extract's doc).
 func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator bool, seenVar map[string]bool) {
 	bound := digestOf(alg, e, e.Data)
+	v, perr := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
 	if e.Type == tcg.EFIVariableDriverConfig {
+		place := st.pcr7Vars
+		st.pcr7Vars++
+		if !bound && perr == nil && valueOnlyVariable(alg, e, v, place) {
+			bound = true
+			st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkVariableValueOnly, Event: n,
+				Detail: fmt.Sprintf("variable %s: the digest is of its value only", v.VarName())})
+		}
 		if !bound {
-			st.anomaly(n, "variable event digest does not match its data")
+			st.anomaly(n, "variable event digest matches neither its data nor, by a known firmware quirk, its value")
 			return
 		}
-		v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
-		if err != nil {
-			st.anomaly(n, "unparsable UEFI variable: %v", err)
+		if perr != nil {
+			st.anomaly(n, "unparsable UEFI variable: %v", perr)
 			return
 		}
 		key := v.Header.VariableName.String() + "/" + v.VarName()
@@ -309,14 +349,18 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 		}
 		// Any other variable must be what an authority is.
 	}
+	if !bound && shimAuthorityShort(alg, e, v, perr == nil) {
+		bound = true
+		st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkShimAuthorityLastByte, Event: n,
+			Detail: fmt.Sprintf("authority %s: the digest is of the event data without its last byte", v.VarName())})
+	}
 	if !bound {
 		// The event replayed, so PCR 7 is right, but its data is not what
 		// was measured: what it stands for cannot be told.
 		st.unverifiable(n, e, "%s data does not match its digest", EventTypeName(e.Type))
 		return
 	}
-	v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
-	if err != nil {
+	if perr != nil {
 		st.unverifiable(n, e, "%s in PCR 7 is neither a Secure Boot variable, a known action nor an authority", EventTypeName(e.Type))
 		return
 	}
