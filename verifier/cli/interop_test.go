@@ -27,11 +27,22 @@ func TestInteropLearn(t *testing.T) {
 			[]string{"allowed: code_integrity.allow_any_boot_app", "allowed: secure_boot.pk.allow_any"}},
 		{"fwupd-v2-uefi-debug-mode.bin", nil, ExitPolicyFail, []string{`"UEFI Debug Mode" (--allow-debug)`}},
 		{"fwupd-v2-uefi-debug-mode.bin", []string{"--allow-debug"}, 0,
-			[]string{"allowed: debug.allow_uefi_debug_mode", "allowed: log.pinned_events: PCR 7 EV_EFI_VARIABLE_AUTHORITY"}},
+			[]string{"allowed: debug.allow_uefi_debug_mode", "allowed: log.quirks: shim-authority-short-digest (event 42"}},
 		{"lenovo-t14-amd-R1BET56W.bin", nil, ExitPolicyFail, []string{"--allow-secure-boot-off"}},
 		{"lenovo-t14-amd-R1BET56W.bin", []string{"--allow-secure-boot-off"}, 0, []string{"allowed: secure_boot.allow_disabled"}},
 		{"lenovo-t480s-N22ET68W-sb.bin", nil, ExitPolicyFail, []string{"dbx is empty", "--allow-empty-keys"}},
 		{"lenovo-t480s-N22ET68W-sb.bin", []string{"--allow-empty-keys"}, 0, []string{"dbx_must_contain is empty"}},
+		// SHA-1 logs: refused without the opt-in, which the refusal names.
+		{"sha1-tpm2tools-uefi-sha1-nuc.bin", nil, ExitPolicyFail, []string{"--pcr-bank sha1"}},
+		{"sha1-tpm2tools-uefi-sha1-nuc.bin", []string{"--pcr-bank", "sha1", "--allow-secure-boot-off", "--allow-empty-keys"}, 0,
+			[]string{"allowed: pcr_bank: sha1", "TPM 1.2"}},
+		// Windows on a 2018 cloud vTPM: no separators in PCRs 0–6, Windows'
+		// own PCR 12 events pinned.
+		{"sha1-goatt-windows-gce-shielded-vm.bin", []string{"--pcr-bank", "sha1"}, 0,
+			[]string{"allowed: log.quirks: separator-pcr7-only", "allowed: log.pinned_events: PCR 12"}},
+		// The ThinkPad's Secure Boot variables, measured by value only.
+		{"sha1-goatt-linux_tpm12-lenovo-N1FET43W.bin", []string{"--pcr-bank", "sha1", "--allow-secure-boot-off"}, 0,
+			[]string{"allowed: log.quirks: variable-value-only (event 6: variable SecureBoot", "allowed: secure_boot.allow_disabled"}},
 		// A reference with a debugger on its command line is no known-good state.
 		{"t14-systemd-cmdline-kgdboc.bin", []string{"--allow-secure-boot-off"}, ExitPolicyFail, []string{"fails the policy learned from it", "debug.cmdline"}},
 	} {

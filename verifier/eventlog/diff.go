@@ -9,8 +9,12 @@ import (
 // Diff explains in readable lines how the boot state b departs from a: Secure
 // Boot, the key databases, boot applications, signers, debug actions, command
 // lines, firmware and the PCR values. An empty result means no difference
-// bootgate looks at.
+// bootgate looks at. States replayed in different PCR banks differ in that
+// alone: none of their digests can be compared.
 func Diff(a, b *BootState) []string {
+	if a.Hash != b.Hash {
+		return []string{fmt.Sprintf("PCR bank: %v → %v: the logs' digests cannot be compared", a.Hash, b.Hash)}
+	}
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	if a.SecureBoot != b.SecureBoot && (a.SecureBoot.Enabled != b.SecureBoot.Enabled || a.SecureBoot.Measured != b.SecureBoot.Measured) {
@@ -98,6 +102,18 @@ func Diff(a, b *BootState) []string {
 		if va, vb := logged(a, i), logged(b, i); va != vb {
 			add("PCR %d: %s → %s", i, short(va), short(vb))
 		}
+	}
+	quirks := func(s *BootState) []string {
+		var o []string
+		for _, q := range s.Quirks {
+			if !slices.Contains(o, q.Quirk) {
+				o = append(o, q.Quirk)
+			}
+		}
+		return o
+	}
+	if added, removed := setDiff(quirks(a), quirks(b)); len(added)+len(removed) > 0 {
+		add("firmware quirks: added %v, removed %v", added, removed)
 	}
 	if len(b.Anomalies) > 0 {
 		add("%d structural anomalies, e.g. event %d: %s", len(b.Anomalies), b.Anomalies[0].Event, b.Anomalies[0].Detail)
