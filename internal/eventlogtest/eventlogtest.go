@@ -228,6 +228,36 @@ func (l *Log) Replace(match func(Event) bool, with func(Event) Event) (_ *Log, o
 // Index returns the index of the first event match selects, or -1.
 func (l *Log) Index(match func(Event) bool) int { return slices.IndexFunc(l.Events, match) }
 
+// Only returns a copy of a crypto-agile l that carries only alg's digests:
+// its Spec ID event names alg alone, and every event keeps that digest.
+// It panics if l does not carry alg.
+func (l *Log) Only(alg tpm2.TPMAlgID) *Log {
+	if !slices.Contains(l.Algs, alg) || l.SHA1 {
+		panic(fmt.Sprintf("eventlogtest: the log carries no %v digests to keep alone", alg))
+	}
+	c := l.Clone()
+	spec := c.Header[32:]
+	n := int(le.Uint32(spec[24:]))
+	var size uint16
+	for i := range n {
+		if tpm2.TPMAlgID(le.Uint16(spec[28+4*i:])) == alg {
+			size = le.Uint16(spec[30+4*i:])
+		}
+	}
+	newSpec := slices.Clone(spec[:24])
+	newSpec = le.AppendUint32(newSpec, 1)
+	newSpec = le.AppendUint16(newSpec, uint16(alg))
+	newSpec = le.AppendUint16(newSpec, size)
+	newSpec = append(newSpec, spec[28+4*n:]...) // vendor info size and data
+	c.Header = append(slices.Clone(c.Header[:28]), le.AppendUint32(nil, uint32(len(newSpec)))...)
+	c.Header = append(c.Header, newSpec...)
+	c.Algs = []tpm2.TPMAlgID{alg}
+	for i, e := range c.Events {
+		c.Events[i].Digests = slices.DeleteFunc(e.Digests, func(d Digest) bool { return d.Alg != alg })
+	}
+	return c
+}
+
 // Without returns a copy of l without the events of pcr.
 func (l *Log) Without(pcr uint32) *Log {
 	c := l.Clone()
