@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -265,6 +266,11 @@ firmware:
 	if _, err := Parse([]byte(good)); err != nil {
 		t.Fatalf("good policy refused: %v", err)
 	}
+	sha1 := "pcr_bank: sha1\n" + strings.Replace(good, "  allow_any_boot_app: true\n", "  boot_apps: [{sha1: "+strings.Repeat("ab", 20)+"}]\n", 1) +
+		"log:\n  quirks: [variable-value-only]\n"
+	if p, err := Parse([]byte(sha1)); err != nil || p.Bank() != crypto.SHA1 {
+		t.Fatalf("good SHA-1 policy: %v", err)
+	}
 	for _, tc := range []struct{ name, yaml string }{
 		{"empty", ""},
 		{"not yaml", "{{{"},
@@ -279,6 +285,13 @@ firmware:
 		{"no firmware rule", strings.Replace(good, "firmware:\n  allow_any: true\n", "", 1)},
 		{"wrong type", strings.Replace(good, "allow_any_signer: true", "allow_any_signer: yes-please", 1)},
 		{"two documents", good + "---\n" + good},
+		{"unknown bank", good + "pcr_bank: sha384\n"},
+		{"sha1 boot app in a sha256 policy", strings.Replace(good, "  allow_any_boot_app: true\n", "  boot_apps: [{sha1: "+strings.Repeat("ab", 20)+"}]\n", 1)},
+		{"sha256 boot app in a sha1 policy", "pcr_bank: sha1\n" + strings.Replace(good, "  allow_any_boot_app: true\n", "  boot_apps: [{sha256: "+strings.Repeat("ab", 32)+"}]\n", 1)},
+		{"both digests of a boot app", "pcr_bank: sha1\n" + strings.Replace(good, "  allow_any_boot_app: true\n", "  boot_apps: [{sha1: "+strings.Repeat("ab", 20)+", sha256: "+strings.Repeat("ab", 32)+"}]\n", 1)},
+		{"sha256 pcr0 in a sha1 policy", "pcr_bank: sha1\n" + strings.Replace(good, "firmware:\n  allow_any: true\n", "firmware:\n  pcr0: ["+strings.Repeat("ab", 32)+"]\n", 1)},
+		{"sha1 pin in a sha256 policy", good + "log:\n  pinned_events: [{pcr: 7, type: EV_EFI_ACTION, digest: " + strings.Repeat("ab", 20) + "}]\n"},
+		{"unknown quirk", good + "log:\n  quirks: [whatever-firmware-does]\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := Parse([]byte(tc.yaml))
@@ -289,5 +302,31 @@ firmware:
 				t.Errorf("error %v does not wrap ErrInvalid", err)
 			}
 		})
+	}
+}
+
+// A firmware quirk passes only a policy that names it: the ThinkPad's TPM
+// 1.2 log against its own policy without log.quirks fails log.quirk for
+// each variable measured by value only, and says nothing false of them.
+func TestQuirkNeedsThePolicy(t *testing.T) {
+	st := loadState(t, "../../testdata/interop/sha1-goatt-linux_tpm12-lenovo-N1FET43W.bin")
+	p, _, err := Learn("thinkpad", st, LearnOptions{AllowSHA1: true, AllowSecureBootOff: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Log.Quirks) != 1 || p.Log.Quirks[0] != eventlog.QuirkVariableValueOnly {
+		t.Fatalf("learned quirks %v", p.Log.Quirks)
+	}
+	p.Log.Quirks = nil
+	fs := p.Evaluate(st)
+	var events []int
+	for _, f := range fs {
+		if f.Rule != RuleQuirk || strings.Contains(f.Detail, "never") {
+			t.Errorf("unexpected failure %v", f)
+		}
+		events = append(events, f.Event)
+	}
+	if !slices.Equal(events, []int{6, 7, 8, 9, 10}) {
+		t.Errorf("log.quirk failures for events %v, want 6–10", events)
 	}
 }
