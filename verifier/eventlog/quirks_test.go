@@ -164,3 +164,26 @@ func TestQuirkSeparatorPCR7Only(t *testing.T) {
 		}
 	}
 }
+
+// The command-line encodings are named in what extraction reads: GRUB's in
+// the RHEL 8 log, systemd-boot's UTF-16 in the T14's.
+func TestCmdlineEncodingsNamed(t *testing.T) {
+	for _, tc := range []struct{ path, encoding string }{
+		{"../../testdata/eventlogs/rhel8-uefi.bin", "grub"},
+		{"../../testdata/interop/lenovo-t14-amd-R1BET56W.bin", "systemd-utf16"},
+	} {
+		raw, err := os.ReadFile(tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := offline(t, raw)
+		if len(st.Cmdlines) == 0 {
+			t.Fatalf("%s: no command line read", tc.path)
+		}
+		for _, c := range st.Cmdlines {
+			if c.Encoding != tc.encoding {
+				t.Errorf("%s: event %d read as %q, want %q", tc.path, c.Event, c.Encoding, tc.encoding)
+			}
+		}
+	}
+}

@@ -130,6 +130,9 @@ type Cmdline struct {
 	Event int    `json:"event"`
 	PCR   int    `json:"pcr"`
 	Text  string `json:"text"`
+	// Encoding names the encoding that explains its digest
+	// (cmdlineEncodings: "grub", "systemd-utf16").
+	Encoding string `json:"encoding,omitempty"`
 }
 
 // Unverified is an event whose digest bootgate cannot explain. PCR, Type and
@@ -191,7 +194,7 @@ var shimStateVariables = map[string]bool{"SbatLevel": true, "MokListTrusted": tr
 //     data, bound to its digest, holds a certificate (or shim's state);
 //     an event that is neither, but is bound, is unverifiable;
 //   - every event in CmdlinePCRs must be a command-line text that its
-//     digest covers (cmdlineTexts), or it is unverifiable;
+//     digest covers (cmdlineEncodings), or it is unverifiable;
 //   - every PCR among 0–7 of the bank must hold a separator that ends its
 //     phase normally: a boot measures one into each (PFP §3.3.2.2), and an
 //     error separator sent as another type leaves its PCR without one.
@@ -255,8 +258,8 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 		case e.Index == 7:
 			st.addPCR7(n, e, alg, seenSep[7], seenVar)
 		case slices.Contains(CmdlinePCRs, e.Index):
-			if t, ok := cmdlineTexts(alg, e); ok {
-				st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, PCR: e.Index, Text: t})
+			if t, enc, ok := cmdlineText(alg, e); ok {
+				st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, PCR: e.Index, Text: t, Encoding: enc})
 			} else {
 				st.unverifiable(n, e, "%s in PCR %d: its digest covers no command-line encoding of its data", typ, e.Index)
 			}
@@ -422,34 +425,68 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData) {
 // the text after the prefix, with or without its NUL.
 var grubPrefixes = []string{"kernel_cmdline: ", "module_cmdline: ", "grub_cmd: ", "grub_kernel_cmdline ", "grub_cmd "}
 
-// cmdlineTexts returns the text that e's digest covers, trying each way a
-// supported boot loader measures a kernel command line as text:
+// cmdlineEncoding is one way a supported boot loader measures a kernel
+// command line (or a command) as text into a command-line PCR.
+type cmdlineEncoding struct {
+	name string // in Cmdline.Encoding
+	pcrs []int  // the PCRs it measures into
+	// text returns the text e's digest covers, and false when this
+	// encoding does not explain e's digest.
+	text func(alg crypto.Hash, e tcg.Event) (string, bool)
+}
+
+// cmdlineEncodings are the encodings extraction explains command-line PCR
+// events by, as data; an event none of them explains is unverifiable.
 //
-//   - GRUB (PCR 8): data is a prefix of grubPrefixes, the text and a NUL;
+//   - "grub" (PCR 8): data is a prefix of grubPrefixes, the text and a NUL;
 //     the digest is over the text, with or without its NUL.
-//   - systemd-boot (PCR 8) and systemd-stub (PCR 12): data is the load
-//     options as UTF-16LE, with or without a terminator; the digest is over
-//     the text and its terminator, or the text alone (older versions).
-//
-// The text must be text: GRUB's bytes without control characters other
-// than tab and line ends; systemd's UTF-16 within Latin-1 (decodeLatin1UTF16). Otherwise,
-// and when no encoding explains the digest, it returns ok false: the event
-// is unverifiable. A text is returned as the kernel would receive it: GRUB's
-// bytes as they are, UTF-16 as UTF-8 (as the EFI stub converts it).
-func cmdlineTexts(alg crypto.Hash, e tcg.Event) (text string, ok bool) {
-	data := e.Data
-	if e.Index == 8 {
-		for _, p := range grubPrefixes {
-			t, found := bytes.CutPrefix(data, []byte(p))
-			if !found {
-				continue
-			}
-			t = bytes.TrimSuffix(t, []byte{0})
-			if (digestOf(alg, e, t) || digestOf(alg, e, t, 0)) && isText(t) {
-				return string(t), true
-			}
+//   - "systemd-utf16" (systemd-boot in PCR 8, systemd-stub in PCR 12): data
+//     is the load options as UTF-16LE, with or without a terminator (and,
+//     from some boot loaders, a stray odd byte after it); the digest is over
+//     the data as sent, over the text and its UTF-16 terminator, or over the
+//     text alone (older versions).
+var cmdlineEncodings = []cmdlineEncoding{
+	{name: "grub", pcrs: []int{8}, text: grubText},
+	{name: "systemd-utf16", pcrs: []int{8, 12}, text: systemdText},
+}
+
+// cmdlineText returns the text that e's digest covers, and the name of the
+// encoding (cmdlineEncodings) that explains it. The text must be text:
+// GRUB's bytes without control characters other than tab and line ends;
+// systemd's UTF-16 within Latin-1 (decodeLatin1UTF16). Otherwise, and when
+// no encoding explains the digest, ok is false: the event is unverifiable.
+// A text is returned as the kernel would receive it: GRUB's bytes as they
+// are, UTF-16 as UTF-8 (as the EFI stub converts it).
+func cmdlineText(alg crypto.Hash, e tcg.Event) (text, encoding string, ok bool) {
+	for _, c := range cmdlineEncodings {
+		if !slices.Contains(c.pcrs, e.Index) {
+			continue
+		}
+		if t, ok := c.text(alg, e); ok {
+			return t, c.name, true
 		}
 	}
+	return "", "", false
+}
+
+// grubText is the "grub" encoding of cmdlineEncodings.
+func grubText(alg crypto.Hash, e tcg.Event) (string, bool) {
+	for _, p := range grubPrefixes {
+		t, found := bytes.CutPrefix(e.Data, []byte(p))
+		if !found {
+			continue
+		}
+		t = bytes.TrimSuffix(t, []byte{0})
+		if (digestOf(alg, e, t) || digestOf(alg, e, t, 0)) && isText(t) {
+			return string(t), true
+		}
+	}
+	return "", false
+}
+
+// systemdText is the "systemd-utf16" encoding of cmdlineEncodings.
+func systemdText(alg crypto.Hash, e tcg.Event) (string, bool) {
+	data := e.Data
 	u := data
 	if len(u)%2 == 1 && u[len(u)-1] == 0 {
 		u = u[:len(u)-1] // some boot loaders add a stray terminating byte
@@ -464,11 +501,7 @@ func cmdlineTexts(alg crypto.Hash, e tcg.Event) (text string, ok bool) {
 	if !digestOf(alg, e, data) && !digestOf(alg, e, body) && !digestOf(alg, e, body, 0, 0) {
 		return "", false
 	}
-	t, valid := decodeLatin1UTF16(body)
-	if !valid {
-		return "", false
-	}
-	return t, true
+	return decodeLatin1UTF16(body)
 }
 
 // decodeLatin1UTF16 decodes UTF-16LE load options whose every code unit is
