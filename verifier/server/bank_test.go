@@ -3,11 +3,14 @@ package server_test
 import (
 	"context"
 	"crypto"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/bootgate/bootgate/agent/client"
 	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/internal/eventlogtest"
 	"github.com/bootgate/bootgate/internal/tpmtest"
@@ -56,9 +59,13 @@ func TestSHA1BankOnline(t *testing.T) {
 	}
 	pol := sha1Policy(t)
 	f := newFixture(t, ca.Roots(), func(o *server.Options) { o.Policy = pol })
-	rep, err := f.agent().Attest(context.Background(), tp, raw)
+	agent, rec := recordedAgent(f)
+	rep, err := agent.Attest(context.Background(), tp, raw)
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
+	}
+	if !strings.Contains(string(rec.answers[wire.PathEnroll]), `"pcr_bank":"sha1"`) {
+		t.Errorf("the enrollment answer does not name the SHA-1 bank: %s", rec.answers[wire.PathEnroll])
 	}
 	res := rep.Result
 	if res.Verdict != wire.VerdictPass || len(res.Credentials) == 0 {
@@ -124,5 +131,35 @@ func TestBankMismatchOnline(t *testing.T) {
 	rs := rep.Result.Reasons
 	if rep.Result.Verdict == wire.VerdictPass || len(rs) != 1 || !strings.Contains(rs[0].Detail, "SHA-1") {
 		t.Errorf("verdict %s, reasons %+v; want one reason naming the SHA-1 bank", rep.Result.Verdict, rs)
+	}
+}
+
+// recordedAgent is the fixture's agent with its exchanges recorded.
+func recordedAgent(f *fixture) (*client.Client, *recorder) {
+	rec := &recorder{rt: f.ts.Client().Transport, requests: map[string][]byte{}, answers: map[string][]byte{}}
+	agent := f.agent()
+	agent.HTTP = &http.Client{Transport: rec, Timeout: 30 * time.Second}
+	return agent, rec
+}
+
+// The default policy (SHA-256) names no bank: the enrollment answer is
+// what it was before banks could be named, and the agent quotes SHA-256.
+func TestDefaultBankUnchanged(t *testing.T) {
+	ca := tpmtest.NewCA(t)
+	tp := tpmtest.Simulator(t, ca)
+	raw := tpmtest.ReplayLog(t, tp, goodLog)
+	f := newFixture(t, ca.Roots())
+	agent, rec := recordedAgent(f)
+	rep, err := agent.Attest(context.Background(), tp, raw)
+	if err != nil {
+		t.Fatalf("Attest: %v", err)
+	}
+	if rep.Result.Verdict != wire.VerdictPass || strings.Contains(string(rec.answers[wire.PathEnroll]), "pcr_bank") {
+		t.Errorf("verdict %s; enrollment answer %s", rep.Result.Verdict, rec.answers[wire.PathEnroll])
+	}
+	for _, c := range rep.Result.Credentials {
+		if c.PCRBank != "" {
+			t.Errorf("credential %s names bank %q", c.Name, c.PCRBank)
+		}
 	}
 }
