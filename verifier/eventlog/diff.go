@@ -17,8 +17,8 @@ func Diff(a, b *BootState) []string {
 	}
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
-	if a.SecureBoot != b.SecureBoot && (a.SecureBoot.Enabled != b.SecureBoot.Enabled || a.SecureBoot.Measured != b.SecureBoot.Measured) {
-		add("Secure Boot: %s → %s%s", sbState(a.SecureBoot), sbState(b.SecureBoot), at(b.SecureBoot.Measured, b.SecureBoot.Event))
+	if sa, sb := sbState(a.SecureBoot), sbState(b.SecureBoot); sa != sb {
+		add("Secure Boot: %s → %s%s", sa, sb, at(b.SecureBoot.Event != 0, b.SecureBoot.Event))
 	}
 	for _, v := range []struct {
 		name string
@@ -30,7 +30,10 @@ func Diff(a, b *BootState) []string {
 		added, removed := setDiff(certIDs(v.a.Certs), certIDs(v.b.Certs))
 		ha, hr := setDiff(v.a.Hashes, v.b.Hashes)
 		what := "changed"
-		if v.b.Event == 0 && !v.b.Present {
+		switch {
+		case v.b.Unverified:
+			what = "unverifiable" // its event's digest does not cover it
+		case v.b.Event == 0 && !v.b.Present:
 			what = "not measured" // no event to name: the log shows none
 		}
 		add("%s %s%s: %d certificates added %v, %d removed %v; %d hashes added, %d removed",
@@ -130,7 +133,10 @@ func onOff(b bool) string {
 
 // sbState names the Secure Boot state a log shows.
 func sbState(s SecureBoot) string {
-	if !s.Measured {
+	switch {
+	case s.Unverified:
+		return "unverifiable (its event's digest does not cover it)"
+	case !s.Measured:
 		return "not measured"
 	}
 	return onOff(s.Enabled)

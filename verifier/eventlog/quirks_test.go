@@ -82,6 +82,11 @@ func TestQuirkVariableValueOnly(t *testing.T) {
 	if got := quirkEvents(swapped, QuirkVariableValueOnly); slices.Contains(got, 6) || slices.Contains(got, 7) || len(swapped.Anomalies) < 2 || swapped.SecureBoot.Measured {
 		t.Errorf("swapped names: quirk for %v, anomalies %v, secure boot %+v", got, swapped.Anomalies, swapped.SecureBoot)
 	}
+	// What they name is not said to be unmeasured: their events measured
+	// something, which cannot be told.
+	if sb := swapped.SecureBoot; !sb.Unverified || sb.Event != 7 || !swapped.PK.Unverified || swapped.PK.Event != 6 {
+		t.Errorf("swapped names: secure boot %+v, PK event %d unverified %v", sb, swapped.PK.Event, swapped.PK.Unverified)
+	}
 
 	// Bytes after the value are not what was measured: not explained.
 	padded := l.Clone()

@@ -77,6 +77,10 @@ type SecureBoot struct {
 	Measured bool `json:"measured"`
 	Enabled  bool `json:"enabled"`
 	Event    int  `json:"event,omitempty"`
+	// Unverified: Event names the variable, but its digest covers neither
+	// its data nor, by a known quirk, its value (a structural anomaly):
+	// something was measured, and what cannot be told. Measured is false.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // Variable is one measured Secure Boot variable (PK, KEK, db or dbx).
@@ -88,6 +92,9 @@ type Variable struct {
 	Hashes  []string `json:"hashes,omitempty"` // EFI_CERT_SHA256 entries, hex
 	// OtherEntries counts entries of other signature types (RSA2048, SHA-1, ...).
 	OtherEntries int `json:"other_entries,omitempty"`
+	// Unverified is as in SecureBoot: Event names the variable, but its
+	// digest does not cover its content, which cannot be told.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // Cert names an X.509 certificate by its subject and SHA-256 fingerprint.
@@ -332,6 +339,9 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 		}
 		if !bound {
 			st.anomaly(n, "variable event digest matches neither its data nor, by a known firmware quirk, its value")
+			if perr == nil && secureBootVariables[v.Header.VariableName.String()+"/"+v.VarName()] {
+				st.unverifiedVariable(n, v)
+			}
 			return
 		}
 		if perr != nil {
@@ -380,6 +390,37 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 	st.Authorities = append(st.Authorities, Authority{Event: n, Variable: v.VarName(), Cert: c})
 }
 
+// variable returns the field of BootState that holds the Secure Boot
+// variable v (nil for SecureBoot and for variables it does not hold).
+func (st *BootState) variable(v tcg.UEFIVariableData) *Variable {
+	switch guid, name := v.Header.VariableName.String(), v.VarName(); {
+	case guid == efiGlobalVariable && name == "PK":
+		return &st.PK
+	case guid == efiGlobalVariable && name == "KEK":
+		return &st.KEK
+	case guid == efiImageSecurityDB && name == "db":
+		return &st.DB
+	case guid == efiImageSecurityDB && name == "dbx":
+		return &st.DBX
+	}
+	return nil
+}
+
+// unverifiedVariable notes that event n names the Secure Boot variable v
+// although its digest does not cover it, unless the variable was measured
+// verifiably already.
+func (st *BootState) unverifiedVariable(n int, v tcg.UEFIVariableData) {
+	if v.Header.VariableName.String() == efiGlobalVariable && v.VarName() == "SecureBoot" {
+		if !st.SecureBoot.Measured && st.SecureBoot.Event == 0 {
+			st.SecureBoot = SecureBoot{Event: n, Unverified: true}
+		}
+		return
+	}
+	if t := st.variable(v); t != nil && t.Event == 0 {
+		*t = Variable{Event: n, Unverified: true}
+	}
+}
+
 func (st *BootState) addVariable(n int, v tcg.UEFIVariableData) {
 	guid, name := v.Header.VariableName.String(), v.VarName()
 	var target *Variable
@@ -395,16 +436,10 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData) {
 			st.anomaly(n, "SecureBoot variable has invalid value %x", v.VariableData)
 		}
 		return
-	case guid == efiGlobalVariable && name == "PK":
-		target = &st.PK
-	case guid == efiGlobalVariable && name == "KEK":
-		target = &st.KEK
-	case guid == efiImageSecurityDB && name == "db":
-		target = &st.DB
-	case guid == efiImageSecurityDB && name == "dbx":
-		target = &st.DBX
 	default:
-		return
+		if target = st.variable(v); target == nil {
+			return
+		}
 	}
 	sum := sha256.Sum256(v.VariableData)
 	*target = Variable{Present: len(v.VariableData) > 0, Event: n, SHA256: hex.EncodeToString(sum[:])}

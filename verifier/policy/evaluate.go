@@ -96,8 +96,10 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 	sb := st.SecureBoot
 	if !p.SecureBoot.AllowDisabled {
 		switch {
+		case !sb.Measured && sb.Unverified:
+			fail(RuleSecureBootEnabled, sb.Event, "the SecureBoot variable's event has a digest that covers neither its data nor, by a known firmware quirk, its value: what it measured cannot be told")
 		case !sb.Measured:
-			fail(RuleSecureBootEnabled, 0, "no event measured the SecureBoot variable with a digest that covers its data")
+			fail(RuleSecureBootEnabled, 0, "the log has no event that measured the SecureBoot variable")
 		case !sb.Enabled:
 			fail(RuleSecureBootEnabled, sb.Event, "Secure Boot is disabled")
 		}
@@ -213,6 +215,10 @@ func BankFailure(p *Policy, have crypto.Hash) Failure {
 
 func (p *Policy) checkKeySet(rule, name string, k KeySet, v eventlog.Variable, fail func(string, int, string, ...any)) {
 	if k.AllowAny {
+		return
+	}
+	if v.Unverified {
+		fail(rule, v.Event, "%s's event has a digest that covers neither its data nor, by a known firmware quirk, its value: its content cannot be told", name)
 		return
 	}
 	if !v.Present {

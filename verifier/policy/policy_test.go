@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bootgate/bootgate/internal/eventlogtest"
 	"github.com/bootgate/bootgate/verifier/eventlog"
 )
 
@@ -328,5 +329,32 @@ func TestQuirkNeedsThePolicy(t *testing.T) {
 	}
 	if !slices.Equal(events, []int{6, 7, 8, 9, 10}) {
 		t.Errorf("log.quirk failures for events %v, want 6–10", events)
+	}
+}
+
+// A Secure Boot variable whose event's digest does not cover its data is
+// not reported unmeasured: the failure names its event and says that what
+// it measured cannot be told.
+func TestUnverifiableVariableIsNotCalledUnmeasured(t *testing.T) {
+	l, pol := rhel8(t)
+	raw := l.Bytes()
+	sb := l.Index(func(e eventlogtest.Event) bool { return e.PCR == 7 && e.Type == 0x80000001 })
+	sent := l.Clone()
+	sent.Events[sb].Data[len(sent.Events[sb].Data)-1] ^= 1 // the SecureBoot value, digest kept
+	st, err := judge(raw, sent.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, f := range pol.Evaluate(st) {
+		if f.Rule == RuleSecureBootEnabled {
+			found = true
+			if f.Event != sb+1 || !strings.Contains(f.Detail, "cannot be told") {
+				t.Errorf("failure %v, want event %d and what cannot be told", f, sb+1)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no secure_boot.enabled failure")
 	}
 }
