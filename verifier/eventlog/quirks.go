@@ -47,7 +47,7 @@ const (
 var Quirks = []Quirk{
 	{
 		Name: QuirkVariableValueOnly,
-		Description: "the firmware measured Secure Boot variables by the digest of their value only (PFP §10.4.5 says of the whole UEFI_VARIABLE_DATA); " +
+		Description: "the firmware measured Secure Boot variables by the digest of their value only (the PFP has it cover the whole UEFI_VARIABLE_DATA, §10.2.6); " +
 			"the value is bound to the digest, and the variable's name to its place in the PFP's order (SecureBoot, PK, KEK, db, dbx)",
 		Seen: "sha1-goatt-linux_tpm12-lenovo-N1FET43W.bin (ThinkPad with a TPM 1.2)",
 	},
@@ -55,7 +55,7 @@ var Quirks = []Quirk{
 		Name: QuirkShimAuthorityLastByte,
 		Description: "shim measured its authority event over the event data without its last byte, and logged bytes after the certificate that its length field does not count; " +
 			"the header, the name and the certificate are bound to the digest",
-		Seen: "fwupd-v2-uefi-debug-mode.bin (Dell with shim 15)",
+		Seen: "fwupd-v2-uefi-debug-mode.bin (a Dell booting shim; also debian-10.bin)",
 	},
 	{
 		Name: QuirkSeparatorPCR7Only,

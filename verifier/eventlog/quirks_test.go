@@ -100,7 +100,7 @@ func TestQuirkVariableValueOnly(t *testing.T) {
 	}
 }
 
-// shim 15's authority events leave the last byte out of their digest: the
+// shim's authority events leave the last byte out of their digest: the
 // certificate is read, and a change to any digested byte is not explained.
 func TestQuirkShimAuthority(t *testing.T) {
 	raw := readInterop(t, "fwupd-v2-uefi-debug-mode.bin")
