@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -207,6 +208,14 @@ func (f *Flow) try(ctx context.Context, n int) (*boot.Image, bool, error) {
 			t.Close()
 			return fail(wire.EventBootError, fmt.Errorf("extend the boundary into PCR %d: %w", wire.BoundaryPCR, err))
 		}
+		// Credentials sealed to the SHA-1 bank need the boundary there too.
+		if slices.ContainsFunc(res.Credentials, func(c wire.Credential) bool { return c.PCRBank == wire.BankSHA1 }) {
+			b1 := wire.BoundaryDigestSHA1()
+			if err := t.ExtendSHA1(wire.BoundaryPCR, b1[:]); err != nil {
+				t.Close()
+				return fail(wire.EventBootError, fmt.Errorf("extend the boundary into PCR %d (SHA-1): %w", wire.BoundaryPCR, err))
+			}
+		}
 		f.Events.Emit(wire.EventCredentials, map[string]any{"unsealed": n, "boundary_pcr": wire.BoundaryPCR})
 	}
 	if res.Identity != nil {
@@ -281,7 +290,11 @@ func unsealAll(t *tpm.TPM, enrolled tpm.EK, creds []wire.Credential, files map[s
 		if strings.ContainsAny(c.Name, "/\\") || c.Name == "" || c.Name[0] == '.' {
 			return 0, fmt.Errorf("credential name %q", c.Name)
 		}
-		v, err := t.Unseal(ek, &tpm.SealedBlob{Public: c.Public, Duplicate: c.Duplicate, EncryptedSeed: c.EncryptedSeed, PCRs: c.PCRs})
+		bank, err := wire.ParseBank(c.PCRBank)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		v, err := t.Unseal(ek, &tpm.SealedBlob{Public: c.Public, Duplicate: c.Duplicate, EncryptedSeed: c.EncryptedSeed, PCRs: c.PCRs, Bank: bank})
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", c.Name, err)
 		}

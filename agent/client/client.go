@@ -211,11 +211,15 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	if err != nil {
 		return nil, fmt.Errorf("attestation link: %w", err)
 	}
-	quote, sig, err := ak.Quote(qd, enr.PCRs)
+	bank, err := wire.ParseBank(enr.PCRBank)
+	if err != nil {
+		return nil, fmt.Errorf("quote: the verifier names a bank this agent does not quote: %w", err)
+	}
+	quote, sig, err := ak.QuoteBank(qd, bank, enr.PCRs)
 	if err != nil {
 		return nil, fmt.Errorf("quote: %w", err)
 	}
-	values, err := t.PCRs(enr.PCRs)
+	values, err := t.BankPCRs(bank, enr.PCRs)
 	if err != nil {
 		return nil, fmt.Errorf("read PCRs: %w", err)
 	}

@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"crypto"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -271,10 +272,15 @@ func encryptedSecretContents(ek *tpm2.TPMTPublic, secret []byte) ([]byte, error)
 // AK's signing scheme. It returns the TPMS_ATTEST (no size prefix) and the
 // marshalled TPMT_SIGNATURE, as go-attestation's AKPublic.Verify expects.
 func (a *AK) Quote(nonce []byte, pcrs []int) (quote, sig []byte, err error) {
+	return a.QuoteBank(nonce, crypto.SHA256, pcrs)
+}
+
+// QuoteBank is Quote of the PCRs of bank h: crypto.SHA256 or crypto.SHA1.
+func (a *AK) QuoteBank(nonce []byte, h crypto.Hash, pcrs []int) (quote, sig []byte, err error) {
 	if a.closed {
 		return nil, nil, errors.New("quote: AK is closed")
 	}
-	sel, err := pcrSelection(pcrs)
+	sel, err := bankSelection(h, pcrs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("quote: %w", err)
 	}

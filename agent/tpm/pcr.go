@@ -2,6 +2,7 @@ package tpm
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -28,6 +29,27 @@ const (
 // pcrSelection returns the SHA-256 bank selection of pcrs, which must be
 // non-empty and within 0-23.
 func pcrSelection(pcrs []int) (tpm2.TPMLPCRSelection, error) {
+	return bankSelection(crypto.SHA256, pcrs)
+}
+
+// bankAlg is the TPM algorithm of the PCR bank h: crypto.SHA256 (also for
+// 0) or crypto.SHA1.
+func bankAlg(h crypto.Hash) (crypto.Hash, tpm2.TPMAlgID, error) {
+	switch h {
+	case 0, crypto.SHA256:
+		return crypto.SHA256, tpm2.TPMAlgSHA256, nil
+	case crypto.SHA1:
+		return crypto.SHA1, tpm2.TPMAlgSHA1, nil
+	}
+	return 0, 0, fmt.Errorf("PCR bank %v is not supported", h)
+}
+
+// bankSelection is pcrSelection in the bank h (bankAlg).
+func bankSelection(h crypto.Hash, pcrs []int) (tpm2.TPMLPCRSelection, error) {
+	_, alg, err := bankAlg(h)
+	if err != nil {
+		return tpm2.TPMLPCRSelection{}, err
+	}
 	if len(pcrs) == 0 {
 		return tpm2.TPMLPCRSelection{}, errors.New("no PCRs selected")
 	}
@@ -39,7 +61,7 @@ func pcrSelection(pcrs []int) (tpm2.TPMLPCRSelection, error) {
 		sel = append(sel, uint(p))
 	}
 	return tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{
-		Hash:      tpm2.TPMAlgSHA256,
+		Hash:      alg,
 		PCRSelect: tpm2.PCClientCompatible.PCRs(sel...),
 	}}}, nil
 }
@@ -47,13 +69,23 @@ func pcrSelection(pcrs []int) (tpm2.TPMLPCRSelection, error) {
 // PCRs reads the given SHA-256 PCRs. It sends as many TPM2_PCR_Read commands
 // as needed (a TPM returns at most 8 digests per call).
 func (t *TPM) PCRs(pcrs []int) (map[int][]byte, error) {
-	if _, err := pcrSelection(pcrs); err != nil {
+	return t.BankPCRs(crypto.SHA256, pcrs)
+}
+
+// BankPCRs is PCRs in the bank h: crypto.SHA256 or crypto.SHA1 (20-byte
+// values).
+func (t *TPM) BankPCRs(h crypto.Hash, pcrs []int) (map[int][]byte, error) {
+	h, alg, err := bankAlg(h)
+	if err != nil {
+		return nil, fmt.Errorf("read PCRs: %w", err)
+	}
+	if _, err := bankSelection(h, pcrs); err != nil {
 		return nil, fmt.Errorf("read PCRs: %w", err)
 	}
 	want := slices.Compact(slices.Sorted(slices.Values(pcrs)))
 	out := make(map[int][]byte, len(want))
 	for len(want) > 0 {
-		sel, err := pcrSelection(want)
+		sel, err := bankSelection(h, want)
 		if err != nil {
 			return nil, fmt.Errorf("read PCRs: %w", err)
 		}
@@ -61,12 +93,12 @@ func (t *TPM) PCRs(pcrs []int) (map[int][]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read PCRs: %w", err)
 		}
-		got, err := pcrValues(rsp)
+		got, err := pcrValues(rsp, alg, h.Size())
 		if err != nil {
 			return nil, fmt.Errorf("read PCRs: %w", err)
 		}
 		if len(got) == 0 {
-			return nil, fmt.Errorf("read PCRs: TPM returned none of %v: is the SHA-256 bank allocated?", want)
+			return nil, fmt.Errorf("read PCRs: TPM returned none of %v: is the %v bank allocated?", want, h)
 		}
 		for i, d := range got {
 			out[i] = d
@@ -76,12 +108,13 @@ func (t *TPM) PCRs(pcrs []int) (map[int][]byte, error) {
 	return out, nil
 }
 
-// pcrValues pairs the SHA-256 digests of a TPM2_PCR_Read response with the PCRs
-// they belong to: the selected PCRs in ascending order.
-func pcrValues(rsp *tpm2.PCRReadResponse) (map[int][]byte, error) {
+// pcrValues pairs the digests of bank alg (size bytes each) of a
+// TPM2_PCR_Read response with the PCRs they belong to: the selected PCRs in
+// ascending order.
+func pcrValues(rsp *tpm2.PCRReadResponse, alg tpm2.TPMAlgID, size int) (map[int][]byte, error) {
 	var idx []int
 	for _, s := range rsp.PCRSelectionOut.PCRSelections {
-		if s.Hash != tpm2.TPMAlgSHA256 {
+		if s.Hash != alg {
 			continue
 		}
 		for byteIdx, b := range s.PCRSelect {
@@ -97,12 +130,32 @@ func pcrValues(rsp *tpm2.PCRReadResponse) (map[int][]byte, error) {
 	}
 	out := make(map[int][]byte, len(idx))
 	for i, p := range idx {
-		if len(rsp.PCRValues.Digests[i].Buffer) != sha256.Size {
+		if len(rsp.PCRValues.Digests[i].Buffer) != size {
 			return nil, fmt.Errorf("PCR %d: digest of %d bytes", p, len(rsp.PCRValues.Digests[i].Buffer))
 		}
 		out[p] = rsp.PCRValues.Digests[i].Buffer
 	}
 	return out, nil
+}
+
+// ExtendSHA1 extends a SHA-1 digest into a PCR's SHA-1 bank
+// (TPM2_PCR_Extend, empty password authorisation). Other banks are left
+// alone.
+func (t *TPM) ExtendSHA1(pcr int, sha1Digest []byte) error {
+	if pcr < 0 || pcr >= numPCRs {
+		return fmt.Errorf("extend PCR %d: out of range 0-%d", pcr, numPCRs-1)
+	}
+	if len(sha1Digest) != crypto.SHA1.Size() {
+		return fmt.Errorf("extend PCR %d: digest of %d bytes, want %d", pcr, len(sha1Digest), crypto.SHA1.Size())
+	}
+	_, err := tpm2.PCRExtend{
+		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
+		Digests:   tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{HashAlg: tpm2.TPMAlgSHA1, Digest: sha1Digest}}},
+	}.Execute(t.tr)
+	if err != nil {
+		return fmt.Errorf("extend PCR %d (SHA-1): %w", pcr, err)
+	}
+	return nil
 }
 
 // Extend extends a SHA-256 digest into a PCR's SHA-256 bank (TPM2_PCR_Extend,
@@ -138,16 +191,32 @@ func (t *TPM) Extend(pcr int, sha256Digest []byte) error {
 // are numbered as go-eventlog numbers them: the first after the Spec ID event
 // is 1.
 func (t *TPM) ReplayEventLog(raw []byte) (int, error) {
+	return t.replayEventLog(raw, crypto.SHA256)
+}
+
+// ReplayEventLogSHA1 is ReplayEventLog of the log's SHA-1 digests into the
+// SHA-1 bank, for a TPM that has one (the simulator's; swtpm's only if it
+// was set up with it). Replaying both banks gives a TPM that can be quoted
+// in either.
+func (t *TPM) ReplayEventLogSHA1(raw []byte) (int, error) {
+	return t.replayEventLog(raw, crypto.SHA1)
+}
+
+func (t *TPM) replayEventLog(raw []byte, h crypto.Hash) (int, error) {
 	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{AllowPadding: true})
 	if err != nil {
 		return 0, fmt.Errorf("replay event log: parse: %w", err)
+	}
+	alg, extendFn := register.HashSHA256, t.Extend
+	if h == crypto.SHA1 {
+		alg, extendFn = register.HashSHA1, t.ExtendSHA1
 	}
 	type extend struct {
 		pcr    int
 		digest []byte
 	}
 	var plan []extend
-	for i, ev := range el.Events(register.HashSHA256) {
+	for i, ev := range el.Events(alg) {
 		num := i + 1
 		switch {
 		case ev.Type == tcg.NoAction:
@@ -159,13 +228,13 @@ func (t *TPM) ReplayEventLog(raw []byte) (int, error) {
 			return 0, fmt.Errorf("replay event log: event %d: H-CRTM event: %w", num, ErrLocality)
 		case ev.Index < 0 || ev.Index > maxReplayPCR:
 			return 0, fmt.Errorf("replay event log: event %d: PCR %d above %d cannot be replayed", num, ev.Index, maxReplayPCR)
-		case len(ev.Digest) != sha256.Size:
-			return 0, fmt.Errorf("replay event log: event %d: no SHA-256 digest", num)
+		case len(ev.Digest) != h.Size():
+			return 0, fmt.Errorf("replay event log: event %d: no %v digest", num, h)
 		}
 		plan = append(plan, extend{pcr: ev.Index, digest: ev.Digest})
 	}
 	for i, e := range plan {
-		if err := t.Extend(e.pcr, e.digest); err != nil {
+		if err := extendFn(e.pcr, e.digest); err != nil {
 			return i, fmt.Errorf("replay event log: %w", err)
 		}
 	}

@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 
@@ -15,7 +16,9 @@ type SealedBlob struct {
 	Public        []byte `json:"public"`         // TPMT_PUBLIC of the sealed-data (keyed-hash) object
 	Duplicate     []byte `json:"duplicate"`      // TPM2B_PRIVATE contents for TPM2_Import
 	EncryptedSeed []byte `json:"encrypted_seed"` // TPM2B_ENCRYPTED_SECRET contents for TPM2_Import
-	PCRs          []int  `json:"pcrs"`           // SHA-256 PCRs of the object's TPM2_PolicyPCR policy
+	PCRs          []int  `json:"pcrs"`           // PCRs of the object's TPM2_PolicyPCR policy
+	// Bank is the bank of PCRs: crypto.SHA256 (also for 0) or crypto.SHA1.
+	Bank crypto.Hash `json:"-"`
 }
 
 // Unseal imports blob under the EK (TPM2_Import with the EK as parent), loads
@@ -44,7 +47,7 @@ func (t *TPM) Unseal(ek EK, blob *SealedBlob) (secret []byte, err error) {
 	if len(blob.Duplicate) == 0 || len(blob.EncryptedSeed) == 0 {
 		return nil, errors.New("unseal: blob has no duplicate or no encrypted seed")
 	}
-	sel, err := pcrSelection(blob.PCRs)
+	sel, err := bankSelection(blob.Bank, blob.PCRs)
 	if err != nil {
 		return nil, fmt.Errorf("unseal: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"slices"
 	"testing"
 	"time"
 )
@@ -88,6 +89,20 @@ func ForbiddenMeasurements(untrusted []byte) []Forbidden {
 				return l.Event(7, EvAuthority, d, d)
 			},
 			Covers: plain([]byte("\x00\x00\x00\x00\x00\x00\x00\x00")),
+		},
+		{
+			// shim's own authority event for a certificate no policy trusts;
+			// sent with a byte more, the shim quirk explains its digest and
+			// the certificate is still the untrusted one.
+			Name: "untrusted signer, shim", Rule: "code_integrity.signer",
+			Event: func(l *Log) Event {
+				d := VariableData(ShimLock, "Shim", untrusted)
+				return l.Event(7, EvAuthority, d, d)
+			},
+			Covers: func(l *Log) [][]byte {
+				d := VariableData(ShimLock, "Shim", untrusted)
+				return append(plain()(l), append(slices.Clone(d), 0), append(slices.Clone(d), 0xff))
+			},
 		},
 		{
 			Name: "UEFI Debug Mode", Rule: "debug.uefi_debug_mode",

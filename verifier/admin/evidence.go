@@ -79,9 +79,14 @@ type BundlePolicy struct {
 // bootState replays a stored log against its stored PCR values, to show
 // what the log says. PCRs without events are not held against it here: the
 // verdict already judged them (a host re-attesting in the same boot quotes
-// bootgate's PCR 15 non-zero, for one).
+// bootgate's PCR 15 non-zero, for one). The bank is the one the values are
+// of: SHA-1 for 20-byte values (a pcr_bank: sha1 policy's quote), else
+// SHA-256.
 func bootState(a *store.Attestation) (*eventlog.BootState, error) {
 	bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: map[int][]byte{}}
+	if len(a.Evidence.PCRs) > 0 && len(a.Evidence.PCRs[0].Digest) == crypto.SHA1.Size() {
+		bank.Hash = crypto.SHA1
+	}
 	for _, p := range a.Evidence.PCRs {
 		bank.PCRs[p.Index] = p.Digest
 		bank.Unlogged = append(bank.Unlogged, p.Index)

@@ -63,7 +63,10 @@ const (
 type Expected struct {
 	Secret []byte // the activation secret
 	Nonce  []byte
-	PCRs   []int // the SHA-256 PCRs the quote must cover, exactly
+	PCRs   []int // the PCRs the quote must cover, exactly, in Bank
+	// Bank is the PCR bank the quote must cover and the log is replayed
+	// in: crypto.SHA256 (also for 0) or crypto.SHA1, as the policy names.
+	Bank crypto.Hash
 	// Unlogged are quoted PCRs that may hold values the event log does not
 	// explain (DefaultUnlogged); every other PCR without events must be zero.
 	Unlogged []int
@@ -114,8 +117,9 @@ var DirectLogs LogVerifier = directLogs{}
 //     quoted for this session and this link (*LinkError, which wraps
 //     ErrLinkMismatch; it is checked only once the signature verified, so it
 //     is what the TPM signed);
-//   - the quote covers exactly the expected SHA-256 PCRs, and a value was sent
-//     for each (EvidenceError "evidence.pcr_selection");
+//   - the quote covers exactly the expected PCRs of the expected bank
+//     (exp.Bank), and a value of that bank was sent for each (EvidenceError
+//     "evidence.pcr_selection");
 //   - the event log replays to the quoted PCR values, for every PCR that has
 //     events, and every other quoted PCR (but exp.Unlogged) is zero; the boot
 //     state is extracted from the replayed events only (EvidenceError
@@ -131,14 +135,22 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	if len(exp.Secret) == 0 || subtle.ConstantTimeCompare(exp.Secret, q.ActivationSecret) != 1 {
 		return nil, ErrActivation
 	}
+	h, alg := crypto.SHA256, legacy.AlgSHA256
+	switch exp.Bank {
+	case 0, crypto.SHA256:
+	case crypto.SHA1:
+		h, alg = crypto.SHA1, legacy.AlgSHA1
+	default:
+		return nil, &EvidenceError{Check: CheckPCRSelection, Detail: fmt.Sprintf("the %v bank is not one bootgate quotes", exp.Bank)}
+	}
 	pcrs := make([]goattest.PCR, 0, len(q.PCRs))
-	bank := eventlog.Bank{Hash: crypto.SHA256, PCRs: make(map[int][]byte, len(q.PCRs)), Unlogged: exp.Unlogged}
+	bank := eventlog.Bank{Hash: h, PCRs: make(map[int][]byte, len(q.PCRs)), Unlogged: exp.Unlogged}
 	for _, p := range q.PCRs {
 		if _, dup := bank.PCRs[p.Index]; dup {
 			return nil, &EvidenceError{Check: CheckPCRSelection, Detail: fmt.Sprintf("PCR %d sent twice", p.Index)}
 		}
 		bank.PCRs[p.Index] = p.Digest
-		pcrs = append(pcrs, goattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: crypto.SHA256})
+		pcrs = append(pcrs, goattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: h})
 	}
 	mac, ip, err := wire.ParseLink(q.MAC, q.IP)
 	if err != nil {
@@ -173,8 +185,8 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	sel := att.AttestedQuoteInfo.PCRSelection
 	got := slices.Sorted(slices.Values(sel.PCRs))
 	want := slices.Sorted(slices.Values(exp.PCRs))
-	if sel.Hash != legacy.AlgSHA256 || !slices.Equal(got, want) {
-		return nil, &EvidenceError{Check: CheckPCRSelection, Detail: fmt.Sprintf("quote covers %v PCRs %v, want SHA-256 PCRs %v", sel.Hash, got, want)}
+	if sel.Hash != alg || !slices.Equal(got, want) {
+		return nil, &EvidenceError{Check: CheckPCRSelection, Detail: fmt.Sprintf("quote covers %v PCRs %v, want %v PCRs %v", sel.Hash, got, h, want)}
 	}
 	if len(bank.PCRs) != len(want) {
 		return nil, &EvidenceError{Check: CheckPCRSelection, Detail: fmt.Sprintf("%d PCR values sent for %d quoted PCRs", len(bank.PCRs), len(want))}

@@ -100,10 +100,51 @@ func truncated(t *testing.T) string {
 	return p
 }
 
-func TestPolicyLearnSHA1LogIsRefused(t *testing.T) {
-	code, _, errOut := run(t, "policy", "learn", "--eventlog", logs+"debian-10.bin")
-	if code != 2 || !strings.Contains(errOut, "SHA-256") {
-		t.Fatalf("exit %d: %s", code, errOut)
+// A SHA-1 log learns only with --pcr-bank sha1 (exit 1 without it, naming
+// the flag: the log is readable); the policy passes its own log, and a log
+// of the other bank fails it by one rule, log.pcr_bank, in check and diff.
+func TestPolicySHA1Bank(t *testing.T) {
+	code, out, errOut := run(t, "policy", "learn", "--eventlog", logs+"debian-10.bin")
+	if code != ExitPolicyFail || out != "" || !strings.Contains(errOut, "--pcr-bank sha1") {
+		t.Fatalf("learn without the opt-in: exit %d: %s", code, errOut)
+	}
+	sha1 := learn(t, "debian-10.bin", "--pcr-bank", "sha1")
+	b, err := os.ReadFile(sha1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "pcr_bank: sha1") {
+		t.Fatalf("the learned policy does not name its bank:\n%s", b)
+	}
+	if code, out, errOut := run(t, "policy", "check", "--policy", sha1, "--eventlog", logs+"debian-10.bin"); code != 0 {
+		t.Fatalf("own log: exit %d: %s%s", code, out, errOut)
+	}
+	sha256 := learn(t, "rhel8-uefi.bin")
+	for _, tc := range []struct{ pol, log string }{
+		{sha1, logs + "rhel8-uefi.bin"},  // a log with both banks, replayed in SHA-1: another machine
+		{sha1, logs + "gdc-host.bin"},    // SHA-256 only
+		{sha256, logs + "debian-10.bin"}, // SHA-1 only
+	} {
+		for _, cmd := range []string{"check", "diff"} {
+			code, out, errOut := run(t, "policy", cmd, "--policy", tc.pol, "--eventlog", tc.log)
+			if code != ExitPolicyFail {
+				t.Errorf("%s %s: exit %d: %s%s", cmd, tc.log, code, out, errOut)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			bankRule := strings.Contains(out, "log.pcr_bank")
+			if tc.log == logs+"rhel8-uefi.bin" {
+				if bankRule {
+					t.Errorf("%s %s: a log that has the policy's bank fails by bank:\n%s", cmd, tc.log, out)
+				}
+				continue
+			}
+			if len(lines) != 1 || !bankRule || strings.Contains(out, "boot_app") {
+				t.Errorf("%s %s: want one log.pcr_bank failure:\n%s", cmd, tc.log, out)
+			}
+		}
+	}
+	if code, _, errOut := run(t, "policy", "learn", "--pcr-bank", "md5", "--eventlog", logs+"debian-10.bin"); code != ExitBadInput || !strings.Contains(errOut, "--pcr-bank") {
+		t.Errorf("unknown bank: exit %d: %s", code, errOut)
 	}
 }
 

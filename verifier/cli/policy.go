@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -18,14 +19,24 @@ func (e *env) policyCmd() *cobra.Command {
 	return cmd
 }
 
-// offlineState replays a log against itself. There is no quote offline, so
-// this shows what the log claims, which is what a policy is written against.
-func offlineState(path string) (*eventlog.BootState, error) {
+// offlineState replays a log against itself, in the PCR bank h, or for h
+// 0 in its SHA-256 bank or, lacking one, SHA-1. There is no quote offline,
+// so this shows what the log claims, which is what a policy is written
+// against. A log that cannot be read exits 2; a readable log without the
+// bank h is replayed in its own bank, for the policy to refuse by
+// log.pcr_bank.
+func offlineState(path string, h crypto.Hash) (*eventlog.BootState, error) {
 	raw, err := readInput(path, "event log")
 	if err != nil {
 		return nil, err
 	}
-	bank, err := eventlog.Replay(raw)
+	var bank eventlog.Bank
+	var be *eventlog.BankError
+	if h == 0 {
+		bank, err = eventlog.Replay(raw)
+	} else if bank, err = eventlog.ReplayBank(raw, h); errors.As(err, &be) {
+		bank, err = eventlog.Replay(raw)
+	}
 	if err == nil {
 		var st *eventlog.BootState
 		st, err = eventlog.Verify(raw, bank)
@@ -37,16 +48,29 @@ func offlineState(path string) (*eventlog.BootState, error) {
 }
 
 func (e *env) policyLearnCmd() *cobra.Command {
-	var logPath, name string
+	var logPath, name, bankName string
 	var opts policy.LearnOptions
 	cmd := &cobra.Command{
 		Use:   "learn --eventlog FILE",
 		Short: "Print the narrowest policy that a known-good host's event log passes; allowances and pins are listed on stderr",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := offlineState(logPath)
+			var h crypto.Hash
+			switch bankName {
+			case policy.BankSHA256:
+			case policy.BankSHA1:
+				h, opts.AllowSHA1 = crypto.SHA1, true
+			default:
+				return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("--pcr-bank: %q is neither %s nor %s", bankName, policy.BankSHA256, policy.BankSHA1)}
+			}
+			st, err := offlineState(logPath, h)
 			if err != nil {
 				return err
+			}
+			if h != 0 && st.Hash != h {
+				err := fmt.Errorf("learn policy: %w: the log carries no %v digests", policy.ErrNotReference, h)
+				fmt.Fprintln(e.stderr, "bootgate:", err)
+				return &ExitError{Code: ExitPolicyFail, Err: err}
 			}
 			if name == "" {
 				name = strings.TrimSuffix(filepath.Base(logPath), filepath.Ext(logPath))
@@ -80,6 +104,7 @@ func (e *env) policyLearnCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&opts.AllowEmptyKeys, "allow-empty-keys", false, "write allow_any for PK, KEK or db, and an empty dbx requirement, if the log shows them empty (risk: whoever sets them decides what boots)")
 	cmd.Flags().BoolVar(&opts.AllowUnverifiedBootApps, "allow-unverified-boot-apps", false, "write the allowances for a Secure Boot log in which no authority verified a boot application")
 	cmd.Flags().BoolVar(&opts.AllowDebug, "allow-debug", false, "write the debug allowances for UEFI Debug Mode and DMA Protection Disabled if the log reports them")
+	cmd.Flags().StringVar(&bankName, "pcr-bank", policy.BankSHA256, "the PCR bank the policy describes: sha256, or sha1 for hosts that have no SHA-256 bank (risk: SHA-1 is broken for collisions; writes pcr_bank: sha1)")
 	_ = cmd.MarkFlagRequired("eventlog")
 	return cmd
 }
@@ -100,7 +125,7 @@ func (e *env) policyCheckCmd() *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: ExitBadInput, Err: err}
 			}
-			st, err := offlineState(logPath)
+			st, err := offlineState(logPath, p.Bank())
 			if err != nil {
 				return err
 			}
@@ -164,13 +189,22 @@ func (e *env) policyDiffCmd() *cobra.Command {
 			if asJSON {
 				defer func() { err = e.jsonError(err) }()
 			}
-			st, err := offlineState(logPath)
+			var p *policy.Policy
+			var h crypto.Hash // the log's own bank, unless a policy names one
+			if policyPath != "" && reference == "" {
+				if p, err = policy.Load(policyPath); err != nil {
+					return &ExitError{Code: ExitBadInput, Err: err}
+				}
+				h = p.Bank()
+			}
+			st, err := offlineState(logPath, h)
 			if err != nil {
 				return err
 			}
 			switch {
 			case reference != "":
-				ref, err := offlineState(reference)
+				// The reference in the bank of the log it is compared with.
+				ref, err := offlineState(reference, st.Hash)
 				if err != nil {
 					return err
 				}
@@ -191,11 +225,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					return nil
 				}
 				return &ExitError{Code: ExitPolicyFail, Err: errors.New("the logs differ")}
-			case policyPath != "":
-				p, err := policy.Load(policyPath)
-				if err != nil {
-					return &ExitError{Code: ExitBadInput, Err: err}
-				}
+			case p != nil:
 				fs := p.Evaluate(st)
 				if asJSON {
 					if err := e.printJSON(map[string]any{"against": "policy", "policy": p.Name, "policy_digest": p.Digest(), "failures": append([]policy.Failure{}, fs...)}); err != nil {

@@ -4,6 +4,7 @@ package config
 
 import (
 	"bytes"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -461,7 +462,7 @@ func (c *Config) loadPolicy() (*policy.Policy, *eventlog.BootState, error) {
 	}
 	var ref *eventlog.BootState
 	if c.Admin != nil && c.PolicyReference != "" {
-		if ref, err = replay(c.PolicyReference); err != nil {
+		if ref, err = replay(c.PolicyReference, pol.Bank()); err != nil {
 			return nil, nil, fmt.Errorf("policy_reference: %w", err)
 		}
 	}
@@ -489,15 +490,16 @@ func (a *Appliance) ReloadPolicy() (*policy.Policy, *eventlog.BootState, error) 
 	return pol, ref, nil
 }
 
-// replay replays an event log against itself: there is no quote offline,
-// so this is what the log claims, which is what a policy is written
-// against.
-func replay(path string) (*eventlog.BootState, error) {
+// replay replays an event log against itself in the PCR bank h (the
+// policy's, so that the reference compares with hosts' logs): there is no
+// quote offline, so this is what the log claims, which is what a policy is
+// written against.
+func replay(path string, h crypto.Hash) (*eventlog.BootState, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read event log: %w", err)
 	}
-	bank, err := eventlog.Replay(raw)
+	bank, err := eventlog.ReplayBank(raw, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 	"os"
@@ -125,7 +126,7 @@ func TestLoadAppliance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := replay(ref)
+	st, err := replay(ref, crypto.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}

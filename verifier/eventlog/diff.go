@@ -9,12 +9,16 @@ import (
 // Diff explains in readable lines how the boot state b departs from a: Secure
 // Boot, the key databases, boot applications, signers, debug actions, command
 // lines, firmware and the PCR values. An empty result means no difference
-// bootgate looks at.
+// bootgate looks at. States replayed in different PCR banks differ in that
+// alone: none of their digests can be compared.
 func Diff(a, b *BootState) []string {
+	if a.Hash != b.Hash {
+		return []string{fmt.Sprintf("PCR bank: %v → %v: the logs' digests cannot be compared", a.Hash, b.Hash)}
+	}
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
-	if a.SecureBoot != b.SecureBoot && (a.SecureBoot.Enabled != b.SecureBoot.Enabled || a.SecureBoot.Measured != b.SecureBoot.Measured) {
-		add("Secure Boot: %s → %s%s", sbState(a.SecureBoot), sbState(b.SecureBoot), at(b.SecureBoot.Measured, b.SecureBoot.Event))
+	if sa, sb := sbState(a.SecureBoot), sbState(b.SecureBoot); sa != sb {
+		add("Secure Boot: %s → %s%s", sa, sb, at(b.SecureBoot.Event != 0, b.SecureBoot.Event))
 	}
 	for _, v := range []struct {
 		name string
@@ -26,7 +30,10 @@ func Diff(a, b *BootState) []string {
 		added, removed := setDiff(certIDs(v.a.Certs), certIDs(v.b.Certs))
 		ha, hr := setDiff(v.a.Hashes, v.b.Hashes)
 		what := "changed"
-		if v.b.Event == 0 && !v.b.Present {
+		switch {
+		case v.b.Unverified:
+			what = "unverifiable" // its event's digest does not cover it
+		case v.b.Event == 0 && !v.b.Present:
 			what = "not measured" // no event to name: the log shows none
 		}
 		add("%s %s%s: %d certificates added %v, %d removed %v; %d hashes added, %d removed",
@@ -99,6 +106,18 @@ func Diff(a, b *BootState) []string {
 			add("PCR %d: %s → %s", i, short(va), short(vb))
 		}
 	}
+	quirks := func(s *BootState) []string {
+		var o []string
+		for _, q := range s.Quirks {
+			if !slices.Contains(o, q.Quirk) {
+				o = append(o, q.Quirk)
+			}
+		}
+		return o
+	}
+	if added, removed := setDiff(quirks(a), quirks(b)); len(added)+len(removed) > 0 {
+		add("firmware quirks: added %v, removed %v", added, removed)
+	}
 	if len(b.Anomalies) > 0 {
 		add("%d structural anomalies, e.g. event %d: %s", len(b.Anomalies), b.Anomalies[0].Event, b.Anomalies[0].Detail)
 	}
@@ -114,7 +133,10 @@ func onOff(b bool) string {
 
 // sbState names the Secure Boot state a log shows.
 func sbState(s SecureBoot) string {
-	if !s.Measured {
+	switch {
+	case s.Unverified:
+		return "unverifiable (its event's digest does not cover it)"
+	case !s.Measured:
 		return "not measured"
 	}
 	return onOff(s.Enabled)

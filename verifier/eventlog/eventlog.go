@@ -2,9 +2,10 @@
 // proves. It is pure code: bytes and PCR values in, a BootState out.
 //
 // Verify is the only way to obtain a BootState from evidence: it parses the log,
-// replays its SHA-256 digests against PCR values that a verified quote vouched
-// for, and extracts the state only from events that replayed. An event log that
-// does not replay never yields a BootState.
+// replays the digests of one PCR bank (SHA-256, or SHA-1 where a policy opts
+// in) against PCR values that a verified quote vouched for, and extracts the
+// state only from events that replayed. An event log that does not replay
+// never yields a BootState.
 package eventlog
 
 import (
@@ -33,6 +34,18 @@ type ReplayError struct {
 
 func (e *ReplayError) Error() string {
 	return fmt.Sprintf("event log does not replay to the quoted value of PCRs %v", e.PCRs)
+}
+
+// BankError reports a readable log that carries no digests of the bank asked
+// for: a SHA-1-only log replayed for a SHA-256 policy, or the reverse. It is
+// not an ErrMalformed: the log can be read, it is of another kind.
+type BankError struct {
+	Want crypto.Hash   // the bank asked for
+	Have []crypto.Hash // the banks the log carries
+}
+
+func (e *BankError) Error() string {
+	return fmt.Sprintf("the event log carries no %v digests (it has %v)", e.Want, e.Have)
 }
 
 // UnexplainedError reports PCRs that hold values although the log has no
@@ -67,7 +80,7 @@ func checkUnexplained(bank Bank, eventPCRs map[int]bool) error {
 
 // Bank is a set of PCR values of one hash algorithm, by PCR index.
 type Bank struct {
-	Hash crypto.Hash // crypto.SHA256, or crypto.SHA1 for old logs offline
+	Hash crypto.Hash // crypto.SHA256, or crypto.SHA1 where the policy names that bank
 	PCRs map[int][]byte
 	// Unlogged are PCRs that may hold values this log does not explain,
 	// such as IMA's PCR 10, whose events are in the IMA log. Every other PCR
@@ -109,11 +122,49 @@ func Replay(raw []byte) (Bank, error) {
 	if err != nil {
 		return Bank{}, err
 	}
-	bank := Bank{Hash: crypto.SHA256, PCRs: map[int][]byte{}}
-	alg := register.HashSHA256
+	h := crypto.SHA256
 	if !slices.Contains(el.Algs, register.HashSHA256) {
-		bank.Hash, alg = crypto.SHA1, register.HashSHA1
+		h = crypto.SHA1
 	}
+	return replayBank(el, h)
+}
+
+// ReplayBank is Replay in the bank h (crypto.SHA1, crypto.SHA256 or
+// crypto.SHA384). A readable log without digests of h is a *BankError.
+func ReplayBank(raw []byte, h crypto.Hash) (Bank, error) {
+	el, _, err := parse(raw)
+	if err != nil {
+		return Bank{}, err
+	}
+	return replayBank(el, h)
+}
+
+// Banks returns the PCR banks whose digests raw carries, SHA-256 first
+// where it has it.
+func Banks(raw []byte) ([]crypto.Hash, error) {
+	el, _, err := parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	return logBanks(el), nil
+}
+
+func logBanks(el *tcg.EventLog) []crypto.Hash {
+	var out []crypto.Hash
+	for _, h := range []crypto.Hash{crypto.SHA256, crypto.SHA384, crypto.SHA1} {
+		if slices.Contains(el.Algs, bankAlgs[h]) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func replayBank(el *tcg.EventLog, h crypto.Hash) (Bank, error) {
+	alg, ok := bankAlgs[h]
+	if !ok || !slices.Contains(el.Algs, alg) {
+		return Bank{}, &BankError{Want: h, Have: logBanks(el)}
+	}
+	bank := Bank{Hash: h, PCRs: map[int][]byte{}}
 	size := bank.Hash.Size()
 	locality := byte(0)
 	for _, e := range el.Events(alg) {
@@ -173,7 +224,7 @@ func replay(raw []byte, bank Bank) ([]tcg.Event, framing, error) {
 	}
 	alg, ok := bankAlgs[bank.Hash]
 	if !ok || !slices.Contains(el.Algs, alg) {
-		return nil, f, fmt.Errorf("%w: the log carries no %v digests", ErrMalformed, bank.Hash)
+		return nil, f, &BankError{Want: bank.Hash, Have: logBanks(el)}
 	}
 	mrs := make([]register.MR, 0, len(bank.PCRs))
 	for _, i := range sortedKeys(bank.PCRs) {

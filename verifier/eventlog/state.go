@@ -65,6 +65,11 @@ type BootState struct {
 	// ShimVariables are shim's state variables (SbatLevel, MokListTrusted),
 	// which shim measures as authority events.
 	ShimVariables []ShimVariable `json:"shim_variables,omitempty"`
+	// Quirks are the firmware quirks (quirks.go) that explain events of
+	// this log; a policy passes a log only if it accepts each.
+	Quirks []QuirkUse `json:"quirks,omitempty"`
+
+	pcr7Vars int // EV_EFI_VARIABLE_DRIVER_CONFIG events of PCR 7 so far
 }
 
 // SecureBoot is the measured value of the SecureBoot variable.
@@ -72,6 +77,10 @@ type SecureBoot struct {
 	Measured bool `json:"measured"`
 	Enabled  bool `json:"enabled"`
 	Event    int  `json:"event,omitempty"`
+	// Unverified: Event names the variable, but its digest covers neither
+	// its data nor, by a known quirk, its value (a structural anomaly):
+	// something was measured, and what cannot be told. Measured is false.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // Variable is one measured Secure Boot variable (PK, KEK, db or dbx).
@@ -83,6 +92,9 @@ type Variable struct {
 	Hashes  []string `json:"hashes,omitempty"` // EFI_CERT_SHA256 entries, hex
 	// OtherEntries counts entries of other signature types (RSA2048, SHA-1, ...).
 	OtherEntries int `json:"other_entries,omitempty"`
+	// Unverified is as in SecureBoot: Event names the variable, but its
+	// digest does not cover its content, which cannot be told.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // Cert names an X.509 certificate by its subject and SHA-256 fingerprint.
@@ -125,6 +137,9 @@ type Cmdline struct {
 	Event int    `json:"event"`
 	PCR   int    `json:"pcr"`
 	Text  string `json:"text"`
+	// Encoding names the encoding that explains its digest
+	// (cmdlineEncodings: "grub", "systemd-utf16").
+	Encoding string `json:"encoding,omitempty"`
 }
 
 // Unverified is an event whose digest bootgate cannot explain. PCR, Type and
@@ -186,7 +201,7 @@ var shimStateVariables = map[string]bool{"SbatLevel": true, "MokListTrusted": tr
 //     data, bound to its digest, holds a certificate (or shim's state);
 //     an event that is neither, but is bound, is unverifiable;
 //   - every event in CmdlinePCRs must be a command-line text that its
-//     digest covers (cmdlineTexts), or it is unverifiable;
+//     digest covers (cmdlineEncodings), or it is unverifiable;
 //   - every PCR among 0–7 of the bank must hold a separator that ends its
 //     phase normally: a boot measures one into each (PFP §3.3.2.2), and an
 //     error separator sent as another type leaves its PCR without one.
@@ -250,22 +265,50 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 		case e.Index == 7:
 			st.addPCR7(n, e, alg, seenSep[7], seenVar)
 		case slices.Contains(CmdlinePCRs, e.Index):
-			if t, ok := cmdlineTexts(alg, e); ok {
-				st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, PCR: e.Index, Text: t})
+			if t, enc, ok := cmdlineText(alg, e); ok {
+				st.Cmdlines = append(st.Cmdlines, Cmdline{Event: n, PCR: e.Index, Text: t, Encoding: enc})
 			} else {
 				st.unverifiable(n, e, "%s in PCR %d: its digest covers no command-line encoding of its data", typ, e.Index)
 			}
 		}
 	}
+	// QuirkSeparatorPCR7Only: a separator in PCR 7, and nothing in PCRs
+	// 0–6 that is or could be one.
+	pcr7Only := seenSep[7] && !sepDigestIn(events, known, 0, 6)
+	for i := range 7 {
+		pcr7Only = pcr7Only && !seenSep[i]
+	}
 	for i := range 8 {
 		switch _, quoted := bank.PCRs[i]; {
 		case seenSep[i]:
 			st.SeparatorPCRs = append(st.SeparatorPCRs, i)
+		case quoted && i < 7 && pcr7Only:
 		case quoted:
 			st.Anomalies = append(st.Anomalies, Anomaly{Detail: fmt.Sprintf("PCR %d has no separator: the log does not record a whole boot", i)})
 		}
 	}
+	if pcr7Only {
+		var missing []int
+		for i := range 7 {
+			if _, quoted := bank.PCRs[i]; quoted {
+				missing = append(missing, i)
+			}
+		}
+		if len(missing) > 0 {
+			st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkSeparatorPCR7Only,
+				Detail: fmt.Sprintf("PCRs %v hold no separator, and no event of PCRs 0–6 has a separator's digest", missing)})
+		}
+	}
 	return st
+}
+
+// sepDigestIn reports whether an event of PCRs lo to hi has the digest of
+// a separator value, whatever its type.
+func sepDigestIn(events []tcg.Event, known *digests, lo, hi int) bool {
+	return slices.ContainsFunc(events, func(e tcg.Event) bool {
+		d := string(e.Digest)
+		return e.Index >= lo && e.Index <= hi && (d == known.sepOK || known.sepError[d])
+	})
 }
 
 // anomaly records a structural problem with event n; the detail is made by
@@ -287,14 +330,24 @@ func (st *BootState) unverifiable(n int, e tcg.Event, format string, args ...any
 // action (extract's doc).
 func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator bool, seenVar map[string]bool) {
 	bound := digestOf(alg, e, e.Data)
+	v, perr := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
 	if e.Type == tcg.EFIVariableDriverConfig {
+		place := st.pcr7Vars
+		st.pcr7Vars++
+		if !bound && perr == nil && valueOnlyVariable(alg, e, v, place) {
+			bound = true
+			st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkVariableValueOnly, Event: n,
+				Detail: fmt.Sprintf("variable %s: the digest is of its value only", v.VarName())})
+		}
 		if !bound {
-			st.anomaly(n, "variable event digest does not match its data")
+			st.anomaly(n, "variable event digest matches neither its data nor, by a known firmware quirk, its value")
+			if perr == nil && secureBootVariables[v.Header.VariableName.String()+"/"+v.VarName()] {
+				st.unverifiedVariable(n, v)
+			}
 			return
 		}
-		v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
-		if err != nil {
-			st.anomaly(n, "unparsable UEFI variable: %v", err)
+		if perr != nil {
+			st.anomaly(n, "unparsable UEFI variable: %v", perr)
 			return
 		}
 		key := v.Header.VariableName.String() + "/" + v.VarName()
@@ -311,14 +364,18 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 		}
 		// Any other variable must be what an authority is.
 	}
+	if !bound && shimAuthorityShort(alg, e, v, perr == nil) {
+		bound = true
+		st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkShimAuthorityLastByte, Event: n,
+			Detail: fmt.Sprintf("authority %s: the digest is of the event data without its last byte", v.VarName())})
+	}
 	if !bound {
 		// The event replayed, so PCR 7 is right, but its data is not what
 		// was measured: what it stands for cannot be told.
 		st.unverifiable(n, e, "%s data does not match its digest", EventTypeName(e.Type))
 		return
 	}
-	v, err := tcg.ParseUEFIVariableData(bytes.NewReader(e.Data))
-	if err != nil {
+	if perr != nil {
 		st.unverifiable(n, e, "%s in PCR 7 is neither a Secure Boot variable, a known action nor an authority", EventTypeName(e.Type))
 		return
 	}
@@ -333,6 +390,37 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 		return
 	}
 	st.Authorities = append(st.Authorities, Authority{Event: n, Variable: v.VarName(), Cert: c})
+}
+
+// variable returns the field of BootState that holds the Secure Boot
+// variable v (nil for SecureBoot and for variables it does not hold).
+func (st *BootState) variable(v tcg.UEFIVariableData) *Variable {
+	switch guid, name := v.Header.VariableName.String(), v.VarName(); {
+	case guid == efiGlobalVariable && name == "PK":
+		return &st.PK
+	case guid == efiGlobalVariable && name == "KEK":
+		return &st.KEK
+	case guid == efiImageSecurityDB && name == "db":
+		return &st.DB
+	case guid == efiImageSecurityDB && name == "dbx":
+		return &st.DBX
+	}
+	return nil
+}
+
+// unverifiedVariable notes that event n names the Secure Boot variable v
+// although its digest does not cover it, unless the variable was measured
+// verifiably already.
+func (st *BootState) unverifiedVariable(n int, v tcg.UEFIVariableData) {
+	if v.Header.VariableName.String() == efiGlobalVariable && v.VarName() == "SecureBoot" {
+		if !st.SecureBoot.Measured && st.SecureBoot.Event == 0 {
+			st.SecureBoot = SecureBoot{Event: n, Unverified: true}
+		}
+		return
+	}
+	if t := st.variable(v); t != nil && t.Event == 0 {
+		*t = Variable{Event: n, Unverified: true}
+	}
 }
 
 func (st *BootState) addVariable(n int, v tcg.UEFIVariableData) {
@@ -351,16 +439,10 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData) {
 			st.anomaly(n, "SecureBoot variable has an invalid value: %d bytes, SHA-256 %s (want one byte, 0 or 1)", len(v.VariableData), hex.EncodeToString(sum[:]))
 		}
 		return
-	case guid == efiGlobalVariable && name == "PK":
-		target = &st.PK
-	case guid == efiGlobalVariable && name == "KEK":
-		target = &st.KEK
-	case guid == efiImageSecurityDB && name == "db":
-		target = &st.DB
-	case guid == efiImageSecurityDB && name == "dbx":
-		target = &st.DBX
 	default:
-		return
+		if target = st.variable(v); target == nil {
+			return
+		}
 	}
 	sum := sha256.Sum256(v.VariableData)
 	*target = Variable{Present: len(v.VariableData) > 0, Event: n, SHA256: hex.EncodeToString(sum[:])}
@@ -381,34 +463,68 @@ func (st *BootState) addVariable(n int, v tcg.UEFIVariableData) {
 // the text after the prefix, with or without its NUL.
 var grubPrefixes = []string{"kernel_cmdline: ", "module_cmdline: ", "grub_cmd: ", "grub_kernel_cmdline ", "grub_cmd "}
 
-// cmdlineTexts returns the text that e's digest covers, trying each way a
-// supported boot loader measures a kernel command line as text:
+// cmdlineEncoding is one way a supported boot loader measures a kernel
+// command line (or a command) as text into a command-line PCR.
+type cmdlineEncoding struct {
+	name string // in Cmdline.Encoding
+	pcrs []int  // the PCRs it measures into
+	// text returns the text e's digest covers, and false when this
+	// encoding does not explain e's digest.
+	text func(alg crypto.Hash, e tcg.Event) (string, bool)
+}
+
+// cmdlineEncodings are the encodings extraction explains command-line PCR
+// events by, as data; an event none of them explains is unverifiable.
 //
-//   - GRUB (PCR 8): data is a prefix of grubPrefixes, the text and a NUL;
+//   - "grub" (PCR 8): data is a prefix of grubPrefixes, the text and a NUL;
 //     the digest is over the text, with or without its NUL.
-//   - systemd-boot (PCR 8) and systemd-stub (PCR 12): data is the load
-//     options as UTF-16LE, with or without a terminator; the digest is over
-//     the text and its terminator, or the text alone (older versions).
-//
-// The text must be text: GRUB's bytes without control characters other
-// than tab and line ends; systemd's UTF-16 within Latin-1 (decodeLatin1UTF16). Otherwise,
-// and when no encoding explains the digest, it returns ok false: the event
-// is unverifiable. A text is returned as the kernel would receive it: GRUB's
-// bytes as they are, UTF-16 as UTF-8 (as the EFI stub converts it).
-func cmdlineTexts(alg crypto.Hash, e tcg.Event) (text string, ok bool) {
-	data := e.Data
-	if e.Index == 8 {
-		for _, p := range grubPrefixes {
-			t, found := bytes.CutPrefix(data, []byte(p))
-			if !found {
-				continue
-			}
-			t = bytes.TrimSuffix(t, []byte{0})
-			if (digestOf(alg, e, t) || digestOf(alg, e, t, 0)) && isText(t) {
-				return string(t), true
-			}
+//   - "systemd-utf16" (systemd-boot in PCR 8, systemd-stub in PCR 12): data
+//     is the load options as UTF-16LE, with or without a terminator (and,
+//     from some boot loaders, a stray odd byte after it); the digest is over
+//     the data as sent, over the text and its UTF-16 terminator, or over the
+//     text alone (older versions).
+var cmdlineEncodings = []cmdlineEncoding{
+	{name: "grub", pcrs: []int{8}, text: grubText},
+	{name: "systemd-utf16", pcrs: []int{8, 12}, text: systemdText},
+}
+
+// cmdlineText returns the text that e's digest covers, and the name of the
+// encoding (cmdlineEncodings) that explains it. The text must be text:
+// GRUB's bytes without control characters other than tab and line ends;
+// systemd's UTF-16 within Latin-1 (decodeLatin1UTF16). Otherwise, and when
+// no encoding explains the digest, ok is false: the event is unverifiable.
+// A text is returned as the kernel would receive it: GRUB's bytes as they
+// are, UTF-16 as UTF-8 (as the EFI stub converts it).
+func cmdlineText(alg crypto.Hash, e tcg.Event) (text, encoding string, ok bool) {
+	for _, c := range cmdlineEncodings {
+		if !slices.Contains(c.pcrs, e.Index) {
+			continue
+		}
+		if t, ok := c.text(alg, e); ok {
+			return t, c.name, true
 		}
 	}
+	return "", "", false
+}
+
+// grubText is the "grub" encoding of cmdlineEncodings.
+func grubText(alg crypto.Hash, e tcg.Event) (string, bool) {
+	for _, p := range grubPrefixes {
+		t, found := bytes.CutPrefix(e.Data, []byte(p))
+		if !found {
+			continue
+		}
+		t = bytes.TrimSuffix(t, []byte{0})
+		if (digestOf(alg, e, t) || digestOf(alg, e, t, 0)) && isText(t) {
+			return string(t), true
+		}
+	}
+	return "", false
+}
+
+// systemdText is the "systemd-utf16" encoding of cmdlineEncodings.
+func systemdText(alg crypto.Hash, e tcg.Event) (string, bool) {
+	data := e.Data
 	u := data
 	if len(u)%2 == 1 && u[len(u)-1] == 0 {
 		u = u[:len(u)-1] // some boot loaders add a stray terminating byte
@@ -423,11 +539,7 @@ func cmdlineTexts(alg crypto.Hash, e tcg.Event) (text string, ok bool) {
 	if !digestOf(alg, e, data) && !digestOf(alg, e, body) && !digestOf(alg, e, body, 0, 0) {
 		return "", false
 	}
-	t, valid := decodeLatin1UTF16(body)
-	if !valid {
-		return "", false
-	}
-	return t, true
+	return decodeLatin1UTF16(body)
 }
 
 // decodeLatin1UTF16 decodes UTF-16LE load options whose every code unit is

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"crypto"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,6 +15,8 @@ import (
 // Rule names, stable identifiers carried in verdicts and incidents.
 const (
 	RuleLogStructure       = "log.structure"
+	RulePCRBank            = "log.pcr_bank"
+	RuleQuirk              = "log.quirk"
 	RuleLogUnverifiable    = "log.unverifiable_events"
 	RuleSecureBootEnabled  = "secure_boot.enabled"
 	RulePK                 = "secure_boot.pk"
@@ -54,8 +57,13 @@ const MaxFailuresPerRule = 16
 
 // Evaluate checks a verified boot state against the policy and returns every
 // failed rule; an empty result is a pass. It never stops at the first failure,
-// so that an incident names everything that is wrong.
+// so that an incident names everything that is wrong, with one exception: a
+// log replayed in another PCR bank than the policy's fails log.pcr_bank
+// alone, since none of its digests can be compared with the policy's.
 func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
+	if st.Hash != p.Bank() {
+		return []Failure{BankFailure(p, st.Hash)}
+	}
 	perRule := map[string]int{}
 	fail := func(rule string, event int, format string, args ...any) {
 		// A log can repeat one fault many times; the first MaxFailuresPerRule
@@ -82,12 +90,19 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 			fail(RuleLogUnverifiable, u.Event, "%s (PCR %d, %s, digest %s; not pinned)", eventlog.Text(u.Detail), u.PCR, u.Type, u.Digest)
 		}
 	}
+	for _, q := range st.Quirks {
+		if !slices.Contains(p.Log.Quirks, q.Quirk) {
+			fail(RuleQuirk, q.Event, "%s, by the known firmware quirk %s, which the policy does not accept (log.quirks)", q.Detail, q.Quirk)
+		}
+	}
 
 	sb := st.SecureBoot
 	if !p.SecureBoot.AllowDisabled {
 		switch {
+		case !sb.Measured && sb.Unverified:
+			fail(RuleSecureBootEnabled, sb.Event, "the SecureBoot variable's event has a digest that covers neither its data nor, by a known firmware quirk, its value: what it measured cannot be told")
 		case !sb.Measured:
-			fail(RuleSecureBootEnabled, 0, "the SecureBoot variable was never measured")
+			fail(RuleSecureBootEnabled, 0, "the log has no event that measured the SecureBoot variable")
 		case !sb.Enabled:
 			fail(RuleSecureBootEnabled, sb.Event, "Secure Boot is disabled")
 		}
@@ -169,7 +184,7 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 			fail(RuleRevokedBootApp, app.Event, "boot application %s (%s) is revoked", app.SHA256, appName(app))
 			continue
 		}
-		if !ci.AllowAnyBootApp && !slices.ContainsFunc(ci.BootApps, func(b BootApp) bool { return b.SHA256 == app.SHA256 }) {
+		if !ci.AllowAnyBootApp && !slices.ContainsFunc(ci.BootApps, func(b BootApp) bool { return b.digest(st.Hash) == app.SHA256 }) {
 			fail(RuleBootApp, app.Event, "boot application %s (%s) is not allowed", app.SHA256, appName(app))
 		}
 	}
@@ -193,8 +208,20 @@ func (p *Policy) Evaluate(st *eventlog.BootState) (out []Failure) {
 	return out
 }
 
+// BankFailure is the one failure of a log replayed in (or only carrying)
+// the PCR bank have against a policy of another bank.
+func BankFailure(p *Policy, have crypto.Hash) Failure {
+	return Failure{Rule: RulePCRBank, Detail: fmt.Sprintf(
+		"the log was replayed in the %v PCR bank, the policy describes the %v bank (pcr_bank: %s): no digest of one can be compared with the other's",
+		have, p.Bank(), BankName(p.Bank()))}
+}
+
 func (p *Policy) checkKeySet(rule, name string, k KeySet, v eventlog.Variable, fail func(string, int, string, ...any)) {
 	if k.AllowAny {
+		return
+	}
+	if v.Unverified {
+		fail(rule, v.Event, "%s's event has a digest that covers neither its data nor, by a known firmware quirk, its value: its content cannot be told", name)
 		return
 	}
 	if !v.Present {

@@ -33,6 +33,9 @@ type LearnOptions struct {
 	// AllowDebug writes the debug allowances for "UEFI Debug Mode" and
 	// "DMA Protection Disabled" when the log reports them.
 	AllowDebug bool
+	// AllowSHA1 writes pcr_bank: sha1 for a log replayed in the SHA-1
+	// bank (Policy.PCRBank documents the risk).
+	AllowSHA1 bool
 }
 
 // ErrNotReference reports a log that cannot serve as a reference for Learn.
@@ -45,13 +48,18 @@ var ErrNotReference = errors.New("not a reference log")
 // log measured nothing for a rule (no boot application, empty key
 // databases, no authority) or reports a debug control, it writes the
 // allowance only if opts asks for it, and refuses otherwise (ErrNotReference,
-// naming the option). Notes lists, for the operator, every allowance and pin
-// written and why. A log that measures no boot (no separator in PCRs 0–7)
-// and a log with structural anomalies are refused. Policies describe the
-// SHA-256 PCR bank, so a log replayed in another bank is refused.
+// naming the option). Notes lists, for the operator, every allowance, pin
+// and firmware quirk written and why. A log that measures no boot (no
+// separator in PCRs 0–7, but where eventlog.QuirkSeparatorPCR7Only
+// explains it) and a log with structural anomalies are refused. The policy
+// describes the bank st was replayed in: SHA-256, or SHA-1 with
+// opts.AllowSHA1; any other is refused.
 func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, notes []string, err error) {
-	if st.Hash != crypto.SHA256 {
-		return nil, nil, fmt.Errorf("learn policy: the log has %v digests only; bootgate policies describe the SHA-256 PCR bank", st.Hash)
+	switch {
+	case st.Hash == crypto.SHA1 && !opts.AllowSHA1:
+		return nil, nil, fmt.Errorf("learn policy: %w: the log was replayed in the SHA-1 PCR bank, and SHA-1 is broken for collisions; pass --pcr-bank sha1 to learn a SHA-1 policy all the same (docs/policy.md, pcr_bank)", ErrNotReference)
+	case st.Hash != crypto.SHA1 && st.Hash != crypto.SHA256:
+		return nil, nil, fmt.Errorf("learn policy: %w: the log was replayed in the %v bank; policies describe SHA-256 or SHA-1", ErrNotReference, st.Hash)
 	}
 	if missing := missingSeparators(st); len(missing) > 0 {
 		return nil, nil, fmt.Errorf("learn policy: %w: PCRs %v have no separator, so the log does not record a whole boot", ErrNotReference, missing)
@@ -67,6 +75,17 @@ func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, n
 		return ok
 	}
 	p = &Policy{Name: name}
+	if st.Hash == crypto.SHA1 {
+		p.PCRBank = BankSHA1
+		notes = append(notes, "pcr_bank: sha1: the policy describes the SHA-1 PCR bank, which is broken for collisions (docs/policy.md); "+
+			"the agent quotes it only on a TPM 2.0 with a SHA-1 bank: a TPM 1.2 host cannot attest online")
+	}
+	for _, q := range st.Quirks {
+		if !slices.Contains(p.Log.Quirks, q.Quirk) {
+			p.Log.Quirks = append(p.Log.Quirks, q.Quirk)
+		}
+		notes = append(notes, fmt.Sprintf("log.quirks: %s (%s)", q.Quirk, at(q.Event, q.Detail)))
+	}
 	if !st.SecureBoot.Enabled && need(opts.AllowSecureBootOff, "--allow-secure-boot-off", "the reference booted with Secure Boot off") {
 		p.SecureBoot.AllowDisabled = true
 		notes = append(notes, "secure_boot.allow_disabled: the reference booted with Secure Boot off")
@@ -110,8 +129,12 @@ func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, n
 	}
 
 	for _, app := range st.BootApps {
-		if !slices.ContainsFunc(p.CodeIntegrity.BootApps, func(b BootApp) bool { return b.SHA256 == app.SHA256 }) {
-			p.CodeIntegrity.BootApps = append(p.CodeIntegrity.BootApps, BootApp{SHA256: app.SHA256, Name: app.Path})
+		if !slices.ContainsFunc(p.CodeIntegrity.BootApps, func(b BootApp) bool { return b.digest(st.Hash) == app.SHA256 }) {
+			b := BootApp{SHA256: app.SHA256, Name: app.Path}
+			if st.Hash == crypto.SHA1 {
+				b = BootApp{SHA1: app.SHA256, Name: app.Path}
+			}
+			p.CodeIntegrity.BootApps = append(p.CodeIntegrity.BootApps, b)
 		}
 	}
 	if len(p.CodeIntegrity.BootApps) == 0 &&
@@ -164,10 +187,23 @@ func Learn(name string, st *eventlog.BootState, opts LearnOptions) (p *Policy, n
 	return p, notes, nil
 }
 
-// missingSeparators returns the PCRs among 0–7 that have no separator.
+// at prefixes detail with the event it comes from, if any.
+func at(event int, detail string) string {
+	if event == 0 {
+		return detail
+	}
+	return fmt.Sprintf("event %d: %s", event, detail)
+}
+
+// missingSeparators returns the PCRs among 0–7 that have no separator,
+// leaving out PCRs 0–6 where eventlog.QuirkSeparatorPCR7Only explains it.
 func missingSeparators(st *eventlog.BootState) []int {
+	pcr7Only := slices.ContainsFunc(st.Quirks, func(q eventlog.QuirkUse) bool { return q.Quirk == eventlog.QuirkSeparatorPCR7Only })
 	var out []int
 	for i := range 8 {
+		if pcr7Only && i < 7 {
+			continue
+		}
 		if !slices.Contains(st.SeparatorPCRs, i) {
 			out = append(out, i)
 		}

@@ -6,7 +6,8 @@ import (
 	"github.com/bootgate/bootgate/verifier/eventlog"
 )
 
-// PCRs returns the SHA-256 PCR indices (sorted, no duplicates) whose events
+// PCRs returns the PCR indices (sorted, no duplicates; of the policy's bank)
+// whose events
 // or values Evaluate reads for this policy. A quote that leaves one of them
 // out gives the corresponding rule nothing to check, so the appliance refuses
 // to start when its quoted PCRs do not cover them (config.CheckQuotedPCRs).

@@ -7,6 +7,7 @@ package policy
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -30,7 +31,20 @@ var ErrInvalid = errors.New("invalid policy")
 // Policy is a validated attestation policy for one hardware class.
 type Policy struct {
 	// Name identifies the policy in verdicts and logs.
-	Name          string        `yaml:"name"`
+	Name string `yaml:"name"`
+	// PCRBank is the PCR bank the policy describes, whose quote the
+	// verifier asks for and whose digests it replays: "sha256" (the
+	// default, also when absent) or "sha1". Its digests (boot_apps,
+	// revoked_boot_apps, firmware.pcr0, log.pinned_events) are of that
+	// bank. A log replayed in another bank fails log.pcr_bank.
+	//
+	// Risk of "sha1": SHA-1 is broken for collisions (SHAttered, 2017;
+	// chosen-prefix collisions, 2020). Whoever can make two images with
+	// one SHA-1 Authenticode digest, one benign and signed or allowed,
+	// can boot the other under the same measurement. Use it only for TPMs
+	// and firmware that have no SHA-256 bank (TPM 1.2, some early TPM 2.0
+	// firmware), and move such hosts to SHA-256 where firmware allows.
+	PCRBank       string        `yaml:"pcr_bank,omitempty"`
 	SecureBoot    SecureBoot    `yaml:"secure_boot"`
 	Debug         Debug         `yaml:"debug"`
 	CodeIntegrity CodeIntegrity `yaml:"code_integrity"`
@@ -107,15 +121,27 @@ type CodeIntegrity struct {
 	RevokedSigners  []string `yaml:"revoked_signers,omitempty"`
 }
 
-// BootApp is an allowed boot application.
+// BootApp is an allowed boot application, by its PCR 4 digest (its
+// Authenticode digest) in the policy's bank: SHA256 in a SHA-256 policy,
+// SHA1 in a SHA-1 policy, never both.
 type BootApp struct {
-	SHA256 string `yaml:"sha256"`
+	SHA256 string `yaml:"sha256,omitempty"`
+	SHA1   string `yaml:"sha1,omitempty"`
 	Name   string `yaml:"name,omitempty"`
+}
+
+// digest is the boot application's digest in the bank h, hex.
+func (b BootApp) digest(h crypto.Hash) string {
+	if h == crypto.SHA1 {
+		return b.SHA1
+	}
+	return b.SHA256
 }
 
 // Firmware constrains the platform firmware.
 type Firmware struct {
-	// PCR0 lists the allowed SHA-256 values of PCR 0 (firmware code).
+	// PCR0 lists the allowed values of PCR 0 (firmware code), hex, in the
+	// policy's bank.
 	PCR0 []string `yaml:"pcr0,omitempty"`
 	// AllowAny accepts any firmware. Risk: firmware is not checked at all.
 	AllowAny bool `yaml:"allow_any,omitempty"`
@@ -129,6 +155,14 @@ type Log struct {
 	// Any other unexplained event fails the log. Risk: what a pinned event
 	// measured is known only by its digest.
 	PinnedEvents []PinnedEvent `yaml:"pinned_events,omitempty"`
+
+	// Quirks are the firmware quirks (eventlog.Quirks, by name) a log may
+	// use. Each explains a digest by another exact computation over the
+	// event's data, or the absence of separators in PCRs 0–6; a log using a
+	// quirk the policy does not name fails log.quirk. Risk: small, and each
+	// is documented in docs/policy.md; separator-pcr7-only leaves an error
+	// separator of PCRs 0–6 to the rules that judge those PCRs' digests.
+	Quirks []string `yaml:"quirks,omitempty"`
 
 	// AllowUnverifiableEvents is no longer accepted: it admitted every
 	// unexplained event. A policy that sets it is refused with a hint.
@@ -204,15 +238,51 @@ func (p *Policy) Digest() string { return p.digest }
 // Source is the policy file as parsed: the bytes Digest hashes.
 func (p *Policy) Source() []byte { return p.source }
 
+// PCR bank names, as pcr_bank spells them.
+const (
+	BankSHA256 = "sha256"
+	BankSHA1   = "sha1"
+)
+
+// Bank is the PCR bank the policy describes: crypto.SHA256, or crypto.SHA1
+// for pcr_bank: sha1.
+func (p *Policy) Bank() crypto.Hash {
+	if p.PCRBank == BankSHA1 {
+		return crypto.SHA1
+	}
+	return crypto.SHA256
+}
+
+// BankName names a PCR bank as pcr_bank spells it.
+func BankName(h crypto.Hash) string {
+	if h == crypto.SHA1 {
+		return BankSHA1
+	}
+	return BankSHA256
+}
+
 func (p *Policy) validate() error {
 	if strings.TrimSpace(p.Name) == "" {
 		return errors.New("name: required")
 	}
 	var errs []error
+	if p.PCRBank != "" && p.PCRBank != BankSHA256 && p.PCRBank != BankSHA1 {
+		errs = append(errs, fmt.Errorf("pcr_bank: %q is neither %q nor %q", p.PCRBank, BankSHA256, BankSHA1))
+	}
+	bank := p.Bank()
 	check := func(field string, list []string) {
 		for i, d := range list {
 			if !isSHA256Hex(d) {
 				errs = append(errs, fmt.Errorf("%s[%d]: %q is not a lower-case hex SHA-256", field, i, d))
+			}
+		}
+	}
+	// Digests of the policy's PCR bank, as opposed to SHA-256 fingerprints
+	// and content digests, which bootgate computes itself.
+	checkBank := func(field string, list []string) {
+		for i, d := range list {
+			if !isHexOf(d, bank) {
+				errs = append(errs, fmt.Errorf("%s[%d]: %q is not a lower-case hex %v digest (pcr_bank: %s)", field, i, d, bank, BankName(bank)))
 			}
 		}
 	}
@@ -232,8 +302,15 @@ func (p *Policy) validate() error {
 	check("secure_boot.dbx_must_contain", p.SecureBoot.DBXMustContain)
 	ci := p.CodeIntegrity
 	for i, a := range ci.BootApps {
-		if !isSHA256Hex(a.SHA256) {
-			errs = append(errs, fmt.Errorf("code_integrity.boot_apps[%d].sha256: %q is not a lower-case hex SHA-256", i, a.SHA256))
+		field, other := "sha256", a.SHA1
+		if bank == crypto.SHA1 {
+			field, other = "sha1", a.SHA256
+		}
+		switch {
+		case other != "":
+			errs = append(errs, fmt.Errorf("code_integrity.boot_apps[%d]: give %s only: the policy describes the %s bank", i, field, BankName(bank)))
+		case !isHexOf(a.digest(bank), bank):
+			errs = append(errs, fmt.Errorf("code_integrity.boot_apps[%d].%s: %q is not a lower-case hex %v digest", i, field, a.digest(bank), bank))
 		}
 	}
 	if ci.AllowAnyBootApp == (len(ci.BootApps) > 0) {
@@ -246,9 +323,9 @@ func (p *Policy) validate() error {
 	if !ci.AllowAnySigner && len(ci.Signers) == 0 && !p.SecureBoot.AllowDisabled {
 		errs = append(errs, errors.New("code_integrity: give signers or allow_any_signer: true"))
 	}
-	check("code_integrity.revoked_boot_apps", ci.RevokedBootApps)
+	checkBank("code_integrity.revoked_boot_apps", ci.RevokedBootApps)
 	check("code_integrity.revoked_signers", ci.RevokedSigners)
-	check("firmware.pcr0", p.Firmware.PCR0)
+	checkBank("firmware.pcr0", p.Firmware.PCR0)
 	if p.Firmware.AllowAny == (len(p.Firmware.PCR0) > 0) {
 		errs = append(errs, errors.New("firmware: give either pcr0 values or allow_any: true"))
 	}
@@ -266,8 +343,13 @@ func (p *Policy) validate() error {
 			// names, pinned as hex, must still match.
 			p.Log.PinnedEvents[i].Type = eventlog.EventTypeName(typ)
 		}
-		if !isSHA256Hex(pe.Digest) {
-			errs = append(errs, fmt.Errorf("log.pinned_events[%d].digest: %q is not a lower-case hex SHA-256", i, pe.Digest))
+		if !isHexOf(pe.Digest, bank) {
+			errs = append(errs, fmt.Errorf("log.pinned_events[%d].digest: %q is not a lower-case hex %v digest (pcr_bank: %s)", i, pe.Digest, bank, BankName(bank)))
+		}
+	}
+	for i, q := range p.Log.Quirks {
+		if !eventlog.KnownQuirk(q) {
+			errs = append(errs, fmt.Errorf("log.quirks[%d]: %q is no firmware quirk bootgate knows", i, q))
 		}
 	}
 	for i, w := range p.Debug.ForbiddenCmdline {
@@ -279,8 +361,11 @@ func (p *Policy) validate() error {
 	return errors.Join(errs...)
 }
 
-func isSHA256Hex(s string) bool {
-	if len(s) != 2*sha256.Size {
+func isSHA256Hex(s string) bool { return isHexOf(s, crypto.SHA256) }
+
+// isHexOf reports whether s is a lower-case hex digest of h.
+func isHexOf(s string, h crypto.Hash) bool {
+	if len(s) != 2*h.Size() {
 		return false
 	}
 	for _, c := range s {

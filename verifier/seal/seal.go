@@ -17,6 +17,7 @@
 package seal
 
 import (
+	"crypto"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -54,9 +55,12 @@ type Blob struct {
 	// EncryptedSeed is the TPM2B_ENCRYPTED_SECRET contents for TPM2_Import:
 	// the import seed encapsulated to the EK.
 	EncryptedSeed []byte `json:"encrypted_seed"`
-	// PCRs are the SHA-256 PCRs the policy covers, in ascending order; the
+	// PCRs are the PCRs of Bank the policy covers, in ascending order; the
 	// agent runs TPM2_PolicyPCR over exactly this selection.
 	PCRs []int `json:"pcrs"`
+	// Bank is the PCR bank of PCRs: crypto.SHA256 or crypto.SHA1. It
+	// travels beside the blob (wire.Credential.PCRBank), not in it.
+	Bank crypto.Hash `json:"-"`
 }
 
 // Seal encrypts secret so that only the TPM holding the EK (ekPublic:
@@ -68,17 +72,23 @@ type Blob struct {
 // bytes. rand supplies the object's obfuscation seed and the encapsulation
 // randomness (crypto/rand.Reader in production).
 func Seal(rand io.Reader, ekPublic []byte, pcrs map[int][]byte, secret []byte) (*Blob, error) {
+	return SealBank(rand, ekPublic, crypto.SHA256, pcrs, secret)
+}
+
+// SealBank is Seal to the PCRs of the bank h, crypto.SHA256 or crypto.SHA1:
+// pcrs holds values of that bank (20 bytes each for SHA-1).
+func SealBank(rand io.Reader, ekPublic []byte, h crypto.Hash, pcrs map[int][]byte, secret []byte) (*Blob, error) {
 	ek, err := parseEK(ekPublic)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	return SealTo(rand, ek, pcrs, secret)
+	return SealTo(rand, ek, h, pcrs, secret)
 }
 
-// SealTo is Seal for an EK whose TPMT_PUBLIC the caller has decoded already
-// (the verifier decodes it once per enrollment): ek must be an RSA or ECC
-// restricted decryption key, as Seal checks.
-func SealTo(rand io.Reader, ek *tpm2.TPMTPublic, pcrs map[int][]byte, secret []byte) (*Blob, error) {
+// SealTo is SealBank for an EK whose TPMT_PUBLIC the caller has decoded
+// already (the verifier decodes it once per enrollment): ek must be an RSA
+// or ECC restricted decryption key, as Seal checks.
+func SealTo(rand io.Reader, ek *tpm2.TPMTPublic, h crypto.Hash, pcrs map[int][]byte, secret []byte) (*Blob, error) {
 	if rand == nil {
 		return nil, errors.New("seal: nil random source")
 	}
@@ -95,7 +105,7 @@ func SealTo(rand io.Reader, ek *tpm2.TPMTPublic, pcrs map[int][]byte, secret []b
 	if err != nil {
 		return nil, fmt.Errorf("seal: EK cannot be encapsulated to: %w", err)
 	}
-	policy, indices, err := PCRPolicy(pcrs)
+	policy, indices, err := PCRPolicyBank(h, pcrs)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
@@ -120,6 +130,7 @@ func SealTo(rand io.Reader, ek *tpm2.TPMTPublic, pcrs map[int][]byte, secret []b
 		Duplicate:     duplicate,
 		EncryptedSeed: seed,
 		PCRs:          indices,
+		Bank:          h,
 	}, nil
 }
 
@@ -132,6 +143,21 @@ func SealTo(rand io.Reader, ek *tpm2.TPMTPublic, pcrs map[int][]byte, secret []b
 // It also returns the sorted indices. The selection is encoded as agent/tpm
 // encodes it (three select bytes, PC Client), which the digest depends on.
 func PCRPolicy(pcrs map[int][]byte) (digest []byte, indices []int, err error) {
+	return PCRPolicyBank(crypto.SHA256, pcrs)
+}
+
+// PCRPolicyBank is PCRPolicy over the selection of the bank bank
+// (crypto.SHA256 or crypto.SHA1); pcrDigest is still SHA-256, the policy's
+// hash, of the values of that bank.
+func PCRPolicyBank(bank crypto.Hash, pcrs map[int][]byte) (digest []byte, indices []int, err error) {
+	alg := tpm2.TPMAlgSHA256
+	switch bank {
+	case crypto.SHA256:
+	case crypto.SHA1:
+		alg = tpm2.TPMAlgSHA1
+	default:
+		return nil, nil, fmt.Errorf("no PCR policy over the %v bank", bank)
+	}
 	if len(pcrs) == 0 {
 		return nil, nil, errors.New("no PCRs to seal to")
 	}
@@ -142,8 +168,8 @@ func PCRPolicy(pcrs map[int][]byte) (digest []byte, indices []int, err error) {
 		if i < 0 || i >= NumPCRs {
 			return nil, nil, fmt.Errorf("PCR %d out of range 0-%d", i, NumPCRs-1)
 		}
-		if len(pcrs[i]) != sha256.Size {
-			return nil, nil, fmt.Errorf("PCR %d: value of %d bytes, want a %d-byte SHA-256 digest", i, len(pcrs[i]), sha256.Size)
+		if len(pcrs[i]) != bank.Size() {
+			return nil, nil, fmt.Errorf("PCR %d: value of %d bytes, want a %d-byte %v digest", i, len(pcrs[i]), bank.Size(), bank)
 		}
 		sel = append(sel, uint(i))
 		h.Write(pcrs[i])
@@ -155,7 +181,7 @@ func PCRPolicy(pcrs map[int][]byte) (digest []byte, indices []int, err error) {
 	if err := (tpm2.PolicyPCR{
 		PcrDigest: tpm2.TPM2BDigest{Buffer: h.Sum(nil)},
 		Pcrs: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{
-			Hash:      tpm2.TPMAlgSHA256,
+			Hash:      alg,
 			PCRSelect: tpm2.PCClientCompatible.PCRs(sel...),
 		}}},
 	}).Update(calc); err != nil {

@@ -2,6 +2,7 @@ package seal
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -272,7 +273,7 @@ func BenchmarkSeal(b *testing.B) {
 		b.Run(tc.name+"/decoded-ek", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := SealTo(rand.Reader, ek, zeroPCRs(), secret); err != nil {
+				if _, err := SealTo(rand.Reader, ek, crypto.SHA256, zeroPCRs(), secret); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -332,9 +332,16 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	exp := now.Add(s.opt.SessionTTL)
 	sid := fmt.Sprintf("%x", id)
+	// The quote covers the bank of the policy in force now; a policy of
+	// another bank put in force before the quote fails it by log.pcr_bank.
+	bank := s.Policy().Bank()
+	bankName := ""
+	if bank != crypto.SHA256 {
+		bankName = policy.BankName(bank)
+	}
 	ok := s.sessions.add(sid, &session{
 		enrollment: enr,
-		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), Unlogged: attest.DefaultUnlogged, Fresh: s.fresh},
+		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), Bank: bank, Unlogged: attest.DefaultUnlogged, Fresh: s.fresh},
 		nonce:      nonce,
 		expires:    exp,
 	}, now)
@@ -345,7 +352,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	log.Info("enrolled", "host", enr.HostID, "ek", enr.EKType)
 	writeJSON(w, http.StatusOK, wire.EnrollResponse{
 		Session: sid, HostID: enr.HostID, Credential: cred, Secret: encSecret,
-		Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), ExpiresAt: exp,
+		Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), PCRBank: bankName, ExpiresAt: exp,
 	})
 }
 
@@ -455,7 +462,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	// Credentials only with a pass, sealed to the quoted state: every quoted
 	// PCR but those that may change after the quote (IMA's PCR 10).
 	if d.Effects.SealCredentials {
-		creds, err := s.sealCredentials(enr, &req, attest.VolatilePCRs)
+		creds, err := s.sealCredentials(enr, &req, sess.expected.Bank, attest.VolatilePCRs)
 		if err != nil {
 			log.Error("seal credentials", "err", err)
 		} else {
@@ -710,7 +717,11 @@ func (s *Server) requireIdentity(h http.HandlerFunc) http.HandlerFunc {
 // sealCredentials seals this boot's credentials: a fresh bootstrap token
 // (which the production OS can present to fleet services) and the
 // operator-registered secrets of the host.
-func (s *Server) sealCredentials(enr *attest.Enrollment, q *wire.QuoteRequest, skip []int) ([]wire.Credential, error) {
+func (s *Server) sealCredentials(enr *attest.Enrollment, q *wire.QuoteRequest, bank crypto.Hash, skip []int) ([]wire.Credential, error) {
+	bankName := ""
+	if bank != crypto.SHA256 {
+		bankName = policy.BankName(bank)
+	}
 	pcrs := map[int][]byte{}
 	for _, p := range q.PCRs {
 		if !slices.Contains(skip, p.Index) {
@@ -734,11 +745,11 @@ func (s *Server) sealCredentials(enr *attest.Enrollment, q *wire.QuoteRequest, s
 	ek := enr.EKPublicArea()
 	var out []wire.Credential
 	for _, sec := range secrets {
-		b, err := seal.SealTo(s.opt.Rand, ek, pcrs, sec.value)
+		b, err := seal.SealTo(s.opt.Rand, ek, bank, pcrs, sec.value)
 		if err != nil {
 			return nil, fmt.Errorf("seal %s: %w", sec.name, err)
 		}
-		out = append(out, wire.Credential{Name: sec.name, Public: b.Public, Duplicate: b.Duplicate, EncryptedSeed: b.EncryptedSeed, PCRs: b.PCRs})
+		out = append(out, wire.Credential{Name: sec.name, Public: b.Public, Duplicate: b.Duplicate, EncryptedSeed: b.EncryptedSeed, PCRs: b.PCRs, PCRBank: bankName})
 	}
 	return out, nil
 }

@@ -1,8 +1,11 @@
 package wire
 
-import "crypto/sha256"
+import (
+	"crypto/sha1"
+	"crypto/sha256"
+)
 
-// BoundaryPCR is bootgate's own PCR (SHA-256 bank), which firmware, shim,
+// BoundaryPCR is bootgate's own PCR, which firmware, shim,
 // GRUB and the Linux EFI stub leave alone. The agent extends it only after
 // a pass: with BoundaryDigest when it has unsealed the credentials, and with
 // the production OS it loads. The verifier refuses a quote with it moved: it
@@ -15,8 +18,18 @@ const BoundaryPCR = 15
 // unsealed its credentials, so that they cannot be unsealed again in this
 // boot: SHA-256("bootgate: credentials unsealed").
 func BoundaryDigest() [sha256.Size]byte {
-	return sha256.Sum256([]byte("bootgate: credentials unsealed"))
+	return sha256.Sum256([]byte(boundary))
 }
+
+// BoundaryDigestSHA1 is BoundaryDigest for the SHA-1 bank, which the agent
+// extends too when it attested in that bank (EnrollResponse.PCRBank):
+// SHA-1("bootgate: credentials unsealed"). It is a marker, not a
+// measurement: a collision gains nothing.
+func BoundaryDigestSHA1() [sha1.Size]byte {
+	return sha1.Sum([]byte(boundary))
+}
+
+const boundary = "bootgate: credentials unsealed"
 
 // Handover is what the agent hands the production OS about the attestation
 // that admitted it, as JSON in HandoverPath of the initramfs it appends:

@@ -20,6 +20,7 @@
 package wire
 
 import (
+	"crypto"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -81,16 +82,45 @@ type EnrollRequest struct {
 
 // EnrollResponse carries the activation challenge and the nonce to quote over.
 type EnrollResponse struct {
-	Session    string    `json:"session"`
-	HostID     string    `json:"host_id"`
-	Credential []byte    `json:"credential"` // the TPM2B_ID_OBJECT's contents (no size prefix), as go-tpm's tpm2.CreateCredential makes them
-	Secret     []byte    `json:"secret"`     // the TPM2B_ENCRYPTED_SECRET's contents (no size prefix)
-	Nonce      []byte    `json:"nonce"`      // qualifying data for TPM2_Quote; single use
-	PCRs       []int     `json:"pcrs"`       // SHA-256 PCRs to quote
-	ExpiresAt  time.Time `json:"expires_at"` // the session and its nonce expire then
+	Session    string `json:"session"`
+	HostID     string `json:"host_id"`
+	Credential []byte `json:"credential"` // the TPM2B_ID_OBJECT's contents (no size prefix), as go-tpm's tpm2.CreateCredential makes them
+	Secret     []byte `json:"secret"`     // the TPM2B_ENCRYPTED_SECRET's contents (no size prefix)
+	Nonce      []byte `json:"nonce"`      // qualifying data for TPM2_Quote; single use
+	PCRs       []int  `json:"pcrs"`       // PCRs to quote, of the bank PCRBank names
+	// PCRBank names the PCR bank to quote and send: BankSHA1, or absent
+	// (BankSHA256, what every agent quoted before the field existed). The
+	// verifier names the bank its policy describes; an agent refuses a
+	// bank it does not know.
+	PCRBank   string    `json:"pcr_bank,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"` // the session and its nonce expire then
 }
 
-// PCR is one PCR value of the SHA-256 bank.
+// PCR bank names of EnrollResponse.PCRBank and Credential.PCRBank.
+const (
+	BankSHA256 = "sha256"
+	BankSHA1   = "sha1"
+)
+
+// ErrUnknownBank reports a PCR bank name that is neither BankSHA256 nor
+// BankSHA1.
+var ErrUnknownBank = errors.New("unknown PCR bank")
+
+// ParseBank reads a PCR bank name of EnrollResponse.PCRBank or
+// Credential.PCRBank: "" and BankSHA256 are crypto.SHA256, BankSHA1 is
+// crypto.SHA1; any other wraps ErrUnknownBank.
+func ParseBank(name string) (crypto.Hash, error) {
+	switch name {
+	case "", BankSHA256:
+		return crypto.SHA256, nil
+	case BankSHA1:
+		return crypto.SHA1, nil
+	}
+	return 0, fmt.Errorf("%w: %q", ErrUnknownBank, name)
+}
+
+// PCR is one PCR value of the bank the enrollment named (SHA-256 unless
+// it named BankSHA1).
 type PCR struct {
 	Index  int    `json:"index"`
 	Digest []byte `json:"digest"`
@@ -228,6 +258,9 @@ type Credential struct {
 	Duplicate     []byte `json:"duplicate"`
 	EncryptedSeed []byte `json:"encrypted_seed"`
 	PCRs          []int  `json:"pcrs"`
+	// PCRBank is the bank of PCRs, as in EnrollResponse: absent for
+	// SHA-256.
+	PCRBank string `json:"pcr_bank,omitempty"`
 }
 
 // BootSpec names the production OS: where to fetch its files on the
