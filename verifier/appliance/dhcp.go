@@ -102,6 +102,9 @@ func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logge
 		}
 		cfg.CACert = blk.Bytes
 	}
+	if store.IsPostgresURL(storePath) {
+		return nil, errors.New("dhcp: the DHCP gate keeps its leases in an SQLite store file; with a PostgreSQL store, run without dhcp")
+	}
 	leases, err := dhcpgate.OpenLeases(storePath)
 	if err != nil {
 		return nil, err

@@ -39,7 +39,9 @@ type Config struct {
 	// from (optional): incidents of hosts that never passed are shown as a
 	// diff against it.
 	PolicyReference string `yaml:"policy_reference"`
-	// Store is the SQLite database file.
+	// Store is where the appliance keeps its state: an SQLite database
+	// file (the default, embedded), or a postgres:// URL naming a
+	// PostgreSQL database that several appliances may share.
 	Store string `yaml:"store"`
 	EK    EK     `yaml:"ek"`
 	// SessionTTL bounds the time between enrollment and quote (default 60s).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -60,4 +61,23 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 		return nil, fmt.Errorf("open postgres store %s@%s/%s: %w", cfg.User, cfg.Host, cfg.Database, err)
 	}
 	return &DB{d: postgresDialect, write: c, read: c, now: time.Now}, nil
+}
+
+// Redacted is loc as logs may show it: a postgres:// URL without its
+// password (in the user information or a password parameter); a file path
+// as it is.
+func Redacted(loc string) string {
+	if !IsPostgresURL(loc) {
+		return loc
+	}
+	u, err := url.Parse(loc)
+	if err != nil {
+		return "postgres://(a URL that does not parse)"
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
