@@ -21,16 +21,16 @@ type opener func(t *testing.T) *DB
 // and returns its location for Open (a file path, a postgres:// URL).
 type backend struct {
 	name  string
-	fresh func(t *testing.T) string
+	fresh func(t testing.TB) string
 }
 
 var backends = []backend{
-	{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "bootgate.db") }},
-	{"postgres", func(t *testing.T) string { return pgtest.DB(t) }},
+	{"sqlite", func(t testing.TB) string { return filepath.Join(t.TempDir(), "bootgate.db") }},
+	{"postgres", func(t testing.TB) string { return pgtest.DB(t) }},
 }
 
 // openAt opens the store at loc and closes it when the test ends.
-func openAt(t *testing.T, loc string) *DB {
+func openAt(t testing.TB, loc string) *DB {
 	t.Helper()
 	s, err := Open(context.Background(), loc)
 	if err != nil {
