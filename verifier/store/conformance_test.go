@@ -73,6 +73,7 @@ var conformance = []struct {
 	{"sessions/single use", testConsumeSession},
 	{"sessions/expired rows deleted", testSessionsExpire},
 	{"sessions/invalid input", testConsumeSessionInvalid},
+	{"leases/claim, decline, release, bind host", testLeaseTables},
 }
 
 // shared is what two appliances on one database do: each entry gets the

@@ -34,6 +34,9 @@ type dialect struct {
 	// tableExists is a query of one "?" parameter, a table name, whose one
 	// row counts the tables of that name (0 or 1).
 	tableExists string
+	// forUpdate ends a SELECT whose rows the transaction goes on to
+	// change: PostgreSQL locks them; SQLite's one writer needs nothing.
+	forUpdate string
 
 	rebound sync.Map // query → query with $n placeholders
 }
@@ -52,6 +55,7 @@ var (
 		write:       &sql.TxOptions{Isolation: sql.LevelSerializable},
 		retryable:   pgRetryable,
 		tableExists: `SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = ?`,
+		forUpdate:   " FOR UPDATE",
 	}
 )
 
