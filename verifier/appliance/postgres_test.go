@@ -1,7 +1,9 @@
 package appliance_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -21,11 +23,21 @@ func TestRunOnPostgres(t *testing.T) {
 	url := pgtest.DB(t)
 	a := freeAddrs(t)
 	cfgPath, dir := setup(t, a)
+	y, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y = bytes.Replace(y, []byte("store: bootgate.db"), fmt.Appendf(nil, "store: %q", url), 1)
+	if err := os.WriteFile(cfgPath, y, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := config.LoadAppliance(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Store = url
+	if cfg.Store != url {
+		t.Fatalf("store loaded as %q, want the URL %q", cfg.Store, url)
+	}
 	notes := listenNotify(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
