@@ -77,8 +77,9 @@ func newProvider(db conn) (*goose.Provider, error) {
 	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true), goose.WithTableName(versionTable)}
 	if db.d == postgresDialect {
 		// Appliances starting together take turns: the first migrates,
-		// the others find nothing left to do.
-		l, err := lock.NewPostgresSessionLocker()
+		// the others find nothing left to do. They ask for the lock every
+		// second (goose's default is five), for up to five minutes.
+		l, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/bootgate/bootgate/internal/pgtest"
 )
 
 func TestRedacted(t *testing.T) {
@@ -32,6 +34,34 @@ func TestOpenPostgresRefusesQuietly(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("Open(%s): the error shows the password: %v", Redacted(u), err)
+		}
+	}
+}
+
+// TestPostgresConcurrentFirstOpen: appliances starting together on a new
+// database all open it; one migrates, the others wait for it and find the
+// schema current.
+func TestPostgresConcurrentFirstOpen(t *testing.T) {
+	url := pgtest.DB(t)
+	const appliances = 4
+	errs := make(chan error, appliances)
+	stores := make(chan *DB, appliances)
+	for range appliances {
+		go func() {
+			s, err := OpenPostgres(context.Background(), url)
+			errs <- err
+			stores <- s
+		}()
+	}
+	for range appliances {
+		if err := <-errs; err != nil {
+			t.Errorf("OpenPostgres: %v", err)
+		}
+		if s := <-stores; s != nil {
+			if !current(context.Background(), s.write) {
+				t.Errorf("opened at a schema other than %d", SchemaVersion())
+			}
+			s.Close()
 		}
 	}
 }
