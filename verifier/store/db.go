@@ -10,9 +10,6 @@ import (
 
 	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/wire"
-
-	// The pure-Go SQLite driver, registered as "sqlite".
-	_ "modernc.org/sqlite"
 )
 
 // DB is a Store on an SQL database: an embedded SQLite file (OpenSQLite)
