@@ -181,7 +181,14 @@ func start() {
 }
 
 func launch(bin string, cred *syscall.Credential) (_ *server, err error) {
-	dir, err := os.MkdirTemp("", "pgtest")
+	// The socket's path must fit in 107 bytes, and when the server runs as
+	// another user every directory above it must let that user through:
+	// /tmp does both where $TMPDIR may not.
+	base := os.TempDir()
+	if cred != nil || len(base) > 60 {
+		base = "/tmp"
+	}
+	dir, err := os.MkdirTemp(base, "pgtest")
 	if err != nil {
 		return nil, err
 	}
