@@ -67,9 +67,9 @@ type LeaseClaim struct {
 func (s *DB) Leases() *LeaseTables { return &LeaseTables{db: s.write} }
 
 // OpenLeaseTables opens the lease tables in the SQLite file at path (it may
-// be the store's file), with a connection of their own, WAL journaling and
-// SQLiteOptions (synchronous=FULL: a bound lease survives a power loss),
-// and migrates the file (Migrate).
+// be the store's file), with a connection of their own, WAL journaling, a
+// busy timeout and synchronous=FULL (a bound lease survives a power loss,
+// as the store's writes do), and migrates the file (Migrate).
 func OpenLeaseTables(path string) (*LeaseTables, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {

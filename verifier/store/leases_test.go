@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 )
 
@@ -68,5 +69,21 @@ func testLeaseTables(t *testing.T, open opener) {
 	leases, hosts, err := lt.Load(ctx, now+2*hour-1)
 	if err != nil || len(leases) != 1 || leases[0].MAC != "m3" || len(hosts) != 1 || hosts[0].HostID != "h2" {
 		t.Errorf("Load = %+v, %+v, %v", leases, hosts, err)
+	}
+}
+
+// TestLeaseTablesDurable: the lease tables' own SQLite connection syncs
+// every commit, as the store's do.
+func TestLeaseTablesDurable(t *testing.T) {
+	lt, err := OpenLeaseTables(filepath.Join(t.TempDir(), "bootgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lt.Close()
+	for p, want := range map[string]string{"synchronous": "2", "journal_mode": "wal", "busy_timeout": "5000"} {
+		var got string
+		if err := lt.DB().QueryRow("PRAGMA " + p).Scan(&got); err != nil || got != want {
+			t.Errorf("PRAGMA %s = %q, %v; want %q", p, got, err, want)
+		}
 	}
 }

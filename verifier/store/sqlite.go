@@ -20,18 +20,17 @@ const maxReaders = 4
 // fraction, so that stored times also sort lexically.
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
-// SQLiteOptions is the DSN query every connection to an SQLite store file
+// sqliteOptions is the DSN query every connection to an SQLite store file
 // uses: foreign keys on, a busy timeout, and synchronous=FULL, so that in
 // WAL mode every commit is on disk (the WAL synced) before it returns: a
 // quarantine, a revocation, an audit entry or a bound lease that was
 // committed survives a power loss. (NORMAL, SQLite's usual choice with
-// WAL, may lose the last commits on power loss.) Other packages that open
-// the store's file (the DHCP gate's leases) use the same.
-const SQLiteOptions = "_busy_timeout=5000&_foreign_keys=1&_synchronous=FULL"
+// WAL, may lose the last commits on power loss.)
+const sqliteOptions = "_busy_timeout=5000&_foreign_keys=1&_synchronous=FULL"
 
 // OpenSQLite opens the SQLite database file at path, creating it and its
 // schema when missing, and migrates it (Migrate: the schema lives in
-// migrations/*.sql). The connections use WAL journaling and SQLiteOptions
+// migrations/*.sql). The connections use WAL journaling and sqliteOptions
 // (synchronous=FULL: committed writes survive power loss). It refuses a
 // database whose schema version is newer than this code knows (the error
 // wraps ErrSchemaTooNew).
@@ -45,7 +44,7 @@ func OpenSQLite(path string) (*DB, error) {
 	}
 	ctx := context.Background()
 
-	write, err := sql.Open("sqlite", fileURI(abs)+"?"+SQLiteOptions+"&_journal_mode=WAL&_txlock=immediate")
+	write, err := sql.Open("sqlite", fileURI(abs)+"?"+sqliteOptions+"&_journal_mode=WAL&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
@@ -63,7 +62,7 @@ func OpenSQLite(path string) (*DB, error) {
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
 
-	read, err := sql.Open("sqlite", fileURI(abs)+"?"+SQLiteOptions+"&_query_only=1")
+	read, err := sql.Open("sqlite", fileURI(abs)+"?"+sqliteOptions+"&_query_only=1")
 	if err != nil {
 		_ = write.Close()
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
