@@ -22,11 +22,13 @@ import (
 // exactly one connection whose transactions begin IMMEDIATE, so they
 // queue in-process instead of failing with SQLITE_BUSY, and reads use a
 // separate pool of query-only connections, which the WAL journal lets run
-// alongside the writer. On PostgreSQL, write transactions are SERIALIZABLE
-// and run again (up to maxAttempts times) when the database reports a
-// serialization failure: concurrent writers on several appliances, such as
-// two Apply calls for one host, behave as if one ran after the other, so
-// the second's re-check of the admission state sees the first's write.
+// alongside the writer. On PostgreSQL, write transactions are READ
+// COMMITTED, and every one that reads or changes a host's admission state
+// (Apply, Record, Quarantine, Act, RecordIdentity) first takes that
+// host's lock (lockHost): two Apply calls for one host on two appliances
+// run one after the other, and the second's re-check of the admission
+// state sees the first's write. Transactions the database rolls back for
+// a deadlock run again.
 type DB struct {
 	d       *dialect
 	write   conn // SQLite: one connection, every write transaction
@@ -240,6 +242,9 @@ func (s *DB) record(ctx context.Context, a *Attestation, h Host, state string, s
 
 	var id, incident int64
 	err = inTx(ctx, s.write, func(tx *txn) error {
+		if err := lockHost(ctx, tx, a.HostID); err != nil {
+			return err
+		}
 		t, err := step(tx)
 		if err != nil {
 			return err
@@ -427,6 +432,9 @@ func (s *DB) Host(ctx context.Context, id string) (*Host, error) {
 // Quarantine implements Store.
 func (s *DB) Quarantine(ctx context.Context, id, actor string) error {
 	return s.operator(ctx, actor, "quarantine", id, "", func(tx *txn) error {
+		if err := lockHost(ctx, tx, id); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE hosts SET state = ? WHERE id = ?`, HostQuarantined, id)
 		if err != nil {
 			return err
@@ -528,11 +536,19 @@ type IncidentAction struct {
 // quarantined until a fresh attestation passes.
 func (s *DB) Act(ctx context.Context, id int64, actor string, a IncidentAction) error {
 	return s.operator(ctx, actor, "incident-"+a.Kind, fmt.Sprint(id), a.Text, func(tx *txn) error {
+		// An incident's host never changes: its state is read again
+		// under the host's lock.
 		var state, host string
-		if err := tx.QueryRowContext(ctx, `SELECT state, host_id FROM incidents WHERE id = ?`, id).Scan(&state, &host); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT host_id FROM incidents WHERE id = ?`, id).Scan(&host); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return ErrNotFound
 			}
+			return err
+		}
+		if err := lockHost(ctx, tx, host); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT state FROM incidents WHERE id = ?`, id).Scan(&state); err != nil {
 			return err
 		}
 		t, err := admission.Act(state, admission.Action{Kind: admission.Event(a.Kind), Text: a.Text})

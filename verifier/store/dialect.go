@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -25,8 +27,9 @@ type dialect struct {
 	dollar bool
 	// write is how write transactions begin: SQLite's single write
 	// connection begins IMMEDIATE (its DSN says so) and needs nothing;
-	// PostgreSQL's are SERIALIZABLE, so that concurrent writers on several
-	// appliances behave as if one ran after the other.
+	// PostgreSQL's are READ COMMITTED, each statement seeing what was
+	// committed before it, and are serialized where it matters by locks:
+	// a host's admission lock (lockHost), row locks.
 	write *sql.TxOptions
 	// retryable reports an error after which a write transaction is run
 	// again: PostgreSQL's serialization failures and deadlocks.
@@ -37,6 +40,9 @@ type dialect struct {
 	// forUpdate ends a SELECT whose rows the transaction goes on to
 	// change: PostgreSQL locks them; SQLite's one writer needs nothing.
 	forUpdate string
+	// lockHost, when not empty, takes a transaction-scoped lock of two
+	// "?" integer parameters (lockHost's namespace and key).
+	lockHost string
 
 	rebound sync.Map // query → query with $n placeholders
 }
@@ -52,10 +58,11 @@ var (
 		name:        "postgres",
 		goose:       database.DialectPostgres,
 		dollar:      true,
-		write:       &sql.TxOptions{Isolation: sql.LevelSerializable},
+		write:       &sql.TxOptions{Isolation: sql.LevelReadCommitted},
 		retryable:   pgRetryable,
 		tableExists: `SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = ?`,
 		forUpdate:   " FOR UPDATE",
+		lockHost:    `SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), CAST(? AS INTEGER))`,
 	}
 )
 
@@ -135,14 +142,40 @@ func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *s
 	return t.Tx.QueryRowContext(ctx, t.d.bind(query), args...)
 }
 
+// hostLockSpace is the first key of the hosts' admission locks, so that
+// they share no key with other advisory locks on the database (goose's
+// migration lock is a one-key lock, a separate space): "bgh1".
+const hostLockSpace int32 = 0x62676831
+
+// lockHost takes hostID's admission lock for the rest of tx, waiting for
+// the transaction that holds it to end. Every transaction that reads or
+// changes a host's admission state (its state, its unresolved incident,
+// its identities) takes it first, so that on PostgreSQL such
+// transactions of one host, from any appliance, run one after the other,
+// and each, at READ COMMITTED, reads what the one before it committed;
+// transactions of different hosts run side by side. Host IDs hash to 32
+// bits: two hosts that share a key merely wait for each other. On SQLite,
+// whose single writer serializes every write transaction, it does nothing.
+func lockHost(ctx context.Context, tx *txn, hostID string) error {
+	if tx.d.lockHost == "" {
+		return nil
+	}
+	h := fnv.New32a()
+	h.Write([]byte(hostID))
+	if _, err := tx.ExecContext(ctx, tx.d.lockHost, hostLockSpace, int32(h.Sum32())); err != nil {
+		return fmt.Errorf("lock host %q: %w", hostID, err)
+	}
+	return nil
+}
+
 // maxAttempts bounds how often a write transaction is run when the
 // database keeps reporting serialization failures; the pauses between
 // them add up to at most about a second.
 const maxAttempts = 20
 
 // inTx runs f in a write transaction on db and commits it. When the
-// database rolls the transaction back for a serialization failure (another
-// appliance wrote what it read, on PostgreSQL), f runs again in a new
+// database rolls the transaction back for a serialization failure or a
+// deadlock (PostgreSQL, with another appliance), f runs again in a new
 // transaction, up to maxAttempts times, after a short randomized pause; f
 // must therefore have no effect outside the transaction until inTx
 // returns nil.

@@ -35,6 +35,9 @@ func (s *DB) RecordIdentity(ctx context.Context, r IdentityRecord) error {
 	}
 	var revoked any // NULL
 	err := inTx(ctx, s.write, func(tx *txn) error {
+		if err := lockHost(ctx, tx, r.HostID); err != nil {
+			return err
+		}
 		var state string
 		if err := tx.QueryRowContext(ctx, `SELECT state FROM hosts WHERE id = ?`, r.HostID).Scan(&state); err != nil {
 			return fmt.Errorf("host %q: %w", r.HostID, err)
