@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -214,4 +215,49 @@ func testConcurrentApplyTwoHandles(t *testing.T, loc string) {
 		t.Errorf("%d incidents, %v; want %d", incidents, err, hosts)
 	}
 	t.Logf("%d applied, %d conflicts retried", len(done), conflicts)
+}
+
+// testQuarantineRacesIdentities: one appliance records identities for an
+// admitted host while another quarantines it. However they interleave,
+// once the quarantine has committed no identity of the host is valid:
+// those recorded before are revoked by it, those after are recorded
+// revoked (ErrNotAdmitted).
+func testQuarantineRacesIdentities(t *testing.T, loc string) {
+	issuer, operator := openAt(t, loc), openAt(t, loc)
+	ctx := context.Background()
+	a := attestation("h1", wire.VerdictPass, 0)
+	if _, err := issuer.Record(ctx, a, Host{}); err != nil {
+		t.Fatal(err)
+	}
+	const identities = 60
+	now := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, identities+1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range identities {
+			err := issuer.RecordIdentity(ctx, IdentityRecord{Serial: fmt.Sprintf("%04x", i), HostID: "h1", Issued: now, NotAfter: now.Add(time.Hour)})
+			if err != nil && !errors.Is(err, ErrNotAdmitted) {
+				errs <- err
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := operator.Quarantine(ctx, "h1", "alice"); err != nil {
+			errs <- err
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range identities {
+		serial := fmt.Sprintf("%04x", i)
+		if ok, err := operator.IdentityValid(ctx, serial); err != nil || ok {
+			t.Errorf("identity %s of the quarantined host: valid %v, %v", serial, ok, err)
+		}
+	}
 }

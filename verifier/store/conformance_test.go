@@ -83,6 +83,7 @@ var shared = []struct {
 	run  func(t *testing.T, loc string)
 }{
 	{"apply/concurrent from two handles", testConcurrentApplyTwoHandles},
+	{"identities/quarantine racing identity records", testQuarantineRacesIdentities},
 	{"sessions/single use across two handles", testConsumeSessionTwoHandles},
 }
 
