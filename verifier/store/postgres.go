@@ -35,9 +35,10 @@ func Open(ctx context.Context, loc string) (*DB, error) {
 // postgres:// URL, as pgx and libpq read it) and migrates it to
 // SchemaVersion with the same migrations as SQLite. Several appliances may
 // open one database: they take turns migrating it (an advisory lock), and
-// their writes are SERIALIZABLE transactions (see DB). It refuses a
-// database whose schema is newer than this code (the error wraps
-// ErrSchemaTooNew), and does not log url, which may hold a password.
+// a host's admission transactions take turns under the host's lock (see
+// DB). It refuses a database whose schema is newer than this code (the
+// error wraps ErrSchemaTooNew), and does not log url, which may hold a
+// password.
 func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 	if !IsPostgresURL(url) {
 		return nil, errors.New("open postgres store: not a postgres:// URL")
