@@ -16,6 +16,7 @@ packages=(
   systemd                        # systemd-analyze checks the appliance's unit
   kea-admin kea-dhcp4-server     # make bench-dhcp: perfdhcp, and Kea to compare with
   chromium                       # the dashboard's test in a real headless browser
+  postgresql                     # the store's PostgreSQL backend: tests start a throwaway cluster
   openssl ca-certificates curl
   make git
 )

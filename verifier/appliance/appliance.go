@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 
 	// The store is closed last: every deferred close below runs before
 	// this one, and all of them after the errgroup has returned.
-	st, err := store.OpenSQLite(cfg.Store)
+	st, err := store.Open(ctx, cfg.Store)
 	if err != nil {
 		return err
 	}
@@ -337,7 +337,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 		log.Info("serving DHCP", "interface", cfg.DHCP.Interface, "server_ip", cfg.DHCP.ServerIP)
 	}
 	g.Go(func() error { return named("attestation API", serveHTTP(gctx, apiSrv, apiLn, true, opt.Drain)) })
-	log.Info("serving attestation API", "addr", apiLn.Addr().String(), "policy", pol.Name, "policy_digest", pol.Digest(), "store", cfg.Store)
+	log.Info("serving attestation API", "addr", apiLn.Addr().String(), "policy", pol.Name, "policy_digest", pol.Digest(), "store", store.Redacted(cfg.Store))
 	if err := notify("READY=1"); err != nil {
 		log.Warn("notify systemd", "err", err)
 	}

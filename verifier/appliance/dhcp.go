@@ -65,9 +65,11 @@ func relayWarnings(c *config.DHCP) []string {
 		"option 82 circuit and remote IDs are unverified (a relay is recognised by a forgeable UDP source address)", c.Relays)}
 }
 
-// startDHCP opens the lease tables in the store file and binds the DHCP
-// socket to the boot network interface.
-func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logger) (*dhcpGate, error) {
+// startDHCP opens the lease tables in the store's database (the SQLite
+// file, with a connection of their own, or the PostgreSQL database, on
+// the store's connections) and binds the DHCP socket to the boot network
+// interface.
+func startDHCP(c *config.DHCP, storePath string, st *store.DB, log *slog.Logger) (*dhcpGate, error) {
 	q, err := pool(dhcpgate.PoolQuarantine, c.Quarantine)
 	if err != nil {
 		return nil, err
@@ -102,7 +104,13 @@ func startDHCP(c *config.DHCP, storePath string, st store.Store, log *slog.Logge
 		}
 		cfg.CACert = blk.Bytes
 	}
-	leases, err := dhcpgate.OpenLeases(storePath)
+	var leases *dhcpgate.Leases
+	if store.IsPostgresURL(storePath) {
+		// The store's database: appliances sharing it share the leases.
+		leases, err = dhcpgate.NewLeases(st.Leases())
+	} else {
+		leases, err = dhcpgate.OpenLeases(storePath)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -157,7 +157,7 @@ func loadOperators(cfgPath string) (*config.Config, *pki.Operators, error) {
 // auditLocal writes an action taken on the appliance (not through the admin
 // API) to the store's audit log, under the local user's name.
 func auditLocal(ctx context.Context, cfg *config.Config, action, target, detail string) error {
-	st, err := store.OpenSQLite(cfg.Store)
+	st, err := store.Open(ctx, cfg.Store)
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,9 @@ type Config struct {
 	// from (optional): incidents of hosts that never passed are shown as a
 	// diff against it.
 	PolicyReference string `yaml:"policy_reference"`
-	// Store is the SQLite database file.
+	// Store is where the appliance keeps its state: an SQLite database
+	// file (the default, embedded), or a postgres:// URL naming a
+	// PostgreSQL database that several appliances may share.
 	Store string `yaml:"store"`
 	EK    EK     `yaml:"ek"`
 	// SessionTTL bounds the time between enrollment and quote (default 60s).
@@ -253,7 +255,10 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.PolicyReference, &c.Store, &c.EK.Roots}
+	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.PolicyReference, &c.EK.Roots}
+	if !strings.Contains(c.Store, "://") {
+		paths = append(paths, &c.Store) // a file, not a URL
+	}
 	if c.Boot != nil {
 		paths = append(paths, &c.Boot.Kernel, &c.Boot.Initrd, &c.Boot.Signer)
 	}
@@ -295,6 +300,9 @@ func (c *Config) validate() error {
 	req("tls.key", c.TLS.Key)
 	req("policy", c.Policy)
 	req("store", c.Store)
+	if strings.Contains(c.Store, "://") && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
+		errs = append(errs, errors.New("store: a URL must be postgres:// (or postgresql://); a file is named by its path"))
+	}
 	req("ek.roots", c.EK.Roots)
 	if c.DHCP != nil {
 		req("dhcp.interface", c.DHCP.Interface)

@@ -62,6 +62,30 @@ func TestRelays(t *testing.T) {
 	}
 }
 
+// TestStoreLocation: a store file is relative to the configuration; a
+// postgres:// URL is kept as written.
+func TestStoreLocation(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ store, want string }{
+		{"s.db", filepath.Join(dir, "s.db")},
+		{"/var/lib/bootgate/bootgate.db", "/var/lib/bootgate/bootgate.db"},
+		{"postgres://bootgate@db.example/bootgate?sslmode=verify-full", "postgres://bootgate@db.example/bootgate?sslmode=verify-full"},
+	} {
+		p := filepath.Join(dir, "a.yaml")
+		y := fmt.Sprintf("listen: \":8443\"\ntls: {cert: c.pem, key: k.pem}\npolicy: p.yaml\nstore: %q\nek: {roots: r}\n", tc.store)
+		if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(p)
+		if err != nil {
+			t.Fatalf("store %s: %v", tc.store, err)
+		}
+		if c.Store != tc.want {
+			t.Errorf("store %s loaded as %s, want %s", tc.store, c.Store, tc.want)
+		}
+	}
+}
+
 func TestRefused(t *testing.T) {
 	base := "listen: \":8443\"\ntls: {cert: c.pem, key: k.pem}\npolicy: p.yaml\nstore: s.db\nek: {roots: r}\n"
 	for _, tc := range []struct{ name, yaml, want string }{
@@ -78,6 +102,7 @@ func TestRefused(t *testing.T) {
 		{"boot http conns", base + "bootfiles: {dir: b, http: x, http_conns: {max: 1, per_source: 2}}\n", "bootfiles.http_conns: per_source"},
 		{"tftp retries", base + "bootfiles: {dir: b, tftp: x, tftp_retries: 11}\n", "bootfiles.tftp_retries: 11"},
 		{"negative idle", base + "bootfiles: {dir: b, http: x, http_idle_timeout: -1s}\n", "bootfiles.http_idle_timeout: negative"},
+		{"store URL not postgres", strings.Replace(base, "store: s.db", "store: mysql://db/x", 1), "store: a URL must be postgres://"},
 	} {
 		p := filepath.Join(t.TempDir(), "a.yaml")
 		if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {

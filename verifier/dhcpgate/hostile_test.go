@@ -211,7 +211,7 @@ func TestOneHostOneMAC(t *testing.T) {
 func countRows(t *testing.T, l *Leases, q string) int {
 	t.Helper()
 	var n int
-	if err := l.db.QueryRow(q).Scan(&n); err != nil {
+	if err := l.t.DB().QueryRow(q).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -262,7 +262,7 @@ func TestHostBindingExpiresWithTheLease(t *testing.T) {
 	l.Close()
 	var exp int64
 	db := mustOpen(t, path)
-	if err := db.db.QueryRow(`SELECT expires FROM dhcp_host_macs WHERE mac = ?`, mac(1).String()).Scan(&exp); err != nil {
+	if err := db.t.DB().QueryRow(`SELECT expires FROM dhcp_host_macs WHERE mac = ?`, mac(1).String()).Scan(&exp); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -291,20 +291,19 @@ func TestOldBindingsExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &Leases{db: db}
-	if _, err := l.db.Exec(`
+	if _, err := db.Exec(`
 		CREATE TABLE dhcp_leases (ip INTEGER PRIMARY KEY, mac TEXT NOT NULL, pool TEXT NOT NULL, bound INTEGER NOT NULL, expires INTEGER NOT NULL);
 		CREATE TABLE dhcp_host_macs (mac TEXT PRIMARY KEY, host_id TEXT NOT NULL, updated INTEGER NOT NULL);`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.db.Exec(`INSERT INTO dhcp_host_macs VALUES (?, 'host-a', 1), (?, 'host-a', 2)`, mac(1).String(), mac(2).String()); err != nil {
+	if _, err := db.Exec(`INSERT INTO dhcp_host_macs VALUES (?, 'host-a', 1), (?, 'host-a', 2)`, mac(1).String(), mac(2).String()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.db.Exec(`INSERT INTO dhcp_leases VALUES (?, ?, 'production', 1, ?)`, ip4(net.IPv4(10, 24, 0, 200)), mac(1).String(), time.Now().Add(time.Hour).UnixNano()); err != nil {
+	if _, err := db.Exec(`INSERT INTO dhcp_leases VALUES (?, ?, 'production', 1, ?)`, ip4(net.IPv4(10, 24, 0, 200)), mac(1).String(), time.Now().Add(time.Hour).UnixNano()); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
-	l = mustOpen(t, path)
+	l := mustOpen(t, path)
 	defer l.Close()
 	for _, m := range []net.HardwareAddr{mac(1), mac(2)} {
 		if id, _ := l.HostOf(context.Background(), m); id != "" {

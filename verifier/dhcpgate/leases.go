@@ -8,20 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
-
 	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/store"
 )
-
-const upsertLease = `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires, relay, circuit_id, remote_id) VALUES (?, ?, ?, 1, ?, ?, ?, ?)`
 
 // Errors of the lease store. The server drops a message that meets one of
 // them and changes nothing.
@@ -85,16 +79,21 @@ type hostBinding struct {
 	expires time.Time
 }
 
-// Leases keeps the leases in SQLite, so that they survive a restart of the
-// appliance, and mirrors them in memory, so that answering a DISCOVER costs
-// no disk write and no scan. An address is never held by two clients at
-// once: every change happens under one lock, and bound leases are written
-// through to SQLite before they are acknowledged. Offers live in memory only
-// (an offer lost in a restart was never acknowledged).
+// Leases keeps the leases in the appliance's database (store.LeaseTables:
+// its SQLite file, or the PostgreSQL database several appliances share), so
+// that they survive a restart of the appliance, and mirrors them in memory,
+// so that answering a DISCOVER costs no disk write and no scan. An address
+// is never held by two clients at once: every change happens under one
+// lock, and bound leases are written through to the database before they
+// are acknowledged, by a claim that the database refuses when another
+// client holds the address (another appliance bound it). Offers live in
+// memory only (an offer lost in a restart was never acknowledged); an
+// appliance may offer an address another appliance has bound since it
+// loaded its mirror, and then NAKs the REQUEST that follows and learns the
+// lease.
 type Leases struct {
 	mu        sync.Mutex
-	db        *sql.DB
-	upsert    *sql.Stmt
+	t         *store.LeaseTables
 	commits   chan commitReq
 	stopped   chan struct{}
 	closeOnce sync.Once
@@ -119,28 +118,25 @@ type Leases struct {
 // to date (store and lease tables alike) and refuses a file of a newer
 // bootgate (the error wraps store.ErrSchemaTooNew).
 func OpenLeases(path string) (*Leases, error) {
-	path, err := filepath.Abs(path)
+	t, err := store.OpenLeaseTables(path)
 	if err != nil {
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
-	u := url.URL{Scheme: "file", Path: path, RawQuery: "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"}
-	db, err := sql.Open("sqlite", u.String())
+	l, err := NewLeases(t)
 	if err != nil {
-		return nil, fmt.Errorf("open leases: %w", err)
+		t.Close()
+		return nil, err
 	}
-	db.SetMaxOpenConns(1)
-	if err := store.Migrate(context.Background(), db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open leases: %w", err)
-	}
-	l := &Leases{db: db, byIP: map[uint32]*Lease{}, bound: map[string]uint32{}, offered: map[string]uint32{}, offers: map[string][]*Lease{},
+	return l, nil
+}
+
+// NewLeases keeps the leases in t, loading the live ones into memory;
+// Close closes t. With a PostgreSQL store's tables (store.DB.Leases),
+// several appliances can serve one boot network.
+func NewLeases(t *store.LeaseTables) (*Leases, error) {
+	l := &Leases{t: t, byIP: map[uint32]*Lease{}, bound: map[string]uint32{}, offered: map[string]uint32{}, offers: map[string][]*Lease{},
 		hosts: map[string]hostBinding{}, macOf: map[string]string{}, declined: map[uint32]time.Time{}, cursor: map[string]uint32{}, now: time.Now}
-	if l.upsert, err = db.Prepare(upsertLease); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open leases: %w", err)
-	}
 	if err := l.load(time.Now()); err != nil {
-		db.Close()
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
 	l.commits, l.stopped = make(chan commitReq, 1024), make(chan struct{})
@@ -150,57 +146,40 @@ func OpenLeases(path string) (*Leases, error) {
 
 // load reads the live leases and the MAC bindings into memory.
 func (l *Leases) load(now time.Time) error {
-	rows, err := l.db.Query(`SELECT ip, mac, pool, bound, expires, relay, circuit_id, remote_id FROM dhcp_leases WHERE expires > ?`, now.UnixNano())
+	leases, hosts, err := l.t.Load(context.Background(), now.UnixNano())
 	if err != nil {
 		return err
 	}
-	for rows.Next() {
-		var ipn uint32
-		var mac, pool, relay string
-		var bound bool
-		var exp int64
-		var circuit, remote []byte
-		if err := rows.Scan(&ipn, &mac, &pool, &bound, &exp, &relay, &circuit, &remote); err != nil {
-			rows.Close()
-			return err
-		}
-		hw, _ := net.ParseMAC(mac)
-		le := &Lease{IP: ipOf(ipn), MAC: hw, Pool: pool, Bound: bound, Expires: time.Unix(0, exp)}
-		if r := net.ParseIP(relay).To4(); r != nil {
-			le.Relay = &Relay{Addr: r, CircuitID: circuit, RemoteID: remote}
-		}
-		l.byIP[ipn] = le
+	for _, r := range leases {
+		le := leaseOf(r)
+		l.byIP[r.IP] = le
 		switch {
-		case hw != nil:
-			l.bound[mac] = ipn
-		case pool == poolDeclined:
-			l.declined[ipn] = le.Expires
+		case le.MAC != nil:
+			l.bound[r.MAC] = r.IP
+		case r.Pool == poolDeclined:
+			l.declined[r.IP] = le.Expires
 		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	// Newest first: where an older version left a host behind several MACs,
 	// the latest binding wins.
-	rows, err = l.db.Query(`SELECT mac, host_id, expires FROM dhcp_host_macs WHERE expires > ? ORDER BY updated DESC`, now.UnixNano())
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var mac, id string
-		var exp int64
-		if err := rows.Scan(&mac, &id, &exp); err != nil {
-			return err
-		}
-		if _, taken := l.macOf[id]; taken {
+	for _, h := range hosts {
+		if _, taken := l.macOf[h.HostID]; taken {
 			continue
 		}
-		l.hosts[mac] = hostBinding{id: id, expires: time.Unix(0, exp)}
-		l.macOf[id] = mac
+		l.hosts[h.MAC] = hostBinding{id: h.HostID, expires: time.Unix(0, h.Expires)}
+		l.macOf[h.HostID] = h.MAC
 	}
-	return rows.Err()
+	return nil
+}
+
+// leaseOf is the Lease a stored row stands for.
+func leaseOf(r store.LeaseRow) *Lease {
+	hw, _ := net.ParseMAC(r.MAC)
+	le := &Lease{IP: ipOf(r.IP), MAC: hw, Pool: r.Pool, Bound: r.Bound, Expires: time.Unix(0, r.Expires)}
+	if ip := net.ParseIP(r.Relay).To4(); ip != nil {
+		le.Relay = &Relay{Addr: ip, CircuitID: r.CircuitID, RemoteID: r.RemoteID}
+	}
+	return le
 }
 
 // live returns the unexpired lease of ip, dropping an expired one.
@@ -249,8 +228,7 @@ func (l *Leases) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.commits)
 		<-l.stopped
-		l.upsert.Close()
-		err = l.db.Close()
+		err = l.t.Close()
 	})
 	return err
 }
@@ -374,9 +352,12 @@ func (l *Leases) Bind(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net
 // Binding in the other pool ends the client's lease there. When mac is bound
 // to a host (BindHost), the binding is extended to the new lease's expiry.
 //
-// The lease is in SQLite before BindRelayed returns: concurrent binds are
-// written in one transaction (group commit), which is what lets a single
-// SQLite file keep up with a boot storm.
+// The lease is in the database before BindRelayed returns: concurrent
+// binds are written in one transaction (group commit), which is what lets
+// a single SQLite file keep up with a boot storm. When the database
+// refuses the address because another client holds it (another appliance
+// bound it), BindRelayed returns false, changes nothing, and remembers
+// that lease.
 func (l *Leases) BindRelayed(ctx context.Context, p *Pool, mac net.HardwareAddr, ip net.IP, now time.Time, ttl time.Duration, relay *Relay) (bool, error) {
 	if ip.To4() == nil || !p.Contains(ip) || len(mac) == 0 {
 		return false, nil
@@ -425,7 +406,7 @@ func (l *Leases) BindRelayed(ctx context.Context, p *Pool, mac net.HardwareAddr,
 	}
 	l.mu.Unlock()
 
-	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: hadOther, relay: relay, hostExpires: hostExp, done: make(chan error, 1)}
+	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: hadOther, relay: relay, hostExpires: hostExp, now: now.UnixNano(), done: make(chan error, 1)}
 	l.commits <- req
 	if err := <-req.done; err != nil {
 		l.mu.Lock()
@@ -447,9 +428,40 @@ func (l *Leases) BindRelayed(ctx context.Context, p *Pool, mac net.HardwareAddr,
 			}
 		}
 		l.mu.Unlock()
+		if errors.Is(err, errTaken) {
+			l.learn(ctx, ipn, now)
+			return false, nil
+		}
 		return false, fmt.Errorf("bind lease: %w", err)
 	}
 	return true, nil
+}
+
+// errTaken is a claim the database refused: another client holds the
+// address.
+var errTaken = errors.New("the address is held by another client")
+
+// learn puts the database's live lease of ipn, which another appliance
+// wrote, into memory, so that the address is not offered again while it
+// lasts. A failure to read it is ignored: the next claim is refused again.
+func (l *Leases) learn(ctx context.Context, ipn uint32, now time.Time) {
+	r, err := l.t.Lease(ctx, ipn, now.UnixNano())
+	if err != nil || r == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.live(ipn, now) != nil {
+		return
+	}
+	le := leaseOf(*r)
+	l.byIP[ipn] = le
+	switch {
+	case le.MAC != nil:
+		l.bound[r.MAC] = ipn
+	case r.Pool == poolDeclined:
+		l.declined[ipn] = le.Expires
+	}
 }
 
 // boundLease returns the client's live bound lease and its address, or nil.
@@ -489,6 +501,7 @@ type commitReq struct {
 	relay   *Relay
 	// hostExpires, when not 0, extends the client's host binding.
 	hostExpires int64
+	now         int64 // the bind's clock: a lease expired then may be taken over
 	done        chan error
 }
 
@@ -510,41 +523,35 @@ func (l *Leases) committer() {
 				break drain
 			}
 		}
-		err := l.write(batch)
-		for _, r := range batch {
-			r.done <- err
+		ok, err := l.write(batch)
+		for i, r := range batch {
+			switch {
+			case err != nil:
+				r.done <- err
+			case !ok[i]:
+				r.done <- errTaken
+			default:
+				r.done <- nil
+			}
 		}
 	}
 }
 
-func (l *Leases) write(batch []commitReq) error {
-	tx, err := l.db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	up := tx.Stmt(l.upsert)
-	for _, r := range batch {
-		if r.moved {
-			if _, err := tx.Exec(`DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ?`, r.mac, r.ip); err != nil {
-				return err
-			}
-		}
-		var relay string
-		var circuit, remote []byte
+// write claims the batch's leases in one transaction; see
+// store.LeaseTables.Claim. The batch's clock is its earliest bind's, so
+// that no claim takes over a lease that had not expired at its own time.
+func (l *Leases) write(batch []commitReq) ([]bool, error) {
+	claims := make([]store.LeaseClaim, len(batch))
+	now := batch[0].now
+	for i, r := range batch {
+		row := store.LeaseRow{IP: r.ip, MAC: r.mac, Pool: r.pool, Bound: true, Expires: r.expires}
 		if r.relay != nil {
-			relay, circuit, remote = r.relay.Addr.String(), r.relay.CircuitID, r.relay.RemoteID
+			row.Relay, row.CircuitID, row.RemoteID = r.relay.Addr.String(), r.relay.CircuitID, r.relay.RemoteID
 		}
-		if _, err := up.Exec(r.ip, r.mac, r.pool, r.expires, relay, circuit, remote); err != nil {
-			return err
-		}
-		if r.hostExpires != 0 {
-			if _, err := tx.Exec(`UPDATE dhcp_host_macs SET expires = ? WHERE mac = ? AND expires < ?`, r.hostExpires, r.mac, r.hostExpires); err != nil {
-				return err
-			}
-		}
+		claims[i] = store.LeaseClaim{Lease: row, Moved: r.moved, HostExpires: r.hostExpires}
+		now = min(now, r.now)
 	}
-	return tx.Commit()
+	return l.t.Claim(context.Background(), now, claims)
 }
 
 // Holds reports whether mac holds a live bound lease of ip, or the offer
@@ -574,7 +581,7 @@ func (l *Leases) Release(ctx context.Context, mac net.HardwareAddr, ip net.IP) e
 	if le == nil || !le.Bound || le.MAC == nil || le.MAC.String() != key {
 		return fmt.Errorf("release %s from %s: %w", ip, mac, ErrNotHolder)
 	}
-	if _, err := l.db.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?`, ipn, key); err != nil {
+	if err := l.t.Release(ctx, ipn, key); err != nil {
 		return fmt.Errorf("release %s: %w", ip, err)
 	}
 	delete(l.byIP, ipn)
@@ -583,7 +590,7 @@ func (l *Leases) Release(ctx context.Context, mac net.HardwareAddr, ip net.IP) e
 }
 
 // poolDeclined is the pool name of declined addresses set aside.
-const poolDeclined = "declined"
+const poolDeclined = store.PoolDeclined
 
 // MaxDeclined is how many declined addresses pool p may have set aside at
 // once: an eighth of the pool, at least one. Declines beyond it are
@@ -623,9 +630,13 @@ func (l *Leases) Decline(ctx context.Context, p *Pool, mac net.HardwareAddr, ip 
 		return fmt.Errorf("decline %s in pool %s (%d set aside): %w", ip, p.Name, n, ErrTooManyDeclined)
 	}
 	until := now.Add(d)
-	if _, err := l.db.ExecContext(ctx, `INSERT OR REPLACE INTO dhcp_leases (ip, mac, pool, bound, expires) VALUES (?, '', ?, 1, ?)`,
-		ipn, poolDeclined, until.UnixNano()); err != nil {
+	ok, err := l.t.Decline(ctx, ipn, key, until.UnixNano(), now.UnixNano())
+	if err != nil {
 		return fmt.Errorf("decline %s: %w", ip, err)
+	}
+	if !ok {
+		// Another appliance bound it to another client since.
+		return fmt.Errorf("decline %s from %s: %w", ip, mac, ErrNotHolder)
 	}
 	l.forget(le, ipn)
 	l.byIP[ipn] = &Lease{IP: ipOf(ipn), Pool: poolDeclined, Bound: true, Expires: until}
@@ -649,7 +660,7 @@ func (l *Leases) ByIP(_ context.Context, ip net.IP, now time.Time) (*Lease, erro
 }
 
 // All returns every live bound lease, by address. The memory mirror holds
-// what SQLite holds (bound leases are written through), plus offers.
+// what the database holds (bound leases are written through), plus offers.
 func (l *Leases) All(_ context.Context, now time.Time) ([]Lease, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -667,7 +678,7 @@ func (l *Leases) All(_ context.Context, now time.Time) ([]Lease, error) {
 // lease, is the host hostID (its attestation came from that lease's
 // address). A MAC stands for one host and a host is behind one MAC: the
 // binding ends hostID's binding to another MAC together with that MAC's
-// production lease (written to SQLite in one transaction). The binding
+// production lease (written to the database in one transaction). The binding
 // expires with mac's lease, and is extended whenever mac is given a lease
 // (BindRelayed) while it lasts, so a host that leaves the network unbinds
 // itself.
@@ -705,24 +716,19 @@ func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID stri
 			oldLease, oldIPN = ol, ipn
 		}
 	}
-	tx, err := l.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("bind host %s: %w", hostID, err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.Exec(`DELETE FROM dhcp_host_macs WHERE host_id = ? OR mac = ?`, hostID, key); err != nil {
-		return fmt.Errorf("bind host %s: %w", hostID, err)
-	}
-	if _, err := tx.Exec(`INSERT INTO dhcp_host_macs (mac, host_id, updated, expires) VALUES (?, ?, ?, ?)`, key, hostID, now.UnixNano(), exp.UnixNano()); err != nil {
-		return fmt.Errorf("bind host %s: %w", hostID, err)
-	}
+	b := store.HostBind{MAC: key, HostID: hostID, Now: now.UnixNano(), Expires: exp.UnixNano()}
 	if oldLease != nil {
-		if _, err := tx.Exec(`DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?`, oldIPN, oldMAC); err != nil {
-			return fmt.Errorf("bind host %s: end %s's production lease: %w", hostID, oldMAC, err)
-		}
+		b.EndIP, b.EndMAC = oldIPN, oldMAC
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("bind host %s: %w", hostID, err)
+	other, err := l.t.BindHost(ctx, b)
+	if err != nil {
+		return err
+	}
+	if other != nil {
+		// Another appliance bound the MAC to another host. This one's
+		// memory does not learn it: until it restarts, it knows no host
+		// behind the MAC, which quarantines it (fail closed).
+		return &MACBoundError{MAC: slices.Clone(mac), Host: other.HostID, Until: time.Unix(0, other.Expires)}
 	}
 	if prev, ok := l.hosts[key]; ok && prev.id != hostID && l.macOf[prev.id] == key {
 		delete(l.macOf, prev.id)

@@ -77,7 +77,7 @@ func TestLeasesMigrateLegacy(t *testing.T) {
 func TestLeasesRefuseNewerSchema(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bootgate.db")
 	l := mustOpen(t, path)
-	if _, err := l.db.Exec(`INSERT INTO goose_db_version (version_id, is_applied) VALUES (99, 1)`); err != nil {
+	if _, err := l.t.DB().Exec(`INSERT INTO goose_db_version (version_id, is_applied) VALUES (99, 1)`); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()

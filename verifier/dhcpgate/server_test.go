@@ -265,7 +265,7 @@ func TestAdmittedIPs(t *testing.T) {
 func storedLeases(t *testing.T, l *Leases, pool string) int {
 	t.Helper()
 	var n int
-	if err := l.db.QueryRow(`SELECT COUNT(*) FROM dhcp_leases WHERE pool = ?`, pool).Scan(&n); err != nil {
+	if err := l.t.DB().QueryRow(`SELECT COUNT(*) FROM dhcp_leases WHERE pool = ?`, pool).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

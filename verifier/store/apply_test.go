@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -12,7 +15,7 @@ import (
 
 // decide reads host's admission state and decides on an attestation with
 // the given policy failures.
-func decide(t *testing.T, s *SQLite, host string, failures []wire.Reason) (admission.Decision, admission.Revision) {
+func decide(t *testing.T, s *DB, host string, failures []wire.Reason) (admission.Decision, admission.Revision) {
 	t.Helper()
 	st, err := s.AdmissionState(context.Background(), host)
 	if err != nil {
@@ -21,12 +24,12 @@ func decide(t *testing.T, s *SQLite, host string, failures []wire.Reason) (admis
 	return admission.Decide(admission.Input{Evidence: admission.Evidence{QuoteVerified: true}, Policy: failures, State: st}), st.Revision
 }
 
-// TestApplyRechecks is the race of a pass and a failure of one host on the
+// testApplyRechecks is the race of a pass and a failure of one host on the
 // SQLite store: the pass is decided on the remediated incident, the failure
 // reopens it first, and the pass's Apply is refused with ErrConflict,
 // writes nothing, and decided again it fails with incident.unresolved.
-func TestApplyRechecks(t *testing.T) {
-	s, _ := openTest(t)
+func testApplyRechecks(t *testing.T, open opener) {
+	s := open(t)
 	ctx := context.Background()
 	fail := []wire.Reason{{Rule: "secure-boot", Detail: "off"}}
 
@@ -113,12 +116,148 @@ func TestApplyRechecks(t *testing.T) {
 	}
 }
 
-// TestApplyRefusesAnotherHostsDecision: a Decision applies only to the
+// testApplyRefusesAnotherHostsDecision: a Decision applies only to the
 // attestation of its host.
-func TestApplyRefusesAnotherHostsDecision(t *testing.T) {
-	s, _ := openTest(t)
+func testApplyRefusesAnotherHostsDecision(t *testing.T, open opener) {
+	s := open(t)
 	d, rev := decide(t, s, "h1", nil)
 	if _, err := s.Apply(context.Background(), d, rev, attestation("h2", "", 1), Host{}); err == nil {
 		t.Fatal("Apply of h1's decision to h2's attestation succeeded")
+	}
+}
+
+// testConcurrentApplyTwoHandles is two appliances on one database deciding
+// on failures of the same hosts at once: each reads the admission state,
+// decides, and applies, retrying on ErrConflict. Every failure changes the
+// state (the incident's failure count), so two Applies based on one
+// revision must never both succeed; in the end each host has one incident
+// that counts every applied failure, and no Apply failed otherwise (a
+// duplicate incident, a serialization error that was not retried).
+func testConcurrentApplyTwoHandles(t *testing.T, loc string) {
+	stores := []*DB{openAt(t, loc), openAt(t, loc)}
+	ctx := context.Background()
+	const (
+		hosts   = 4
+		workers = 2 // per store
+		each    = 10
+	)
+	fail := []wire.Reason{{Rule: "secure-boot", Detail: "off"}}
+	type applied struct {
+		host string
+		rev  admission.Revision
+	}
+	var (
+		mu        sync.Mutex
+		done      []applied
+		conflicts int
+		wg        sync.WaitGroup
+	)
+	errs := make(chan error, hosts*workers*len(stores))
+	for h := range hosts {
+		host := fmt.Sprintf("h%d", h)
+		for w := range workers * len(stores) {
+			s := stores[w%len(stores)]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; n < each; {
+					st, err := s.AdmissionState(ctx, host)
+					if err != nil {
+						errs <- err
+						return
+					}
+					d := admission.Decide(admission.Input{Evidence: admission.Evidence{QuoteVerified: true}, Policy: fail, State: st})
+					_, err = s.Apply(ctx, d, st.Revision, attestation(host, "", n), Host{EKType: "rsa"})
+					mu.Lock()
+					switch {
+					case err == nil:
+						done = append(done, applied{host, st.Revision})
+						n++
+					case errors.Is(err, admission.ErrConflict):
+						conflicts++
+					}
+					mu.Unlock()
+					if err != nil && !errors.Is(err, admission.ErrConflict) {
+						errs <- fmt.Errorf("apply on %s: %w", host, err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	seen := map[applied]bool{}
+	for _, a := range done {
+		if seen[a] {
+			t.Errorf("two Applies on %s succeeded based on one revision %q", a.host, a.rev)
+		}
+		seen[a] = true
+	}
+	want := workers * len(stores) * each
+	for h := range hosts {
+		host := fmt.Sprintf("h%d", h)
+		in, err := stores[0].UnresolvedIncident(ctx, host)
+		if err != nil || in == nil || in.Failures != want {
+			t.Errorf("incident of %s = %+v, %v; want one with %d failures", host, in, err, want)
+			continue
+		}
+		ids, err := stores[1].IncidentAttestations(ctx, in.ID)
+		if err != nil || len(ids) != want {
+			t.Errorf("incident of %s has %d attestations, %v; want %d", host, len(ids), err, want)
+		}
+	}
+	var incidents int
+	if err := stores[0].read.QueryRowContext(ctx, `SELECT COUNT(*) FROM incidents`).Scan(&incidents); err != nil || incidents != hosts {
+		t.Errorf("%d incidents, %v; want %d", incidents, err, hosts)
+	}
+	t.Logf("%d applied, %d conflicts retried", len(done), conflicts)
+}
+
+// testQuarantineRacesIdentities: one appliance records identities for an
+// admitted host while another quarantines it. However they interleave,
+// once the quarantine has committed no identity of the host is valid:
+// those recorded before are revoked by it, those after are recorded
+// revoked (ErrNotAdmitted).
+func testQuarantineRacesIdentities(t *testing.T, loc string) {
+	issuer, operator := openAt(t, loc), openAt(t, loc)
+	ctx := context.Background()
+	a := attestation("h1", wire.VerdictPass, 0)
+	if _, err := issuer.Record(ctx, a, Host{}); err != nil {
+		t.Fatal(err)
+	}
+	const identities = 60
+	now := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, identities+1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range identities {
+			err := issuer.RecordIdentity(ctx, IdentityRecord{Serial: fmt.Sprintf("%04x", i), HostID: "h1", Issued: now, NotAfter: now.Add(time.Hour)})
+			if err != nil && !errors.Is(err, ErrNotAdmitted) {
+				errs <- err
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := operator.Quarantine(ctx, "h1", "alice"); err != nil {
+			errs <- err
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range identities {
+		serial := fmt.Sprintf("%04x", i)
+		if ok, err := operator.IdentityValid(ctx, serial); err != nil || ok {
+			t.Errorf("identity %s of the quarantined host: valid %v, %v", serial, ok, err)
+		}
 	}
 }

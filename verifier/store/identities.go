@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -30,31 +29,33 @@ const identityRetention = 24 * time.Hour
 // recorded as revoked, and ErrNotAdmitted returned, so that it is never
 // handed out nor missing from the CRL. Identities expired for a day are
 // pruned.
-func (s *SQLite) RecordIdentity(ctx context.Context, r IdentityRecord) error {
+func (s *DB) RecordIdentity(ctx context.Context, r IdentityRecord) error {
 	if r.Serial == "" || r.HostID == "" {
 		return fmt.Errorf("record identity: %w: serial and host are required", ErrInvalid)
 	}
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("record identity: %w", err)
-	}
-	defer tx.Rollback()
-	var state string
-	if err := tx.QueryRowContext(ctx, `SELECT state FROM hosts WHERE id = ?`, r.HostID).Scan(&state); err != nil {
-		return fmt.Errorf("record identity %s: host %q: %w", r.Serial, r.HostID, err)
-	}
 	var revoked any // NULL
-	if state != HostAdmitted {
-		revoked = formatTime(time.Now())
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO identities (serial, host_id, issued, not_after, revoked) VALUES (?, ?, ?, ?, ?)`,
-		r.Serial, r.HostID, formatTime(r.Issued), formatTime(r.NotAfter), revoked); err != nil {
-		return fmt.Errorf("record identity %s: %w", r.Serial, err)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM identities WHERE not_after < ?`, formatTime(r.Issued.Add(-identityRetention))); err != nil {
-		return fmt.Errorf("record identity: prune: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
+	err := inTx(ctx, s.write, func(tx *txn) error {
+		if err := lockHost(ctx, tx, r.HostID); err != nil {
+			return err
+		}
+		var state string
+		if err := tx.QueryRowContext(ctx, `SELECT state FROM hosts WHERE id = ?`, r.HostID).Scan(&state); err != nil {
+			return fmt.Errorf("host %q: %w", r.HostID, err)
+		}
+		revoked = nil
+		if state != HostAdmitted {
+			revoked = formatTime(s.now())
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identities (serial, host_id, issued, not_after, revoked) VALUES (?, ?, ?, ?, ?)`,
+			r.Serial, r.HostID, formatTime(r.Issued), formatTime(r.NotAfter), revoked); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM identities WHERE not_after < ?`, formatTime(r.Issued.Add(-identityRetention))); err != nil {
+			return fmt.Errorf("prune: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("record identity %s: %w", r.Serial, err)
 	}
 	if revoked != nil {
@@ -65,7 +66,7 @@ func (s *SQLite) RecordIdentity(ctx context.Context, r IdentityRecord) error {
 
 // revokeIdentities revokes the host's identities that are not revoked yet,
 // in the transaction that takes the host out of admission.
-func revokeIdentities(ctx context.Context, tx *sql.Tx, hostID, at string) error {
+func revokeIdentities(ctx context.Context, tx *txn, hostID, at string) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE identities SET revoked = ? WHERE host_id = ? AND revoked IS NULL`, at, hostID); err != nil {
 		return fmt.Errorf("revoke identities: %w", err)
 	}
@@ -74,7 +75,7 @@ func revokeIdentities(ctx context.Context, tx *sql.Tx, hostID, at string) error 
 
 // RevokedIdentities returns the revoked identities that have not expired at
 // now, oldest revocation first: what the CRL lists.
-func (s *SQLite) RevokedIdentities(ctx context.Context, now time.Time) ([]IdentityRecord, error) {
+func (s *DB) RevokedIdentities(ctx context.Context, now time.Time) ([]IdentityRecord, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT serial, host_id, issued, not_after, revoked FROM identities
 		WHERE revoked IS NOT NULL AND not_after > ? ORDER BY revoked, serial`, formatTime(now))
 	if err != nil {
@@ -103,7 +104,7 @@ func (s *SQLite) RevokedIdentities(ctx context.Context, now time.Time) ([]Identi
 
 // IdentityValid reports whether the identity with the serial was recorded
 // and is not revoked: the appliance accepts no identity it has no record of.
-func (s *SQLite) IdentityValid(ctx context.Context, serial string) (bool, error) {
+func (s *DB) IdentityValid(ctx context.Context, serial string) (bool, error) {
 	var n int
 	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM identities WHERE serial = ? AND revoked IS NULL`, serial).Scan(&n); err != nil {
 		return false, fmt.Errorf("identity %s: %w", serial, err)

@@ -100,8 +100,8 @@ func versions(t *testing.T, db *sql.DB) []int64 {
 }
 
 func TestSchemaVersion(t *testing.T) {
-	if got := SchemaVersion(); got != 4 {
-		t.Errorf("SchemaVersion = %d, want 4 (a new migration file? update this test and the fence)", got)
+	if got := SchemaVersion(); got != 5 {
+		t.Errorf("SchemaVersion = %d, want 5 (a new migration file? update this test and the fence)", got)
 	}
 }
 
@@ -115,8 +115,8 @@ func TestMigrateLegacy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := schemaOf(t, fresh.read)
-	wantVersions := versions(t, fresh.read)
+	want := schemaOf(t, fresh.read.DB)
+	wantVersions := versions(t, fresh.read.DB)
 	fresh.Close()
 	if len(wantVersions) != int(SchemaVersion())+1 {
 		t.Fatalf("a new database has versions %v", wantVersions)
@@ -137,10 +137,10 @@ func TestMigrateLegacy(t *testing.T) {
 				if err != nil {
 					t.Fatalf("open: %v", err)
 				}
-				if diff := cmp.Diff(want, schemaOf(t, s.read)); diff != "" {
+				if diff := cmp.Diff(want, schemaOf(t, s.read.DB)); diff != "" {
 					t.Errorf("schema differs from a new database's (-new +migrated):\n%s", diff)
 				}
-				if diff := cmp.Diff(wantVersions, versions(t, s.read)); diff != "" {
+				if diff := cmp.Diff(wantVersions, versions(t, s.read.DB)); diff != "" {
 					t.Errorf("goose versions (-want +got):\n%s", diff)
 				}
 				var fence int64
@@ -192,10 +192,10 @@ func TestMigrateRefusesNewer(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if _, err := s.write.Exec(`UPDATE schema_version SET version = 5`); err != nil {
+			if _, err := s.write.Exec(`UPDATE schema_version SET version = ?`, SchemaVersion()+1); err != nil {
 				t.Fatal(err)
 			}
-		}, 5},
+		}, SchemaVersion() + 1},
 		{"legacy version 3", func(t *testing.T, path string) {
 			db, err := sql.Open("sqlite", fileURI(path))
 			if err != nil {

@@ -45,7 +45,7 @@ func pageLimit(n int) int {
 }
 
 // ListHosts returns one page of hosts.
-func (s *SQLite) ListHosts(ctx context.Context, q HostQuery) ([]Host, error) {
+func (s *DB) ListHosts(ctx context.Context, q HostQuery) ([]Host, error) {
 	where, args := []string{"id > ?"}, []any{q.After}
 	if q.State != "" {
 		if q.State != HostAdmitted && q.State != HostQuarantined {
@@ -78,7 +78,7 @@ func (s *SQLite) ListHosts(ctx context.Context, q HostQuery) ([]Host, error) {
 }
 
 // Hosts returns every host, ordered by ID, reading page by page.
-func (s *SQLite) Hosts(ctx context.Context) ([]Host, error) {
+func (s *DB) Hosts(ctx context.Context) ([]Host, error) {
 	all := []Host{}
 	q := HostQuery{}
 	for {
@@ -120,7 +120,7 @@ func scanIncident(row interface{ Scan(...any) error }) (Incident, error) {
 }
 
 // ListIncidents returns one page of incidents, newest first.
-func (s *SQLite) ListIncidents(ctx context.Context, q IncidentQuery) ([]Incident, error) {
+func (s *DB) ListIncidents(ctx context.Context, q IncidentQuery) ([]Incident, error) {
 	var (
 		where []string
 		args  []any
@@ -164,7 +164,7 @@ func (s *SQLite) ListIncidents(ctx context.Context, q IncidentQuery) ([]Incident
 }
 
 // Incidents implements Store: every incident, newest first.
-func (s *SQLite) Incidents(ctx context.Context) ([]Incident, error) {
+func (s *DB) Incidents(ctx context.Context) ([]Incident, error) {
 	all := []Incident{}
 	q := IncidentQuery{}
 	for {
@@ -182,7 +182,7 @@ func (s *SQLite) Incidents(ctx context.Context) ([]Incident, error) {
 
 // ListAudit returns up to limit audit entries with IDs below before (0: from
 // the newest), newest first.
-func (s *SQLite) ListAudit(ctx context.Context, before int64, limit int) ([]AuditEntry, error) {
+func (s *DB) ListAudit(ctx context.Context, before int64, limit int) ([]AuditEntry, error) {
 	query, args := `SELECT id, time, actor, action, target, detail FROM audit`, []any{}
 	if before > 0 {
 		query, args = query+` WHERE id < ?`, append(args, before)
@@ -225,7 +225,7 @@ func (s Summary) Unresolved() int {
 }
 
 // Summarize counts hosts and incidents by state, one grouped query each.
-func (s *SQLite) Summarize(ctx context.Context) (Summary, error) {
+func (s *DB) Summarize(ctx context.Context) (Summary, error) {
 	sum := Summary{Hosts: map[string]int{}, Incidents: map[string]int{}}
 	for _, c := range []struct {
 		table string
@@ -279,7 +279,7 @@ func (c *changes) notify() {
 
 // Changed returns a channel that is closed when the next attestation,
 // incident change or operator action has been committed.
-func (s *SQLite) Changed() <-chan struct{} { return s.changes.wait() }
+func (s *DB) Changed() <-chan struct{} { return s.changes.wait() }
 
 // AttestationSummary is an attestation without its evidence.
 type AttestationSummary struct {
@@ -293,7 +293,7 @@ type AttestationSummary struct {
 
 // HostAttestations returns the host's latest attestations, newest first,
 // without their evidence.
-func (s *SQLite) HostAttestations(ctx context.Context, hostID string, limit int) ([]AttestationSummary, error) {
+func (s *DB) HostAttestations(ctx context.Context, hostID string, limit int) ([]AttestationSummary, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT id, time, verdict, reasons, policy_name, policy_digest
 		FROM attestations WHERE host_id = ? ORDER BY id DESC LIMIT ?`, hostID, pageLimit(limit))
 	if err != nil {
@@ -320,7 +320,7 @@ func (s *SQLite) HostAttestations(ctx context.Context, hostID string, limit int)
 
 // LastPass returns the host's latest passing attestation with an ID below
 // before, or nil when there is none.
-func (s *SQLite) LastPass(ctx context.Context, hostID string, before int64) (*Attestation, error) {
+func (s *DB) LastPass(ctx context.Context, hostID string, before int64) (*Attestation, error) {
 	var id int64
 	err := s.read.QueryRowContext(ctx, `SELECT id FROM attestations WHERE host_id = ? AND verdict = 'pass' AND id < ?
 		ORDER BY id DESC LIMIT 1`, hostID, before).Scan(&id)
@@ -334,7 +334,7 @@ func (s *SQLite) LastPass(ctx context.Context, hostID string, before int64) (*At
 }
 
 // AdmittedHosts returns the IDs of the hosts admitted now.
-func (s *SQLite) AdmittedHosts(ctx context.Context) (map[string]bool, error) {
+func (s *DB) AdmittedHosts(ctx context.Context) (map[string]bool, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT id FROM hosts WHERE state = ?`, HostAdmitted)
 	if err != nil {
 		return nil, fmt.Errorf("admitted hosts: %w", err)

@@ -17,7 +17,7 @@ import (
 )
 
 // openTest opens a store on a fresh file and closes it when the test ends.
-func openTest(t *testing.T) (*SQLite, string) {
+func openTest(t *testing.T) (*DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "bootgate.db")
 	s, err := OpenSQLite(path)
@@ -58,7 +58,7 @@ func attestation(host, verdict string, n int) *Attestation {
 }
 
 // record records a and fails the test on error.
-func record(t *testing.T, s *SQLite, a *Attestation) int64 {
+func record(t *testing.T, s *DB, a *Attestation) int64 {
 	t.Helper()
 	inc, err := s.Record(context.Background(), a, Host{ID: a.HostID, EKType: "rsa", EKIssuer: "CN=Test EK CA"})
 	if err != nil {
@@ -71,7 +71,7 @@ func record(t *testing.T, s *SQLite, a *Attestation) int64 {
 }
 
 // counts returns the number of rows of each table.
-func counts(t *testing.T, s *SQLite) map[string]int {
+func counts(t *testing.T, s *DB) map[string]int {
 	t.Helper()
 	m := map[string]int{}
 	for _, table := range []string{"hosts", "attestations", "incidents", "incident_attestations"} {
@@ -92,7 +92,7 @@ type snapshot struct {
 	Links     map[int64][]int64
 }
 
-func takeSnapshot(t *testing.T, s *SQLite) snapshot {
+func takeSnapshot(t *testing.T, s *DB) snapshot {
 	t.Helper()
 	ctx := context.Background()
 	hosts, err := s.Hosts(ctx)
@@ -114,8 +114,8 @@ func takeSnapshot(t *testing.T, s *SQLite) snapshot {
 	return snapshot{Counts: counts(t, s), Hosts: hosts, Incidents: incidents, Links: links}
 }
 
-func TestRecordIncidentLifecycle(t *testing.T) {
-	s, _ := openTest(t)
+func testRecordIncidentLifecycle(t *testing.T, open opener) {
+	s := open(t)
 	ctx := context.Background()
 
 	pass1 := attestation("host-a", wire.VerdictPass, 0)
@@ -220,7 +220,7 @@ func TestRecordIncidentLifecycle(t *testing.T) {
 	}
 }
 
-func TestAttestationRoundTrip(t *testing.T) {
+func testAttestationRoundTrip(t *testing.T, open opener) {
 	tests := []struct {
 		name string
 		a    Attestation
@@ -285,7 +285,7 @@ func TestAttestationRoundTrip(t *testing.T) {
 			},
 		},
 	}
-	s, _ := openTest(t)
+	s := open(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := tt.a
@@ -307,10 +307,10 @@ func TestAttestationRoundTrip(t *testing.T) {
 	}
 }
 
-// TestReasonsInvalidUTF8 documents that reasons are stored as JSON text:
+// testReasonsInvalidUTF8 documents that reasons are stored as JSON text:
 // invalid UTF-8 in a detail comes back as U+FFFD, as it would over the API.
-func TestReasonsInvalidUTF8(t *testing.T) {
-	s, _ := openTest(t)
+func testReasonsInvalidUTF8(t *testing.T, open opener) {
+	s := open(t)
 	a := attestation("host-a", wire.VerdictFail, 0)
 	a.Reasons = []wire.Reason{{Rule: "r", Detail: "bad \xff byte"}}
 	record(t, s, a)
@@ -323,8 +323,8 @@ func TestReasonsInvalidUTF8(t *testing.T) {
 	}
 }
 
-func TestNotFound(t *testing.T) {
-	s, _ := openTest(t)
+func testNotFound(t *testing.T, open opener) {
+	s := open(t)
 	ctx := context.Background()
 	record(t, s, attestation("host-a", wire.VerdictPass, 0))
 
@@ -345,7 +345,7 @@ func TestNotFound(t *testing.T) {
 	}
 }
 
-func TestRecordInvalidInput(t *testing.T) {
+func testRecordInvalidInput(t *testing.T, open opener) {
 	tests := []struct {
 		name string
 		a    *Attestation
@@ -365,7 +365,7 @@ func TestRecordInvalidInput(t *testing.T) {
 		{"state contradicts verdict", attestation("host-a", wire.VerdictFail, 0), Host{State: HostAdmitted}, "contradicts"},
 		{"unknown state", attestation("host-a", wire.VerdictPass, 0), Host{State: "limbo"}, "unknown host state"},
 	}
-	s, _ := openTest(t)
+	s := open(t)
 	seed := attestation("host-a", wire.VerdictFail, -1)
 	record(t, s, seed)
 	before := takeSnapshot(t, s)
@@ -392,8 +392,8 @@ func TestRecordInvalidInput(t *testing.T) {
 	}
 }
 
-func TestRecordStateDefaultsFromVerdict(t *testing.T) {
-	s, _ := openTest(t)
+func testRecordStateDefaultsFromVerdict(t *testing.T, open opener) {
+	s := open(t)
 	ctx := context.Background()
 	for _, tt := range []struct {
 		verdict, want string
@@ -461,8 +461,8 @@ func TestRecordRollsBack(t *testing.T) {
 	}
 }
 
-func TestRecordCanceledContext(t *testing.T) {
-	s, _ := openTest(t)
+func testRecordCanceledContext(t *testing.T, open opener) {
+	s := open(t)
 	record(t, s, attestation("host-a", wire.VerdictPass, 0))
 	before := takeSnapshot(t, s)
 
@@ -530,7 +530,7 @@ func TestPragmas(t *testing.T) {
 		"journal_mode": "wal",
 		"foreign_keys": "1",
 		"busy_timeout": "5000",
-		"synchronous":  "1", // NORMAL
+		"synchronous":  "2", // FULL: a commit is on disk before it returns
 	}
 	for _, pool := range []struct {
 		name string
@@ -551,12 +551,12 @@ func TestPragmas(t *testing.T) {
 	}
 }
 
-func TestConcurrentRecords(t *testing.T) {
+func testConcurrentRecords(t *testing.T, open opener) {
 	const (
 		workers = 8
 		each    = 25
 	)
-	s, _ := openTest(t)
+	s := open(t)
 	ctx := context.Background()
 
 	var wg sync.WaitGroup
@@ -658,12 +658,8 @@ func TestOpenEmptyPath(t *testing.T) {
 	}
 }
 
-func TestQuarantine(t *testing.T) {
-	st, err := OpenSQLite(filepath.Join(t.TempDir(), "q.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+func testQuarantine(t *testing.T, open opener) {
+	st := open(t)
 	ctx := context.Background()
 	a := &Attestation{HostID: "h1", Time: time.Now(), Verdict: wire.VerdictPass, PolicyName: "p", PolicyDigest: "d"}
 	if _, err := st.Record(ctx, a, Host{ID: "h1", State: HostAdmitted}); err != nil {
@@ -680,12 +676,8 @@ func TestQuarantine(t *testing.T) {
 	}
 }
 
-func TestSummaryAndPages(t *testing.T) {
-	st, err := OpenSQLite(filepath.Join(t.TempDir(), "c.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+func testSummaryAndPages(t *testing.T, open opener) {
+	st := open(t)
 	ctx := context.Background()
 	changed := st.Changed()
 	verdicts := []string{wire.VerdictPass, wire.VerdictFail, wire.VerdictFail, wire.VerdictPass, wire.VerdictFail}
@@ -765,12 +757,8 @@ func TestSummaryAndPages(t *testing.T) {
 // TestIdentities: a host's identities are revoked when it fails an
 // attestation (or is quarantined) and listed until they expire; later
 // identities of the re-admitted host are not.
-func TestIdentities(t *testing.T) {
-	st, err := OpenSQLite(filepath.Join(t.TempDir(), "i.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+func testIdentities(t *testing.T, open opener) {
+	st := open(t)
 	ctx, now := context.Background(), time.Now()
 	rec := func(verdict string) {
 		a := &Attestation{HostID: "h", Time: now, Verdict: verdict, PolicyName: "p", PolicyDigest: "d"}

@@ -1,8 +1,10 @@
 // Package store keeps the verifier's record: every attestation with its
-// verdict, reasons and evidence, the hosts, and the incidents that failures
-// open. Store is the interface the appliance uses; sqlite.go implements it on
-// an embedded SQLite file, and a PostgreSQL backend can implement it for
-// several appliance replicas sharing one state.
+// verdict, reasons and evidence, the hosts, the incidents that failures
+// open, the audit log, host identities, used enrollment sessions and the
+// DHCP gate's leases. Store is the interface the appliance uses; DB
+// implements it once, in SQL, on an embedded SQLite file (the default) or
+// on a PostgreSQL database that several appliances share (Open chooses by
+// the location's form). dialect.go holds what differs between the two.
 package store
 
 import (
@@ -130,7 +132,7 @@ type Incident struct {
 // concurrent use.
 //
 // Verdicts are written only by the admission port (AdmissionState and
-// Apply on *SQLite, which re-check the state a Decision was based on); the
+// Apply on *DB, which re-check the state a Decision was based on); the
 // interface has no way to write one unchecked.
 type Store interface {
 	Attestation(ctx context.Context, id int64) (*Attestation, error)
@@ -151,5 +153,9 @@ type Store interface {
 	RecordIdentity(ctx context.Context, r IdentityRecord) error
 	RevokedIdentities(ctx context.Context, now time.Time) ([]IdentityRecord, error)
 	IdentityValid(ctx context.Context, serial string) (bool, error)
+	// ConsumeSession marks an enrollment session used until it expires;
+	// it returns ErrSessionUsed when it was used before (on any appliance
+	// sharing the database).
+	ConsumeSession(ctx context.Context, id []byte, expires time.Time) error
 	Close() error
 }

@@ -11,8 +11,8 @@ import (
 
 // TestTPMRecorded: an attestation's TPM facts are stored and read back as
 // received, control characters included.
-func TestTPMRecorded(t *testing.T) {
-	s, _ := openTest(t)
+func testTPMRecorded(t *testing.T, open opener) {
+	s := open(t)
 	want := TPM{Manufacturer: "IFX", Model: "SLB 9670\x1b[2J TPM2.0", Version: "id:073f", Firmware: "7.85.4555.0"}
 	a := &Attestation{HostID: "h1", Time: baseTime(), Verdict: wire.VerdictPass, PolicyName: "p", PolicyDigest: "d", TPM: want}
 	if _, err := s.Record(context.Background(), a, Host{EKType: "rsa2048"}); err != nil {

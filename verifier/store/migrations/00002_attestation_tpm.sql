@@ -2,4 +2,4 @@
 -- the store's schema version 2.
 
 -- +goose Up
-ALTER TABLE attestations ADD COLUMN tpm TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(tpm));
+ALTER TABLE attestations ADD COLUMN tpm TEXT NOT NULL DEFAULT '{}' CHECK ({{json "tpm"}});

@@ -7,14 +7,14 @@
 
 -- +goose Up
 CREATE TABLE IF NOT EXISTS dhcp_leases (
-	ip         INTEGER PRIMARY KEY,
+	ip         {{int}} PRIMARY KEY,
 	mac        TEXT NOT NULL,
 	pool       TEXT NOT NULL,
-	bound      INTEGER NOT NULL,
-	expires    INTEGER NOT NULL,
+	bound      {{int}} NOT NULL,
+	expires    {{int}} NOT NULL,
 	relay      TEXT NOT NULL DEFAULT '',
-	circuit_id BLOB,
-	remote_id  BLOB
+	circuit_id {{blob}},
+	remote_id  {{blob}}
 );
 
 CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac);
@@ -24,6 +24,6 @@ CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac);
 CREATE TABLE IF NOT EXISTS dhcp_host_macs (
 	mac     TEXT PRIMARY KEY,
 	host_id TEXT NOT NULL,
-	updated INTEGER NOT NULL,
-	expires INTEGER NOT NULL DEFAULT 0
+	updated {{int}} NOT NULL,
+	expires {{int}} NOT NULL DEFAULT 0
 );

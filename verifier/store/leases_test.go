@@ -1,0 +1,89 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+)
+
+// testLeaseTables: a claim binds a free address, renews the same client's
+// lease, and is refused for an address another client holds until that
+// lease expires; a decline sets aside only its holder's address; a host
+// binding is never taken from another live host.
+func testLeaseTables(t *testing.T, open opener) {
+	lt := open(t).Leases()
+	ctx := context.Background()
+	const now, hour = int64(1_000_000_000_000), int64(3_600_000_000_000)
+	lease := func(ip uint32, mac string, exp int64) LeaseClaim {
+		return LeaseClaim{Lease: LeaseRow{IP: ip, MAC: mac, Pool: "quarantine", Bound: true, Expires: exp,
+			Relay: "192.0.2.1", CircuitID: []byte{}, RemoteID: []byte{0, 1}}}
+	}
+	claim := func(at int64, c ...LeaseClaim) []bool {
+		t.Helper()
+		ok, err := lt.Claim(ctx, at, c)
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		return ok
+	}
+	const ipA, ipB = 0x0a180064, 0x0a180065 // 10.24.0.100, .101
+	if ok := claim(now, lease(ipA, "m1", now+hour), lease(ipB, "m2", now+hour)); !ok[0] || !ok[1] {
+		t.Fatalf("claims of free addresses: %v", ok)
+	}
+	if ok := claim(now, lease(ipA, "m3", now+hour), lease(ipA, "m1", now+2*hour)); ok[0] || !ok[1] {
+		t.Errorf("another client's claim and a renewal: %v, want [false true]", ok)
+	}
+	r, err := lt.Lease(ctx, ipA, now)
+	if err != nil || r == nil || r.MAC != "m1" || r.Expires != now+2*hour || !r.Bound || r.CircuitID == nil || len(r.CircuitID) != 0 || len(r.RemoteID) != 2 {
+		t.Fatalf("lease of A = %+v, %v", r, err)
+	}
+	if ok := claim(now+2*hour, lease(ipA, "m3", now+3*hour)); !ok[0] {
+		t.Errorf("a claim of an expired lease was refused")
+	}
+
+	if ok, err := lt.Decline(ctx, ipB, "m9", now+hour, now); err != nil || ok {
+		t.Errorf("decline by a client that does not hold it: %v, %v", ok, err)
+	}
+	if ok, err := lt.Decline(ctx, ipB, "m2", now+hour, now); err != nil || !ok {
+		t.Errorf("decline by the holder: %v, %v", ok, err)
+	}
+	if ok := claim(now, lease(ipB, "m2", now+hour)); ok[0] {
+		t.Errorf("a declined address was claimed")
+	}
+	if err := lt.Release(ctx, ipA, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := lt.Lease(ctx, ipA, now+2*hour); err != nil || r == nil || r.MAC != "m3" {
+		t.Errorf("a release by a client that does not hold it changed the lease: %+v, %v", r, err)
+	}
+
+	if other, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h1", Now: now, Expires: now + hour}); err != nil || other != nil {
+		t.Fatalf("BindHost: %+v, %v", other, err)
+	}
+	if other, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h2", Now: now, Expires: now + hour}); err != nil || other == nil || other.HostID != "h1" {
+		t.Errorf("binding a MAC bound to another live host: %+v, %v; want h1's binding", other, err)
+	}
+	if other, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h2", Now: now + hour, Expires: now + 2*hour}); err != nil || other != nil {
+		t.Errorf("binding a MAC whose binding expired: %+v, %v", other, err)
+	}
+	leases, hosts, err := lt.Load(ctx, now+2*hour-1)
+	if err != nil || len(leases) != 1 || leases[0].MAC != "m3" || len(hosts) != 1 || hosts[0].HostID != "h2" {
+		t.Errorf("Load = %+v, %+v, %v", leases, hosts, err)
+	}
+}
+
+// TestLeaseTablesDurable: the lease tables' own SQLite connection syncs
+// every commit, as the store's do.
+func TestLeaseTablesDurable(t *testing.T) {
+	lt, err := OpenLeaseTables(filepath.Join(t.TempDir(), "bootgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lt.Close()
+	for p, want := range map[string]string{"synchronous": "2", "journal_mode": "wal", "busy_timeout": "5000"} {
+		var got string
+		if err := lt.DB().QueryRow("PRAGMA " + p).Scan(&got); err != nil || got != want {
+			t.Errorf("PRAGMA %s = %q, %v; want %q", p, got, err, want)
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/bootgate/bootgate/internal/pgtest"
+)
+
+func TestRedacted(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"/var/lib/bootgate/bootgate.db", "/var/lib/bootgate/bootgate.db"},
+		{"postgres://bootgate:s3cret@db.example:5432/bootgate?sslmode=verify-full", "postgres://bootgate:xxxxx@db.example:5432/bootgate?sslmode=verify-full"},
+		{"postgresql://bootgate@/bootgate?host=%2Frun%2Fpostgresql&password=s3cret", "postgresql://bootgate@/bootgate?host=%2Frun%2Fpostgresql&password=xxxxx"},
+		{"postgres://bootgate:s3cret@db.example:bad/x", "postgres://(a URL that does not parse)"},
+	} {
+		if got := Redacted(tc.in); got != tc.want {
+			t.Errorf("Redacted(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// An unusable PostgreSQL URL is refused without quoting its password.
+func TestOpenPostgresRefusesQuietly(t *testing.T) {
+	for _, u := range []string{
+		"postgres://bootgate:s3cret@db.example:bad/x",
+		"postgres://bootgate:s3cret@/nowhere?host=/nonexistent-dir&connect_timeout=1",
+	} {
+		s, err := Open(context.Background(), u)
+		if err == nil {
+			s.Close()
+			t.Fatalf("Open(%s) succeeded", Redacted(u))
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Open(%s): the error shows the password: %v", Redacted(u), err)
+		}
+	}
+}
+
+// TestPostgresConcurrentFirstOpen: appliances starting together on a new
+// database all open it; one migrates, the others wait for it and find the
+// schema current.
+func TestPostgresConcurrentFirstOpen(t *testing.T) {
+	url := pgtest.DB(t)
+	const appliances = 4
+	errs := make(chan error, appliances)
+	stores := make(chan *DB, appliances)
+	for range appliances {
+		go func() {
+			s, err := OpenPostgres(context.Background(), url)
+			errs <- err
+			stores <- s
+		}()
+	}
+	for range appliances {
+		if err := <-errs; err != nil {
+			t.Errorf("OpenPostgres: %v", err)
+		}
+		if s := <-stores; s != nil {
+			if !current(context.Background(), s.write) {
+				t.Errorf("opened at a schema other than %d", SchemaVersion())
+			}
+			s.Close()
+		}
+	}
+}
