@@ -44,6 +44,13 @@ type Config struct {
 	EK    EK     `yaml:"ek"`
 	// SessionTTL bounds the time between enrollment and quote (default 60s).
 	SessionTTL time.Duration `yaml:"session_ttl"`
+	// SessionKey is the file of the 32-byte key that seals enrollment
+	// sessions into the tokens agents return with their quotes, created
+	// (mode 0600) when missing. Replicas sharing a store give each the
+	// same key, so that any of them takes any quote. Without it each
+	// process makes its own key at start, and an agent whose quote reaches
+	// another process, or this one after a restart, enrolls again.
+	SessionKey string `yaml:"session_key"`
 	// PCRs overrides the SHA-256 PCRs every quote must cover (default 0-15).
 	PCRs []int `yaml:"pcrs"`
 	// LogCache is the number of distinct event logs whose verification is
@@ -246,7 +253,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.PolicyReference, &c.Store, &c.EK.Roots}
+	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.PolicyReference, &c.Store, &c.EK.Roots, &c.SessionKey}
 	if c.Boot != nil {
 		paths = append(paths, &c.Boot.Kernel, &c.Boot.Initrd, &c.Boot.Signer)
 	}

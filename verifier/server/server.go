@@ -40,16 +40,20 @@ var DefaultPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 
 // Options configure a Server. Roots, Policy and Store are required.
 type Options struct {
-	Roots       *attest.Roots
-	Policy      *policy.Policy
-	Store       Store
-	Logs        attest.LogVerifier // default attest.DirectLogs
-	Logger      *slog.Logger       // default discards
-	Now         func() time.Time   // default time.Now
-	Rand        io.Reader          // default crypto/rand
-	PCRs        []int              // default DefaultPCRs
-	SessionTTL  time.Duration      // default 60 s
-	MaxSessions int                // outstanding sessions; default 10000
+	Roots      *attest.Roots
+	Policy     *policy.Policy
+	Store      Store
+	Logs       attest.LogVerifier // default attest.DirectLogs
+	Logger     *slog.Logger       // default discards
+	Now        func() time.Time   // default time.Now
+	Rand       io.Reader          // default crypto/rand
+	PCRs       []int              // default DefaultPCRs
+	SessionTTL time.Duration      // default 60 s
+	// SessionKey seals the enrollment sessions into the tokens agents
+	// return with their quotes (SessionKeySize bytes): replicas that share
+	// a store and serve the same agents share it, so that any of them can
+	// take any quote. Default: a random key, good for this process only.
+	SessionKey []byte
 	// Boot is the production OS that passing hosts boot; nil for none.
 	Boot *BootOS
 	// CA issues host identity certificates with passing verdicts; nil for
@@ -105,6 +109,10 @@ type Store interface {
 	Apply(ctx context.Context, d admission.Decision, basedOn admission.Revision, a *store.Attestation, h store.Host) (incidentID int64, err error)
 	// Host returns a host, or an error wrapping store.ErrNotFound.
 	Host(ctx context.Context, id string) (*store.Host, error)
+	// ConsumeSession marks a session's ID used, once across every replica
+	// sharing the store: a second call with the same ID returns an error
+	// wrapping store.ErrSessionUsed. expires is when the ID's record may go.
+	ConsumeSession(ctx context.Context, id []byte, expires time.Time) error
 	// RecordIdentity notes an identity issued to an admitted host (else
 	// store.ErrNotAdmitted).
 	RecordIdentity(ctx context.Context, r store.IdentityRecord) error
@@ -152,7 +160,7 @@ const (
 type Server struct {
 	opt      Options
 	policy   atomic.Pointer[policy.Policy] // in force; SetPolicy replaces it
-	sessions *sessions
+	sessions *sessionSealer
 	boot     *bootFiles
 	fresh    []int // quoted PCRs that must be zero: bootgate's boundary
 
@@ -209,8 +217,15 @@ func New(opt Options) (*Server, error) {
 	if opt.SessionTTL <= 0 {
 		opt.SessionTTL = 60 * time.Second
 	}
-	if opt.MaxSessions <= 0 {
-		opt.MaxSessions = 10000
+	if opt.SessionKey == nil {
+		opt.SessionKey = make([]byte, SessionKeySize)
+		if _, err := io.ReadFull(rand.Reader, opt.SessionKey); err != nil {
+			return nil, fmt.Errorf("new server: session key: %w", err)
+		}
+	}
+	sealer, err := newSessionSealer(opt.SessionKey)
+	if err != nil {
+		return nil, fmt.Errorf("new server: %w", err)
 	}
 	if opt.IdentityTTL <= 0 {
 		opt.IdentityTTL = 24 * time.Hour
@@ -221,7 +236,7 @@ func New(opt Options) (*Server, error) {
 	if opt.Refusals == nil {
 		opt.Refusals, _ = opt.Store.(RefusalLog)
 	}
-	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions)}
+	s := &Server{opt: opt, sessions: sealer}
 	s.policy.Store(opt.Policy)
 	if slices.Contains(opt.PCRs, wire.BoundaryPCR) {
 		s.fresh = []int{wire.BoundaryPCR}
@@ -295,15 +310,16 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := now.Add(s.opt.SessionTTL)
-	sid := fmt.Sprintf("%x", id)
-	ok := s.sessions.add(sid, &session{
+	sid, err := s.sessions.seal(s.opt.Rand, &session{
 		enrollment: enr,
 		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), Unlogged: attest.DefaultUnlogged, Fresh: s.fresh},
 		nonce:      nonce,
 		expires:    exp,
-	}, now)
-	if !ok {
-		writeError(w, http.StatusServiceUnavailable, wire.CodeInternal, "too many attestations in progress; retry later")
+		id:         id,
+	})
+	if err != nil {
+		log.Error("seal session", "host", enr.HostID, "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot make a session")
 		return
 	}
 	log.Info("enrolled", "host", enr.HostID, "ek", enr.EKType)
@@ -319,13 +335,18 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.opt.Now()
-	// The session is taken out before anything is checked: its nonce is used
-	// once, whatever the outcome.
-	sess, err := s.sessions.take(req.Session, now)
+	// The session is used up before anything is checked: its nonce is used
+	// once, whatever the outcome, on whichever replica the quote lands.
+	sess, err := s.takeSession(r.Context(), req.Session, now)
 	if err != nil {
 		code, status := wire.CodeUnknownSession, http.StatusNotFound
-		if errors.Is(err, errExpired) {
+		switch {
+		case errors.Is(err, errExpired):
 			code, status = wire.CodeNonceExpired, http.StatusGone
+		case !errors.Is(err, errUnknownSession):
+			s.opt.Logger.Error("take session", "remote", r.RemoteAddr, "err", err)
+			writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot take the session")
+			return
 		}
 		writeError(w, status, code, err.Error())
 		return
@@ -606,21 +627,22 @@ type counting struct {
 
 func (c counting) refused(code wire.Code) { c.m.Refusals.WithLabelValues(string(code)).Inc() }
 
-// Sweep drops expired sessions; Run calls it periodically.
-func (s *Server) Sweep() { s.sessions.sweep(s.opt.Now()) }
-
-// Run sweeps expired sessions until ctx ends.
-func (s *Server) Run(ctx context.Context) {
-	t := time.NewTicker(s.opt.SessionTTL)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.Sweep()
-		}
+// takeSession opens the session token and marks its ID used in the store:
+// a token opens once. errUnknownSession for a token this server's key did
+// not seal or one already used; errExpired for one whose time has passed;
+// any other error is the store's.
+func (s *Server) takeSession(ctx context.Context, token string, now time.Time) (*session, error) {
+	sess, err := s.sessions.open(token, now)
+	if err != nil {
+		return nil, err
 	}
+	if err := s.opt.Store.ConsumeSession(ctx, sess.id, sess.expires); err != nil {
+		if errors.Is(err, store.ErrSessionUsed) {
+			return nil, errUnknownSession
+		}
+		return nil, err
+	}
+	return sess, nil
 }
 
 // ConfigureTLS makes tlsConfig ask clients for identity certificates issued

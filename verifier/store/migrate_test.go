@@ -100,8 +100,8 @@ func versions(t *testing.T, db *sql.DB) []int64 {
 }
 
 func TestSchemaVersion(t *testing.T) {
-	if got := SchemaVersion(); got != 4 {
-		t.Errorf("SchemaVersion = %d, want 4 (a new migration file? update this test and the fence)", got)
+	if got := SchemaVersion(); got != 5 {
+		t.Errorf("SchemaVersion = %d, want 5 (a new migration file? update this test and the fence)", got)
 	}
 }
 
@@ -192,10 +192,10 @@ func TestMigrateRefusesNewer(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if _, err := s.write.Exec(`UPDATE schema_version SET version = 5`); err != nil {
+			if _, err := s.write.Exec(`UPDATE schema_version SET version = 6`); err != nil {
 				t.Fatal(err)
 			}
-		}, 5},
+		}, 6},
 		{"legacy version 3", func(t *testing.T, path string) {
 			db, err := sql.Open("sqlite", fileURI(path))
 			if err != nil {
