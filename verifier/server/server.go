@@ -449,7 +449,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	}
 	// Identity only with a pass: it is contingent on attestation.
 	if d.Effects.IssueIdentity && identityKey != nil {
-		id, err := s.issueIdentity(r.Context(), identityKey, enr.HostID)
+		id, err := s.issueIdentity(r.Context(), identityKey, enr.HostID, "")
 		if err != nil {
 			log.Error("issue identity", "err", err)
 		} else {
@@ -768,9 +768,14 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("the host last attested at %s, more than %s ago: it gets a new identity by rebooting and attesting", host.LastSeen.UTC().Format(time.RFC3339), s.opt.IdentityMaxAge))
 		return
 	}
-	id, err := s.issueIdentity(r.Context(), cert.PublicKey, host.ID)
+	// The renewal supersedes the identity presented: the host keeps one.
+	id, err := s.issueIdentity(r.Context(), cert.PublicKey, host.ID, cert.SerialNumber.Text(16))
 	if errors.Is(err, store.ErrNotAdmitted) {
 		writeError(w, http.StatusForbidden, wire.CodeHostNotAdmitted, "host "+host.ID+" is not admitted")
+		return
+	}
+	if errors.Is(err, store.ErrSuperseded) {
+		writeError(w, http.StatusForbidden, wire.CodeIdentityRequired, "the identity presented was renewed or revoked already")
 		return
 	}
 	if err != nil {
@@ -784,14 +789,15 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 
 // issueIdentity issues an identity certificate and records it, so that it
 // is revoked with its host's admission; an identity that could not be
-// recorded is not handed out.
-func (s *Server) issueIdentity(ctx context.Context, pub crypto.PublicKey, hostID string) (*wire.Identity, error) {
+// recorded is not handed out. supersedes is the serial (hex) of the
+// identity a renewal replaces, revoked as this one is recorded, or "".
+func (s *Server) issueIdentity(ctx context.Context, pub crypto.PublicKey, hostID, supersedes string) (*wire.Identity, error) {
 	id, err := s.opt.CA.Issue(pub, hostID, s.opt.IdentityTTL)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.opt.Store.RecordIdentity(context.WithoutCancel(ctx), store.IdentityRecord{
-		Serial: id.Serial.Text(16), HostID: hostID, Issued: s.opt.Now(), NotAfter: id.NotAfter,
+		Serial: id.Serial.Text(16), HostID: hostID, Issued: s.opt.Now(), NotAfter: id.NotAfter, Supersedes: supersedes,
 	}); err != nil {
 		return nil, err
 	}
