@@ -175,14 +175,18 @@ type Gateway struct {
 
 // DHCP configures the attestation-gated DHCP server (docs/dhcp.md).
 type DHCP struct {
-	Interface  string `yaml:"interface"` // the boot network interface
-	ServerIP   string `yaml:"server_ip"` // the appliance's address on it
-	Endpoint   string `yaml:"endpoint"`  // attestation API URL for agents (option 43)
-	CA         string `yaml:"ca"`        // appliance CA (PEM) whose fingerprint agents get
-	BootFile   string `yaml:"boot_file"` // TFTP path of the agent UKI for PXE clients
-	BootURL    string `yaml:"boot_url"`  // HTTP URL of the agent UKI for UEFI HTTP boot
-	Quarantine Pool   `yaml:"quarantine"`
-	Production Pool   `yaml:"production"`
+	Interface string `yaml:"interface"` // the boot network interface
+	ServerIP  string `yaml:"server_ip"` // the appliance's address on it
+	Endpoint  string `yaml:"endpoint"`  // attestation API URL for agents (option 43)
+	// Alternates are the other replicas' attestation API URLs, for agents
+	// to try when endpoint cannot be reached (option 43 holds them all in
+	// 255 bytes).
+	Alternates []string `yaml:"alternates"`
+	CA         string   `yaml:"ca"`        // appliance CA (PEM) whose fingerprint agents get
+	BootFile   string   `yaml:"boot_file"` // TFTP path of the agent UKI for PXE clients
+	BootURL    string   `yaml:"boot_url"`  // HTTP URL of the agent UKI for UEFI HTTP boot
+	Quarantine Pool     `yaml:"quarantine"`
+	Production Pool     `yaml:"production"`
 	// Relays are the IPv4 addresses (giaddr) of the DHCP relay agents whose
 	// requests are answered; their option 82 is recorded with the lease.
 	// Empty (the default): no relays, and a request with a nonzero giaddr
