@@ -324,6 +324,15 @@ func TestIdentityRenewal(t *testing.T) {
 	if _, err := again.RenewIdentity(ctx); !isStatus(err, http.StatusTooManyRequests) {
 		t.Fatalf("a second renewal within a minute: %v", err)
 	}
+	// The renewal superseded the identity it renewed.
+	resp, err = withID.HTTP.Get(e.url + wire.PathIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the identity renewed: %s, want 403 (superseded)", resp.Status)
+	}
 	if err := e.store.Quarantine(ctx, rep.Result.HostID, "test operator"); err != nil {
 		t.Fatal(err)
 	}

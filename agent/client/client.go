@@ -60,10 +60,18 @@ func retryAfter(h http.Header) time.Duration {
 	return min(time.Duration(n)*time.Second, MaxRetryAfter)
 }
 
-// Client talks to one verifier.
+// Client talks to one verifier, or to one replica of it at a time. A Client
+// is used by one goroutine at a time.
 type Client struct {
 	// BaseURL is the verifier's address, e.g. https://10.0.0.1:8443.
 	BaseURL string
+	// Alternates are other replicas of the verifier (sharing its store and
+	// session key). When a request cannot reach BaseURL (a transport
+	// error, not a refusal or the caller's cancellation), BaseURL moves to
+	// the next of BaseURL and Alternates, in turn, for the caller's retry.
+	Alternates []string
+	endpoints  []string // the first BaseURL, then Alternates
+	current    int      // BaseURL's index in endpoints
 	// HTTP must trust the appliance's CA (the agent carries it in its
 	// measured initramfs) and should carry a timeout.
 	HTTP   *http.Client
@@ -341,6 +349,9 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
+		if ctx.Err() == nil {
+			c.failover(err)
+		}
 		return err
 	}
 	defer resp.Body.Close()
@@ -359,6 +370,23 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 		return fmt.Errorf("decode response: %w", err)
 	}
 	return nil
+}
+
+// failover moves BaseURL to the next endpoint after a transport error, when
+// there are alternates.
+func (c *Client) failover(cause error) {
+	if len(c.Alternates) == 0 {
+		return
+	}
+	if c.endpoints == nil {
+		c.endpoints = append([]string{c.BaseURL}, c.Alternates...)
+	}
+	from := c.BaseURL
+	c.current = (c.current + 1) % len(c.endpoints)
+	c.BaseURL = c.endpoints[c.current]
+	if c.Logger != nil {
+		c.Logger.Warn("verifier unreachable; the next attempt goes to another replica", "from", from, "to", c.BaseURL, "err", cause)
+	}
 }
 
 // IdentityClient returns an HTTP client that presents the host identity

@@ -68,6 +68,9 @@ type Lease struct {
 	Took          time.Duration
 	Endpoint      string
 	CAFingerprint []byte
+	// Alternates are other replicas' endpoints, to try when Endpoint
+	// cannot be reached.
+	Alternates []string
 }
 
 // DHCP brings up every non-loopback interface, asks for a DHCPv4 lease on
@@ -134,7 +137,7 @@ func lease(ctx context.Context, ifs []netlink.Link, log *slog.Logger) (*Lease, e
 				if err != nil {
 					log.Warn("dhcp vendor option", "interface", l.Interface, "err", err)
 				}
-				l.Endpoint, l.CAFingerprint = v.Endpoint, v.CAFingerprint
+				l.Endpoint, l.CAFingerprint, l.Alternates = v.Endpoint, v.CAFingerprint, v.Alternates
 			}
 		}
 		return l, nil

@@ -124,6 +124,10 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 		return fmt.Errorf("load TLS certificate: %w", err)
 	}
 
+	sessionKey, err := loadSessionKey(cfg.SessionKey)
+	if err != nil {
+		return err
+	}
 	// The store is closed last: every deferred close below runs before
 	// this one, and all of them after the errgroup has returned.
 	st, err := store.Open(ctx, cfg.Store)
@@ -223,7 +227,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	}
 	srv, err := server.New(server.Options{
 		Roots: roots, Policy: pol, Store: st, Logs: logs, Logger: log,
-		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, Boot: boot, Recorded: recorded,
+		PCRs: cfg.PCRs, SessionTTL: cfg.SessionTTL, SessionKey: sessionKey, Boot: boot, Recorded: recorded,
 		Leases: leases, BehindNAT: cfg.AttestBehindNAT, Refusals: st, Work: connlimit.Limits{Total: cfg.Work.Max, PerSource: cfg.Work.PerSource},
 		CA: ca, IdentityTTL: identityTTL(cfg.Config), IdentityMaxAge: identityMaxAge(cfg.Config), Metrics: metrics,
 	})
@@ -301,7 +305,6 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 		}
 		return nil
 	})
-	g.Go(func() error { srv.Run(gctx); return nil })
 	if notifier != nil {
 		g.Go(func() error { notifier.Run(gctx); return nil })
 		log.Info("posting incident alerts", "url", cfg.Webhook.URL)

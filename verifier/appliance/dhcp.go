@@ -79,7 +79,7 @@ func startDHCP(c *config.DHCP, storePath string, st *store.DB, log *slog.Logger)
 		return nil, err
 	}
 	cfg := dhcpgate.Config{ServerIP: net.ParseIP(c.ServerIP).To4(), Quarantine: q, Production: p,
-		Endpoint: c.Endpoint, BootFile: c.BootFile, BootURL: c.BootURL}
+		Endpoint: c.Endpoint, Alternates: c.Alternates, BootFile: c.BootFile, BootURL: c.BootURL}
 	if cfg.ServerIP == nil {
 		return nil, fmt.Errorf("dhcp.server_ip: %q is not an IPv4 address", c.ServerIP)
 	}

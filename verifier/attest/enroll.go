@@ -295,23 +295,9 @@ func (r *Roots) Enroll(req *wire.EnrollRequest, now time.Time) (*Enrollment, err
 		h := *cd.ParentName.Handle
 		e.firmwareProven = h == legacy.HandleEndorsement || h == legacy.HandlePlatform
 	}
-	akPub, err := goattest.ParseAKPublic(req.AK.Public)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
-	}
 	// The AK's name, over the canonical encoding of its public area, is what
-	// CheckAKParameters matched against the creation attestation. The legacy
-	// decoder is used here because it is several times faster than go-tpm's
-	// reflective one on this hot path.
-	legacyAK, err := legacy.DecodePublic(req.AK.Public)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
-	}
-	lname, err := legacyAK.Name()
-	if err != nil || lname.Digest == nil {
-		return nil, fmt.Errorf("%w: no name: %v", ErrBadAK, err)
-	}
-	nameBytes, err := lname.Digest.Encode()
+	// CheckAKParameters matched against the creation attestation.
+	akPub, nameBytes, err := akIdentity(req.AK.Public)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadAK, err)
 	}

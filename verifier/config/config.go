@@ -47,6 +47,13 @@ type Config struct {
 	EK    EK     `yaml:"ek"`
 	// SessionTTL bounds the time between enrollment and quote (default 60s).
 	SessionTTL time.Duration `yaml:"session_ttl"`
+	// SessionKey is the file of the 32-byte key that seals enrollment
+	// sessions into the tokens agents return with their quotes, created
+	// (mode 0600) when missing. Replicas sharing a store give each the
+	// same key, so that any of them takes any quote. Without it each
+	// process makes its own key at start, and an agent whose quote reaches
+	// another process, or this one after a restart, enrolls again.
+	SessionKey string `yaml:"session_key"`
 	// PCRs overrides the SHA-256 PCRs every quote must cover (default 0-15).
 	PCRs []int `yaml:"pcrs"`
 	// LogCache is the number of distinct event logs whose verification is
@@ -177,14 +184,18 @@ type Gateway struct {
 
 // DHCP configures the attestation-gated DHCP server (docs/dhcp.md).
 type DHCP struct {
-	Interface  string `yaml:"interface"` // the boot network interface
-	ServerIP   string `yaml:"server_ip"` // the appliance's address on it
-	Endpoint   string `yaml:"endpoint"`  // attestation API URL for agents (option 43)
-	CA         string `yaml:"ca"`        // appliance CA (PEM) whose fingerprint agents get
-	BootFile   string `yaml:"boot_file"` // TFTP path of the agent UKI for PXE clients
-	BootURL    string `yaml:"boot_url"`  // HTTP URL of the agent UKI for UEFI HTTP boot
-	Quarantine Pool   `yaml:"quarantine"`
-	Production Pool   `yaml:"production"`
+	Interface string `yaml:"interface"` // the boot network interface
+	ServerIP  string `yaml:"server_ip"` // the appliance's address on it
+	Endpoint  string `yaml:"endpoint"`  // attestation API URL for agents (option 43)
+	// Alternates are the other replicas' attestation API URLs, for agents
+	// to try when endpoint cannot be reached (option 43 holds them all in
+	// 255 bytes).
+	Alternates []string `yaml:"alternates"`
+	CA         string   `yaml:"ca"`        // appliance CA (PEM) whose fingerprint agents get
+	BootFile   string   `yaml:"boot_file"` // TFTP path of the agent UKI for PXE clients
+	BootURL    string   `yaml:"boot_url"`  // HTTP URL of the agent UKI for UEFI HTTP boot
+	Quarantine Pool     `yaml:"quarantine"`
+	Production Pool     `yaml:"production"`
 	// Relays are the IPv4 addresses (giaddr) of the DHCP relay agents whose
 	// requests are answered; their option 82 is recorded with the lease.
 	// Empty (the default): no relays, and a request with a nonzero giaddr
@@ -255,7 +266,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.PolicyReference, &c.EK.Roots}
+	paths := []*string{&c.TLS.Cert, &c.TLS.Key, &c.Policy, &c.PolicyReference, &c.EK.Roots, &c.SessionKey}
 	if !strings.Contains(c.Store, "://") {
 		paths = append(paths, &c.Store) // a file, not a URL
 	}

@@ -57,6 +57,11 @@ type Config struct {
 	// Endpoint is the attestation API's URL handed to agents (option 43,
 	// wire.Vendor); at most 255 bytes.
 	Endpoint string
+	// Alternates are the attestation API URLs of the appliance's other
+	// replicas (sharing its store and session key), which agents try when
+	// Endpoint cannot be reached; option 43 holds them with Endpoint in 255
+	// bytes.
+	Alternates []string
 	// CACert is the appliance CA certificate (DER) whose SHA-256 agents get.
 	CACert []byte
 	// BootFile is the agent UKI's TFTP path for PXE clients; BootURL its
@@ -150,7 +155,7 @@ func New(cfg Config, leases *Leases, admit Admission, log *slog.Logger) (*Server
 			return nil, fmt.Errorf("dhcp gate: relay %v is not an IPv4 address", r)
 		}
 	}
-	v := wire.Vendor{Endpoint: cfg.Endpoint}
+	v := wire.Vendor{Endpoint: cfg.Endpoint, Alternates: cfg.Alternates}
 	if len(cfg.CACert) > 0 {
 		sum := sha256.Sum256(cfg.CACert)
 		v.CAFingerprint = sum[:]

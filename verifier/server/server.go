@@ -44,16 +44,20 @@ var DefaultPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 
 // Options configure a Server. Roots, Policy and Store are required.
 type Options struct {
-	Roots       *attest.Roots
-	Policy      *policy.Policy
-	Store       Store
-	Logs        attest.LogVerifier // default attest.DirectLogs
-	Logger      *slog.Logger       // default discards
-	Now         func() time.Time   // default time.Now
-	Rand        io.Reader          // default crypto/rand
-	PCRs        []int              // default DefaultPCRs
-	SessionTTL  time.Duration      // default 60 s
-	MaxSessions int                // outstanding sessions; default 10000
+	Roots      *attest.Roots
+	Policy     *policy.Policy
+	Store      Store
+	Logs       attest.LogVerifier // default attest.DirectLogs
+	Logger     *slog.Logger       // default discards
+	Now        func() time.Time   // default time.Now
+	Rand       io.Reader          // default crypto/rand
+	PCRs       []int              // default DefaultPCRs
+	SessionTTL time.Duration      // default 60 s
+	// SessionKey seals the enrollment sessions into the tokens agents
+	// return with their quotes (SessionKeySize bytes): replicas that share
+	// a store and serve the same agents share it, so that any of them can
+	// take any quote. Default: a random key, good for this process only.
+	SessionKey []byte
 	// Boot is the production OS that passing hosts boot; nil for none.
 	Boot *BootOS
 	// CA issues host identity certificates with passing verdicts; nil for
@@ -127,6 +131,10 @@ type Store interface {
 	Apply(ctx context.Context, d admission.Decision, basedOn admission.Revision, a *store.Attestation, h store.Host) (incidentID int64, err error)
 	// Host returns a host, or an error wrapping store.ErrNotFound.
 	Host(ctx context.Context, id string) (*store.Host, error)
+	// ConsumeSession marks a session's ID used, once across every replica
+	// sharing the store: a second call with the same ID returns an error
+	// wrapping store.ErrSessionUsed. expires is when the ID's record may go.
+	ConsumeSession(ctx context.Context, id []byte, expires time.Time) error
 	// RecordIdentity notes an identity issued to an admitted host (else
 	// store.ErrNotAdmitted).
 	RecordIdentity(ctx context.Context, r store.IdentityRecord) error
@@ -174,7 +182,7 @@ const (
 type Server struct {
 	opt      Options
 	policy   atomic.Pointer[policy.Policy] // in force; SetPolicy replaces it
-	sessions *sessions
+	sessions *sessionSealer
 	work     *connlimit.Counter // requests of the expensive endpoints in progress
 	boot     *bootFiles
 	fresh    []int // quoted PCRs that must be zero: bootgate's boundary
@@ -232,8 +240,15 @@ func New(opt Options) (*Server, error) {
 	if opt.SessionTTL <= 0 {
 		opt.SessionTTL = 60 * time.Second
 	}
-	if opt.MaxSessions <= 0 {
-		opt.MaxSessions = 10000
+	if opt.SessionKey == nil {
+		opt.SessionKey = make([]byte, SessionKeySize)
+		if _, err := io.ReadFull(rand.Reader, opt.SessionKey); err != nil {
+			return nil, fmt.Errorf("new server: session key: %w", err)
+		}
+	}
+	sealer, err := newSessionSealer(opt.SessionKey)
+	if err != nil {
+		return nil, fmt.Errorf("new server: %w", err)
 	}
 	if opt.IdentityTTL <= 0 {
 		opt.IdentityTTL = 24 * time.Hour
@@ -255,7 +270,7 @@ func New(opt Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new server: work: %w", err)
 	}
-	s := &Server{opt: opt, sessions: newSessions(opt.MaxSessions), work: counter}
+	s := &Server{opt: opt, sessions: sealer, work: counter}
 	s.policy.Store(opt.Policy)
 	if slices.Contains(opt.PCRs, wire.BoundaryPCR) {
 		s.fresh = []int{wire.BoundaryPCR}
@@ -331,7 +346,6 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := now.Add(s.opt.SessionTTL)
-	sid := fmt.Sprintf("%x", id)
 	// The quote covers the bank of the policy in force now; a policy of
 	// another bank put in force before the quote fails it by log.pcr_bank.
 	bank := s.Policy().Bank()
@@ -339,14 +353,16 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if bank != crypto.SHA256 {
 		bankName = policy.BankName(bank)
 	}
-	ok := s.sessions.add(sid, &session{
+	sid, err := s.sessions.seal(s.opt.Rand, &session{
 		enrollment: enr,
 		expected:   attest.Expected{Secret: secret, Nonce: nonce, PCRs: slices.Clone(s.opt.PCRs), Bank: bank, Unlogged: attest.DefaultUnlogged, Fresh: s.fresh},
 		nonce:      nonce,
 		expires:    exp,
-	}, now)
-	if !ok {
-		writeError(w, http.StatusServiceUnavailable, wire.CodeInternal, "too many attestations in progress; retry later")
+		id:         id,
+	})
+	if err != nil {
+		log.Error("seal session", "host", enr.HostID, "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot make a session")
 		return
 	}
 	log.Info("enrolled", "host", enr.HostID, "ek", enr.EKType)
@@ -362,13 +378,18 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.opt.Now()
-	// The session is taken out before anything is checked: its nonce is used
-	// once, whatever the outcome.
-	sess, err := s.sessions.take(req.Session, now)
+	// The session is used up before anything is checked: its nonce is used
+	// once, whatever the outcome, on whichever replica the quote lands.
+	sess, err := s.takeSession(r.Context(), req.Session, now)
 	if err != nil {
 		code, status := wire.CodeUnknownSession, http.StatusNotFound
-		if errors.Is(err, errExpired) {
+		switch {
+		case errors.Is(err, errExpired):
 			code, status = wire.CodeNonceExpired, http.StatusGone
+		case !errors.Is(err, errUnknownSession):
+			s.opt.Logger.Error("take session", "remote", r.RemoteAddr, "err", err)
+			writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot take the session")
+			return
 		}
 		writeError(w, status, code, err.Error())
 		return
@@ -471,7 +492,7 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	}
 	// Identity only with a pass: it is contingent on attestation.
 	if d.Effects.IssueIdentity && identityKey != nil {
-		id, err := s.issueIdentity(r.Context(), identityKey, enr.HostID)
+		id, err := s.issueIdentity(r.Context(), identityKey, enr.HostID, "")
 		if err != nil {
 			log.Error("issue identity", "err", err)
 		} else {
@@ -660,21 +681,22 @@ type counting struct {
 
 func (c counting) refused(code wire.Code) { c.m.Refusals.WithLabelValues(string(code)).Inc() }
 
-// Sweep drops expired sessions; Run calls it periodically.
-func (s *Server) Sweep() { s.sessions.sweep(s.opt.Now()) }
-
-// Run sweeps expired sessions until ctx ends.
-func (s *Server) Run(ctx context.Context) {
-	t := time.NewTicker(s.opt.SessionTTL)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.Sweep()
-		}
+// takeSession opens the session token and marks its ID used in the store:
+// a token opens once. errUnknownSession for a token this server's key did
+// not seal or one already used; errExpired for one whose time has passed;
+// any other error is the store's.
+func (s *Server) takeSession(ctx context.Context, token string, now time.Time) (*session, error) {
+	sess, err := s.sessions.open(token, now)
+	if err != nil {
+		return nil, err
 	}
+	if err := s.opt.Store.ConsumeSession(ctx, sess.id, sess.expires); err != nil {
+		if errors.Is(err, store.ErrSessionUsed) {
+			return nil, errUnknownSession
+		}
+		return nil, err
+	}
+	return sess, nil
 }
 
 // ConfigureTLS makes tlsConfig ask clients for identity certificates issued
@@ -805,9 +827,14 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("the host last attested at %s, more than %s ago: it gets a new identity by rebooting and attesting", host.LastSeen.UTC().Format(time.RFC3339), s.opt.IdentityMaxAge))
 		return
 	}
-	id, err := s.issueIdentity(r.Context(), cert.PublicKey, host.ID)
+	// The renewal supersedes the identity presented: the host keeps one.
+	id, err := s.issueIdentity(r.Context(), cert.PublicKey, host.ID, cert.SerialNumber.Text(16))
 	if errors.Is(err, store.ErrNotAdmitted) {
 		writeError(w, http.StatusForbidden, wire.CodeHostNotAdmitted, "host "+host.ID+" is not admitted")
+		return
+	}
+	if errors.Is(err, store.ErrSuperseded) {
+		writeError(w, http.StatusForbidden, wire.CodeIdentityRequired, "the identity presented was renewed or revoked already")
 		return
 	}
 	if err != nil {
@@ -821,14 +848,15 @@ func (s *Server) renewIdentity(w http.ResponseWriter, r *http.Request) {
 
 // issueIdentity issues an identity certificate and records it, so that it
 // is revoked with its host's admission; an identity that could not be
-// recorded is not handed out.
-func (s *Server) issueIdentity(ctx context.Context, pub crypto.PublicKey, hostID string) (*wire.Identity, error) {
+// recorded is not handed out. supersedes is the serial (hex) of the
+// identity a renewal replaces, revoked as this one is recorded, or "".
+func (s *Server) issueIdentity(ctx context.Context, pub crypto.PublicKey, hostID, supersedes string) (*wire.Identity, error) {
 	id, err := s.opt.CA.Issue(pub, hostID, s.opt.IdentityTTL)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.opt.Store.RecordIdentity(context.WithoutCancel(ctx), store.IdentityRecord{
-		Serial: id.Serial.Text(16), HostID: hostID, Issued: s.opt.Now(), NotAfter: id.NotAfter,
+		Serial: id.Serial.Text(16), HostID: hostID, Issued: s.opt.Now(), NotAfter: id.NotAfter, Supersedes: supersedes,
 	}); err != nil {
 		return nil, err
 	}

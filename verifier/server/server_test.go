@@ -99,10 +99,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 type fixture struct {
-	pol *policy.Policy
-	st  *store.SQLite
-	srv *server.Server
-	ts  *httptest.Server
+	pol   *policy.Policy
+	roots *attest.Roots
+	st    *store.SQLite
+	srv   *server.Server
+	ts    *httptest.Server
 }
 
 // newFixture starts a verifier trusting roots, with the learned policy and a
@@ -128,7 +129,24 @@ func newFixture(t testing.TB, roots *attest.Roots, opts ...func(*server.Options)
 	}
 	ts := httptest.NewTLSServer(srv.Handler())
 	t.Cleanup(ts.Close) // before the store closes
-	return &fixture{pol: o.Policy, st: st, srv: srv, ts: ts}
+	return &fixture{pol: o.Policy, roots: roots, st: st, srv: srv, ts: ts}
+}
+
+// replica is another appliance on f's store, as a second replica sharing
+// one database would be; opts apply to its options.
+func (f *fixture) replica(t testing.TB, opts ...func(*server.Options)) *fixture {
+	t.Helper()
+	o := server.Options{Roots: f.roots, Policy: f.pol, Store: f.st}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	srv, err := server.New(o)
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	ts := httptest.NewTLSServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return &fixture{pol: o.Policy, roots: f.roots, st: f.st, srv: srv, ts: ts}
 }
 
 func withClock(c *fakeClock) func(*server.Options) {
@@ -712,14 +730,12 @@ func TestNonceExpiry(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		wait   time.Duration
-		sweep  bool
 		status int
 		code   wire.Code
 	}{
-		{"just in time", ttl - time.Nanosecond, false, http.StatusOK, ""},
-		{"at expiry", ttl, false, http.StatusGone, wire.CodeNonceExpired},
-		{"long expired", ttl + time.Hour, false, http.StatusGone, wire.CodeNonceExpired},
-		{"expired and swept", ttl, true, http.StatusNotFound, wire.CodeUnknownSession},
+		{"just in time", ttl - time.Nanosecond, http.StatusOK, ""},
+		{"at expiry", ttl, http.StatusGone, wire.CodeNonceExpired},
+		{"long expired", ttl + time.Hour, http.StatusGone, wire.CodeNonceExpired},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			clock := newClock()
@@ -731,9 +747,6 @@ func TestNonceExpiry(t *testing.T) {
 			}
 			q := h.answer(t, enr, raw)
 			clock.Advance(c.wait)
-			if c.sweep {
-				f.srv.Sweep()
-			}
 			status, body := f.post(t, wire.PathQuote, q)
 			if c.status == http.StatusOK {
 				if status != http.StatusOK {
@@ -745,32 +758,68 @@ func TestNonceExpiry(t *testing.T) {
 				return
 			}
 			wantError(t, status, body, c.status, c.code)
-			// The expired session is gone for good.
+			// The expired session stays expired, even were the clock set back.
 			status, body = f.post(t, wire.PathQuote, q)
-			wantError(t, status, body, http.StatusNotFound, wire.CodeUnknownSession)
+			wantError(t, status, body, c.status, c.code)
 			wantNothingStored(t, f.st)
 		})
 	}
 }
 
-func TestSessionTableBounded(t *testing.T) {
+// TestEnrollmentFloodKeepsPendingSession floods enrollments made with a
+// copy of a host's EK certificate (public data) and AKs made in software,
+// which enroll (see TestSoftwareAK), while the host's own session is
+// pending: sessions live in their tokens, not in a table, so none of the
+// flood can evict the host's session or fill anything, and the host's quote
+// still passes.
+func TestEnrollmentFloodKeepsPendingSession(t *testing.T) {
 	ca := tpmtest.NewCA(t)
 	tp := tpmtest.Simulator(t, ca)
+	raw := tpmtest.ReplayLog(t, tp, goodLog)
 	h := newHost(t, tp)
-	clock := newClock()
-	f := newFixture(t, ca.Roots(), withClock(clock), func(o *server.Options) { o.MaxSessions = 2 })
+	f := newFixture(t, ca.Roots())
 
-	// Anyone with a copy of a trusted EK certificate (public data) fills the
-	// table without a TPM: AKs made in software enroll (see TestSoftwareAK).
-	for range 2 {
+	enr := f.enroll(t, h.enrollRequest())
+	q := h.answer(t, enr, raw)
+	for range 50 {
 		f.enroll(t, wire.EnrollRequest{EKCert: h.ek.Cert, EKPublic: h.ek.Public, AK: newSoftwareAK(t).params})
 	}
-	status, body := f.post(t, wire.PathEnroll, h.enrollRequest())
-	wantError(t, status, body, http.StatusServiceUnavailable, wire.CodeInternal)
-	// Expired sessions make room.
-	clock.Advance(time.Minute)
-	f.enroll(t, h.enrollRequest())
 	wantNothingStored(t, f.st)
+	if res := f.quote(t, q); res.Verdict != wire.VerdictPass {
+		t.Fatalf("the host's quote after the flood: %+v", res)
+	}
+}
+
+// TestSessionOnAnyReplica enrolls with one appliance and quotes to another
+// sharing its store and session key: the quote passes there, and is
+// refused as used on both afterwards. A replica with another key refuses
+// the token as unknown.
+func TestSessionOnAnyReplica(t *testing.T) {
+	ca := tpmtest.NewCA(t)
+	tp := tpmtest.Simulator(t, ca)
+	raw := tpmtest.ReplayLog(t, tp, goodLog)
+	h := newHost(t, tp)
+	key := bytes.Repeat([]byte{7}, server.SessionKeySize)
+	a := newFixture(t, ca.Roots(), func(o *server.Options) { o.SessionKey = key })
+	b := a.replica(t, func(o *server.Options) { o.SessionKey = key })
+	other := a.replica(t, func(o *server.Options) { o.SessionKey = bytes.Repeat([]byte{8}, server.SessionKeySize) })
+
+	enr := a.enroll(t, h.enrollRequest())
+	q := h.answer(t, enr, raw)
+	status, body := other.post(t, wire.PathQuote, q)
+	wantError(t, status, body, http.StatusNotFound, wire.CodeUnknownSession)
+	wantNothingStored(t, a.st)
+
+	if res := b.quote(t, q); res.Verdict != wire.VerdictPass {
+		t.Fatalf("quote on the other replica: %+v", res)
+	}
+	for _, f := range []*fixture{a, b} {
+		status, body := f.post(t, wire.PathQuote, q)
+		wantError(t, status, body, http.StatusNotFound, wire.CodeUnknownSession)
+	}
+	if as := attestations(t, a.st); len(as) != 1 {
+		t.Errorf("%d attestations stored, want 1", len(as))
+	}
 }
 
 // TestAKFromAnotherTPM presents the EK (and certificate) of TPM A, copied as

@@ -1,45 +1,126 @@
 package server
 
 import (
-	"fmt"
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/bootgate/bootgate/internal/tpmtest"
 	"github.com/bootgate/bootgate/verifier/attest"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
-func TestSessionsPerHostBound(t *testing.T) {
-	now := time.Now()
-	tab := newSessions(100)
-	mk := func(host string) *session {
-		return &session{enrollment: &attest.Enrollment{HostID: host}, expires: now.Add(time.Minute)}
+// testEnrollment enrolls a simulated TPM's EK and AK.
+func testEnrollment(t *testing.T) *attest.Enrollment {
+	t.Helper()
+	ca := tpmtest.NewCA(t)
+	tp := tpmtest.Simulator(t, ca)
+	eks, err := tp.EKs()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := range 10 {
-		if !tab.add(fmt.Sprintf("a%d", i), mk("host-a"), now) {
-			t.Fatal("table full")
+	ak, err := tp.NewAK(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ak.Close() })
+	enr, err := ca.Roots().Enroll(&wire.EnrollRequest{EKCert: eks[0].Cert, EKPublic: eks[0].Public, AK: ak.Params()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enr
+}
+
+func TestSessionTokens(t *testing.T) {
+	enr := testEnrollment(t)
+	now := time.Now()
+	key := bytes.Repeat([]byte{1}, SessionKeySize)
+	sealer, err := newSessionSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &session{
+		enrollment: enr,
+		expected:   attest.Expected{Secret: []byte("secret"), Nonce: []byte("nonce"), PCRs: []int{0, 7}, Fresh: []int{15}},
+		nonce:      []byte("nonce"),
+		expires:    now.Add(time.Minute),
+		id:         []byte("0123456789abcdef"),
+	}
+	token, err := sealer.seal(rand.Reader, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(token) > wire.MaxSessionBytes/2 {
+		t.Errorf("token of %d bytes, want well under the %d-byte bound", len(token), wire.MaxSessionBytes)
+	}
+	for _, secret := range [][]byte{in.expected.Secret, in.nonce, []byte(enr.HostID)} {
+		if strings.Contains(token, string(secret)) {
+			t.Errorf("token shows %q in clear", secret)
 		}
 	}
-	if !tab.add("b0", mk("host-b"), now) {
-		t.Fatal("table full")
+
+	out, err := sealer.open(token, now)
+	if err != nil {
+		t.Fatalf("open: %v", err)
 	}
-	if len(tab.m) != perHost+1 || len(tab.byHost["host-a"]) != perHost {
-		t.Fatalf("%d sessions, %d for host-a", len(tab.m), len(tab.byHost["host-a"]))
+	if out.enrollment.HostID != enr.HostID || !bytes.Equal(out.enrollment.EKCert, enr.EKCert) ||
+		!bytes.Equal(out.expected.Secret, in.expected.Secret) || !bytes.Equal(out.id, in.id) ||
+		!out.expires.Equal(in.expires) || len(out.expected.PCRs) != 2 || len(out.expected.Fresh) != 1 {
+		t.Errorf("opened session differs: %+v", out)
 	}
-	// The oldest of host-a's sessions were evicted, the newest remain.
-	if _, err := tab.take("a0", now); err == nil {
-		t.Error("evicted session a0 still usable")
+	// The resumed enrollment makes credentials for the same AK name: a
+	// challenge works the same (it needs the parsed EK and AK name).
+	if _, _, _, err := out.enrollment.Challenge(rand.Reader); err != nil {
+		t.Errorf("challenge from the resumed enrollment: %v", err)
 	}
-	if _, err := tab.take("a9", now); err != nil {
-		t.Errorf("newest session: %v", err)
+
+	if _, err := sealer.open(token, now.Add(time.Minute)); !errors.Is(err, errExpired) {
+		t.Errorf("at expiry: %v, want errExpired", err)
 	}
-	if _, err := tab.take("a9", now); err == nil {
-		t.Error("a session was usable twice")
+
+	other, _ := newSessionSealer(bytes.Repeat([]byte{2}, SessionKeySize))
+	raw, _ := base64.RawURLEncoding.DecodeString(token[len(sessionTokenPrefix):])
+	flipped := func(i int) string {
+		b := bytes.Clone(raw)
+		b[i] ^= 0x01
+		return sessionTokenPrefix + base64.RawURLEncoding.EncodeToString(b)
 	}
-	if _, err := tab.take("b0", now.Add(2*time.Minute)); err != errExpired {
-		t.Errorf("expired session: %v", err)
+	for name, tok := range map[string]string{
+		"another key's":    mustSeal(t, other, in),
+		"nonce altered":    flipped(0),
+		"sealed altered":   flipped(len(raw) / 2),
+		"tag altered":      flipped(len(raw) - 1),
+		"truncated":        token[:len(token)-10],
+		"no prefix":        token[len(sessionTokenPrefix):],
+		"not base64":       sessionTokenPrefix + "!!!!",
+		"empty":            "",
+		"prefix only":      sessionTokenPrefix,
+		"oversized":        token + strings.Repeat("A", wire.MaxSessionBytes),
+		"old hex table ID": "00112233445566778899aabbccddeeff",
+	} {
+		if _, err := sealer.open(tok, now); !errors.Is(err, errUnknownSession) {
+			t.Errorf("%s token: %v, want errUnknownSession", name, err)
+		}
 	}
-	tab.sweep(now.Add(2 * time.Minute))
-	if len(tab.m) != 0 || len(tab.byHost) != 0 {
-		t.Errorf("after sweep: %d sessions, %d hosts", len(tab.m), len(tab.byHost))
+}
+
+func mustSeal(t *testing.T, s *sessionSealer, in *session) string {
+	t.Helper()
+	tok, err := s.seal(rand.Reader, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestSessionKeySize(t *testing.T) {
+	for _, n := range []int{0, 16, 31, 33, 64} {
+		if _, err := newSessionSealer(make([]byte, n)); err == nil {
+			t.Errorf("a %d-byte key was taken", n)
+		}
 	}
 }

@@ -14,11 +14,19 @@ type IdentityRecord struct {
 	Issued   time.Time `json:"issued"`
 	NotAfter time.Time `json:"not_after"`
 	Revoked  time.Time `json:"revoked,omitzero"`
+	// Supersedes, when set, is the serial of the host's identity this one
+	// renews: RecordIdentity revokes it in the same transaction.
+	Supersedes string `json:"supersedes,omitempty"`
 }
 
 // ErrNotAdmitted is returned by RecordIdentity when the host is not admitted
 // at the moment the identity would be recorded.
 var ErrNotAdmitted = errors.New("the host is not admitted")
+
+// ErrSuperseded is returned by RecordIdentity when the identity a renewal
+// supersedes is not a valid identity of the host any more (revoked, or
+// renewed already by a concurrent request): one identity renews once.
+var ErrSuperseded = errors.New("the identity renewed is revoked or renewed already")
 
 // identityRetention is how long expired identities are kept.
 const identityRetention = 24 * time.Hour
@@ -27,8 +35,13 @@ const identityRetention = 24 * time.Hour
 // transaction with a check that the host is admitted now: an identity issued
 // while an operator quarantined the host (or a failure was recorded) is
 // recorded as revoked, and ErrNotAdmitted returned, so that it is never
-// handed out nor missing from the CRL. Identities expired for a day are
-// pruned.
+// handed out nor missing from the CRL. A renewal (r.Supersedes) revokes the
+// identity it renews in the same transaction, or writes nothing and returns
+// ErrSuperseded when that one is not valid now, so that renewing never adds
+// a valid identity. Recording an identity for an admitted host revokes the
+// host's others: it holds exactly one valid identity, so that neither
+// renewing nor attesting in a loop piles up identities that work. Identities
+// expired for a day are pruned.
 func (s *DB) RecordIdentity(ctx context.Context, r IdentityRecord) error {
 	if r.Serial == "" || r.HostID == "" {
 		return fmt.Errorf("record identity: %w: serial and host are required", ErrInvalid)
@@ -42,9 +55,28 @@ func (s *DB) RecordIdentity(ctx context.Context, r IdentityRecord) error {
 		if err := tx.QueryRowContext(ctx, `SELECT state FROM hosts WHERE id = ?`, r.HostID).Scan(&state); err != nil {
 			return fmt.Errorf("host %q: %w", r.HostID, err)
 		}
+		now := formatTime(s.now())
 		revoked = nil
 		if state != HostAdmitted {
-			revoked = formatTime(s.now())
+			revoked = now
+		} else {
+			if r.Supersedes != "" {
+				res, err := tx.ExecContext(ctx, `UPDATE identities SET revoked = ? WHERE serial = ? AND host_id = ? AND revoked IS NULL`,
+					now, r.Supersedes, r.HostID)
+				if err != nil {
+					return fmt.Errorf("supersede %s: %w", r.Supersedes, err)
+				}
+				if n, err := res.RowsAffected(); err != nil {
+					return fmt.Errorf("supersede %s: %w", r.Supersedes, err)
+				} else if n == 0 {
+					return fmt.Errorf("supersede %s: %w", r.Supersedes, ErrSuperseded)
+				}
+			}
+			// The new identity replaces every other the host holds: an
+			// admitted host has exactly one valid identity.
+			if err := revokeIdentities(ctx, tx, r.HostID, now); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identities (serial, host_id, issued, not_after, revoked) VALUES (?, ?, ?, ?, ?)`,
 			r.Serial, r.HostID, formatTime(r.Issued), formatTime(r.NotAfter), revoked); err != nil {

@@ -768,8 +768,8 @@ func testIdentities(t *testing.T, open opener) {
 	}
 	rec(wire.VerdictPass)
 	for _, r := range []IdentityRecord{
-		{Serial: "a1", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)},
 		{Serial: "a2", HostID: "h", Issued: now, NotAfter: now.Add(-time.Minute)}, // expired
+		{Serial: "a1", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)},
 	} {
 		if err := st.RecordIdentity(ctx, r); err != nil {
 			t.Fatal(err)
@@ -798,19 +798,31 @@ func testIdentities(t *testing.T, open opener) {
 	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "c1", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	for serial, want := range map[string]bool{"a1": false, "b1": false, "c1": true, "zz": false} {
+	// A renewal supersedes the identity it renews; renewing that one again
+	// (a replayed or concurrent renewal) writes nothing.
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "c2", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour), Supersedes: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "c3", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour), Supersedes: "c1"}); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("a second renewal of c1: %v, want ErrSuperseded", err)
+	}
+	// A fresh attestation's identity replaces the host's others.
+	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "c4", HostID: "h", Issued: now, NotAfter: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for serial, want := range map[string]bool{"a1": false, "b1": false, "c1": false, "c2": false, "c3": false, "c4": true, "zz": false} {
 		if got, err := st.IdentityValid(ctx, serial); err != nil || got != want {
 			t.Errorf("IdentityValid(%s) = %v %v, want %v", serial, got, err, want)
 		}
 	}
-	if l, _ := st.RevokedIdentities(ctx, now); len(l) != 2 {
-		t.Errorf("revoked: %+v, want a1 and b1", l)
+	if l, _ := st.RevokedIdentities(ctx, now); len(l) != 4 {
+		t.Errorf("revoked: %+v, want a1, b1, c1 and c2", l)
 	}
 	// A day after they expire, identities are pruned.
 	if err := st.RecordIdentity(ctx, IdentityRecord{Serial: "d1", HostID: "h", Issued: now.Add(50 * time.Hour), NotAfter: now.Add(51 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := st.IdentityValid(ctx, "c1"); ok {
-		t.Error("an identity expired for over a day was not pruned")
+	if l, _ := st.RevokedIdentities(ctx, now); len(l) != 0 {
+		t.Errorf("identities expired for over a day were not pruned: %+v", l)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,6 +24,7 @@ func TestVendorRoundTrip(t *testing.T) {
 		{"fingerprint", wire.Vendor{CAFingerprint: fp[:]}},
 		{"both", wire.Vendor{Endpoint: "https://10.24.0.1:8443", CAFingerprint: fp[:]}},
 		{"longest endpoint", wire.Vendor{Endpoint: "https://" + strings.Repeat("a", 247), CAFingerprint: fp[:]}},
+		{"alternates", wire.Vendor{Endpoint: "https://10.24.0.1:8443", CAFingerprint: fp[:], Alternates: []string{"https://10.24.0.2:8443", "https://10.24.0.3:8443"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.v.Marshal()
@@ -47,6 +49,9 @@ func TestVendorMarshalRefuses(t *testing.T) {
 	}{
 		{"endpoint too long", wire.Vendor{Endpoint: strings.Repeat("a", 256)}},
 		{"short fingerprint", wire.Vendor{CAFingerprint: make([]byte, 31)}},
+		{"empty alternate", wire.Vendor{Endpoint: "https://a", Alternates: []string{""}}},
+		{"too many alternates", wire.Vendor{Endpoint: "https://a", Alternates: slices.Repeat([]string{"https://b"}, wire.MaxVendorAlternates+1)}},
+		{"alternates past one option", wire.Vendor{Endpoint: "https://" + strings.Repeat("a", 200), Alternates: []string{"https://" + strings.Repeat("b", 60)}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := tc.v.Marshal(); !errors.Is(err, wire.ErrBadVendor) {
@@ -67,6 +72,8 @@ func TestParseVendor(t *testing.T) {
 		{"nothing", nil, wire.Vendor{}, false},
 		{"unknown sub-option skipped", []byte{9, 2, 'x', 'y', 1, 1, 'h'}, wire.Vendor{Endpoint: "h"}, false},
 		{"last wins", []byte{1, 1, 'a', 1, 1, 'b'}, wire.Vendor{Endpoint: "b"}, false},
+		{"alternates add up", []byte{3, 1, 'x', 1, 1, 'a', 3, 0, 3, 1, 'y'}, wire.Vendor{Endpoint: "a", Alternates: []string{"x", "y"}}, false},
+		{"alternates bounded", bytes.Repeat([]byte{3, 1, 'x'}, wire.MaxVendorAlternates+3), wire.Vendor{Alternates: slices.Repeat([]string{"x"}, wire.MaxVendorAlternates)}, false},
 		{"truncated keeps the earlier", []byte{1, 1, 'a', 2, 32, 0}, wire.Vendor{Endpoint: "a"}, true},
 		{"lone type byte", []byte{1}, wire.Vendor{}, true},
 		{"short fingerprint left out", []byte{2, 3, 1, 2, 3, 1, 1, 'a'}, wire.Vendor{Endpoint: "a"}, true},
@@ -92,15 +99,22 @@ func FuzzParseVendor(f *testing.F) {
 	f.Add([]byte{1})
 	f.Add([]byte{2, 31})
 	f.Add([]byte{1, 255, 'a'})
+	f.Add([]byte{3, 1, 'x', 3, 1, 'y'})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		v, err := wire.ParseVendor(b)
 		if err != nil && !errors.Is(err, wire.ErrBadVendor) {
 			t.Fatalf("error %v does not wrap ErrBadVendor", err)
 		}
-		if len(v.Endpoint)+len(v.CAFingerprint) > len(b) {
-			t.Fatalf("parsed %d bytes out of %d", len(v.Endpoint)+len(v.CAFingerprint), len(b))
+		n := len(v.Endpoint) + len(v.CAFingerprint)
+		for _, a := range v.Alternates {
+			n += len(a)
 		}
-		if err != nil {
+		if n > len(b) {
+			t.Fatalf("parsed %d bytes out of %d", n, len(b))
+		}
+		// An option's data is at most 255 bytes; only such data need
+		// survive a second encoding.
+		if err != nil || len(b) > 255 {
 			return
 		}
 		again, err := v.Marshal()
@@ -108,7 +122,7 @@ func FuzzParseVendor(f *testing.F) {
 			t.Fatalf("re-encode %+v: %v", v, err)
 		}
 		w, err := wire.ParseVendor(again)
-		if err != nil || w.Endpoint != v.Endpoint || !bytes.Equal(w.CAFingerprint, v.CAFingerprint) {
+		if err != nil || w.Endpoint != v.Endpoint || !bytes.Equal(w.CAFingerprint, v.CAFingerprint) || !slices.Equal(w.Alternates, v.Alternates) {
 			t.Fatalf("re-parse: %+v, %v; want %+v", w, err, v)
 		}
 	})

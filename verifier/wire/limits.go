@@ -31,8 +31,13 @@ const (
 	// (activation_failed, which uses up the session), not as a malformed
 	// request.
 	MaxSecretBytes = MaxTPMStructBytes
-	// MaxTokenBytes bounds the session token and the MAC and IP strings.
+	// MaxTokenBytes bounds the MAC and IP strings.
 	MaxTokenBytes = 256
+	// MaxSessionBytes bounds the session token: the enrollment it seals
+	// (EK certificate, EK public area, AK parameters within the limits
+	// above), the secret, nonce and PCRs, as base64 of JSON, sealed, in
+	// base64 again, stay under it.
+	MaxSessionBytes = 24 << 10
 )
 
 // ErrFieldTooLarge reports a request field over its limit; a *FieldError
@@ -86,7 +91,7 @@ func (r *EnrollRequest) Check() error {
 // nil. The event log is bounded by MaxBodyBytes. It checks sizes only.
 func (r *QuoteRequest) Check() error {
 	fs := []field{
-		{"session", len(r.Session), MaxTokenBytes},
+		{"session", len(r.Session), MaxSessionBytes},
 		{"activation_secret", len(r.ActivationSecret), MaxSecretBytes},
 		{"quote", len(r.Quote), MaxTPMStructBytes},
 		{"signature", len(r.Signature), MaxTPMStructBytes},

@@ -27,7 +27,7 @@ func TestRequestFieldLimits(t *testing.T) {
 		{"quote", (&wire.QuoteRequest{Quote: n(wire.MaxTPMStructBytes + 1)}).Check, "quote"},
 		{"too many PCRs", (&wire.QuoteRequest{PCRs: make([]wire.PCR, wire.MaxPCRs+1)}).Check, "pcrs"},
 		{"PCR digest", (&wire.QuoteRequest{PCRs: []wire.PCR{{}, {Digest: n(wire.MaxDigestBytes + 1)}}}).Check, "pcrs[1].digest"},
-		{"session", (&wire.QuoteRequest{Session: strings.Repeat("a", wire.MaxTokenBytes+1)}).Check, "session"},
+		{"session", (&wire.QuoteRequest{Session: strings.Repeat("a", wire.MaxSessionBytes+1)}).Check, "session"},
 		{"identity", (&wire.QuoteRequest{Identity: &wire.IdentityRequest{CertifyInfo: n(wire.MaxTPMStructBytes + 1)}}).Check, "identity.certify_info"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

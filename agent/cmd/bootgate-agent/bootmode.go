@@ -156,7 +156,7 @@ func runBoot(ctx context.Context, console io.Writer) error {
 		ev.Emit(wire.EventConfigError, map[string]any{"error": err.Error()})
 		return err
 	}
-	ev.Emit(wire.EventVerifier, map[string]any{"url": cfg.verifier, "from_dhcp": cfg.verifier == lease.Endpoint})
+	ev.Emit(wire.EventVerifier, map[string]any{"url": cfg.verifier, "from_dhcp": cfg.verifier == lease.Endpoint, "alternates": len(lease.Alternates)})
 	httpc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
 	}}
@@ -170,8 +170,18 @@ func runBoot(ctx context.Context, console io.Writer) error {
 		}
 		return lease.MAC, ip.Unmap(), nil
 	}
+	// The appliance's other replicas, when it named them: tried in turn when
+	// the endpoint cannot be reached. An endpoint from the command line is
+	// the operator's choice alone.
+	var alternates []string
+	if cfg.verifier == lease.Endpoint {
+		for _, a := range lease.Alternates {
+			alternates = append(alternates, strings.TrimRight(a, "/"))
+		}
+	}
 	flow := &bootflow.Flow{
-		Client:         &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), HTTP: httpc, Logger: log, AK: cfg.ak, Identity: true, Link: link},
+		Client: &client.Client{BaseURL: strings.TrimRight(cfg.verifier, "/"), Alternates: alternates,
+			HTTP: httpc, Logger: log, AK: cfg.ak, Identity: true, Link: link},
 		IdentityClient: client.IdentityClient(pool),
 		ApplianceCA:    caPEM,
 		OpenTPM:        func() (*tpm.TPM, error) { return tpm.Open(cfg.tpm) },
