@@ -46,7 +46,7 @@ bench-dhcp: deps ## perfdhcp against bootgate's DHCP gate and against Kea; last 
 	@bash scripts/bench-dhcp.sh
 
 .PHONY: bench-storm
-bench-storm: ## Boot storm: HOSTS (1000) software-TPM hosts attest over TLS to the appliance; last line: storm: N hosts in S s, p99 P ms, errors E
+bench-storm: deps ## Boot storm: HOSTS (10000) software-TPM hosts attest over TLS; PostgreSQL and SQLite, two replicas and one; last line: storm: N hosts in S s, p99 P ms, errors E (SQLite, one appliance)
 	@bash scripts/bench-storm.sh
 
 .PHONY: demo

@@ -11,11 +11,17 @@
 # network namespaces and root, and the storm measures attestation, so they
 # are left out (the link check still runs: each host connects from its own
 # 127.x.y.z address and quotes it).
+# Without STORE and REPLICAS it runs the table of the four set-ups, each
+# with a fresh store: PostgreSQL with two replicas and with one, SQLite with
+# two and with one (last, so that its storm: line ends the output).
+# PostgreSQL is a throwaway cluster in the run's temporary directory
+# (Debian's postgresql: initdb and pg_ctl, a Unix socket only, no TCP).
 # Parameters (environment):
-#   HOSTS (1000), CONCURRENCY (32): simulated hosts, and hosts in flight;
-#   STORE (sqlite): sqlite, or a postgres:// URL once the store takes one;
-#   REPLICAS (1): appliance processes on consecutive ports sharing STORE and
-#     one attestation CA; host i goes to replica i mod REPLICAS;
+#   HOSTS (10000), CONCURRENCY (32): simulated hosts, and hosts in flight;
+#   STORE: sqlite, postgres (a throwaway cluster), or a postgres:// URL;
+#   REPLICAS: appliance processes on consecutive ports sharing STORE, one
+#     attestation CA and one session key; host i goes to replica i mod
+#     REPLICAS;
 #   PROFILE (empty): set to 1 to write each appliance's CPU profile and print
 #     its top functions, or to a directory to also keep the profiles and the
 #     appliance binary there (go tool pprof DIR/bootgate DIR/cpu-PORT.pprof);
@@ -26,8 +32,15 @@
 #     storm: line is then the last line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HOSTS=${HOSTS:-1000}
+HOSTS=${HOSTS:-10000}
 CONCURRENCY=${CONCURRENCY:-32}
+if [ -z "${STORE:-}" ] && [ -z "${REPLICAS:-}" ]; then
+  export HOSTS CONCURRENCY
+  STORE=postgres REPLICAS=2 HEADER=1 bash "$0"
+  STORE=postgres REPLICAS=1 HEADER=0 bash "$0"
+  STORE=sqlite REPLICAS=2 HEADER=0 bash "$0"
+  exec env STORE=sqlite REPLICAS=1 HEADER=0 bash "$0"
+fi
 STORE=${STORE:-sqlite}
 REPLICAS=${REPLICAS:-1}
 PROFILE=${PROFILE:-}
@@ -35,10 +48,13 @@ EVENTLOG=${EVENTLOG:-testdata/eventlogs/rhel8-uefi.bin}
 PORT=${PORT:-18443}
 HEADER=${HEADER:-1}
 work=$(mktemp -d /tmp/bench-storm.XXXXXX)
+chmod 755 "$work" # the PostgreSQL server's user reaches its directory in it
 pids=()
+pgctl=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ ${#pgctl[@]} -gt 0 ] && "${pgctl[@]}" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -49,8 +65,24 @@ go build -o "$work/bootgate-storm" ./verifier/cmd/bootgate-storm
 "$work/bootgate" policy learn --name storm --eventlog "$EVENTLOG" > "$work/policy.yaml"
 "$work/bootgate-storm" manufacture --dir "$work/manufacturer"
 mkdir -p "$work/roots" && cp "$work/manufacturer/manufacturer.pem" "$work/roots/"
+# pg_start starts a throwaway PostgreSQL cluster in $work/pg, listening on
+# a Unix socket there only, and sets store to its URL. The server refuses
+# to run as root: as root it runs as the postgres user.
+pg_start() {
+  local bin as=()
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$bin/initdb" ] || { echo "bench-storm: no PostgreSQL server (apt-get install postgresql)" >&2; exit 1; }
+  mkdir -p "$work/pg"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$work/pg"; as=(runuser -u postgres --); fi
+  "${as[@]}" "$bin/initdb" -D "$work/pg/data" -A trust -U bootgate -E UTF8 --no-sync >/dev/null
+  pgctl=("${as[@]}" "$bin/pg_ctl")
+  "${pgctl[@]}" -D "$work/pg/data" -l "$work/pg/log" -w -o "-k $work/pg -c listen_addresses= -c max_connections=200" start >/dev/null
+  "${as[@]}" "$bin/createdb" -h "$work/pg" -U bootgate storm
+  store="postgres://bootgate@/storm?host=$work/pg"
+}
 case "$STORE" in
   sqlite) store=bootgate.db ;;
+  postgres) pg_start ;;
   *) store=$STORE ;;
 esac
 
@@ -70,7 +102,8 @@ for ((i = 0; i < REPLICAS; i++)); do
 listen: "127.0.0.1:$port"
 tls: {cert: tls/server.pem, key: tls/server-key.pem}
 policy: policy.yaml
-store: $store
+store: "$store"
+session_key: session.key
 ek: {roots: roots}
 pki: {dir: pki}
 CFG

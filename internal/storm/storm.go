@@ -55,6 +55,17 @@ type Config struct {
 	MaxRetries int
 	// MaxRetryAfter caps the wait a Retry-After asks for (default 5 s).
 	MaxRetryAfter time.Duration
+	// Failover, when set, makes a host whose exchange met a transport
+	// error (an appliance down or killed) start it again on the next URL,
+	// after FailoverPause, as the agent moves to another replica; at most
+	// MaxRetries times. Without it a transport error is the host's error.
+	Failover bool
+	// FailoverPause is the wait before an exchange starts again after a
+	// transport error (default 200 ms).
+	FailoverPause time.Duration
+	// Finished, if set, counts the hosts whose exchange has ended, as they
+	// end, for a caller that acts midway through a storm.
+	Finished *atomic.Int64
 }
 
 // DefaultFirstSource is the first simulated host's source address.
@@ -136,11 +147,18 @@ func sourceAddrs(first netip.Addr, n int) ([]netip.Addr, error) {
 
 // Outcome is one host's exchange.
 type Outcome struct {
-	Host     int
-	Latency  time.Duration // from the first request to the checked result
-	Retries  int           // requests answered 429/503 with Retry-After and sent again
-	Err      error         // nil: admitted, with an identity and unsealed credentials
-	Admitted time.Time
+	Host    int
+	Latency time.Duration // from the first request to the checked result
+	Retries int           // requests answered 429/503 with Retry-After and sent again
+	// Failovers counts the exchanges started again after a transport
+	// error (Config.Failover).
+	Failovers int
+	Err       error // nil: admitted, with an identity and unsealed credentials
+	Admitted  time.Time
+	// HostID and AttestationID are the appliance's, from the admitting
+	// result.
+	HostID        string
+	AttestationID int64
 }
 
 // Result is a storm's outcome.
@@ -170,6 +188,9 @@ func Run(ctx context.Context, cfg Config, hosts []*Host) (*Result, error) {
 	if cfg.MaxRetryAfter <= 0 {
 		cfg.MaxRetryAfter = 5 * time.Second
 	}
+	if cfg.FailoverPause <= 0 {
+		cfg.FailoverPause = 200 * time.Millisecond
+	}
 	res := &Result{Outcomes: make([]Outcome, len(hosts))}
 	cpu0 := cpuTime()
 	start := time.Now()
@@ -191,9 +212,12 @@ func Run(ctx context.Context, cfg Config, hosts []*Host) (*Result, error) {
 					continue
 				}
 				t0 := time.Now()
-				o.Retries, o.Err = cfg.attest(ctx, hosts[i], cfg.URLs[i%len(cfg.URLs)])
+				cfg.play(ctx, hosts[i], i, o)
 				o.Admitted = time.Now()
 				o.Latency = o.Admitted.Sub(t0)
+				if cfg.Finished != nil {
+					cfg.Finished.Add(1)
+				}
 			}
 		}()
 	}
@@ -201,6 +225,43 @@ func Run(ctx context.Context, cfg Config, hosts []*Host) (*Result, error) {
 	res.Elapsed = time.Since(start)
 	res.CPU = cpuTime() - cpu0
 	return res, nil
+}
+
+// play runs host h's exchange against URL i mod the count and records its
+// outcome in o; with cfg.Failover, a transport error starts the exchange
+// again on the next URL.
+func (cfg *Config) play(ctx context.Context, h *Host, i int, o *Outcome) {
+	for u := i; ; u++ {
+		var res *wire.Result
+		var n int
+		res, n, o.Err = cfg.attest(ctx, h, cfg.URLs[u%len(cfg.URLs)])
+		o.Retries += n
+		if o.Err == nil {
+			o.HostID, o.AttestationID = res.HostID, res.AttestationID
+			return
+		}
+		if !cfg.Failover || o.Failovers >= cfg.MaxRetries || ctx.Err() != nil || !transportError(o.Err) {
+			return
+		}
+		o.Failovers++
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cfg.FailoverPause):
+		}
+	}
+}
+
+// TransportError is a request that got no whole answer: the appliance
+// could not be reached, or went away mid-exchange.
+type TransportError struct{ Err error }
+
+func (e *TransportError) Error() string { return e.Err.Error() }
+func (e *TransportError) Unwrap() error { return e.Err }
+
+func transportError(err error) bool {
+	var te *TransportError
+	return errors.As(err, &te)
 }
 
 // cpuTime is this process's user and system CPU time.
@@ -226,7 +287,7 @@ func (cfg *Config) client(h *Host) *http.Client {
 // attest runs one host's exchange and checks its result as the agent
 // would. It returns the number of retries and why the host was not
 // admitted (nil when it was).
-func (cfg *Config) attest(ctx context.Context, h *Host, base string) (retries int, err error) {
+func (cfg *Config) attest(ctx context.Context, h *Host, base string) (_ *wire.Result, retries int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	c := cfg.client(h)
@@ -241,38 +302,41 @@ func (cfg *Config) attest(ctx context.Context, h *Host, base string) (retries in
 	var enr wire.EnrollResponse
 	if err := post(wire.PathEnroll, wire.EnrollRequest{EKCert: tp.EKCert(), EKPublic: tp.EKPublic(),
 		AK: wire.AKParams{Public: pub, CreateData: cd, CreateAttestation: att, CreateSignature: sig}}, &enr); err != nil {
-		return retries, fmt.Errorf("enroll: %w", err)
+		return nil, retries, fmt.Errorf("enroll: %w", err)
 	}
 	secret, err := tp.ActivateCredential(enr.Credential, enr.Secret)
 	if err != nil {
-		return retries, err
+		return nil, retries, err
 	}
 	certify, csig, err := tp.CertifyIdentity(enr.Nonce)
 	if err != nil {
-		return retries, err
+		return nil, retries, err
 	}
 	qd, err := wire.QualifyingData(enr.Nonce, h.MAC, h.IP)
 	if err != nil {
-		return retries, err
+		return nil, retries, err
 	}
 	quote, qsig, err := tp.Quote(qd, enr.PCRs)
 	if err != nil {
-		return retries, err
+		return nil, retries, err
 	}
 	req := wire.QuoteRequest{Session: enr.Session, ActivationSecret: secret, Quote: quote, Signature: qsig,
 		EventLog: h.EventLog, MAC: h.MAC.String(), IP: h.IP.String(),
 		Identity: &wire.IdentityRequest{Public: tp.IdentityPublic(), CertifyInfo: certify, Signature: csig}}
 	for _, i := range enr.PCRs {
 		if i < 0 || i >= softtpm.NumPCRs {
-			return retries, fmt.Errorf("the appliance asks for PCR %d", i)
+			return nil, retries, fmt.Errorf("the appliance asks for PCR %d", i)
 		}
 		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: tp.PCR(i)})
 	}
 	var res wire.Result
 	if err := post(wire.PathQuote, req, &res); err != nil {
-		return retries, fmt.Errorf("quote: %w", err)
+		return nil, retries, fmt.Errorf("quote: %w", err)
 	}
-	return retries, check(h, enr.HostID, &res)
+	if err := check(h, enr.HostID, &res); err != nil {
+		return nil, retries, err
+	}
+	return &res, retries, nil
 }
 
 // check verifies a result as the agent acts on it: a pass for this host,
@@ -349,12 +413,12 @@ func (cfg *Config) post(ctx context.Context, c *http.Client, url string, in, out
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := c.Do(req)
 		if err != nil {
-			return retries, err
+			return retries, &TransportError{err}
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxBodyBytes))
 		resp.Body.Close()
 		if err != nil {
-			return retries, fmt.Errorf("read response: %w", err)
+			return retries, &TransportError{fmt.Errorf("read response: %w", err)}
 		}
 		ra := resp.Header.Get("Retry-After")
 		if resp.StatusCode == http.StatusTooManyRequests || (resp.StatusCode == http.StatusServiceUnavailable && ra != "") {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,14 +21,16 @@ import (
 	"github.com/bootgate/bootgate/verifier/policy"
 )
 
-const goodLog = "rhel8-uefi.bin"
+const (
+	goodLog  = "rhel8-uefi.bin"
+	otherLog = "ubuntu-2104-no-secure-boot.bin" // another machine's firmware, which goodLog's policy refuses
+)
 
-// startAppliance runs a real appliance in this process on 127.0.0.1 with
-// the attestation API only (no DHCP, gateway or admin API), a policy
-// learned from goodLog, m as its only EK root and a PKI that issues host
-// identities. It returns the API's URL and the CA pool its TLS certificate
-// chains to; the appliance stops at the test's end.
-func startAppliance(t *testing.T, m *softtpm.Manufacturer, raw []byte) (string, *x509.CertPool) {
+// applianceFiles writes into a new directory what appliances on 127.0.0.1
+// need besides their configuration: a TLS certificate for 127.0.0.1, m as
+// the only EK root and a policy learned from raw. It returns the directory
+// and the CA pool the TLS certificate chains to.
+func applianceFiles(t *testing.T, m *softtpm.Manufacturer, raw []byte) (string, *x509.CertPool) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := pki.WriteServerTLS(filepath.Join(dir, "tls"), []string{"127.0.0.1"}, time.Hour); err != nil {
@@ -65,6 +68,24 @@ func startAppliance(t *testing.T, m *softtpm.Manufacturer, raw []byte) (string, 
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), y, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "tls", pki.CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no CA certificate in " + pki.CAFile)
+	}
+	return dir, pool
+}
+
+// applianceConfig writes the configuration file name into dir (made by
+// applianceFiles) for an appliance serving the attestation API only (no
+// DHCP, gateway or admin API) on a free port of 127.0.0.1, with store and
+// a PKI that issues host identities; replicas in one dir share the store,
+// the PKI and the session key. It returns the file and the API's URL.
+func applianceConfig(t *testing.T, dir, name, store string) (string, string) {
+	t.Helper()
 	// A free port: the appliance binds the configured address itself.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -72,16 +93,50 @@ func startAppliance(t *testing.T, m *softtpm.Manufacturer, raw []byte) (string, 
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cfgPath := filepath.Join(dir, "appliance.yaml")
+	cfgPath := filepath.Join(dir, name)
 	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, `listen: %q
 tls: {cert: tls/%s, key: tls/%s}
 policy: policy.yaml
-store: bootgate.db
+store: %q
+session_key: session.key
 ek: {roots: roots}
 pki: {dir: pki}
-`, addr, pki.ServerFile, pki.ServerKeyFile), 0o644); err != nil {
+`, addr, pki.ServerFile, pki.ServerKeyFile, store), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return cfgPath, "https://" + addr
+}
+
+// waitListening waits until something accepts connections at url's
+// address, or stopped reports that the appliance ended.
+func waitListening(t *testing.T, url string, stopped func() error) {
+	t.Helper()
+	addr := strings.TrimPrefix(url, "https://")
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if err := stopped(); err != nil {
+			t.Fatalf("appliance stopped: %v", err)
+		}
+		if i == 1000 {
+			t.Fatalf("the appliance does not listen on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// startAppliance runs a real appliance in this process on 127.0.0.1 with
+// the attestation API only, a policy learned from raw, m as its only EK
+// root and a PKI that issues host identities, on SQLite. It returns the
+// API's URL and the CA pool its TLS certificate chains to; the appliance
+// stops at the test's end.
+func startAppliance(t *testing.T, m *softtpm.Manufacturer, raw []byte) (string, *x509.CertPool) {
+	t.Helper()
+	dir, pool := applianceFiles(t, m, raw)
+	cfgPath, url := applianceConfig(t, dir, "appliance.yaml", "bootgate.db")
 	cfg, err := config.LoadAppliance(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -95,31 +150,15 @@ pki: {dir: pki}
 			t.Errorf("appliance: %v", err)
 		}
 	})
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
+	waitListening(t, url, func() error {
 		select {
 		case err := <-done:
-			t.Fatalf("appliance stopped: %v", err)
+			return fmt.Errorf("returned %v", err)
 		default:
+			return nil
 		}
-		if i == 500 {
-			t.Fatalf("the appliance does not listen on %s: %v", addr, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, "tls", pki.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		t.Fatal("no CA certificate in " + pki.CAFile)
-	}
-	return "https://" + addr, pool
+	})
+	return url, pool
 }
 
 // needLoopbackRange skips the test where the simulated hosts' source
