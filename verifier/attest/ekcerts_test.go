@@ -124,3 +124,85 @@ func TestRealEKCertificates(t *testing.T) {
 		})
 	}
 }
+
+// TestOperatorAnchors: STMicro's "root" CA is issued by GlobalSign. An
+// operator who trusts STMicro without GlobalSign puts it in the roots
+// directory's anchors/; then chains end there. Without it, the refusal
+// names the exact certificate whose issuer is missing.
+func TestOperatorAnchors(t *testing.T) {
+	now := time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)
+	der, err := os.ReadFile(ekcerts + "leaf-stm-rsa2048-st33htph-ca05.der")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmRoot := readCert(t, "int-stm-rsa-stmroot-under-globalsign.der")
+	dir := func(t *testing.T, files []string, anchors []string) string {
+		d := t.TempDir()
+		for sub, names := range map[string][]string{"": files, attest.AnchorsDir: anchors} {
+			if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range names {
+				b, err := os.ReadFile(ekcerts + n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(d, sub, n), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return d
+	}
+	chainEnd := func(t *testing.T, r *attest.Roots) *x509.Certificate {
+		t.Helper()
+		chain, _, err := r.VerifyEKChain(der, now)
+		if err != nil {
+			t.Fatalf("chain: %v", err)
+		}
+		return chain[len(chain)-1]
+	}
+
+	t.Run("anchored at STMicro", func(t *testing.T) {
+		r, err := attest.LoadRoots(dir(t, []string{"int-stm-rsa-ca05.der"}, []string{"int-stm-rsa-stmroot-under-globalsign.der"}), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end := chainEnd(t, r); !end.Equal(stmRoot) {
+			t.Errorf("chain ends at %q, want the anchor %q", end.Subject, stmRoot.Subject)
+		}
+	})
+	t.Run("GlobalSign root", func(t *testing.T) {
+		r, err := attest.LoadRoots(dir(t, []string{"int-stm-rsa-ca05.der", "int-stm-rsa-stmroot-under-globalsign.der", "root-globalsign-tpm-rsa.der"}, nil), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end := chainEnd(t, r); end.Subject.CommonName == stmRoot.Subject.CommonName {
+			t.Errorf("chain ends at %q without anchors, want GlobalSign's root", end.Subject)
+		}
+	})
+	t.Run("STMicro root as an intermediate only", func(t *testing.T) {
+		// Not an anchor unless the operator says so: with neither GlobalSign
+		// nor an anchor, nothing is trusted.
+		if _, err := attest.LoadRoots(dir(t, []string{"int-stm-rsa-ca05.der", "int-stm-rsa-stmroot-under-globalsign.der"}, nil), nil); err == nil {
+			t.Error("a directory without a self-signed root or an anchor loaded")
+		}
+	})
+	t.Run("missing intermediate named", func(t *testing.T) {
+		r, err := attest.LoadRoots(dir(t, []string{"int-stm-rsa-ca05.der", "root-globalsign-tpm-rsa.der"}, nil), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = r.VerifyEKChain(der, now)
+		var ue *attest.UnknownIssuerError
+		if !errors.As(err, &ue) || ue.Issuer != stmRoot.Subject.String() || !strings.Contains(ue.Of, "Intermediate CA 05") {
+			t.Fatalf("err = %v, want the missing issuer %q of the intermediate CA 05", err, stmRoot.Subject)
+		}
+	})
+	t.Run("anchor must be a CA", func(t *testing.T) {
+		_, err := attest.LoadRoots(dir(t, []string{"root-globalsign-tpm-rsa.der"}, []string{"leaf-stm-rsa2048-st33htph-ca05.der"}), nil)
+		if err == nil || !strings.Contains(err.Error(), "not a CA certificate") {
+			t.Fatalf("a leaf as anchor: %v", err)
+		}
+	})
+}

@@ -25,8 +25,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,15 +53,23 @@ var (
 // unless AllowSHA1 was called.
 var ErrSHA1 = errors.New("EK certificate signed with SHA-1")
 
-// UnknownIssuerError reports an EK certificate whose issuer is not among the
-// configured roots and intermediates. It wraps ErrEKUntrusted.
+// UnknownIssuerError reports an EK certificate whose chain stops at an
+// issuer that is not among the configured roots and intermediates: the EK
+// certificate's own issuer, or (Of set) the issuer of a configured
+// intermediate the chain reached. It wraps ErrEKUntrusted.
 type UnknownIssuerError struct {
-	Issuer string   // the issuer's distinguished name (RFC 2253 form)
-	AIA    []string // the certificate's CA Issuers URLs, where the issuer can be fetched
+	Issuer string   // the missing issuer's distinguished name (RFC 2253 form)
+	AIA    []string // the CA Issuers URLs of the certificate it issued, where it can be fetched
+	// Of is the configured intermediate whose issuer is missing, or ""
+	// when the EK certificate's own issuer is.
+	Of string
 }
 
 func (e *UnknownIssuerError) Error() string {
 	s := fmt.Sprintf("%v: its issuer %q is not among the configured EK roots and intermediates", ErrEKUntrusted, e.Issuer)
+	if e.Of != "" {
+		s = fmt.Sprintf("%v: the chain reaches the configured intermediate %q, whose issuer %q is not among the configured EK roots and intermediates", ErrEKUntrusted, e.Of, e.Issuer)
+	}
 	if len(e.AIA) > 0 {
 		s += fmt.Sprintf(" (the certificate names it at %s)", strings.Join(e.AIA, ", "))
 	}
@@ -91,7 +101,21 @@ func (r *Roots) AllowSHA1() { r.allowSHA1 = true }
 // NewRoots builds Roots from certificates: self-signed ones are roots, the
 // others intermediates. allowEKs lists host IDs of certificate-less EKs.
 func NewRoots(certs []*x509.Certificate, allowEKs []string) *Roots {
-	r := &Roots{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), allowedEKs: map[string]bool{}, certs: certs, rootSet: map[string]bool{}}
+	return NewRootsWithAnchors(certs, nil, allowEKs)
+}
+
+// NewRootsWithAnchors is NewRoots with anchors: CA certificates an operator
+// trusts as roots whatever their issuer (RFC 5280 §6.1.1 (d): a trust anchor
+// need not be self-signed), such as STMicro's "root" CAs, which GlobalSign
+// issued. A chain ends at the first anchor it reaches.
+func NewRootsWithAnchors(certs, anchors []*x509.Certificate, allowEKs []string) *Roots {
+	all := append(slices.Clip(certs), anchors...)
+	r := &Roots{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), allowedEKs: map[string]bool{}, certs: all, rootSet: map[string]bool{}}
+	for _, c := range anchors {
+		r.roots.AddCert(c)
+		r.rootSet[string(c.Raw)] = true
+		r.count++
+	}
 	for _, c := range certs {
 		// A root's self-signature proves nothing (it is trusted as
 		// configured); SHA-1 ones are read as roots too.
@@ -99,7 +123,7 @@ func NewRoots(certs []*x509.Certificate, allowEKs []string) *Roots {
 			r.roots.AddCert(c)
 			r.rootSet[string(c.Raw)] = true
 			r.count++
-		} else {
+		} else if !r.rootSet[string(c.Raw)] {
 			r.intermediates.AddCert(c)
 		}
 	}
@@ -115,11 +139,44 @@ func IsRoot(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) && checkSignatureSHA1(c, c) == nil
 }
 
+// AnchorsDir is the subdirectory of an EK roots directory that holds the
+// operator's chosen trust anchors (NewRootsWithAnchors): certificates
+// trusted as roots although they are not self-signed.
+const AnchorsDir = "anchors"
+
 // LoadRoots reads every PEM or DER certificate in dir (files ending in .pem,
-// .crt, .cer or .der). A directory with no root certificate is an error: an
-// empty trust store would refuse every TPM, and that is a configuration bug.
+// .crt, .cer or .der), and in dir/AnchorsDir the trust anchors the operator
+// chose (NewRootsWithAnchors), which must be CA certificates. A directory
+// with no root certificate and no anchor is an error: an empty trust store
+// would refuse every TPM, and that is a configuration bug.
 func LoadRoots(dir string, allowEKs []string) (*Roots, error) {
+	certs, err := readCertDir(dir, false)
+	if err != nil {
+		return nil, err
+	}
+	anchors, err := readCertDir(filepath.Join(dir, AnchorsDir), true)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range anchors {
+		if !a.BasicConstraintsValid || !a.IsCA {
+			return nil, fmt.Errorf("read EK roots: %s: %q is not a CA certificate", filepath.Join(dir, AnchorsDir), a.Subject.String())
+		}
+	}
+	r := NewRootsWithAnchors(certs, anchors, allowEKs)
+	if r.count == 0 {
+		return nil, fmt.Errorf("read EK roots: no self-signed root certificate in %s and no anchor in %s", dir, filepath.Join(dir, AnchorsDir))
+	}
+	return r, nil
+}
+
+// readCertDir reads the certificates of dir's certificate files; a missing
+// dir is no certificate when optional.
+func readCertDir(dir string, optional bool) ([]*x509.Certificate, error) {
 	entries, err := os.ReadDir(dir)
+	if optional && errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read EK roots: %w", err)
 	}
@@ -139,11 +196,7 @@ func LoadRoots(dir string, allowEKs []string) (*Roots, error) {
 		}
 		certs = append(certs, cs...)
 	}
-	r := NewRoots(certs, allowEKs)
-	if r.count == 0 {
-		return nil, fmt.Errorf("read EK roots: no self-signed root certificate in %s", dir)
-	}
-	return r, nil
+	return certs, nil
 }
 
 func parseCerts(b []byte) ([]*x509.Certificate, error) {
@@ -415,8 +468,10 @@ func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) ([]*x509.Cert
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	var unknown x509.UnknownAuthorityError
-	if errors.As(err, &unknown) && !r.issuerKnown(cert) {
-		return nil, &UnknownIssuerError{Issuer: cert.Issuer.String(), AIA: cert.IssuingCertificateURL}
+	if errors.As(err, &unknown) {
+		if missing := r.missingIssuer(cert); missing != nil {
+			return nil, missing
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: EK certificate (issuer %q) does not chain to a manufacturer root: %v", ErrEKUntrusted, cert.Issuer.String(), err)
@@ -429,12 +484,49 @@ func (r *Roots) verifyChain(cert *x509.Certificate, now time.Time) ([]*x509.Cert
 // issuerKnown reports whether a configured certificate has c's issuer as
 // its subject.
 func (r *Roots) issuerKnown(c *x509.Certificate) bool {
+	return r.issuerOf(c) != nil
+}
+
+// issuerOf returns a configured certificate whose subject is c's issuer
+// and whose key signed c, or one whose subject only matches, or nil.
+func (r *Roots) issuerOf(c *x509.Certificate) *x509.Certificate {
+	var named *x509.Certificate
 	for _, p := range r.certs {
 		if bytes.Equal(p.RawSubject, c.RawIssuer) {
-			return true
+			if checkSignatureSHA1(p, c) == nil {
+				return p
+			}
+			named = p
 		}
 	}
-	return false
+	return named
+}
+
+// missingIssuer follows c's issuers through the configured certificates
+// and returns the first one that is missing, as an *UnknownIssuerError
+// naming the certificate it issued; nil when the path reaches a root or an
+// anchor (the chain then fails for another reason) or loops.
+func (r *Roots) missingIssuer(c *x509.Certificate) *UnknownIssuerError {
+	seen := map[*x509.Certificate]bool{}
+	for cur, depth := c, 0; depth < 8; depth++ {
+		if r.rootSet[string(cur.Raw)] {
+			return nil
+		}
+		p := r.issuerOf(cur)
+		if p == nil {
+			e := &UnknownIssuerError{Issuer: cur.Issuer.String(), AIA: cur.IssuingCertificateURL}
+			if cur != c {
+				e.Of = cur.Subject.String()
+			}
+			return e
+		}
+		if seen[p] || p == cur {
+			return nil
+		}
+		seen[p] = true
+		cur = p
+	}
+	return nil
 }
 
 // verifySHA1Path looks for a path from c to a configured root through the

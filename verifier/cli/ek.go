@@ -319,6 +319,7 @@ func (e *env) ekRootsCmd() *cobra.Command {
 	var (
 		into   string
 		asJSON bool
+		anchor bool
 	)
 	imp := &cobra.Command{
 		Use:   "import --into DIR SOURCE...",
@@ -326,12 +327,20 @@ func (e *env) ekRootsCmd() *cobra.Command {
 		Long: `Copy every CA certificate of each SOURCE (a directory tree of DER or PEM
 certificates, or a PEM bundle file) into DIR, the directory ek.roots names, as
 <sha256>.pem. Certificates already in DIR, duplicates and non-CA certificates are
-skipped and listed. Nothing is written unless every source reads.`,
+skipped and listed. Nothing is written unless every source reads.
+
+With --anchor they go into DIR/anchors instead: trust anchors whatever their
+issuer (RFC 5280 §6.1.1), for an operator who trusts a vendor CA without the root
+above it, such as STMicro's EK root CAs, which GlobalSign issued.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			present, err := presentFingerprints(into)
+			dest := into
+			if anchor {
+				dest = filepath.Join(into, attest.AnchorsDir)
+			}
+			present, err := presentFingerprints(dest)
 			if err != nil {
-				return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("read %s: %w", into, err)}
+				return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("read %s: %w", dest, err)}
 			}
 			var (
 				took    []importedCA
@@ -367,19 +376,19 @@ skipped and listed. Nothing is written unless every source reads.`,
 						default:
 							seen[fp] = true
 							certs = append(certs, c)
-							took = append(took, importedCA{Subject: subjectName(c), SHA256: fp, NotAfter: c.NotAfter.UTC(), Root: attest.IsRoot(c), From: f})
+							took = append(took, importedCA{Subject: subjectName(c), SHA256: fp, NotAfter: c.NotAfter.UTC(), Root: anchor || attest.IsRoot(c), From: f})
 						}
 					}
 				}
 			}
-			if err := writeCerts(into, certs); err != nil {
+			if err := writeCerts(dest, certs); err != nil {
 				return err
 			}
 			sort.SliceStable(took, func(i, j int) bool { return took[i].Root && !took[j].Root })
 			if asJSON {
-				return e.printJSON(map[string]any{"into": into, "imported": append([]importedCA{}, took...), "skipped": append([]skippedCert{}, skipped...)})
+				return e.printJSON(map[string]any{"into": dest, "imported": append([]importedCA{}, took...), "skipped": append([]skippedCert{}, skipped...)})
 			}
-			e.printImport(into, took, skipped)
+			e.printImport(dest, took, skipped)
 			hasRoot := false
 			for _, root := range present {
 				hasRoot = hasRoot || root
@@ -395,6 +404,7 @@ skipped and listed. Nothing is written unless every source reads.`,
 	}
 	imp.Flags().StringVar(&into, "into", "", "the EK roots directory (ek.roots); created if missing")
 	imp.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	imp.Flags().BoolVar(&anchor, "anchor", false, "import into DIR/anchors, as trust anchors whatever their issuer")
 	_ = imp.MarkFlagRequired("into")
 	cmd.AddCommand(imp)
 	return cmd

@@ -268,3 +268,25 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestEKRootsImportAnchor: the operator trusts STMicro's own root CA, which
+// GlobalSign issued, as an anchor; the STMicro EK then verifies without
+// GlobalSign, and its chain ends at that anchor.
+func TestEKRootsImportAnchor(t *testing.T) {
+	into := t.TempDir()
+	if code, out, errOut := run(t, "ek-roots", "import", "--into", into, ekcerts+"int-stm-rsa-ca05.der"); code != 0 {
+		t.Fatalf("import the intermediate: exit %d\n%s%s", code, out, errOut)
+	}
+	leaf := ekcerts + "leaf-stm-rsa2048-st33htph-ca05.der"
+	if code, out, _ := run(t, "ek", "verify", "--roots", into, "--at", ekAt, leaf); code != ExitBadInput {
+		t.Fatalf("roots without a root or an anchor: exit %d, want %d\n%s", code, ExitBadInput, out)
+	}
+	code, out, errOut := run(t, "ek-roots", "import", "--anchor", "--into", into, ekcerts+"int-stm-rsa-stmroot-under-globalsign.der")
+	if code != 0 || !strings.Contains(out, filepath.Join(into, attest.AnchorsDir)) {
+		t.Fatalf("import the anchor: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "ek", "verify", "--roots", into, "--at", ekAt, leaf)
+	if code != 0 || !strings.Contains(out, "→ CN=STM TPM EK Root CA") || strings.Contains(out, "GlobalSign") {
+		t.Fatalf("verify with the anchor: exit %d\n%s%s", code, out, errOut)
+	}
+}
