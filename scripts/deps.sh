@@ -18,6 +18,7 @@ packages=(
   chromium                       # the dashboard's test in a real headless browser
   openssl ca-certificates curl
   make git
+  kmod                           # depmod and modprobe resolve the agent's NIC drivers' dependencies
 )
 
 missing=()
