@@ -251,3 +251,60 @@ func TestAliasesOfThePinnedKernel(t *testing.T) {
 		t.Errorf("a host bridge matches %v", got)
 	}
 }
+
+// testdata is depmod's output for the drivers images/modules.txt names: each
+// of them is in its modules.dep and drives some device in its modules.alias.
+// When the images are built, testdata is what images/kernel.sh wrote.
+func TestTestdataIsTheImagesNICSet(t *testing.T) {
+	list, err := os.ReadFile("../../images/modules.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep, err := os.ReadFile("testdata/modules.dep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("testdata/modules.alias")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	aliases, err := ReadAliases(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, name := range strings.Split(string(list), "\n") {
+		name = strings.TrimSpace(name)
+		if name == "" || strings.HasPrefix(name, "#") {
+			continue
+		}
+		n++
+		if !strings.Contains(string(dep), "/"+name+".ko:") {
+			t.Errorf("%s is not in testdata/modules.dep", name)
+		}
+		if !slices.ContainsFunc(aliases, func(a Alias) bool { return a.Module == name }) {
+			t.Errorf("%s drives no device in testdata/modules.alias", name)
+		}
+	}
+	if n == 0 {
+		t.Fatal("images/modules.txt names no driver")
+	}
+	built, _ := filepath.Glob("../../build/kernel/modules/lib/modules/*")
+	if len(built) != 1 {
+		t.Skip("images not built: testdata not compared with images/kernel.sh's output")
+	}
+	for _, name := range []string{"modules.dep", "modules.alias"} {
+		want, err := os.ReadFile(filepath.Join(built[0], name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("testdata/%s differs from %s: copy it again", name, filepath.Join(built[0], name))
+		}
+	}
+}
