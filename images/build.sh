@@ -6,7 +6,7 @@
 #   build/agent.efi             UKI (systemd stub + kernel + initramfs + cmdline) signed with the bootgate db key
 #   build/agent-other.efi       the same UKI signed with the "other vendor" db key (firmware accepts it, policy must not)
 #   build/agent-altered.efi     an agent UKI with another command line, signed with bootgate's key
-#   build/prodos/               the production-OS test image: kernel + initrd whose init prints a marker
+#   build/prodos/               the production-OS test image: kernel + zstd initrd whose init prints a marker
 #   build/ovmf/                 OVMF code and variable stores with bootgate's own PK/KEK/db enrolled
 # Steps whose outputs are newer than their inputs are skipped.
 set -euo pipefail
@@ -77,11 +77,15 @@ CGO_ENABLED=0 go build -o $B/prodos/root/init ./images/cmd/bootgate-prodinit
 rm -rf $B/prodos/root/lib/modules
 mkdir -p $B/prodos/root/lib $B/prodos/root/proc $B/prodos/root/sys $B/prodos/root/dev $B/prodos/root/etc
 cp -r $B/kernel/modules/lib/modules $B/prodos/root/lib/modules
-(cd $B/prodos/root && find . -mindepth 1 | sed 's|^\./||' | cpio -o -H newc --quiet) > $B/prodos/initrd.cpio
+# zstd: the NIC drivers make the archive about 25 MB; the agent fetches,
+# hashes and measures it before the kexec, and appends its attestation as a
+# second, uncompressed cpio (the kernel unpacks both).
+rm -f $B/prodos/initrd.cpio
+(cd $B/prodos/root && find . -mindepth 1 | sed 's|^\./||' | cpio -o -H newc --quiet) | zstd -q -19 -T0 > $B/prodos/initrd.cpio.zst
 # Under Secure Boot lockdown kexec_file_load trusts the kernel's builtin keys
 # and the platform keyring (db); Debian's signer is in neither (the call fails
 # with ENOKEY), so the production kernel carries bootgate's db signature instead.
 $B/bin/bootgate-uki sign --replace --key $B/keys/db.key --cert $B/keys/db.pem --in $B/kernel/vmlinuz --out $B/prodos/vmlinuz
-echo "production OS: $B/prodos/vmlinuz (signed with the bootgate db key), $B/prodos/initrd.cpio ($(du -h $B/prodos/initrd.cpio | cut -f1))"
+echo "production OS: $B/prodos/vmlinuz (signed with the bootgate db key), $B/prodos/initrd.cpio.zst ($(du -h $B/prodos/initrd.cpio.zst | cut -f1))"
 
 step "images built in $(( $(date +%s) - t0 )) s"

@@ -36,7 +36,7 @@ func (b Build) path(p ...string) string { return filepath.Join(append([]string{b
 // Missing names a build output that is absent, or returns "".
 func (b Build) Missing() string {
 	for _, p := range []string{"agent.efi", "agent-other.efi", "agent-altered.efi", "ovmf/code.fd", "ovmf/vars-bootgate.fd",
-		"ovmf/vars-bootgate-other-db.fd", "prodos/vmlinuz", "prodos/initrd.cpio", "appliance/tls/ca.pem"} {
+		"ovmf/vars-bootgate-other-db.fd", "prodos/vmlinuz", "prodos/initrd.cpio.zst", "appliance/tls/ca.pem"} {
 		if _, err := os.Stat(b.path(p)); err != nil {
 			return b.path(p)
 		}
@@ -167,7 +167,7 @@ pki: {dir: %q}
 metrics_listen: "127.0.0.1:9100"
 admin: {listen: "127.0.0.1:9443", operators: operators}
 %s`, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
-		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")),
+		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio.zst")), abs(b.path("keys/db.pem")),
 		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")), abs(filepath.Join(dir, "bootfiles")), ApplianceIP, abs(filepath.Join(dir, "pki")), referenceLine(reference))
 	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"),
 		Operator: filepath.Join(dir, "operator.yaml"), bootgate: bootgate, net: n, done: make(chan error, 1)}
