@@ -41,6 +41,9 @@ const (
 type Alias struct {
 	Pattern string
 	Module  string
+	// literal is Pattern up to its first wildcard: a modalias without that
+	// prefix cannot match, which spares most path.Match calls.
+	literal string
 }
 
 // Aliases is a parsed modules.alias, in file order.
@@ -65,7 +68,11 @@ func ReadAliases(r io.Reader) (Aliases, error) {
 		if _, err := path.Match(f[1], ""); err != nil {
 			return nil, fmt.Errorf("modules.alias line %d: pattern %q: %w", n, truncate(f[1]), err)
 		}
-		out = append(out, Alias{Pattern: f[1], Module: f[2]})
+		lit := f[1]
+		if i := strings.IndexAny(lit, "*?[\\"); i >= 0 {
+			lit = lit[:i]
+		}
+		out = append(out, Alias{Pattern: f[1], Module: f[2], literal: lit})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read modules.alias: %w", err)
@@ -82,6 +89,9 @@ func ReadAliases(r io.Reader) (Aliases, error) {
 func (a Aliases) Match(modalias string) []string {
 	var out []string
 	for _, al := range a {
+		if !strings.HasPrefix(modalias, al.literal) {
+			continue
+		}
 		if ok, _ := path.Match(al.Pattern, modalias); ok && !slices.Contains(out, al.Module) {
 			out = append(out, al.Module)
 		}

@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -34,7 +35,7 @@ const (
 
 // fakeRoot lays out a root with depmod's files for the pinned kernel's NIC
 // set (testdata) and a sysfs holding the given devices.
-func fakeRoot(t *testing.T, devices ...string) string {
+func fakeRoot(t testing.TB, devices ...string) string {
 	t.Helper()
 	root := t.TempDir()
 	dir := filepath.Join(root, "lib", "modules", release)
@@ -58,10 +59,10 @@ func fakeRoot(t *testing.T, devices ...string) string {
 
 // addDevice adds device number i to the fake sysfs, on the bus its modalias
 // names.
-func addDevice(t *testing.T, root string, i int, modalias string) {
+func addDevice(t testing.TB, root string, i int, modalias string) {
 	t.Helper()
 	bus, _, _ := strings.Cut(modalias, ":")
-	dir := filepath.Join(root, "sys", "bus", bus, "devices", bus+string(rune('a'+i)))
+	dir := filepath.Join(root, "sys", "bus", bus, "devices", fmt.Sprintf("%s%d", bus, i))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -305,6 +306,54 @@ func TestTestdataIsTheImagesNICSet(t *testing.T) {
 		}
 		if string(got) != string(want) {
 			t.Errorf("testdata/%s differs from %s: copy it again", name, filepath.Join(built[0], name))
+		}
+	}
+}
+
+// BenchmarkLoad is the agent's cost of choosing drivers on a large server: 256
+// PCI functions (none of them a NIC the set drives but the last) against the
+// pinned kernel's aliases, module loads left out (DryRun).
+func BenchmarkLoad(b *testing.B) {
+	devices := make([]string, 0, 256)
+	for i := 0; i < 255; i++ {
+		devices = append(devices, fmt.Sprintf("pci:v00008086d%08Xsv00008086sd00000000bc06sc04i00", 0x3000+i))
+	}
+	devices = append(devices, x710)
+	root := fakeRoot(b, devices...)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := Load(Config{Root: root, Release: release, DryRun: func(string) {}}, discard()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Match follows the shell patterns kmod matches with fnmatch(3).
+func TestMatch(t *testing.T) {
+	a, err := ReadAliases(strings.NewReader(`# comment
+
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+alias pci:v00008086d0000?0D3sv*sd*bc*sc*i* wild
+alias pci:v0000[0-9]086d000010D3* range
+alias pci:v00008086d000010D3sv*sd*bc02sc00i* e1000e
+alias virtio:d00000001v* virtio_net
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		modalias string
+		want     []string
+	}{
+		{qemuE1000e, []string{"e1000e", "wild", "range"}},
+		{"pci:v00008086d000020D3sv00008086sd00000000bc02sc00i00", []string{"wild"}},
+		{"pci:v00008086d000010D4sv00008086sd00000000bc02sc00i00", nil},
+		{virtioNet, []string{"virtio_net"}},
+		{"virtio:d00000002v00001AF4", nil},
+		{"", nil},
+	} {
+		if got := a.Match(tc.modalias); !slices.Equal(got, tc.want) {
+			t.Errorf("Match(%q) = %v, want %v", tc.modalias, got, tc.want)
 		}
 	}
 }
