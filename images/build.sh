@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds everything the test boots need into build/, with progress:
-#   build/kernel/               the pinned Debian kernel and the agent's modules
+#   build/kernel/               the pinned Debian kernel and the agent's NIC drivers (images/kernel.sh)
 #   build/appliance/tls/        the appliance's TLS CA (built into the agent) and certificate
 #   build/agent-initramfs.cpio.zst   u-root init + bootgate-agent, zstd
 #   build/agent.efi             UKI (systemd stub + kernel + initramfs + cmdline) signed with the bootgate db key
 #   build/agent-other.efi       the same UKI signed with the "other vendor" db key (firmware accepts it, policy must not)
 #   build/agent-altered.efi     an agent UKI with another command line, signed with bootgate's key
-#   build/prodos/               the production-OS test image: kernel + initrd whose init prints a marker
+#   build/prodos/               the production-OS test image: kernel + zstd initrd whose init prints a marker
 #   build/ovmf/                 OVMF code and variable stores with bootgate's own PK/KEK/db enrolled
 # Steps whose outputs are newer than their inputs are skipped.
 set -euo pipefail
@@ -35,9 +35,6 @@ if [ "$(cat $B/appliance/tls/.host 2>/dev/null)" != "${VERIFIER_ADDR%:*}" ]; the
 fi
 
 step "agent initramfs (u-root)"
-stage=$B/initramfs-stage
-rm -rf $stage && mkdir -p $stage/modules
-cp $B/kernel/modules/* $stage/modules/
 # agent_sources prints the files of this module the agent is built from, one a
 # line: the Go and embedded files of every package in its dependencies (go
 # list -deps, for the initramfs's target), so a package the agent starts to
@@ -49,9 +46,12 @@ agent_sources() {
 }
 agent_list=$(agent_sources)
 mapfile -t agent_inputs <<<"$agent_list"
-if [ ! -f $B/agent-initramfs.cpio.zst ] || [ -n "$(find "${agent_inputs[@]}" go.mod go.sum images/modules.txt $B/appliance/tls/ca.pem -newer $B/agent-initramfs.cpio.zst -print -quit)" ]; then
+if [ ! -f $B/agent-initramfs.cpio.zst ] || [ -n "$(find "${agent_inputs[@]}" go.mod go.sum $B/kernel/.stamp $B/appliance/tls/ca.pem -newer $B/agent-initramfs.cpio.zst -print -quit)" ]; then
   files=(-files "$B/appliance/tls/ca.pem:etc/bootgate/ca.pem")
-  for m in $stage/modules/*; do files+=(-files "$m:lib/modules/bootgate/$(basename "$m")"); done
+  # The NIC drivers with their modules.dep and modules.alias, at the path
+  # the kernel's release names (/lib/modules/RELEASE): u-root's init loads
+  # only /lib/modules/*.ko, the agent loads the drivers for the NICs present.
+  while IFS= read -r f; do files+=(-files "$f:${f#$B/kernel/modules/}"); done < <(find $B/kernel/modules -type f | sort)
   GOOS=linux GOARCH=amd64 CGO_ENABLED=0 go run github.com/u-root/u-root -o $B/agent-initramfs.cpio \
     -base /dev/null -defaultsh="" -uinitcmd="bootgate-agent -boot" "${files[@]}" \
     github.com/u-root/u-root/cmds/core/init ./agent/cmd/bootgate-agent 2>&1 | grep -E "ERROR|Successfully" || true
@@ -74,13 +74,18 @@ echo "agent UKI: $(du -h $B/agent.efi | cut -f1); Authenticode SHA-256 (its PCR 
 step "production-OS test image"
 mkdir -p $B/prodos/root
 CGO_ENABLED=0 go build -o $B/prodos/root/init ./images/cmd/bootgate-prodinit
-mkdir -p $B/prodos/root/lib/modules/bootgate $B/prodos/root/proc $B/prodos/root/sys $B/prodos/root/dev $B/prodos/root/etc
-cp $B/kernel/modules/* $B/prodos/root/lib/modules/bootgate/
-(cd $B/prodos/root && find . -mindepth 1 | sed 's|^\./||' | cpio -o -H newc --quiet) > $B/prodos/initrd.cpio
+rm -rf $B/prodos/root/lib/modules
+mkdir -p $B/prodos/root/lib $B/prodos/root/proc $B/prodos/root/sys $B/prodos/root/dev $B/prodos/root/etc
+cp -r $B/kernel/modules/lib/modules $B/prodos/root/lib/modules
+# zstd: the NIC drivers make the archive about 25 MB; the agent fetches,
+# hashes and measures it before the kexec, and appends its attestation as a
+# second, uncompressed cpio (the kernel unpacks both).
+rm -f $B/prodos/initrd.cpio
+(cd $B/prodos/root && find . -mindepth 1 | sed 's|^\./||' | cpio -o -H newc --quiet) | zstd -q -19 -T0 > $B/prodos/initrd.cpio.zst
 # Under Secure Boot lockdown kexec_file_load trusts the kernel's builtin keys
 # and the platform keyring (db); Debian's signer is in neither (the call fails
 # with ENOKEY), so the production kernel carries bootgate's db signature instead.
 $B/bin/bootgate-uki sign --replace --key $B/keys/db.key --cert $B/keys/db.pem --in $B/kernel/vmlinuz --out $B/prodos/vmlinuz
-echo "production OS: $B/prodos/vmlinuz (signed with the bootgate db key), $B/prodos/initrd.cpio ($(du -h $B/prodos/initrd.cpio | cut -f1))"
+echo "production OS: $B/prodos/vmlinuz (signed with the bootgate db key), $B/prodos/initrd.cpio.zst ($(du -h $B/prodos/initrd.cpio.zst | cut -f1))"
 
 step "images built in $(( $(date +%s) - t0 )) s"

@@ -30,7 +30,7 @@ FORCE=${FORCE:-0}
 keys=build/keys
 out=build/ovmf
 kernel=build/kernel/vmlinuz
-efivarfs_ko=build/kernel/modules/efivarfs.ko
+efivarfs_ko=build/kernel/efivarfs.ko
 
 # Output store and the db directories (inside the initramfs) it enrolls.
 variants=(

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,10 +66,12 @@ type Config struct {
 	// Net is the network: "none" (or ""), "user" (QEMU slirp: the guest
 	// reaches the host's 127.0.0.1 as 10.0.2.2; built-in DHCP) or
 	// "tap:IFNAME[,ns=NETNS]" (an existing tap device, in network namespace
-	// NETNS if given; QEMU then runs under `ip netns exec`). Either NIC is a
-	// virtio-net-pci without option ROM, so nothing extra is measured. An
-	// option ",mac=52:54:00:xx:xx:xx" overrides the MAC address, which is
-	// otherwise derived from Name.
+	// NETNS if given; QEMU then runs under `ip netns exec`). The NIC has no
+	// option ROM, so nothing extra is measured. An option
+	// ",mac=52:54:00:xx:xx:xx" overrides the MAC address, which is otherwise
+	// derived from Name; ",model=M" chooses the NIC QEMU emulates, one of
+	// NICModels (default virtio-net-pci), so that a real driver (e1000e, igb)
+	// brings the network up.
 	Net string
 	// ExtraArgs are appended to QEMU's command line.
 	ExtraArgs []string
@@ -327,6 +330,11 @@ func commandLine(cfg Config, vars, tpmCtrl, qmp string) ([]string, error) {
 	return append(a, cfg.ExtraArgs...), nil
 }
 
+// NICModels are the QEMU network devices Config.Net's model option takes,
+// the default first: virtio, and Intel NICs that physical servers carry
+// (82574L, e1000e; 82576, igb, which needs QEMU 8.0 or later).
+var NICModels = []string{"virtio-net-pci", "e1000e", "igb"}
+
 // network returns QEMU's arguments for cfg.Net and a command prefix.
 func network(cfg Config) (args, prefix []string, err error) {
 	parts := strings.Split(cfg.Net, ",")
@@ -334,6 +342,7 @@ func network(cfg Config) (args, prefix []string, err error) {
 	sum := sha256.Sum256([]byte(cfg.Name))
 	mac := fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2])
 	var ns string
+	model := NICModels[0]
 	for _, o := range parts[1:] {
 		k, v, _ := strings.Cut(o, "=")
 		switch {
@@ -341,11 +350,15 @@ func network(cfg Config) (args, prefix []string, err error) {
 			mac = v
 		case k == "ns" && v != "" && kind == "tap":
 			ns = v
+		case k == "model" && slices.Contains(NICModels, v):
+			model = v
+		case k == "model":
+			return nil, nil, fmt.Errorf("config: Net %q: NIC model %q: want one of %s", cfg.Net, v, strings.Join(NICModels, ", "))
 		default:
 			return nil, nil, fmt.Errorf("config: Net %q: unknown option %q", cfg.Net, o)
 		}
 	}
-	nic := []string{"-device", "virtio-net-pci,netdev=net0,romfile=,mac=" + mac}
+	nic := []string{"-device", model + ",netdev=net0,romfile=,mac=" + mac}
 	switch {
 	case kind == "" || kind == "none":
 		if len(parts) > 1 {
@@ -361,7 +374,7 @@ func network(cfg Config) (args, prefix []string, err error) {
 		}
 		return args, prefix, nil
 	}
-	return nil, nil, fmt.Errorf("config: Net %q: want none, user or tap:IFNAME[,ns=NETNS]", cfg.Net)
+	return nil, nil, fmt.Errorf("config: Net %q: want none, user or tap:IFNAME[,ns=NETNS], with [,mac=MAC][,model=MODEL]", cfg.Net)
 }
 
 // esc escapes a value for a QEMU option list (a comma is doubled).

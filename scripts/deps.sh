@@ -19,6 +19,7 @@ packages=(
   postgresql                     # the store's PostgreSQL backend: tests start a throwaway cluster
   openssl ca-certificates curl
   make git
+  kmod                           # depmod and modprobe resolve the agent's NIC drivers' dependencies
 )
 
 missing=()

@@ -1,59 +1,22 @@
-// Package netup brings the boot network up in the initramfs: it loads the NIC
-// drivers in a given order and configures the first interface that gets a
-// DHCP lease.
+// Package netup brings the boot network up in the initramfs: it configures
+// the first interface that gets a DHCP lease (the NIC drivers are loaded
+// before, by package drivers).
 package netup
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/u-root/u-root/pkg/dhclient"
-	"github.com/u-root/u-root/pkg/kmodule"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/bootgate/bootgate/verifier/wire"
 )
-
-// LoadModules loads the kernel modules named, one per line, in dir/order,
-// in that order (u-root's init would load them alphabetically, without
-// regard to dependencies). A module that is already loaded is not an error.
-func LoadModules(dir string, log *slog.Logger) (int, error) {
-	f, err := os.Open(filepath.Join(dir, "order"))
-	if err != nil {
-		return 0, fmt.Errorf("load modules: %w", err)
-	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name := strings.TrimSpace(sc.Text())
-		if name == "" || strings.HasPrefix(name, "#") {
-			continue
-		}
-		m, err := os.Open(filepath.Join(dir, name))
-		if err != nil {
-			return n, fmt.Errorf("load module %s: %w", name, err)
-		}
-		err = kmodule.FileInit(m, "", 0)
-		m.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return n, fmt.Errorf("load module %s: %w", name, err)
-		}
-		log.Debug("loaded module", "module", name)
-		n++
-	}
-	return n, sc.Err()
-}
 
 // Lease is the address an interface got, and what the appliance told the
 // agent in its vendor option (43, wire.Vendor): where to attest, and the

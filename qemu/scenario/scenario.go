@@ -36,7 +36,7 @@ func (b Build) path(p ...string) string { return filepath.Join(append([]string{b
 // Missing names a build output that is absent, or returns "".
 func (b Build) Missing() string {
 	for _, p := range []string{"agent.efi", "agent-other.efi", "agent-altered.efi", "ovmf/code.fd", "ovmf/vars-bootgate.fd",
-		"ovmf/vars-bootgate-other-db.fd", "prodos/vmlinuz", "prodos/initrd.cpio", "appliance/tls/ca.pem"} {
+		"ovmf/vars-bootgate-other-db.fd", "prodos/vmlinuz", "prodos/initrd.cpio.zst", "appliance/tls/ca.pem"} {
 		if _, err := os.Stat(b.path(p)); err != nil {
 			return b.path(p)
 		}
@@ -51,6 +51,10 @@ type Host struct {
 	Vars string // relative to the build dir; "setup-mode" for empty vars (Secure Boot off)
 	Pass bool   // must reach the production OS; otherwise must be quarantined
 	Why  string // what this host shows
+	// NIC is the network device QEMU emulates, one of qemu.NICModels; ""
+	// is virtio-net-pci. Another model makes the agent and the production
+	// OS bring the network up with that NIC's real driver.
+	NIC string
 }
 
 // Hosts are the demo's and the tests' hosts.
@@ -65,6 +69,8 @@ var Hosts = []Host{
 		Why: "an agent UKI with a changed command line, signed with bootgate's key"},
 	{Name: "netboot", Vars: "ovmf/vars-bootgate.fd", Pass: true,
 		Why: "no disk: OVMF's PXE client loads the agent from the appliance (DHCP, TFTP)"},
+	{Name: "e1000e", UKI: "agent.efi", Vars: "ovmf/vars-bootgate.fd", Pass: true, NIC: "e1000e",
+		Why: "an Intel 82574L NIC instead of virtio: the agent loads the e1000e driver for it and is admitted"},
 }
 
 // Outcome is what became of a host.
@@ -72,10 +78,12 @@ type Outcome struct {
 	Host       Host
 	Verdict    string // "pass", "fail", or "" when no verdict was seen
 	Reasons    []string
+	Drivers    []string // the drivers the agent loaded for the devices present
 	IncidentID int64
 	ReachedOS  bool
 	Kexec      bool
 	Seconds    float64 // from QEMU start to the production OS or to quarantine
+	NetSeconds float64 // from QEMU start to the agent's first lease
 	AgentMs    int64   // agent start to kexec, DHCP excluded (pass only)
 	TPMCmds    int64
 	// What reached the production OS: unsealed credentials and an identity.
@@ -159,7 +167,7 @@ pki: {dir: %q}
 metrics_listen: "127.0.0.1:9100"
 admin: {listen: "127.0.0.1:9443", operators: operators}
 %s`, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
-		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio")), abs(b.path("keys/db.pem")),
+		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio.zst")), abs(b.path("keys/db.pem")),
 		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")), abs(filepath.Join(dir, "bootfiles")), ApplianceIP, abs(filepath.Join(dir, "pki")), referenceLine(reference))
 	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"),
 		Operator: filepath.Join(dir, "operator.yaml"), bootgate: bootgate, net: n, done: make(chan error, 1)}
@@ -278,6 +286,9 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 		o.Err = err
 		return o
 	}
+	if h.NIC != "" {
+		nic += ",model=" + h.NIC
+	}
 	vm, err := qemu.Start(ctx, qemu.Config{
 		Name: h.Name, Dir: filepath.Join(opt.Work, h.Name, "vm"), OVMFCode: opt.Build.path("ovmf/code.fd"), OVMFVars: vars,
 		ESP: esp, TPM: opt.CA, Net: nic, Timeout: timeout, Console: opt.Console,
@@ -296,8 +307,15 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 			return o
 		}
 		switch wire.Event(e.Name) {
+		case wire.EventModulesLoaded:
+			if ds, ok := e.Fields["drivers"].([]any); ok {
+				for _, d := range ds {
+					o.Drivers = append(o.Drivers, fmt.Sprint(d))
+				}
+			}
 		case wire.EventNetworkUp:
 			netMs = e.Int("dhcp_ms")
+			o.NetSeconds = e.Time.Seconds()
 			o.QuarantineIP = e.String("address")
 		case wire.EventNetworkProduction:
 			o.ProductionIP = e.String("address")

@@ -99,11 +99,20 @@ func TestBoots(t *testing.T) {
 	start = time.Now()
 	outcomes := Boot(ctx, opt, hosts)
 	for _, o := range outcomes {
-		t.Logf("%-15s verdict=%-4s os=%v kexec=%v %.1fs agent-to-kexec=%dms tpm-commands=%d reasons=%v incident=%d",
-			o.Host.Name, o.Verdict, o.ReachedOS, o.Kexec, o.Seconds, o.AgentMs, o.TPMCmds, o.Reasons, o.IncidentID)
+		t.Logf("%-15s verdict=%-4s os=%v kexec=%v %.1fs network-up=%.1fs agent-to-kexec=%dms tpm-commands=%d reasons=%v incident=%d drivers=%v",
+			o.Host.Name, o.Verdict, o.ReachedOS, o.Kexec, o.Seconds, o.NetSeconds, o.AgentMs, o.TPMCmds, o.Reasons, o.IncidentID, o.Drivers)
 		if !o.OK() {
 			t.Errorf("%s (%s) ended otherwise than expected: %+v\nreproduce: %s\nconsole: %s", o.Host.Name, o.Host.Why, o, o.CmdLine, o.Console)
 			continue
+		}
+		// The agent loads the driver of the NIC QEMU emulates and no other
+		// NIC's (virtio_pci drives the boot disk too).
+		nicDriver, other := "virtio_net", "e1000e"
+		if o.Host.NIC == "e1000e" {
+			nicDriver, other = other, nicDriver
+		}
+		if !slices.Contains(o.Drivers, nicDriver) || slices.Contains(o.Drivers, other) {
+			t.Errorf("%s: the agent loaded the drivers %v, want %s and not %s", o.Host.Name, o.Drivers, nicDriver, other)
 		}
 		for _, r := range want[o.Host.Name] {
 			if !slices.Contains(o.Reasons, r) {

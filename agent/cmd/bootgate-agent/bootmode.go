@@ -22,6 +22,7 @@ import (
 
 	"github.com/bootgate/bootgate/agent/bootflow"
 	"github.com/bootgate/bootgate/agent/client"
+	"github.com/bootgate/bootgate/agent/drivers"
 	"github.com/bootgate/bootgate/agent/event"
 	"github.com/bootgate/bootgate/agent/netup"
 	"github.com/bootgate/bootgate/agent/tpm"
@@ -32,7 +33,6 @@ import (
 // Files the images put in the agent's initramfs.
 const (
 	defaultCA      = "/etc/bootgate/ca.pem"
-	modulesDir     = "/lib/modules/bootgate"
 	securityfs     = "/sys/kernel/security"
 	cmdlinePrefix  = "bootgate."
 	defaultTPMSpec = "device:/dev/tpmrm0"
@@ -108,11 +108,13 @@ func runBoot(ctx context.Context, console io.Writer) error {
 			log.Warn("seed kernel random pool from the TPM", "err", err)
 		}
 	}
-	n, err := netup.LoadModules(modulesDir, log)
+	// The NIC drivers for the devices present, from /lib/modules/RELEASE.
+	// One that fails to load is reported; DHCP goes on with the others.
+	loaded, err := drivers.Load(drivers.Config{}, log)
 	if err != nil {
 		ev.Emit(wire.EventModulesError, map[string]any{"error": err.Error()})
 	}
-	ev.Emit(wire.EventModulesLoaded, map[string]any{"count": n})
+	ev.Emit(wire.EventModulesLoaded, map[string]any{"count": len(loaded), "drivers": loaded})
 	var lease *netup.Lease
 	for lease == nil {
 		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bootgate/bootgate/agent/client"
+	"github.com/bootgate/bootgate/agent/drivers"
 	"github.com/bootgate/bootgate/agent/netup"
 	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -38,7 +39,7 @@ func callAppliance(ctx context.Context, verifier string) (map[string]any, error)
 	if seed, err := t.Random(64); err == nil {
 		_ = netup.AddEntropy(seed)
 	}
-	if _, err := netup.LoadModules("/lib/modules/bootgate", log); err != nil {
+	if _, err := drivers.Load(drivers.Config{}, log); err != nil {
 		return nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
