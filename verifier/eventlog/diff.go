@@ -3,6 +3,7 @@ package eventlog
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -36,18 +37,22 @@ func Diff(a, b *BootState) []string {
 		case v.b.Event == 0 && !v.b.Present:
 			what = "not measured" // no event to name: the log shows none
 		}
-		add("%s %s%s: %d certificates added %v, %d removed %v; %d hashes added, %d removed",
-			v.name, what, at(v.b.Event != 0, v.b.Event), len(added), added, len(removed), removed, len(ha), len(hr))
+		add("%s %s%s: %d certificates added %s, %d removed %s; %d hashes added, %d removed",
+			v.name, what, at(v.b.Event != 0, v.b.Event), len(added), bracketed(added), len(removed), bracketed(removed), len(ha), len(hr))
 	}
 	apps := func(s *BootState) []string {
 		var o []string
 		for _, i := range s.BootApps {
-			o = append(o, i.SHA256[:16]+" "+i.Path)
+			path := i.Path
+			if path == "" {
+				path = "(no path)"
+			}
+			o = append(o, i.SHA256[:16]+" "+path)
 		}
 		return o
 	}
 	if added, removed := setDiff(apps(a), apps(b)); len(added)+len(removed) > 0 {
-		add("boot applications: added %v, removed %v", added, removed)
+		add("boot applications: added %s, removed %s", bracketed(added), bracketed(removed))
 	}
 	signers := func(s *BootState) []string {
 		var o []string
@@ -57,7 +62,7 @@ func Diff(a, b *BootState) []string {
 		return o
 	}
 	if added, removed := setDiff(signers(a), signers(b)); len(added)+len(removed) > 0 {
-		add("signers of boot applications: added %v, removed %v", added, removed)
+		add("signers of boot applications: added %s, removed %s", bracketed(added), bracketed(removed))
 	}
 	actions := func(s *BootState) []string {
 		var o []string
@@ -80,7 +85,7 @@ func Diff(a, b *BootState) []string {
 		add("kernel command lines: added %q, removed %q", added, removed)
 	}
 	if a.SCRTMVersion != b.SCRTMVersion {
-		add("firmware version (S-CRTM): %q → %q", a.SCRTMVersion, b.SCRTMVersion)
+		add("firmware version (S-CRTM): %s → %s", showVersion(a.SCRTMVersion), showVersion(b.SCRTMVersion))
 	}
 	// PCRs are compared where a log has events for them. A quoted PCR that
 	// no event extends (zero, or IMA's PCR 10) says nothing about the boot
@@ -161,12 +166,29 @@ func short(h string) string {
 	return h
 }
 
+// showVersion quotes an S-CRTM version that is text; a GUID or hex form
+// (scrtmVersion) shows as it is.
+func showVersion(v string) string {
+	if strings.HasPrefix(v, "GUID ") || strings.HasPrefix(v, "0x") {
+		return v
+	}
+	return strconv.Quote(v)
+}
+
+// certIDs names certificates by the first 16 hex digits of their SHA-256
+// and their subject: two certificates of one subject are told apart.
 func certIDs(cs []Cert) []string {
 	o := make([]string, len(cs))
 	for i, c := range cs {
-		o[i] = strings.TrimSpace(c.Subject)
+		o[i] = c.SHA256[:min(16, len(c.SHA256))] + " " + strings.TrimSpace(c.Subject)
 	}
 	return o
+}
+
+// bracketed shows items, which may hold spaces and commas (certificate names,
+// paths), one after another between brackets, separated by "; ".
+func bracketed(items []string) string {
+	return "[" + strings.Join(items, "; ") + "]"
 }
 
 // setDiff returns what b has that a lacks, and what a has that b lacks.

@@ -294,3 +294,24 @@ func offline(t *testing.T, raw []byte) *BootState {
 	}
 	return st
 }
+
+// TestSCRTMVersionShown: an S-CRTM version is shown as text when it is
+// text, as a GUID when it is 16 bytes of anything else (as the NUC log's
+// is), and as bounded hex otherwise; never as escaped binary.
+func TestSCRTMVersionShown(t *testing.T) {
+	guid := []byte{0x1e, 0xfb, 0x6b, 0x54, 0x0c, 0x1d, 0x55, 0x40, 0xa4, 0xad, 0x4e, 0xf4, 0xbf, 0x17, 0xb8, 0x3a}
+	for _, c := range []struct {
+		data []byte
+		want string
+	}{
+		{[]byte("N\x002\x002\x00E\x00T\x006\x008\x00W\x00 \x00\x00\x00"), "N22ET68W "},
+		{[]byte("1.0\x00"), "1.0"},
+		{guid, "GUID 546bfb1e-1d0c-4055-a4ad-4ef4bf17b83a"},
+		{[]byte{0xff, 0x01}, "0xff01"},
+		{bytes.Repeat([]byte{0xfe}, 100), "0x" + strings.Repeat("fe", 32) + "… (100 bytes)"},
+	} {
+		if got := scrtmVersion(c.data); got != c.want {
+			t.Errorf("scrtmVersion(%x) = %q, want %q", c.data, got, c.want)
+		}
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/google/go-eventlog/tcg"
 )
@@ -224,7 +227,7 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 			continue
 		}
 		if e.Type == tcg.SCRTMVersion {
-			st.SCRTMVersion = decodeText(e.Data)
+			st.SCRTMVersion = scrtmVersion(e.Data)
 		}
 		// The PFP defines the digest of these types as the digest of their data.
 		if (e.Type == tcg.Separator && e.Index <= 7) || e.Type == tcg.EFIAction || e.Type == tcg.Action {
@@ -619,6 +622,39 @@ func decodeUTF16(b []byte) string {
 
 // decodeText reads firmware version strings, which are UTF-16 on most UEFI
 // platforms and ASCII on some.
+// scrtmVersion shows an EV_S_CRTM_VERSION event's data, which the PFP
+// (§10.4.4, Table 9) gives as a UCS-2 string or, for some firmware, a GUID:
+// the text when it reads as printable text, "GUID " and the registry form
+// (EFI_GUID byte order) for 16 bytes that do not, else "0x" and hex of at
+// most the first 32 bytes with the length.
+func scrtmVersion(b []byte) string {
+	if t := decodeText(b); t != "" && printable(t) {
+		return t
+	}
+	if len(b) == 16 {
+		return fmt.Sprintf("GUID %08x-%04x-%04x-%x-%x", binary.LittleEndian.Uint32(b[0:4]),
+			binary.LittleEndian.Uint16(b[4:6]), binary.LittleEndian.Uint16(b[6:8]), b[8:10], b[10:16])
+	}
+	if len(b) > 32 {
+		return fmt.Sprintf("0x%x… (%d bytes)", b[:32], len(b))
+	}
+	return fmt.Sprintf("0x%x", b)
+}
+
+// printable reports whether s is valid UTF-8 of printable characters and
+// spaces only.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) && r != ' ' {
+			return false
+		}
+	}
+	return true
+}
+
 func decodeText(b []byte) string {
 	if len(b) >= 2 && b[1] == 0 {
 		return decodeUTF16(b)
