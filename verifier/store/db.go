@@ -40,6 +40,9 @@ type DB struct {
 	// replica names this handle in the alert claims it holds (ClaimAlerts):
 	// random, one per Open.
 	replica string
+	// watcher notices other appliances' commits (PostgreSQL; nil on
+	// SQLite).
+	watcher *watcher
 }
 
 // SQLite is the name DB had when SQLite was its only database.
@@ -51,6 +54,7 @@ var _ Store = (*DB)(nil)
 
 // Close closes the database.
 func (s *DB) Close() error {
+	s.watcher.stop()
 	err := s.write.Close()
 	if s.read.DB != s.write.DB {
 		err = errors.Join(s.read.Close(), err)
