@@ -889,8 +889,17 @@ func (l *Leases) hostOf(key string, now time.Time) string {
 	return hb.id
 }
 
-// CountByPool counts the live bound leases by pool, from memory.
+// CountByPool counts the live bound leases by pool, from memory; on a
+// database several appliances share, every appliance's, from the database
+// (none when it cannot be read).
 func (l *Leases) CountByPool(now time.Time) map[string]int {
+	if l.shared {
+		out, err := l.t.CountByPool(context.Background(), now.UnixNano())
+		if err != nil {
+			return map[string]int{}
+		}
+		return out
+	}
 	all, _ := l.All(context.Background(), now)
 	out := map[string]int{}
 	for _, le := range all {

@@ -230,15 +230,53 @@ func TestReplicasShareLeasesAndBindings(t *testing.T) {
 		}
 	}
 
+	if got := la.CountByPool(now); got[PoolProduction] != 1 || got[PoolQuarantine] != 0 {
+		t.Errorf("A: CountByPool = %v; want the production lease B bound", got)
+	}
+
+	// h1 attests from another MAC, and is bound to it through A: the
+	// production lease of the MAC it leaves, which B bound, ends.
+	mac2 := net.HardwareAddr{0x02, 0, 0, 0, 2, 2}
+	off2, err := la.Offer(ctx, q, mac2, now, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := la.Bind(ctx, q, mac2, off2.IP, now, time.Hour); err != nil || !ok {
+		t.Fatalf("bind %s through A: %v, %v", mac2, ok, err)
+	}
+	if err := la.BindHost(ctx, mac2, "h1", now); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := lb.BoundTo(ctx, poff.IP, now); ok {
+		t.Errorf("B: BoundTo(%s) = %s after h1 moved to %s; want no lease", poff.IP, got, mac2)
+	}
+	if got, err := lb.HostOf(ctx, mac); err != nil || got != "" {
+		t.Errorf("B: HostOf(%s) = %q, %v after h1 moved; want none", mac, got, err)
+	}
+	if got := admittedOf(t, lb, stB, now); len(got) != 0 {
+		t.Errorf("B: AdmittedLeases after h1 moved to a quarantine lease = %v; want none", got)
+	}
+
 	// An operator quarantines h1 through A: B's gateway input loses it.
+	// (h1 is back on a production lease first.)
+	poff2, err := lb.Offer(ctx, p, mac2, now, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := lb.Bind(ctx, p, mac2, poff2.IP, now, time.Hour); err != nil || !ok {
+		t.Fatalf("bind production for %s through B: %v, %v", mac2, ok, err)
+	}
+	if got := admittedOf(t, lb, stB, now); len(got) != 1 {
+		t.Fatalf("B: AdmittedLeases = %v; want h1's lease on %s", got, mac2)
+	}
 	if err := stA.Quarantine(ctx, "h1", "local:alice"); err != nil {
 		t.Fatal(err)
 	}
 	if got := admittedOf(t, lb, stB, now); len(got) != 0 {
 		t.Errorf("B: AdmittedLeases after the quarantine through A = %v; want none", got)
 	}
-	if ok, err := (StoreAdmission{Leases: lb, Hosts: stB}).Admitted(ctx, mac); err != nil || ok {
-		t.Errorf("B: Admitted(%s) after the quarantine = %v, %v; want false", mac, ok, err)
+	if ok, err := (StoreAdmission{Leases: lb, Hosts: stB}).Admitted(ctx, mac2); err != nil || ok {
+		t.Errorf("B: Admitted(%s) after the quarantine = %v, %v; want false", mac2, ok, err)
 	}
 }
 

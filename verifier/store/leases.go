@@ -407,3 +407,26 @@ func (t *LeaseTables) HostLeases(ctx context.Context, pool string, now int64) ([
 	}
 	return out, nil
 }
+
+// CountByPool counts the bound leases live at now (Unix nanoseconds) by
+// pool, declined addresses left out.
+func (t *LeaseTables) CountByPool(ctx context.Context, now int64) (map[string]int, error) {
+	rows, err := t.db.QueryContext(ctx, `SELECT pool, COUNT(*) FROM dhcp_leases WHERE mac <> '' AND bound = 1 AND expires > ? GROUP BY pool`, now)
+	if err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var pool string
+		var n int
+		if err := rows.Scan(&pool, &n); err != nil {
+			return nil, fmt.Errorf("count leases: %w", err)
+		}
+		out[pool] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	return out, nil
+}
