@@ -732,7 +732,9 @@ func (l *Leases) Decline(ctx context.Context, p *Pool, mac net.HardwareAddr, ip 
 	return nil
 }
 
-// ByIP returns the live bound lease of ip.
+// ByIP returns the live bound lease of ip, from memory: on a database
+// several appliances share, only what this appliance has seen (BoundTo
+// reads the database).
 func (l *Leases) ByIP(_ context.Context, ip net.IP, now time.Time) (*Lease, error) {
 	if ip.To4() == nil {
 		return nil, errors.New("not an IPv4 address")
@@ -747,8 +749,10 @@ func (l *Leases) ByIP(_ context.Context, ip net.IP, now time.Time) (*Lease, erro
 	return &c, nil
 }
 
-// All returns every live bound lease, by address. The memory mirror holds
-// what the database holds (bound leases are written through), plus offers.
+// All returns every live bound lease, by address, from memory. On an
+// SQLite file memory holds what the file holds (bound leases are written
+// through); on a database several appliances share, only what this
+// appliance has seen.
 func (l *Leases) All(_ context.Context, now time.Time) ([]Lease, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
