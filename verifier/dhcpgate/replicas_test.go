@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
 	"github.com/bootgate/bootgate/internal/pgtest"
 	"github.com/bootgate/bootgate/verifier/store"
 	"github.com/bootgate/bootgate/verifier/wire"
@@ -328,5 +330,62 @@ func TestReplicasRenewThroughTheOther(t *testing.T) {
 	le, err := la.t.Lease(ctx, ip4(off.IP), now.UnixNano())
 	if err != nil || le == nil || le.Expires != later.Add(time.Hour).UnixNano() {
 		t.Errorf("stored lease after the renewal through B: %+v, %v", le, err)
+	}
+}
+
+// TestReplicasPoolFollowsAttestation: two DHCP gates on one PostgreSQL
+// database. A client leased and bound to its host through gate A is
+// answered by gate B as the database says: once the host is admitted
+// (through A), B refuses to renew its quarantine lease and gives it a
+// production lease, which A's gateway input holds; once an operator
+// quarantines it through A, B gives it the quarantine pool again.
+func TestReplicasPoolFollowsAttestation(t *testing.T) {
+	stA, stB, la, lb := openReplicasPG(t)
+	ctx := context.Background()
+	newServer := func(l *Leases, st *store.DB) *Server {
+		s, err := New(testConfig(), l, StoreAdmission{Leases: l, Hosts: st}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := newServer(la, stA), newServer(lb, stB)
+	hw := mac(7)
+	ack := exchange(t, a, hw)
+	if !a.cfg.Quarantine.Contains(ack.YourIPAddr) {
+		t.Fatalf("unknown host got %v through A", ack.YourIPAddr)
+	}
+	// The attestation API of A records a pass over the client's link.
+	now := time.Now()
+	if err := la.BindHost(ctx, hw, "h1", now); err != nil {
+		t.Fatal(err)
+	}
+	pass := &store.Attestation{HostID: "h1", Time: now, Verdict: wire.VerdictPass, PolicyName: "p", PolicyDigest: "d"}
+	if _, err := stA.Record(ctx, pass, store.Host{ID: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+
+	renew, _ := dhcpv4.NewRequestFromOffer(ack)
+	if nak, err := b.Reply(ctx, renew); err != nil || nak.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("B: renewing the quarantine lease of an admitted host: %v, %v; want a NAK", nak, err)
+	}
+	ack = exchange(t, b, hw)
+	if !b.cfg.Production.Contains(ack.YourIPAddr) {
+		t.Fatalf("B gave the admitted host %v, not a production address", ack.YourIPAddr)
+	}
+	want := []string{ack.YourIPAddr.String() + " " + hw.String()}
+	if got := admittedOf(t, la, stA, time.Now()); !slices.Equal(got, want) {
+		t.Errorf("A: AdmittedLeases = %v; want %v", got, want)
+	}
+
+	if err := stA.Quarantine(ctx, "h1", "local:alice"); err != nil {
+		t.Fatal(err)
+	}
+	ack = exchange(t, b, hw)
+	if !b.cfg.Quarantine.Contains(ack.YourIPAddr) {
+		t.Errorf("B gave the host quarantined through A %v, not a quarantine address", ack.YourIPAddr)
+	}
+	if got := admittedOf(t, lb, stB, time.Now()); len(got) != 0 {
+		t.Errorf("B: AdmittedLeases after the quarantine = %v; want none", got)
 	}
 }
