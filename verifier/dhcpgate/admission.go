@@ -63,7 +63,7 @@ func (l *Leases) AdmittedLeases(ctx context.Context, now time.Time, hosts Admitt
 		return nil, fmt.Errorf("admitted addresses: %w", err)
 	}
 	if l.shared {
-		rows, err := l.t.HostLeases(ctx, PoolProduction, now.UnixNano())
+		rows, err := l.t.HostLeases(ctx, PoolProduction, nil, now.UnixNano())
 		if err != nil {
 			return nil, fmt.Errorf("admitted addresses: %w", err)
 		}

@@ -919,16 +919,12 @@ func (l *Leases) CountByPool(now time.Time) map[string]int {
 func (l *Leases) HostLeases(hostIDs []string, now time.Time) map[string]Lease {
 	if l.shared {
 		out := map[string]Lease{}
-		rows, err := l.t.HostLeases(context.Background(), "", now.UnixNano())
-		if err != nil {
-			return out
-		}
-		want := map[string]bool{}
-		for _, id := range hostIDs {
-			want[id] = true
-		}
-		for _, r := range rows {
-			if want[r.HostID] {
+		for ids := range slices.Chunk(hostIDs, store.MaxPage) {
+			rows, err := l.t.HostLeases(context.Background(), "", ids, now.UnixNano())
+			if err != nil {
+				return map[string]Lease{}
+			}
+			for _, r := range rows {
 				out[r.HostID] = *leaseOf(r.LeaseRow)
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 )
 
 // LeaseTables are the DHCP gate's tables in the appliance's database:
@@ -383,11 +384,25 @@ type HostLease struct {
 // HostLeases returns, by address, the bound leases live at now (Unix
 // nanoseconds) in pool ("" for every pool) whose MAC has a live host
 // binding, each with its host: one query, the database's view at once.
-func (t *LeaseTables) HostLeases(ctx context.Context, pool string, now int64) ([]HostLease, error) {
-	rows, err := t.db.QueryContext(ctx, `SELECT l.ip, l.mac, l.pool, l.bound, l.expires, l.relay, l.circuit_id, l.remote_id, h.host_id
+// With hostIDs (at most MaxPage), only those hosts' leases.
+func (t *LeaseTables) HostLeases(ctx context.Context, pool string, hostIDs []string, now int64) ([]HostLease, error) {
+	if len(hostIDs) > MaxPage {
+		return nil, fmt.Errorf("read host leases: %d hosts asked, at most %d", len(hostIDs), MaxPage)
+	}
+	query := `SELECT l.ip, l.mac, l.pool, l.bound, l.expires, l.relay, l.circuit_id, l.remote_id, h.host_id
 		FROM dhcp_leases l JOIN dhcp_host_macs h ON h.mac = l.mac
-		WHERE l.mac <> '' AND l.bound = 1 AND l.expires > ? AND h.expires > ? AND (? = '' OR l.pool = ?)
-		ORDER BY l.ip`, now, now, pool, pool)
+		WHERE l.mac <> '' AND l.bound = 1 AND l.expires > ? AND h.expires > ? AND (? = '' OR l.pool = ?)`
+	args := []any{now, now, pool, pool}
+	if hostIDs != nil {
+		if len(hostIDs) == 0 {
+			return nil, nil
+		}
+		query += ` AND h.host_id IN (?` + strings.Repeat(`, ?`, len(hostIDs)-1) + `)`
+		for _, id := range hostIDs {
+			args = append(args, id)
+		}
+	}
+	rows, err := t.db.QueryContext(ctx, query+` ORDER BY l.ip`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read host leases: %w", err)
 	}
