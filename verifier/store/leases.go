@@ -13,9 +13,11 @@ import (
 // LeaseTables are the DHCP gate's tables in the appliance's database:
 // dhcp_leases (bound leases and declined addresses, by IPv4 address) and
 // dhcp_host_macs (which host each MAC address stands for, until when). The
-// DHCP gate (verifier/dhcpgate) keeps a mirror of them in memory and
-// writes through these methods; every write is one statement or one
-// transaction.
+// DHCP gate (verifier/dhcpgate) keeps them in memory and writes through
+// these methods; every write is one statement or one transaction. On a
+// database several appliances share (Replicated), the gate's memory is a
+// cache, and it reads what it decides on from the database (Client,
+// HostOf, Lease, HostLeases).
 //
 // Several appliances serving one boot network from one PostgreSQL
 // database never bind one address to two clients: a lease is written only
