@@ -2,9 +2,12 @@
 // escaped (textsafe.JSON), one POST per event, in the order they happened, each until it is accepted (2xx), with
 // exponential backoff while the receiver is down. Events wait in the store's
 // outbox, written in the same transaction as the change they report, so none
-// is lost when the appliance or the receiver restarts. A receiver may see an
-// event twice (after a crash between delivery and marking); the event's id
-// lets it drop the duplicate.
+// is lost when the appliance or the receiver restarts. Appliances sharing
+// one database take turns: each delivers only alerts it has claimed in the
+// outbox (store.DB.ClaimAlerts), one appliance at a time, so each alert is
+// posted once, in order. A receiver may still see an event twice (after a
+// crash between delivery and marking, or a post cut off at the end of its
+// claim); the event's id lets it drop the duplicate.
 package alert
 
 import (
@@ -23,7 +26,10 @@ import (
 
 // Outbox is where events wait.
 type Outbox interface {
-	PendingAlerts(ctx context.Context, limit int) ([]store.Alert, error)
+	// ClaimAlerts returns the oldest undelivered alerts, at most limit,
+	// claimed for this appliance for lease; none while another appliance
+	// holds a claim on them.
+	ClaimAlerts(ctx context.Context, limit int, lease time.Duration) ([]store.Alert, error)
 	AlertDelivered(ctx context.Context, id int64) error
 }
 
@@ -36,6 +42,10 @@ type Notifier struct {
 	Poll     time.Duration // how often to look for new events (default 1s)
 	MinRetry time.Duration // first retry delay (default 1s)
 	MaxRetry time.Duration // longest retry delay (default 1m)
+	// Claim is how long a claim on outbox alerts lasts (default 1m). Each
+	// post must end within the claim (it is cut off at three quarters of
+	// it), so that no other appliance takes over an alert being posted.
+	Claim time.Duration
 	// Failures counts failed delivery attempts (for metrics).
 	Failures atomic.Uint64
 }
@@ -59,6 +69,10 @@ func (n *Notifier) Run(ctx context.Context) {
 	if maxR <= 0 {
 		maxR = time.Minute
 	}
+	claim := n.Claim
+	if claim <= 0 {
+		claim = time.Minute
+	}
 	log := n.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -66,12 +80,23 @@ func (n *Notifier) Run(ctx context.Context) {
 	retry := minR
 	for {
 		wait := poll
-		pending, err := n.Outbox.PendingAlerts(ctx, 100)
+		claimed := time.Now()
+		pending, err := n.Outbox.ClaimAlerts(ctx, 100, claim)
 		if err != nil && ctx.Err() == nil {
 			log.Error("webhook: read outbox", "err", err)
 		}
+		// Posts end three quarters into the claim, before another
+		// appliance may take the alerts over.
+		end := claimed.Add(claim * 3 / 4)
 		for _, a := range pending {
-			if err := n.post(ctx, a); err != nil {
+			if !time.Now().Before(end) {
+				wait = 0 // claim the rest again
+				break
+			}
+			pctx, cancel := context.WithDeadline(ctx, end)
+			err := n.post(pctx, a)
+			cancel()
+			if err != nil {
 				n.Failures.Add(1)
 				log.Warn("webhook: delivery failed; will retry", "alert", a.ID, "in", retry, "err", err)
 				wait = retry

@@ -163,7 +163,10 @@ func (g *dhcpGate) recorded(log *slog.Logger, audit server.RefusalLog) func(cont
 
 // reconcile keeps the gateway's admitted sets equal to the admitted hosts'
 // production leases (address and MAC) until ctx ends, then empties them
-// (fail closed). It syncs every interval whether or not anything changed:
+// (fail closed). On a PostgreSQL store several appliances share, each
+// reconciles its own sets from the database (dhcpgate.Leases.
+// AdmittedLeases reads it), so a host admitted or quarantined through
+// another appliance is forwarded or stopped here within one interval. It syncs every interval whether or not anything changed:
 // each sync re-arms the elements' timeouts (gatewayTimeout), so the gate
 // also closes when this loop stops without reaching Close.
 func reconcile(ctx context.Context, gw *gateway.Gateway, leases *dhcpgate.Leases, st store.Store, every time.Duration, log *slog.Logger) {

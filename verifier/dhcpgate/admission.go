@@ -49,12 +49,31 @@ type AdmittedSet interface {
 // AdmittedLeases returns the live bound production leases whose client is
 // bound (BindHost, unexpired) to a host that is admitted now, by address:
 // what the gateway may forward, each address with the MAC address that
-// holds it. It reads the leases and their hosts from memory (which holds
-// what SQLite holds) and the admitted hosts in one query.
+// holds it. On an SQLite file it reads the leases and their hosts from
+// memory (which holds what the file holds); on a database several
+// appliances share, from the database in one query, so that a host bound
+// and admitted through another appliance is included and one quarantined
+// through another appliance is not. The admitted hosts are read first, in
+// one query, then the leases: a host admitted or quarantined between the
+// two reads is seen so by the next call, and a lease or binding that ends
+// before the second read is left out.
 func (l *Leases) AdmittedLeases(ctx context.Context, now time.Time, hosts AdmittedSet) ([]Lease, error) {
 	admitted, err := hosts.AdmittedHosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("admitted addresses: %w", err)
+	}
+	if l.shared {
+		rows, err := l.t.HostLeases(ctx, PoolProduction, nil, now.UnixNano())
+		if err != nil {
+			return nil, fmt.Errorf("admitted addresses: %w", err)
+		}
+		var out []Lease
+		for _, r := range rows {
+			if admitted[r.HostID] {
+				out = append(out, *leaseOf(r.LeaseRow))
+			}
+		}
+		return out, nil
 	}
 	l.mu.Lock()
 	var out []Lease

@@ -10,6 +10,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/bootgate/bootgate/internal/pgtest"
 	"github.com/bootgate/bootgate/verifier/store"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
@@ -17,12 +18,33 @@ import (
 // BenchmarkLease is one DISCOVER/OFFER, REQUEST/ACK exchange of a new client
 // through the protocol logic and the lease store (no sockets), with
 // attestation gating: the admission lookup runs for every packet.
+// On PostgreSQL (a database appliances share) each message also reads the
+// client's leases and host binding from the database.
 func BenchmarkLease(b *testing.B) {
-	l, err := OpenLeases(filepath.Join(b.TempDir(), "bench.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
+	b.Run("sqlite", func(b *testing.B) {
+		l, err := OpenLeases(filepath.Join(b.TempDir(), "bench.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		benchLease(b, l)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		st, err := store.Open(context.Background(), pgtest.DB(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		l, err := NewLeases(st.Leases())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		benchLease(b, l)
+	})
+}
+
+func benchLease(b *testing.B, l *Leases) {
 	cfg := testConfig()
 	cfg.Quarantine.Start, cfg.Quarantine.End = net.IPv4(10, 24, 0, 0), net.IPv4(10, 31, 255, 255)
 	cfg.Quarantine.Netmask = net.CIDRMask(13, 32)

@@ -87,10 +87,17 @@ type hostBinding struct {
 // lock, and bound leases are written through to the database before they
 // are acknowledged, by a claim that the database refuses when another
 // client holds the address (another appliance bound it). Offers live in
-// memory only (an offer lost in a restart was never acknowledged); an
-// appliance may offer an address another appliance has bound since it
-// loaded its mirror, and then NAKs the REQUEST that follows and learns the
-// lease.
+// memory only (an offer lost in a restart was never acknowledged).
+//
+// On a database several appliances share (store.LeaseTables.Replicated),
+// the database is the truth and memory only a cache of it: each DISCOVER,
+// REQUEST and host binding first reads the client's leases, the requested
+// address and the client's host binding from the database into memory;
+// BoundTo, HostOf, AdmittedLeases and HostLeases read the database alone,
+// and a failed read grants nothing. So an appliance answers for a lease or
+// a host binding another appliance wrote. An appliance may still offer an
+// address another appliance has bound; it then NAKs the REQUEST that
+// follows, and the client starts over.
 type Leases struct {
 	mu        sync.Mutex
 	t         *store.LeaseTables
@@ -106,6 +113,9 @@ type Leases struct {
 	declined  map[uint32]time.Time   // declined addresses set aside, until when (at most MaxDeclined per pool)
 	cursor    map[string]uint32      // per pool: where the next free-address search starts
 	now       func() time.Time       // the clock of HostOf
+	// shared: other appliances write the tables too (store.LeaseTables.
+	// Replicated), so the database, not memory, decides.
+	shared bool
 
 	// Withdrawn counts offers withdrawn from clients to make room in a
 	// full pool.
@@ -135,7 +145,8 @@ func OpenLeases(path string) (*Leases, error) {
 // several appliances can serve one boot network.
 func NewLeases(t *store.LeaseTables) (*Leases, error) {
 	l := &Leases{t: t, byIP: map[uint32]*Lease{}, bound: map[string]uint32{}, offered: map[string]uint32{}, offers: map[string][]*Lease{},
-		hosts: map[string]hostBinding{}, macOf: map[string]string{}, declined: map[uint32]time.Time{}, cursor: map[string]uint32{}, now: time.Now}
+		hosts: map[string]hostBinding{}, macOf: map[string]string{}, declined: map[uint32]time.Time{}, cursor: map[string]uint32{}, now: time.Now,
+		shared: t.Replicated()}
 	if err := l.load(time.Now()); err != nil {
 		return nil, fmt.Errorf("open leases: %w", err)
 	}
@@ -168,6 +179,69 @@ func (l *Leases) load(now time.Time) error {
 		}
 		l.hosts[h.MAC] = hostBinding{id: h.HostID, expires: time.Unix(0, h.Expires)}
 		l.macOf[h.HostID] = h.MAC
+	}
+	return nil
+}
+
+// refresh reads from the database what it holds now for the client key
+// and the address ipn (0: none) and puts it into memory in place of what
+// memory held of them, on a database several appliances share; otherwise
+// it does nothing. Memory keeps its offers, except where the database
+// holds a lease. An error changes nothing: the caller refuses.
+func (l *Leases) refresh(ctx context.Context, key string, ipn uint32, now time.Time) error {
+	if !l.shared {
+		return nil
+	}
+	rows, host, err := l.t.Client(ctx, key, ipn, now.UnixNano())
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Bound leases of the client or of the address that the database no
+	// longer holds (released, moved, taken over by another appliance).
+	drop := func(ipn uint32) {
+		if le := l.byIP[ipn]; le != nil && le.Bound {
+			delete(l.byIP, ipn)
+			delete(l.declined, ipn)
+			l.forget(le, ipn)
+		}
+	}
+	if cur, ok := l.bound[key]; ok {
+		drop(cur)
+	}
+	if ipn != 0 {
+		drop(ipn)
+	}
+	for _, r := range rows {
+		if old := l.byIP[r.IP]; old != nil {
+			delete(l.byIP, r.IP)
+			l.forget(old, r.IP)
+		}
+		le := leaseOf(r)
+		l.byIP[r.IP] = le
+		switch {
+		case le.MAC != nil:
+			if prev, ok := l.bound[r.MAC]; ok && prev != r.IP {
+				// The client's other lease in memory is gone from the
+				// database (a client has one bound lease).
+				drop(prev)
+			}
+			l.bound[r.MAC] = r.IP
+		case r.Pool == poolDeclined:
+			l.declined[r.IP] = le.Expires
+		}
+	}
+	if hb, ok := l.hosts[key]; ok && l.macOf[hb.id] == key {
+		delete(l.macOf, hb.id)
+	}
+	delete(l.hosts, key)
+	if host != nil {
+		if old, ok := l.macOf[host.HostID]; ok && old != key {
+			delete(l.hosts, old)
+		}
+		l.hosts[key] = hostBinding{id: host.HostID, expires: time.Unix(0, host.Expires)}
+		l.macOf[host.HostID] = key
 	}
 	return nil
 }
@@ -246,6 +320,9 @@ func ipOf(n uint32) net.IP {
 // address that is bound or offered to another client, or declined, is never
 // offered.
 func (l *Leases) Offer(ctx context.Context, p *Pool, mac net.HardwareAddr, now time.Time, offerTTL time.Duration) (*Lease, error) {
+	if err := l.refresh(ctx, mac.String(), 0, now); err != nil {
+		return nil, fmt.Errorf("offer: %w", err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	key := mac.String()
@@ -364,6 +441,9 @@ func (l *Leases) BindRelayed(ctx context.Context, p *Pool, mac net.HardwareAddr,
 	}
 	ipn, key := ip4(ip), mac.String()
 	exp := now.Add(ttl)
+	if err := l.refresh(ctx, key, ipn, now); err != nil {
+		return false, fmt.Errorf("bind lease: %w", err)
+	}
 	l.mu.Lock()
 	if le := l.live(ipn, now); le != nil && (le.MAC == nil || le.MAC.String() != key) {
 		l.mu.Unlock()
@@ -404,9 +484,17 @@ func (l *Leases) BindRelayed(ctx context.Context, p *Pool, mac net.HardwareAddr,
 		l.hosts[key] = hostBinding{id: hb.id, expires: exp}
 		hostExp = exp.UnixNano()
 	}
+	moved := hadOther
+	if l.shared {
+		// Another appliance may have bound the client elsewhere, or bound
+		// it to a host, since the refresh: the claim ends the client's
+		// other leases and extends its live binding in the database,
+		// whichever appliance wrote them.
+		moved, hostExp = true, exp.UnixNano()
+	}
 	l.mu.Unlock()
 
-	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: hadOther, relay: relay, hostExpires: hostExp, now: now.UnixNano(), done: make(chan error, 1)}
+	req := commitReq{ip: ipn, mac: key, pool: p.Name, expires: exp.UnixNano(), moved: moved, relay: relay, hostExpires: hostExp, now: now.UnixNano(), done: make(chan error, 1)}
 	l.commits <- req
 	if err := <-req.done; err != nil {
 		l.mu.Lock()
@@ -423,7 +511,7 @@ func (l *Leases) BindRelayed(ctx context.Context, p *Pool, mac net.HardwareAddr,
 				l.byIP[curIPN] = cur
 				l.bound[key] = curIPN
 			}
-			if hostExp != 0 && l.hosts[key].id == hb.id {
+			if hasHost && l.hosts[key].id == hb.id {
 				l.hosts[key] = hb
 			}
 		}
@@ -644,7 +732,9 @@ func (l *Leases) Decline(ctx context.Context, p *Pool, mac net.HardwareAddr, ip 
 	return nil
 }
 
-// ByIP returns the live bound lease of ip.
+// ByIP returns the live bound lease of ip, from memory: on a database
+// several appliances share, only what this appliance has seen (BoundTo
+// reads the database).
 func (l *Leases) ByIP(_ context.Context, ip net.IP, now time.Time) (*Lease, error) {
 	if ip.To4() == nil {
 		return nil, errors.New("not an IPv4 address")
@@ -659,8 +749,10 @@ func (l *Leases) ByIP(_ context.Context, ip net.IP, now time.Time) (*Lease, erro
 	return &c, nil
 }
 
-// All returns every live bound lease, by address. The memory mirror holds
-// what the database holds (bound leases are written through), plus offers.
+// All returns every live bound lease, by address, from memory. On an
+// SQLite file memory holds what the file holds (bound leases are written
+// through); on a database several appliances share, only what this
+// appliance has seen.
 func (l *Leases) All(_ context.Context, now time.Time) ([]Lease, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -694,6 +786,9 @@ func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID stri
 		return errors.New("bind host: a host ID and a MAC address are required")
 	}
 	key := mac.String()
+	if err := l.refresh(ctx, key, 0, now); err != nil {
+		return fmt.Errorf("bind host %s to %s: %w", hostID, mac, err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	le, _ := l.boundLease(key, now)
@@ -720,14 +815,19 @@ func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID stri
 	if oldLease != nil {
 		b.EndIP, b.EndMAC = oldIPN, oldMAC
 	}
+	if l.shared {
+		// The host may be bound to another MAC by another appliance.
+		b.EndPool = PoolProduction
+	}
 	other, err := l.t.BindHost(ctx, b)
 	if err != nil {
 		return err
 	}
 	if other != nil {
-		// Another appliance bound the MAC to another host. This one's
-		// memory does not learn it: until it restarts, it knows no host
-		// behind the MAC, which quarantines it (fail closed).
+		// Another appliance bound the MAC to another host since the
+		// refresh: memory learns it.
+		l.hosts[key] = hostBinding{id: other.HostID, expires: time.Unix(0, other.Expires)}
+		l.macOf[other.HostID] = key
 		return &MACBoundError{MAC: slices.Clone(mac), Host: other.HostID, Until: time.Unix(0, other.Expires)}
 	}
 	if prev, ok := l.hosts[key]; ok && prev.id != hostID && l.macOf[prev.id] == key {
@@ -761,8 +861,17 @@ func (e *MACBoundError) Error() string {
 func (e *MACBoundError) Unwrap() error { return ErrMACBound }
 
 // HostOf returns the host bound to mac (BindHost), or "" when none is or
-// the binding has expired. It never fails; the error is for interfaces.
+// the binding has expired. On an SQLite file it reads memory and never
+// fails; on a database several appliances share it reads the database,
+// and an error means the binding is unknown (callers refuse: fail closed).
 func (l *Leases) HostOf(ctx context.Context, mac net.HardwareAddr) (string, error) {
+	if l.shared {
+		h, err := l.t.HostOf(ctx, mac.String(), l.now().UnixNano())
+		if err != nil || h == nil {
+			return "", err
+		}
+		return h.HostID, nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.hostOf(mac.String(), l.now()), nil
@@ -784,8 +893,17 @@ func (l *Leases) hostOf(key string, now time.Time) string {
 	return hb.id
 }
 
-// CountByPool counts the live bound leases by pool, from memory.
+// CountByPool counts the live bound leases by pool, from memory; on a
+// database several appliances share, every appliance's, from the database
+// (none when it cannot be read).
 func (l *Leases) CountByPool(now time.Time) map[string]int {
+	if l.shared {
+		out, err := l.t.CountByPool(context.Background(), now.UnixNano())
+		if err != nil {
+			return map[string]int{}
+		}
+		return out
+	}
 	all, _ := l.All(context.Background(), now)
 	out := map[string]int{}
 	for _, le := range all {
@@ -795,8 +913,23 @@ func (l *Leases) CountByPool(now time.Time) map[string]int {
 }
 
 // HostLeases returns the live bound lease of each of the given hosts that
-// has one (the lease of the MAC the host is bound to now), from memory.
+// has one (the lease of the MAC the host is bound to now), from memory; on
+// a database several appliances share, from the database (none when it
+// cannot be read).
 func (l *Leases) HostLeases(hostIDs []string, now time.Time) map[string]Lease {
+	if l.shared {
+		out := map[string]Lease{}
+		for ids := range slices.Chunk(hostIDs, store.MaxPage) {
+			rows, err := l.t.HostLeases(context.Background(), "", ids, now.UnixNano())
+			if err != nil {
+				return map[string]Lease{}
+			}
+			for _, r := range rows {
+				out[r.HostID] = *leaseOf(r.LeaseRow)
+			}
+		}
+		return out
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]Lease{}

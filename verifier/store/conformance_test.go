@@ -85,6 +85,46 @@ var shared = []struct {
 	{"apply/concurrent from two handles", testConcurrentApplyTwoHandles},
 	{"identities/quarantine racing identity records", testQuarantineRacesIdentities},
 	{"sessions/single use across two handles", testConsumeSessionTwoHandles},
+	{"alerts/one handle at a time claims the outbox", testClaimAlertsTwoHandles},
+}
+
+// testClaimAlertsTwoHandles: of two handles on one database, one at a time
+// holds the claim on the outbox's head; its own claims renew, the other's
+// lapse at their end, and then the other takes the alerts over.
+func testClaimAlertsTwoHandles(t *testing.T, loc string) {
+	a, b := openAt(t, loc), openAt(t, loc)
+	ctx := context.Background()
+	for i, h := range []string{"h1", "h2", "h3"} {
+		record(t, a, attestation(h, wire.VerdictFail, i))
+	}
+	if _, err := a.ClaimAlerts(ctx, 0, time.Minute); err == nil {
+		t.Error("ClaimAlerts with limit 0: no error")
+	}
+	got, err := a.ClaimAlerts(ctx, 10, time.Minute)
+	if err != nil || len(got) != 3 || got[0].ID >= got[1].ID || got[1].ID >= got[2].ID {
+		t.Fatalf("A: ClaimAlerts = %+v, %v; want 3, oldest first", got, err)
+	}
+	if other, err := b.ClaimAlerts(ctx, 10, time.Minute); err != nil || len(other) != 0 {
+		t.Errorf("B: ClaimAlerts during A's claim = %+v, %v; want none", other, err)
+	}
+	if err := a.AlertDelivered(ctx, got[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := a.ClaimAlerts(ctx, 10, time.Minute); err != nil || len(again) != 2 || again[0].ID != got[1].ID {
+		t.Errorf("A: ClaimAlerts renewing its claim = %+v, %v; want the 2 undelivered", again, err)
+	}
+	if other, err := b.ClaimAlerts(ctx, 1, time.Minute); err != nil || len(other) != 0 {
+		t.Errorf("B: ClaimAlerts(1) during A's claim = %+v, %v; want none", other, err)
+	}
+	// Two minutes on, A's claim has lapsed (A stopped): B takes over.
+	b.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	over, err := b.ClaimAlerts(ctx, 10, time.Minute)
+	if err != nil || len(over) != 2 || over[0].ID != got[1].ID {
+		t.Fatalf("B: ClaimAlerts after A's claim lapsed = %+v, %v; want the 2 undelivered", over, err)
+	}
+	if mine, err := a.ClaimAlerts(ctx, 10, time.Minute); err != nil || len(mine) != 0 {
+		t.Errorf("A: ClaimAlerts during B's claim = %+v, %v; want none", mine, err)
+	}
 }
 
 func TestConformance(t *testing.T) {

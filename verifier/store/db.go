@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +36,13 @@ type DB struct {
 	write   conn // SQLite: one connection, every write transaction
 	read    conn // SQLite: query-only connections; PostgreSQL: write's pool
 	changes changes
-	now     func() time.Time // the clock of session expiry
+	now     func() time.Time // the clock of session expiry and alert claims
+	// replica names this handle in the alert claims it holds (ClaimAlerts):
+	// random, one per Open.
+	replica string
+	// watcher notices other appliances' commits (PostgreSQL; nil on
+	// SQLite).
+	watcher *watcher
 }
 
 // SQLite is the name DB had when SQLite was its only database.
@@ -46,6 +54,7 @@ var _ Store = (*DB)(nil)
 
 // Close closes the database.
 func (s *DB) Close() error {
+	s.watcher.stop()
 	err := s.write.Close()
 	if s.read.DB != s.write.DB {
 		err = errors.Join(s.read.Close(), err)
@@ -694,4 +703,87 @@ func (s *DB) PendingAlerts(ctx context.Context, limit int) ([]Alert, error) {
 func (s *DB) AlertDelivered(ctx context.Context, id int64) error {
 	_, err := s.write.ExecContext(ctx, `UPDATE outbox SET delivered = 1 WHERE id = ?`, id)
 	return err
+}
+
+// newReplicaID returns a random name for a store handle's alert claims.
+func newReplicaID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24)
+	return hex.EncodeToString(b[:])
+}
+
+// ClaimAlerts claims the outbox's oldest undelivered alerts, at most limit,
+// for this store handle until lease from now, and returns them oldest
+// first, for the caller to deliver in order and mark (AlertDelivered)
+// before the claim ends. It returns none while another handle's claim on
+// any of them lasts: of several appliances sharing a database, one at a
+// time delivers the head of the outbox, so that each alert is posted once
+// and in order. A claim of an appliance that stopped lapses at its end,
+// and the next ClaimAlerts of another takes its alerts over. The handle's
+// own claims are renewed. Claims are one transaction; on PostgreSQL the
+// rows are locked while it runs. Times are this appliance's clock, so the
+// appliances' clocks must agree (NTP) to well within lease. limit and
+// lease must be positive.
+func (s *DB) ClaimAlerts(ctx context.Context, limit int, lease time.Duration) ([]Alert, error) {
+	if limit <= 0 || lease <= 0 {
+		return nil, errors.New("claim alerts: limit and lease must be positive")
+	}
+	// An empty outbox, the usual case, costs a read and no write
+	// transaction.
+	var one int
+	switch err := s.read.QueryRowContext(ctx, `SELECT 1 FROM outbox WHERE delivered = 0 LIMIT 1`).Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("claim alerts: %w", err)
+	}
+	now := s.now()
+	until := now.Add(lease).UnixNano()
+	var out []Alert
+	err := inTx(ctx, s.write, func(tx *txn) error {
+		out = nil
+		rows, err := tx.QueryContext(ctx, `SELECT id, time, event, claimed_by, claimed_until FROM outbox
+			WHERE delivered = 0 ORDER BY id LIMIT ?`+s.d.forUpdate, limit)
+		if err != nil {
+			return err
+		}
+		var claimed []Alert
+		busy := false
+		for rows.Next() {
+			var a Alert
+			var at, ev, by string
+			var cu int64
+			if err := rows.Scan(&a.ID, &at, &ev, &by, &cu); err != nil {
+				rows.Close()
+				return err
+			}
+			if by != "" && by != s.replica && cu > now.UnixNano() {
+				busy = true
+			}
+			if a.Time, err = parseTime(at); err != nil {
+				rows.Close()
+				return err
+			}
+			a.Event = json.RawMessage(ev)
+			claimed = append(claimed, a)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if busy {
+			return nil // another appliance is delivering them
+		}
+		for _, a := range claimed {
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id = ?`, s.replica, until, a.ID); err != nil {
+				return err
+			}
+		}
+		out = claimed
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim alerts: %w", err)
+	}
+	return out, nil
 }

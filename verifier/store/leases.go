@@ -7,14 +7,17 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 )
 
 // LeaseTables are the DHCP gate's tables in the appliance's database:
 // dhcp_leases (bound leases and declined addresses, by IPv4 address) and
 // dhcp_host_macs (which host each MAC address stands for, until when). The
-// DHCP gate (verifier/dhcpgate) keeps a mirror of them in memory and
-// writes through these methods; every write is one statement or one
-// transaction.
+// DHCP gate (verifier/dhcpgate) keeps them in memory and writes through
+// these methods; every write is one statement or one transaction. On a
+// database several appliances share (Replicated), the gate's memory is a
+// cache, and it reads what it decides on from the database (Client,
+// HostOf, Lease, HostLeases).
 //
 // Several appliances serving one boot network from one PostgreSQL
 // database never bind one address to two clients: a lease is written only
@@ -58,7 +61,8 @@ type LeaseClaim struct {
 	// Moved deletes the client's leases of other addresses (it moved to
 	// another pool).
 	Moved bool
-	// HostExpires, when not 0, extends the MAC's host binding to it.
+	// HostExpires, when not 0, extends the MAC's host binding to it, if
+	// the binding is live at the claim's time and expires earlier.
 	HostExpires int64
 }
 
@@ -206,7 +210,10 @@ func (t *LeaseTables) Claim(ctx context.Context, now int64, claims []LeaseClaim)
 				}
 			}
 			if c.HostExpires != 0 {
-				if _, err := tx.ExecContext(ctx, `UPDATE dhcp_host_macs SET expires = ? WHERE mac = ? AND expires < ?`, c.HostExpires, r.MAC, c.HostExpires); err != nil {
+				// Only a live binding is extended: an expired one stays
+				// expired, whoever asks.
+				if _, err := tx.ExecContext(ctx, `UPDATE dhcp_host_macs SET expires = ? WHERE mac = ? AND expires < ? AND expires > ?`,
+					c.HostExpires, r.MAC, c.HostExpires, now); err != nil {
 					return fmt.Errorf("extend host binding: %w", err)
 				}
 			}
@@ -260,6 +267,11 @@ type HostBind struct {
 	// host's production lease on the MAC it leaves).
 	EndIP  uint32
 	EndMAC string
+	// EndPool, when not empty, deletes the leases in that pool of the MAC
+	// the database binds the host to now, if it is not MAC (the host's
+	// production lease on the MAC it leaves, as the database knows it,
+	// also when another appliance bound it).
+	EndPool string
 }
 
 // BindHost binds b.MAC to b.HostID in one transaction: the host's binding
@@ -286,6 +298,12 @@ func (t *LeaseTables) BindHost(ctx context.Context, b HostBind) (*HostMACRow, er
 			other = &cur
 			return nil
 		}
+		if b.EndPool != "" {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE pool = ? AND mac IN
+				(SELECT mac FROM dhcp_host_macs WHERE host_id = ? AND mac <> ?)`, b.EndPool, b.HostID, b.MAC); err != nil {
+				return fmt.Errorf("end the host's lease on its previous MAC: %w", err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_host_macs WHERE host_id = ? OR mac = ?`, b.HostID, b.MAC); err != nil {
 			return err
 		}
@@ -304,4 +322,128 @@ func (t *LeaseTables) BindHost(ctx context.Context, b HostBind) (*HostMACRow, er
 		return nil, fmt.Errorf("bind host %s: %w", b.HostID, err)
 	}
 	return other, nil
+}
+
+// Replicated reports whether several appliances may share these tables
+// (a PostgreSQL database): then no appliance's memory of them is the
+// truth, and the DHCP gate reads them for its decisions. An SQLite file
+// serves one appliance.
+func (t *LeaseTables) Replicated() bool { return t.db.d != sqliteDialect }
+
+// Client returns what the database holds, live at now (Unix nanoseconds),
+// for one client and one address: the leases of mac and the row of ip (0:
+// none asked), and mac's host binding (nil when it has none). mac must not
+// be empty.
+func (t *LeaseTables) Client(ctx context.Context, mac string, ip uint32, now int64) ([]LeaseRow, *HostMACRow, error) {
+	if mac == "" {
+		return nil, nil, errors.New("read client: no MAC address")
+	}
+	rows, err := t.db.QueryContext(ctx, `SELECT `+leaseColumns+` FROM dhcp_leases WHERE (mac = ? OR ip = ?) AND expires > ?`, mac, ip, now)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read leases of %s: %w", mac, err)
+	}
+	var leases []LeaseRow
+	for rows.Next() {
+		r, err := scanLease(rows)
+		if err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("read leases of %s: %w", mac, err)
+		}
+		leases = append(leases, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read leases of %s: %w", mac, err)
+	}
+	h, err := t.HostOf(ctx, mac, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return leases, h, nil
+}
+
+// HostOf returns mac's host binding if it is live at now (Unix
+// nanoseconds), or nil.
+func (t *LeaseTables) HostOf(ctx context.Context, mac string, now int64) (*HostMACRow, error) {
+	h := HostMACRow{MAC: mac}
+	err := t.db.QueryRowContext(ctx, `SELECT host_id, expires FROM dhcp_host_macs WHERE mac = ? AND expires > ?`, mac, now).
+		Scan(&h.HostID, &h.Expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read host binding of %s: %w", mac, err)
+	}
+	return &h, nil
+}
+
+// HostLease is a bound lease whose MAC is bound to a host.
+type HostLease struct {
+	LeaseRow
+	HostID string
+}
+
+// HostLeases returns, by address, the bound leases live at now (Unix
+// nanoseconds) in pool ("" for every pool) whose MAC has a live host
+// binding, each with its host: one query, the database's view at once.
+// With hostIDs (at most MaxPage), only those hosts' leases.
+func (t *LeaseTables) HostLeases(ctx context.Context, pool string, hostIDs []string, now int64) ([]HostLease, error) {
+	if len(hostIDs) > MaxPage {
+		return nil, fmt.Errorf("read host leases: %d hosts asked, at most %d", len(hostIDs), MaxPage)
+	}
+	query := `SELECT l.ip, l.mac, l.pool, l.bound, l.expires, l.relay, l.circuit_id, l.remote_id, h.host_id
+		FROM dhcp_leases l JOIN dhcp_host_macs h ON h.mac = l.mac
+		WHERE l.mac <> '' AND l.bound = 1 AND l.expires > ? AND h.expires > ? AND (? = '' OR l.pool = ?)`
+	args := []any{now, now, pool, pool}
+	if hostIDs != nil {
+		if len(hostIDs) == 0 {
+			return nil, nil
+		}
+		query += ` AND h.host_id IN (?` + strings.Repeat(`, ?`, len(hostIDs)-1) + `)`
+		for _, id := range hostIDs {
+			args = append(args, id)
+		}
+	}
+	rows, err := t.db.QueryContext(ctx, query+` ORDER BY l.ip`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read host leases: %w", err)
+	}
+	defer rows.Close()
+	var out []HostLease
+	for rows.Next() {
+		var r HostLease
+		var circuit, remote blob
+		if err := rows.Scan(&r.IP, &r.MAC, &r.Pool, &r.Bound, &r.Expires, &r.Relay, &circuit, &remote, &r.HostID); err != nil {
+			return nil, fmt.Errorf("read host leases: %w", err)
+		}
+		r.CircuitID, r.RemoteID = circuit, remote
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read host leases: %w", err)
+	}
+	return out, nil
+}
+
+// CountByPool counts the bound leases live at now (Unix nanoseconds) by
+// pool, declined addresses left out.
+func (t *LeaseTables) CountByPool(ctx context.Context, now int64) (map[string]int, error) {
+	rows, err := t.db.QueryContext(ctx, `SELECT pool, COUNT(*) FROM dhcp_leases WHERE mac <> '' AND bound = 1 AND expires > ? GROUP BY pool`, now)
+	if err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var pool string
+		var n int
+		if err := rows.Scan(&pool, &n); err != nil {
+			return nil, fmt.Errorf("count leases: %w", err)
+		}
+		out[pool] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	return out, nil
 }

@@ -70,6 +70,32 @@ func testLeaseTables(t *testing.T, open opener) {
 	if err != nil || len(leases) != 1 || leases[0].MAC != "m3" || len(hosts) != 1 || hosts[0].HostID != "h2" {
 		t.Errorf("Load = %+v, %+v, %v", leases, hosts, err)
 	}
+
+	// What appliances sharing the database read (Replicated).
+	at := now + hour - 1 // B declined until now+hour, h2 bound to m3 until now+2h
+	rows, host, err := lt.Client(ctx, "m3", ipB, at)
+	if err != nil || len(rows) != 2 || host == nil || host.HostID != "h2" {
+		t.Errorf("Client(m3, B) = %+v, %+v, %v; want m3's lease, B's declined row and h2", rows, host, err)
+	}
+	if h, err := lt.HostOf(ctx, "m3", now+2*hour); err != nil || h != nil {
+		t.Errorf("HostOf(m3) once expired = %+v, %v; want none", h, err)
+	}
+	for _, c := range []struct {
+		pool  string
+		hosts []string
+		want  int
+	}{
+		{"", nil, 1}, {"quarantine", []string{"h2"}, 1}, {"quarantine", []string{"h1"}, 0},
+		{"production", nil, 0}, {"", []string{}, 0},
+	} {
+		got, err := lt.HostLeases(ctx, c.pool, c.hosts, at)
+		if err != nil || len(got) != c.want || (c.want == 1 && (got[0].HostID != "h2" || got[0].IP != ipA || got[0].MAC != "m3")) {
+			t.Errorf("HostLeases(%q, %v) = %+v, %v; want %d of h2", c.pool, c.hosts, got, err, c.want)
+		}
+	}
+	if n, err := lt.CountByPool(ctx, at); err != nil || len(n) != 1 || n["quarantine"] != 1 {
+		t.Errorf("CountByPool = %v, %v; want quarantine 1 (declined addresses left out)", n, err)
+	}
 }
 
 // TestLeaseTablesDurable: the lease tables' own SQLite connection syncs

@@ -61,7 +61,9 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open postgres store %s@%s/%s: %w", cfg.User, cfg.Host, cfg.Database, err)
 	}
-	return &DB{d: postgresDialect, write: c, read: c, now: time.Now}, nil
+	s := &DB{d: postgresDialect, write: c, read: c, now: time.Now, replica: newReplicaID()}
+	s.watcher = watch(c, ChangePoll, &s.changes)
+	return s, nil
 }
 
 // Redacted is loc as logs may show it: a postgres:// URL without its

@@ -4,8 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bootgate/bootgate/internal/pgtest"
+	"github.com/bootgate/bootgate/verifier/wire"
 )
 
 func TestRedacted(t *testing.T) {
@@ -64,4 +66,50 @@ func TestPostgresConcurrentFirstOpen(t *testing.T) {
 			s.Close()
 		}
 	}
+}
+
+// TestChangedSeesOtherAppliances: Changed of one appliance reports the
+// commits of another on one PostgreSQL database: a verdict, an operator's
+// action, and a commit whose row ID is below one already seen (IDs come
+// from a sequence, in the order they were taken, not committed).
+func TestChangedSeesOtherAppliances(t *testing.T) {
+	loc := pgtest.DB(t)
+	a, b := openAt(t, loc), openAt(t, loc)
+	ctx := context.Background()
+	<-b.watcher.ready // changes from here on are the other appliance's
+	wait := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(time.Minute):
+			// A guard against hanging, not a measure: B polls every
+			// ChangePoll.
+			t.Fatalf("B's Changed did not report %s through A", what)
+		}
+	}
+
+	ch := b.Changed()
+	record(t, a, attestation("h1", wire.VerdictFail, 0))
+	wait("a verdict", ch)
+
+	// An audit row takes its ID, then another commits a higher one first.
+	late, err := a.write.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Rollback()
+	if _, err := late.ExecContext(ctx, `INSERT INTO audit (time, actor, action, target, detail) VALUES ($1, 'local:alice', 'note', 'h1', '')`,
+		formatTime(time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	ch = b.Changed()
+	if err := a.Quarantine(ctx, "h1", "local:alice"); err != nil {
+		t.Fatal(err)
+	}
+	wait("an operator's quarantine", ch)
+	ch = b.Changed()
+	if err := late.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	wait("a commit below the newest ID seen", ch)
 }

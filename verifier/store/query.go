@@ -278,7 +278,9 @@ func (c *changes) notify() {
 }
 
 // Changed returns a channel that is closed when the next attestation,
-// incident change or operator action has been committed.
+// incident change or operator action has been committed: at once for this
+// handle's own commits, and on PostgreSQL also within about
+// ChangePoll of another appliance's (see watcher).
 func (s *DB) Changed() <-chan struct{} { return s.changes.wait() }
 
 // AttestationSummary is an attestation without its evidence.

@@ -74,7 +74,7 @@ func OpenSQLite(path string) (*DB, error) {
 		_ = write.Close()
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
-	return &DB{d: sqliteDialect, write: conn{write, sqliteDialect}, read: conn{read, sqliteDialect}, now: time.Now}, nil
+	return &DB{d: sqliteDialect, write: conn{write, sqliteDialect}, read: conn{read, sqliteDialect}, now: time.Now, replica: newReplicaID()}, nil
 }
 
 // fileURI turns an absolute path into an SQLite "file:" URI, escaping the
