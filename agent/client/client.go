@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -337,7 +338,15 @@ func (c *Client) RenewIdentity(ctx context.Context) (*wire.Identity, error) {
 	return &id, nil
 }
 
+// ErrNotHTTPS refuses a verifier URL that is not https://: the agent trusts
+// nothing but TLS to the CA it carries, and an endpoint named by DHCP (or an
+// alternate) is whatever a rogue DHCP server says.
+var ErrNotHTTPS = errors.New("the verifier's URL is not https://")
+
 func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	if !isHTTPS(c.BaseURL) {
+		return fmt.Errorf("%w: %q", ErrNotHTTPS, c.BaseURL)
+	}
 	body, err := json.Marshal(in)
 	if err != nil {
 		return err
@@ -379,7 +388,12 @@ func (c *Client) failover(cause error) {
 		return
 	}
 	if c.endpoints == nil {
-		c.endpoints = append([]string{c.BaseURL}, c.Alternates...)
+		c.endpoints = []string{c.BaseURL}
+		for _, a := range c.Alternates {
+			if isHTTPS(a) { // nothing else is ever tried
+				c.endpoints = append(c.endpoints, a)
+			}
+		}
 	}
 	from := c.BaseURL
 	c.current = (c.current + 1) % len(c.endpoints)
@@ -387,6 +401,12 @@ func (c *Client) failover(cause error) {
 	if c.Logger != nil {
 		c.Logger.Warn("verifier unreachable; the next attempt goes to another replica", "from", from, "to", c.BaseURL, "err", cause)
 	}
+}
+
+// isHTTPS reports whether u is an absolute https:// URL with a host.
+func isHTTPS(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && p.Scheme == "https" && p.Host != ""
 }
 
 // IdentityClient returns an HTTP client that presents the host identity

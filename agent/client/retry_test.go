@@ -28,7 +28,7 @@ func TestRetryAfter(t *testing.T) {
 		{"3600", MaxRetryAfter},
 		{"99999999999999999999999", MaxRetryAfter},
 	} {
-		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if tt.header != "" {
 				w.Header().Set(wire.RetryAfterHeader, tt.header)
 			}

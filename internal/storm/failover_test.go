@@ -2,6 +2,7 @@ package storm_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -183,9 +184,10 @@ func failoverStorm(t *testing.T, st string, replicas, n int) {
 		t.Fatal(r.err)
 	}
 	s := r.res.Summarize()
-	failovers := 0
+	failovers, cross := 0, 0
 	for _, o := range r.res.Outcomes {
 		failovers += o.Failovers
+		cross += o.CrossQuotes
 		switch {
 		case o.Host%50 == 49 && (o.Err == nil || !strings.Contains(o.Err.Error(), `verdict "fail"`)):
 			t.Errorf("host %d, booted from another machine's firmware: %v, want a fail verdict", o.Host, o.Err)
@@ -193,8 +195,8 @@ func failoverStorm(t *testing.T, st string, replicas, n int) {
 			t.Errorf("host %d: %v", o.Host, o.Err)
 		}
 	}
-	t.Logf("%d hosts, %d admitted, %d errors, %d failovers, %d retries; replica 0 killed after %d hosts, in %.1f s",
-		s.Hosts, s.Admitted, s.Errors, failovers, s.Retries, killedAt, s.Elapsed.Seconds())
+	t.Logf("%d hosts, %d admitted, %d errors, %d failovers, %d quotes taken by another replica than their enrollment's, %d retries; replica 0 killed after %d hosts, in %.1f s",
+		s.Hosts, s.Admitted, s.Errors, failovers, cross, s.Retries, killedAt, s.Elapsed.Seconds())
 	if s.Admitted != n-bad {
 		t.Errorf("%d hosts admitted, want %d", s.Admitted, n-bad)
 	}
@@ -268,4 +270,74 @@ func TestFailoverPostgres(t *testing.T) {
 // it is back, and nothing it committed is lost.
 func TestFailoverSQLite(t *testing.T) {
 	failoverStorm(t, "", 1, 2000)
+}
+
+// TestQuoteOnAnotherReplica: hosts enroll with one replica, which is then
+// killed with SIGKILL; their quotes, sent to the other replica as the
+// agent fails over, are taken there (the session lives in its token, under
+// the key the replicas share). A replica with another key refuses such a
+// quote as an unknown session, and admits nothing.
+func TestQuoteOnAnotherReplica(t *testing.T) {
+	needLoopbackRange(t)
+	m, err := softtpm.NewManufacturer("storm test manufacturer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := readLog(t, goodLog)
+	dir, roots := applianceFiles(t, m, raw)
+	st := pgtest.DB(t)
+	cfgA, urlA := applianceConfig(t, dir, "a.yaml", st)
+	cfgB, urlB := applianceConfig(t, dir, "b.yaml", st)
+	cfgC, urlC := applianceConfig(t, dir, "c.yaml", st)
+	b, err := os.ReadFile(cfgC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgC, []byte(strings.Replace(string(b), "session_key: session.key", "session_key: other-session.key", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startReplica(t, cfgA, urlA)
+	startReplica(t, cfgB, urlB)
+	startReplica(t, cfgC, urlC)
+	hosts, err := storm.Manufacture(m, raw, 20, 2, storm.DefaultFirstSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := storm.Config{Roots: roots, Timeout: time.Minute}
+	ctx := context.Background()
+	pending := make([]*storm.Pending, len(hosts))
+	for i, h := range hosts {
+		if pending[i], _, err = cfg.Enroll(ctx, h, urlA); err != nil {
+			t.Fatalf("host %d enrolls with replica A: %v", i, err)
+		}
+	}
+	a.kill(t)
+	// The first half goes to C, whose key is not A's: refused, nothing
+	// recorded; the second half to B.
+	for i, h := range hosts {
+		url := urlB
+		if i < len(hosts)/2 {
+			url = urlC
+		}
+		_, _, err := cfg.Quote(ctx, h, pending[i], url)
+		var se *storm.StatusError
+		switch {
+		case url == urlC && (!errors.As(err, &se) || se.Code != wire.CodeUnknownSession):
+			t.Errorf("host %d: a replica with another session key answered %v, want unknown_session", i, err)
+		case url == urlB && err != nil:
+			t.Errorf("host %d: the quote enrolled with the killed replica, sent to the other: %v", i, err)
+		}
+	}
+	db, err := store.Open(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hs, err := db.Hosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != len(hosts)/2 {
+		t.Errorf("%d hosts recorded, want the %d whose quotes reached replica B", len(hs), len(hosts)/2)
+	}
 }

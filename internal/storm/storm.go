@@ -150,11 +150,12 @@ type Outcome struct {
 	Host    int
 	Latency time.Duration // from the first request to the checked result
 	Retries int           // requests answered 429/503 with Retry-After and sent again
-	// Failovers counts the exchanges started again after a transport
-	// error (Config.Failover).
-	Failovers int
-	Err       error // nil: admitted, with an identity and unsealed credentials
-	Admitted  time.Time
+	// Failovers counts the moves to the next URL after a transport error
+	// (Config.Failover); CrossQuotes is 1 when the admitting quote was
+	// taken by another appliance than the one the host enrolled with.
+	Failovers, CrossQuotes int
+	Err                    error // nil: admitted, with an identity and unsealed credentials
+	Admitted               time.Time
 	// HostID and AttestationID are the appliance's, from the admitting
 	// result.
 	HostID        string
@@ -228,26 +229,55 @@ func Run(ctx context.Context, cfg Config, hosts []*Host) (*Result, error) {
 }
 
 // play runs host h's exchange against URL i mod the count and records its
-// outcome in o; with cfg.Failover, a transport error starts the exchange
-// again on the next URL.
+// outcome in o. With cfg.Failover, a transport error moves to the next URL
+// as the agent does: an enrollment starts again there, and a quote is sent
+// there as it is (any replica sharing the session key takes it); a quote
+// the next replica does not know (its session was used up before the
+// appliance went away, or the replicas do not share a key) starts the
+// exchange again there.
 func (cfg *Config) play(ctx context.Context, h *Host, i int, o *Outcome) {
-	for u := i; ; u++ {
-		var res *wire.Result
-		var n int
-		res, n, o.Err = cfg.attest(ctx, h, cfg.URLs[u%len(cfg.URLs)])
-		o.Retries += n
-		if o.Err == nil {
-			o.HostID, o.AttestationID = res.HostID, res.AttestationID
-			return
-		}
+	u := i
+	next := func() bool {
 		if !cfg.Failover || o.Failovers >= cfg.MaxRetries || ctx.Err() != nil || !transportError(o.Err) {
-			return
+			return false
 		}
 		o.Failovers++
+		u++
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(cfg.FailoverPause):
+			return true
+		}
+	}
+	url := func() string { return cfg.URLs[u%len(cfg.URLs)] }
+	for {
+		enrolledAt := u
+		p, n, err := cfg.Enroll(ctx, h, url())
+		o.Retries += n
+		if o.Err = err; err != nil {
+			if next() {
+				continue
+			}
+			return
+		}
+		for {
+			res, n, err := cfg.Quote(ctx, h, p, url())
+			o.Retries += n
+			if o.Err = err; err == nil {
+				o.HostID, o.AttestationID = res.HostID, res.AttestationID
+				if u%len(cfg.URLs) != enrolledAt%len(cfg.URLs) {
+					o.CrossQuotes++
+				}
+				return
+			}
+			var se *StatusError
+			if cfg.Failover && u != enrolledAt && errors.As(err, &se) && se.Code == wire.CodeUnknownSession {
+				break // enroll again where the quote landed
+			}
+			if !next() {
+				return
+			}
 		}
 	}
 }
@@ -284,24 +314,28 @@ func (cfg *Config) client(h *Host) *http.Client {
 	}}
 }
 
-// attest runs one host's exchange and checks its result as the agent
-// would. It returns the number of retries and why the host was not
-// admitted (nil when it was).
-func (cfg *Config) attest(ctx context.Context, h *Host, base string) (_ *wire.Result, retries int, err error) {
+// Pending is a host enrolled with one appliance, its quote made and ready
+// to send: to that appliance, or to any replica that shares its session key.
+type Pending struct {
+	hostID string
+	req    wire.QuoteRequest
+}
+
+// Enroll runs host h's enrollment with the appliance at base and makes its
+// quote as the agent does (credential activation, identity certification,
+// a quote over the link): what Quote sends. It returns the retries spent
+// on 429/503 answers.
+func (cfg *Config) Enroll(ctx context.Context, h *Host, base string) (_ *Pending, retries int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	c := cfg.client(h)
 	defer c.CloseIdleConnections()
-	post := func(path string, in, out any) error {
-		n, err := cfg.post(ctx, c, base+path, in, out)
-		retries += n
-		return err
-	}
 	tp := h.TPM
 	pub, cd, att, sig := tp.AKParams()
 	var enr wire.EnrollResponse
-	if err := post(wire.PathEnroll, wire.EnrollRequest{EKCert: tp.EKCert(), EKPublic: tp.EKPublic(),
-		AK: wire.AKParams{Public: pub, CreateData: cd, CreateAttestation: att, CreateSignature: sig}}, &enr); err != nil {
+	retries, err = cfg.post(ctx, c, base+wire.PathEnroll, wire.EnrollRequest{EKCert: tp.EKCert(), EKPublic: tp.EKPublic(),
+		AK: wire.AKParams{Public: pub, CreateData: cd, CreateAttestation: att, CreateSignature: sig}}, &enr)
+	if err != nil {
 		return nil, retries, fmt.Errorf("enroll: %w", err)
 	}
 	secret, err := tp.ActivateCredential(enr.Credential, enr.Secret)
@@ -329,11 +363,21 @@ func (cfg *Config) attest(ctx context.Context, h *Host, base string) (_ *wire.Re
 		}
 		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: tp.PCR(i)})
 	}
+	return &Pending{hostID: enr.HostID, req: req}, retries, nil
+}
+
+// Quote sends p's quote to the appliance at base and checks the result as
+// the agent would (check). It returns the retries spent on 429/503 answers.
+func (cfg *Config) Quote(ctx context.Context, h *Host, p *Pending, base string) (_ *wire.Result, retries int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	c := cfg.client(h)
+	defer c.CloseIdleConnections()
 	var res wire.Result
-	if err := post(wire.PathQuote, req, &res); err != nil {
+	if retries, err = cfg.post(ctx, c, base+wire.PathQuote, p.req, &res); err != nil {
 		return nil, retries, fmt.Errorf("quote: %w", err)
 	}
-	if err := check(h, enr.HostID, &res); err != nil {
+	if err := check(h, p.hostID, &res); err != nil {
 		return nil, retries, err
 	}
 	return &res, retries, nil

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,6 +128,9 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	sessionKey, err := loadSessionKey(cfg.SessionKey)
 	if err != nil {
 		return err
+	}
+	if sessionKey == nil && strings.Contains(cfg.Store, "://") {
+		log.Warn("no session_key: a quote that reaches another replica than its enrollment is refused, and the agent enrolls again; give replicas one session_key file")
 	}
 	// The store is closed last: every deferred close below runs before
 	// this one, and all of them after the errgroup has returned.

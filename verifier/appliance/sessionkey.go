@@ -7,43 +7,83 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bootgate/bootgate/verifier/server"
 )
 
-// loadSessionKey reads the session-sealing key from path, or creates the
-// file with a fresh random key (mode 0600, never replacing a file another
-// replica made meanwhile) when it does not exist. Whoever holds the key
-// can mint sessions for any EK, so a key file that others than its owner
-// may read or write, or that is not exactly server.SessionKeySize bytes, is
-// refused. An empty path gives nil: the server makes a key of its own.
+// loadSessionKey reads the session-sealing key from path, or, when no file
+// is there, makes one with a fresh random key. Whoever holds the key can
+// mint sessions for any EK, so the file must be a regular file (not a
+// symbolic link) owned by this process's user, that no one else may read
+// or write, of exactly server.SessionKeySize bytes; anything else is
+// refused. A new key is written whole to a temporary file, synced, and
+// linked into place, which fails if another replica made the file first:
+// replicas starting together on one shared path end with one key, and a
+// crash never leaves a partial key file. An empty path gives nil: the
+// server makes a key of its own.
 func loadSessionKey(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
+	key, err := readSessionKey(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	if err := createSessionKey(path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	return readSessionKey(path)
+}
+
+// createSessionKey writes a new random key at path, unless a file is there
+// (an error wrapping fs.ErrExist).
+func createSessionKey(path string) error {
 	key := make([]byte, server.SessionKeySize)
 	if _, err := io.ReadFull(rand.Reader, key); err != nil {
-		return nil, fmt.Errorf("session key: %w", err)
+		return fmt.Errorf("session key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".session-key-*")
+	if err != nil {
+		return fmt.Errorf("session key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(key)
 	if err == nil {
-		_, werr := f.Write(key)
-		if werr == nil {
-			werr = f.Sync()
-		}
-		if cerr := f.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr != nil {
-			_ = os.Remove(path)
-			return nil, fmt.Errorf("session key %s: %w", path, werr)
-		}
-		return key, nil
+		err = tmp.Sync()
 	}
-	if !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("session key: %w", err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	f, err = os.Open(path)
+	if err != nil {
+		return fmt.Errorf("session key %s: %w", path, err)
+	}
+	// CreateTemp made the file 0600. link(2) fails with EEXIST when path
+	// exists: the first replica's key stays.
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return fmt.Errorf("session key: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("session key %s: sync the directory: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// readSessionKey reads and checks an existing key file; fs.ErrNotExist when
+// there is none.
+func readSessionKey(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("session key %s: a symbolic link; name the file itself", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("session key: %w", err)
 	}
@@ -54,6 +94,9 @@ func loadSessionKey(path string) ([]byte, error) {
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("session key %s: not a regular file", path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("session key %s: owned by uid %d, not by this process's user (uid %d)", path, sys.Uid, os.Geteuid())
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("session key %s: mode %04o lets others read or write it; chmod 600", path, st.Mode().Perm())

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,5 +72,48 @@ func TestSessionKeyFile(t *testing.T) {
 	}
 	if _, err := loadSessionKey(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("a directory as key file: %v", err)
+	}
+	link := filepath.Join(dir, "link.key")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadSessionKey(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("a symbolic link as key file: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		other := filepath.Join(dir, "other.key")
+		if err := os.WriteFile(other, bytes.Repeat([]byte{7}, 32), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(other, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := loadSessionKey(other); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+			t.Errorf("a key file another user owns: %v", err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".session-key-*")); len(left) > 0 {
+		t.Errorf("temporary key files left behind: %v", left)
+	}
+}
+
+// TestSessionKeyConcurrentFirstStarts: replicas starting together on one
+// new path never read a key file half written; all get the same key.
+func TestSessionKeyConcurrentFirstStarts(t *testing.T) {
+	dir := t.TempDir()
+	for round := range 200 {
+		path := filepath.Join(dir, fmt.Sprintf("key-%d", round))
+		keys := make([][]byte, 3)
+		errs := make([]error, 3)
+		var wg sync.WaitGroup
+		for i := range keys {
+			wg.Go(func() { keys[i], errs[i] = loadSessionKey(path) })
+		}
+		wg.Wait()
+		for i := range keys {
+			if errs[i] != nil || !bytes.Equal(keys[i], keys[0]) {
+				t.Fatalf("round %d, replica %d: key %x, %v; replica 0 %x", round, i, keys[i], errs[i], keys[0])
+			}
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -319,6 +320,18 @@ func (c *Config) validate() error {
 		req("dhcp.interface", c.DHCP.Interface)
 		req("dhcp.server_ip", c.DHCP.ServerIP)
 		req("dhcp.endpoint", c.DHCP.Endpoint)
+		// Agents refuse anything but https:// (they trust only TLS to the
+		// CA they carry): a cleartext URL here would leave them unable to
+		// attest.
+		for i, u := range append([]string{c.DHCP.Endpoint}, c.DHCP.Alternates...) {
+			name := "dhcp.endpoint"
+			if i > 0 {
+				name = fmt.Sprintf("dhcp.alternates[%d]", i-1)
+			}
+			if p, err := url.Parse(u); u != "" && (err != nil || p.Scheme != "https" || p.Host == "") {
+				errs = append(errs, fmt.Errorf("%s: %q is not an https:// URL", name, u))
+			}
+		}
 		for name, p := range map[string]Pool{"quarantine": c.DHCP.Quarantine, "production": c.DHCP.Production} {
 			req("dhcp."+name+".start", p.Start)
 			req("dhcp."+name+".end", p.End)

@@ -102,6 +102,8 @@ func TestRefused(t *testing.T) {
 		{"boot http conns", base + "bootfiles: {dir: b, http: x, http_conns: {max: 1, per_source: 2}}\n", "bootfiles.http_conns: per_source"},
 		{"tftp retries", base + "bootfiles: {dir: b, tftp: x, tftp_retries: 11}\n", "bootfiles.tftp_retries: 11"},
 		{"negative idle", base + "bootfiles: {dir: b, http: x, http_idle_timeout: -1s}\n", "bootfiles.http_idle_timeout: negative"},
+		{"cleartext endpoint", base + strings.Replace(dhcpSection, "https://10.23.0.1:8443", "http://10.23.0.1:8443", 1), `dhcp.endpoint: "http://10.23.0.1:8443" is not an https:// URL`},
+		{"cleartext alternate", base + dhcpSection + "  alternates: [https://10.23.0.2:8443, \"http://10.23.0.3:8443\"]\n", `dhcp.alternates[1]: "http://10.23.0.3:8443" is not an https:// URL`},
 		{"store URL not postgres", strings.Replace(base, "store: s.db", "store: mysql://db/x", 1), "store: a URL must be postgres://"},
 	} {
 		p := filepath.Join(t.TempDir(), "a.yaml")

@@ -148,8 +148,10 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	if cfg.verifier == "" {
 		cfg.verifier = lease.Endpoint
 	}
+	foreign := false
 	if len(lease.CAFingerprint) > 0 {
 		if sum := sha256.Sum256(ca.Raw); !bytes.Equal(sum[:], lease.CAFingerprint) {
+			foreign = true
 			ev.Emit(wire.EventConfigError, map[string]any{"error": "the DHCP server names another appliance CA than the one this agent trusts"})
 		}
 	}
@@ -175,8 +177,10 @@ func runBoot(ctx context.Context, console io.Writer) error {
 	// The appliance's other replicas, when it named them: tried in turn when
 	// the endpoint cannot be reached. An endpoint from the command line is
 	// the operator's choice alone.
+	// A DHCP server that names another CA is not our appliance: its endpoint
+	// is tried (TLS to our CA decides), but it does not get to name more.
 	var alternates []string
-	if cfg.verifier == lease.Endpoint {
+	if cfg.verifier == lease.Endpoint && !foreign {
 		for _, a := range lease.Alternates {
 			alternates = append(alternates, strings.TrimRight(a, "/"))
 		}
