@@ -1,0 +1,121 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"time"
+)
+
+// Evidence parts stored once by their hash. An attestation's event log
+// (tens of KiB to a few MiB, the same for every host booting one
+// firmware), EK certificate (the same at every attestation of a host) and
+// boot state go to the table evidence_blobs, keyed by their SHA-256, and
+// the attestation's row holds the 32-byte hashes; the other parts (nonce,
+// quote, signature, PCRs, AK, a few hundred bytes each and new at every
+// attestation) stay in the row. Attestations recorded before schema
+// version 6 hold every part inline; Attestation reads either form.
+//
+// A blob is written with INSERT … ON CONFLICT DO NOTHING, so a boot storm
+// of hosts sending one log writes it once and takes no lock on it; it is
+// deleted by Prune once no attestation references it. The references are
+// foreign keys: a blob cannot be deleted while an attestation names it.
+
+// blobRef is the hash of one evidence part, nil for a nil part (stored as
+// NULL, so that nil and empty parts stay apart).
+func blobRef(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	h := sha256.Sum256(b)
+	return h[:]
+}
+
+// putBlob stores b under its hash ref, unless it is stored already.
+func putBlob(ctx context.Context, tx *txn, ref, b []byte) error {
+	if ref == nil {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO evidence_blobs (sha256, bytes) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING`,
+		ref, nonNil(b)); err != nil {
+		return fmt.Errorf("store evidence blob: %w", err)
+	}
+	return nil
+}
+
+// nonNil is b, or an empty slice for nil (the blob column is NOT NULL).
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// Limits bound what the store keeps of a host's failed attestations.
+type Limits struct {
+	// StoredFailures is how many failed attestations of one host are
+	// stored, with their evidence, within any FailureWindow (by their
+	// attestation times). A failure beyond it is still decided and
+	// applied in full (host quarantined, identities revoked, counted on
+	// its incident with its reasons, Incident.Unrecorded incremented),
+	// but its attestation and evidence are not stored. A pass, and a
+	// failure that opens or reopens an incident, are always stored.
+	// At least 1.
+	StoredFailures int
+	// FailureWindow is the window StoredFailures counts in; positive.
+	FailureWindow time.Duration
+}
+
+// DefaultLimits are the limits of a store until SetLimits: 10 stored
+// failures per host per hour.
+var DefaultLimits = Limits{StoredFailures: 10, FailureWindow: time.Hour}
+
+// MaxStoredFailures bounds Limits.StoredFailures.
+const MaxStoredFailures = 10000
+
+// Validate reports limits SetLimits refuses.
+func (l Limits) Validate() error {
+	switch {
+	case l.StoredFailures < 1 || l.StoredFailures > MaxStoredFailures:
+		return fmt.Errorf("%w: stored failures %d not within 1 to %d", ErrInvalid, l.StoredFailures, MaxStoredFailures)
+	case l.FailureWindow <= 0:
+		return fmt.Errorf("%w: failure window %v not positive", ErrInvalid, l.FailureWindow)
+	}
+	return nil
+}
+
+// SetLimits puts l in force for the attestations recorded from now on; it
+// is safe to call at any time. Invalid limits (Validate) are refused with
+// an error wrapping ErrInvalid and the limits in force stay.
+func (s *DB) SetLimits(l Limits) error {
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("set store limits: %w", err)
+	}
+	s.lim.Store(&l)
+	return nil
+}
+
+// limits returns the limits in force.
+func (s *DB) limits() Limits {
+	if l := s.lim.Load(); l != nil {
+		return *l
+	}
+	return DefaultLimits
+}
+
+// underFailureLimit reports whether hostID has stored fewer than
+// l.StoredFailures failed attestations with times after at-l.FailureWindow.
+// It reads at most l.StoredFailures rows of an index.
+func underFailureLimit(ctx context.Context, tx *txn, hostID string, at time.Time, l Limits) (bool, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, `
+		SELECT COUNT(*) FROM (
+			SELECT 1 FROM attestations
+			WHERE host_id = ? AND verdict = 'fail' AND time > ?
+			LIMIT ?) w`,
+		hostID, formatTime(at.Add(-l.FailureWindow)), l.StoredFailures).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("count stored failures: %w", err)
+	}
+	return n < l.StoredFailures, nil
+}
