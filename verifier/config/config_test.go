@@ -28,6 +28,9 @@ func TestExample(t *testing.T) {
 		b.TFTPTransfers.PerSource != 2 || b.TransferTime != 5*time.Minute || b.TFTPRetries != 2 {
 		t.Fatalf("connection caps: %+v %+v %+v", c.Conns, c.Admin.Conns, b)
 	}
+	if r := c.Retention; r != (Retention{MaxAge: 2160 * time.Hour, Every: time.Minute, Batch: 1000, StoredFailures: 10, FailureWindow: time.Hour}) {
+		t.Fatalf("retention: %+v", r)
+	}
 }
 
 // dhcpSection is a valid dhcp section, without relays.
@@ -103,6 +106,12 @@ func TestRefused(t *testing.T) {
 		{"tftp retries", base + "bootfiles: {dir: b, tftp: x, tftp_retries: 11}\n", "bootfiles.tftp_retries: 11"},
 		{"negative idle", base + "bootfiles: {dir: b, http: x, http_idle_timeout: -1s}\n", "bootfiles.http_idle_timeout: negative"},
 		{"store URL not postgres", strings.Replace(base, "store: s.db", "store: mysql://db/x", 1), "store: a URL must be postgres://"},
+		{"retention max age", base + "retention: {max_age: -1h}\n", "retention.max_age: negative"},
+		{"retention every", base + "retention: {every: -1s}\n", "retention.every: negative"},
+		{"retention window", base + "retention: {failure_window: -1s}\n", "retention.failure_window: negative"},
+		{"retention batch", base + "retention: {batch: 10001}\n", "retention.batch: 10001"},
+		{"stored failures", base + "retention: {stored_failures: -1}\n", "retention.stored_failures: -1"},
+		{"retention unknown field", base + "retention: {days: 30}\n", "days"},
 	} {
 		p := filepath.Join(t.TempDir(), "a.yaml")
 		if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {
