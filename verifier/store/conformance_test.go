@@ -89,6 +89,7 @@ var shared = []struct {
 	{"apply/concurrent from two handles", testConcurrentApplyTwoHandles},
 	{"identities/quarantine racing identity records", testQuarantineRacesIdentities},
 	{"sessions/single use across two handles", testConsumeSessionTwoHandles},
+	{"evidence/one log from two handles at once", testStormOneLogTwoHandles},
 }
 
 func TestConformance(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/bootgate/bootgate/verifier/admission"
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
@@ -391,5 +392,42 @@ func TestMigrateInlineEvidence(t *testing.T) {
 	}
 	if got, err := s.Attestation(ctx, c.ID); err != nil || !bytes.Equal(got.Evidence.EventLog, log) {
 		t.Errorf("the new attestation after pruning: %v", err)
+	}
+}
+
+// testStormOneLogTwoHandles: hosts applying at once from two handles on
+// one database, all with one event log new to it, all succeed and store
+// it once.
+func testStormOneLogTwoHandles(t *testing.T, loc string) {
+	stores := []*DB{openAt(t, loc), openAt(t, loc)}
+	ctx := context.Background()
+	log := noise(3, 34<<10)
+	const hosts = 64
+	errs := make(chan error, hosts)
+	for i := range hosts {
+		go func() {
+			s := stores[i%2]
+			host := fmt.Sprintf("host-%03d", i)
+			st, err := s.AdmissionState(ctx, host)
+			if err != nil {
+				errs <- err
+				return
+			}
+			d := admission.Decide(admission.Input{Evidence: admission.Evidence{QuoteVerified: true}, State: st})
+			_, err = s.Apply(ctx, d, st.Revision, fullAttestation(host, "", i, log), Host{EKType: "rsa"})
+			errs <- err
+		}()
+	}
+	for range hosts {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	var n int
+	if err := stores[0].read.QueryRowContext(ctx, `SELECT COUNT(*) FROM evidence_blobs WHERE sha256 = ?`, blobRef(log)).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the log is stored %d times, %v", n, err)
+	}
+	if c := counts(t, stores[0]); c["attestations"] != hosts {
+		t.Errorf("%d attestations, want %d", c["attestations"], hosts)
 	}
 }
