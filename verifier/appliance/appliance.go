@@ -323,7 +323,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	}
 	g.Go(func() error { prune(gctx, st, retention, pruneEvery, log.With("component", "retention")); return nil })
 	log.Info("pruning the store", "max_age", retention.MaxAge, "every", pruneEvery, "batch", retention.Batch,
-		"stored_failures", limits.StoredFailures, "failure_window", limits.FailureWindow)
+		"stored_failures", limits.StoredFailures, "failure_window", limits.FailureWindow, "incident_failures", limits.IncidentFailures)
 	if gw != nil {
 		g.Go(func() error { reconcile(gctx, gw, gate.leases, st, cfg.Gateway.Sync, log); return nil })
 		log.Info("admission at the gateway", "interface", cfg.Gateway.Interface,

@@ -31,6 +31,9 @@ func storeBounds(c config.Retention) (store.Retention, store.Limits, time.Durati
 	if c.FailureWindow > 0 {
 		l.FailureWindow = c.FailureWindow
 	}
+	if c.IncidentFailures > 0 {
+		l.IncidentFailures = c.IncidentFailures
+	}
 	if c.Every > 0 {
 		every = c.Every
 	}

@@ -21,11 +21,11 @@ func TestStoreBounds(t *testing.T) {
 	if r != store.DefaultRetention || l != store.DefaultLimits || every != defaultPruneEvery {
 		t.Errorf("defaults: %+v %+v %v", r, l, every)
 	}
-	if r.MaxAge != 90*24*time.Hour || l.StoredFailures != 10 || l.FailureWindow != time.Hour {
+	if r.MaxAge != 90*24*time.Hour || l.StoredFailures != 10 || l.FailureWindow != time.Hour || l.IncidentFailures != 50 {
 		t.Errorf("the documented defaults changed: %+v %+v", r, l)
 	}
-	r, l, every = storeBounds(config.Retention{MaxAge: time.Hour, Every: time.Second, Batch: 5, StoredFailures: 3, FailureWindow: time.Minute})
-	if r != (store.Retention{MaxAge: time.Hour, Batch: 5}) || l != (store.Limits{StoredFailures: 3, FailureWindow: time.Minute}) || every != time.Second {
+	r, l, every = storeBounds(config.Retention{MaxAge: time.Hour, Every: time.Second, Batch: 5, StoredFailures: 3, FailureWindow: time.Minute, IncidentFailures: 7})
+	if r != (store.Retention{MaxAge: time.Hour, Batch: 5}) || l != (store.Limits{StoredFailures: 3, FailureWindow: time.Minute, IncidentFailures: 7}) || every != time.Second {
 		t.Errorf("set: %+v %+v %v", r, l, every)
 	}
 }

@@ -113,6 +113,10 @@ type Retention struct {
 	StoredFailures int `yaml:"stored_failures"`
 	// FailureWindow is the window of StoredFailures (default 1h).
 	FailureWindow time.Duration `yaml:"failure_window"`
+	// IncidentFailures bounds the failed attestations stored for one
+	// incident, whatever the window (default 50, at most 10000): what
+	// a host failing for as long as its incident stays unresolved stores.
+	IncidentFailures int `yaml:"incident_failures"`
 }
 
 // MaxRetentionBatch and MaxStoredFailures bound Retention's counts (the
@@ -132,8 +136,10 @@ func (r Retention) validate() []error {
 	if r.Batch < 0 || r.Batch > MaxRetentionBatch {
 		errs = append(errs, fmt.Errorf("retention.batch: %d not within 0 to %d", r.Batch, MaxRetentionBatch))
 	}
-	if r.StoredFailures < 0 || r.StoredFailures > MaxStoredFailures {
-		errs = append(errs, fmt.Errorf("retention.stored_failures: %d not within 0 to %d", r.StoredFailures, MaxStoredFailures))
+	for name, n := range map[string]int{"stored_failures": r.StoredFailures, "incident_failures": r.IncidentFailures} {
+		if n < 0 || n > MaxStoredFailures {
+			errs = append(errs, fmt.Errorf("retention.%s: %d not within 0 to %d", name, n, MaxStoredFailures))
+		}
 	}
 	return errs
 }

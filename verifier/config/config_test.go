@@ -28,7 +28,7 @@ func TestExample(t *testing.T) {
 		b.TFTPTransfers.PerSource != 2 || b.TransferTime != 5*time.Minute || b.TFTPRetries != 2 {
 		t.Fatalf("connection caps: %+v %+v %+v", c.Conns, c.Admin.Conns, b)
 	}
-	if r := c.Retention; r != (Retention{MaxAge: 2160 * time.Hour, Every: time.Minute, Batch: 1000, StoredFailures: 10, FailureWindow: time.Hour}) {
+	if r := c.Retention; r != (Retention{MaxAge: 2160 * time.Hour, Every: time.Minute, Batch: 1000, StoredFailures: 10, FailureWindow: time.Hour, IncidentFailures: 50}) {
 		t.Fatalf("retention: %+v", r)
 	}
 }
@@ -111,6 +111,7 @@ func TestRefused(t *testing.T) {
 		{"retention window", base + "retention: {failure_window: -1s}\n", "retention.failure_window: negative"},
 		{"retention batch", base + "retention: {batch: 10001}\n", "retention.batch: 10001"},
 		{"stored failures", base + "retention: {stored_failures: -1}\n", "retention.stored_failures: -1"},
+		{"incident failures", base + "retention: {incident_failures: 10001}\n", "retention.incident_failures: 10001"},
 		{"retention unknown field", base + "retention: {days: 30}\n", "days"},
 	} {
 		p := filepath.Join(t.TempDir(), "a.yaml")

@@ -270,7 +270,7 @@ func (s *DB) record(ctx context.Context, a *Attestation, h Host, state string, s
 		}
 
 		if a.Verdict == wire.VerdictFail && !t.Opens && t.Alert == "" {
-			ok, err := underFailureLimit(ctx, tx, a.HostID, a.Time, lim)
+			ok, err := underFailureLimit(ctx, tx, a.HostID, t.Incident, a.Time, lim)
 			if err != nil {
 				return err
 			}

@@ -64,11 +64,17 @@ type Limits struct {
 	StoredFailures int
 	// FailureWindow is the window StoredFailures counts in; positive.
 	FailureWindow time.Duration
+	// IncidentFailures bounds the failed attestations stored for one
+	// incident, whatever the window: what retention keeps while the
+	// incident is unresolved. Failures beyond it are counted as above.
+	// At least 1.
+	IncidentFailures int
 }
 
 // DefaultLimits are the limits of a store until SetLimits: 10 stored
-// failures per host per hour.
-var DefaultLimits = Limits{StoredFailures: 10, FailureWindow: time.Hour}
+// failures per host per hour, 50 per incident (as many as an incident
+// bundle holds).
+var DefaultLimits = Limits{StoredFailures: 10, FailureWindow: time.Hour, IncidentFailures: 50}
 
 // MaxStoredFailures bounds Limits.StoredFailures.
 const MaxStoredFailures = 10000
@@ -80,6 +86,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("%w: stored failures %d not within 1 to %d", ErrInvalid, l.StoredFailures, MaxStoredFailures)
 	case l.FailureWindow <= 0:
 		return fmt.Errorf("%w: failure window %v not positive", ErrInvalid, l.FailureWindow)
+	case l.IncidentFailures < 1 || l.IncidentFailures > MaxStoredFailures:
+		return fmt.Errorf("%w: stored failures per incident %d not within 1 to %d", ErrInvalid, l.IncidentFailures, MaxStoredFailures)
 	}
 	return nil
 }
@@ -103,19 +111,24 @@ func (s *DB) limits() Limits {
 	return DefaultLimits
 }
 
-// underFailureLimit reports whether hostID has stored fewer than
-// l.StoredFailures failed attestations with times after at-l.FailureWindow.
-// It reads at most l.StoredFailures rows of an index.
-func underFailureLimit(ctx context.Context, tx *txn, hostID string, at time.Time, l Limits) (bool, error) {
-	var n int
+// underFailureLimit reports whether a failure of hostID at time at that
+// joins incident is stored: hostID has stored fewer than l.StoredFailures
+// failed attestations with times after at-l.FailureWindow, and incident
+// holds fewer than l.IncidentFailures. It reads at most that many rows of
+// two indexes.
+func underFailureLimit(ctx context.Context, tx *txn, hostID string, incident int64, at time.Time, l Limits) (bool, error) {
+	var inWindow, inIncident int
 	err := tx.QueryRowContext(ctx, `
-		SELECT COUNT(*) FROM (
-			SELECT 1 FROM attestations
-			WHERE host_id = ? AND verdict = 'fail' AND time > ?
-			LIMIT ?) w`,
-		hostID, formatTime(at.Add(-l.FailureWindow)), l.StoredFailures).Scan(&n)
+		SELECT
+			(SELECT COUNT(*) FROM (
+				SELECT 1 FROM attestations
+				WHERE host_id = ? AND verdict = 'fail' AND time > ?
+				LIMIT ?) w),
+			(SELECT COUNT(*) FROM (
+				SELECT 1 FROM incident_attestations WHERE incident_id = ? LIMIT ?) i)`,
+		hostID, formatTime(at.Add(-l.FailureWindow)), l.StoredFailures, incident, l.IncidentFailures).Scan(&inWindow, &inIncident)
 	if err != nil {
 		return false, fmt.Errorf("count stored failures: %w", err)
 	}
-	return n < l.StoredFailures, nil
+	return inWindow < l.StoredFailures && inIncident < l.IncidentFailures, nil
 }

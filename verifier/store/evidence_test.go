@@ -82,7 +82,9 @@ func junkFailure(t *testing.T, s *DB, host string, n, size int) *Attestation {
 // counted on the host's incident, but only DefaultLimits.StoredFailures are
 // stored with their evidence, and what the store holds grows by far less
 // than one junk log per failure. The first failure, a pass, a failure that
-// reopens the incident and a failure after the window are stored.
+// reopens the incident and a failure after the window are stored. A host
+// failing once every window stores DefaultLimits.IncidentFailures on its
+// incident, and no more.
 func testFailuresBounded(t *testing.T, open opener) {
 	s := open(t)
 	ctx := context.Background()
@@ -163,6 +165,19 @@ func testFailuresBounded(t *testing.T, open opener) {
 	if in, err := s.UnresolvedIncident(ctx, "looping"); err != nil || in.Failures != failures+3 || in.Unrecorded != failures-lim.StoredFailures+1 {
 		t.Errorf("incident after reopening: %+v, %v", in, err)
 	}
+
+	// A host failing in every window: its incident stores
+	// DefaultLimits.IncidentFailures, whatever the windows.
+	stored := 0
+	for i := range 2 * lim.IncidentFailures {
+		if a := junkFailure(t, s, "slow", i*int(lim.FailureWindow/time.Second), 100); a.ID != 0 {
+			stored++
+		}
+	}
+	if in, err := s.UnresolvedIncident(ctx, "slow"); err != nil || stored != lim.IncidentFailures ||
+		in.Failures != 2*lim.IncidentFailures || in.Unrecorded != lim.IncidentFailures {
+		t.Errorf("one failure an hour: %d stored, incident %+v, %v; want %d stored", stored, in, err, lim.IncidentFailures)
+	}
 }
 
 // testLimitsInvalid: limits and retention out of bounds are refused and
@@ -170,16 +185,19 @@ func testFailuresBounded(t *testing.T, open opener) {
 func testLimitsInvalid(t *testing.T, open opener) {
 	s := open(t)
 	ctx := context.Background()
-	if err := s.SetLimits(Limits{StoredFailures: 2, FailureWindow: time.Hour}); err != nil {
+	valid := Limits{StoredFailures: 2, FailureWindow: time.Hour, IncidentFailures: 3}
+	if err := s.SetLimits(valid); err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range []Limits{{}, {StoredFailures: 0, FailureWindow: time.Hour}, {StoredFailures: -1, FailureWindow: time.Hour},
-		{StoredFailures: MaxStoredFailures + 1, FailureWindow: time.Hour}, {StoredFailures: 1, FailureWindow: 0}, {StoredFailures: 1, FailureWindow: -time.Second}} {
+	for _, l := range []Limits{{}, {StoredFailures: 0, FailureWindow: time.Hour, IncidentFailures: 1}, {StoredFailures: -1, FailureWindow: time.Hour, IncidentFailures: 1},
+		{StoredFailures: MaxStoredFailures + 1, FailureWindow: time.Hour, IncidentFailures: 1}, {StoredFailures: 1, FailureWindow: 0, IncidentFailures: 1},
+		{StoredFailures: 1, FailureWindow: -time.Second, IncidentFailures: 1}, {StoredFailures: 1, FailureWindow: time.Hour},
+		{StoredFailures: 1, FailureWindow: time.Hour, IncidentFailures: MaxStoredFailures + 1}} {
 		if err := s.SetLimits(l); !errors.Is(err, ErrInvalid) {
 			t.Errorf("SetLimits(%+v) = %v, want ErrInvalid", l, err)
 		}
 	}
-	if got := s.limits(); got != (Limits{StoredFailures: 2, FailureWindow: time.Hour}) {
+	if got := s.limits(); got != valid {
 		t.Errorf("limits after refused changes: %+v", got)
 	}
 	record(t, s, attestation("h", wire.VerdictFail, 0))

@@ -74,7 +74,7 @@ func record(t *testing.T, s *DB, a *Attestation) int64 {
 // for tests that count stored failures of one host.
 func storeEveryFailure(t testing.TB, s *DB) {
 	t.Helper()
-	if err := s.SetLimits(Limits{StoredFailures: MaxStoredFailures, FailureWindow: time.Nanosecond}); err != nil {
+	if err := s.SetLimits(Limits{StoredFailures: MaxStoredFailures, FailureWindow: time.Nanosecond, IncidentFailures: MaxStoredFailures}); err != nil {
 		t.Fatal(err)
 	}
 }
