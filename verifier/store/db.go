@@ -370,7 +370,7 @@ func applyIncident(ctx context.Context, tx *txn, t admission.Transition, hostID 
 }
 
 // countUnrecorded counts a failure whose attestation is not stored (beyond
-// Limits.StoredFailures) on the incident t attaches it to: its failures
+// the Limits) on the incident t attaches it to: its failures
 // and unrecorded counts, its state, update time and latest reasons. t
 // neither opens an incident nor queues an alert (such failures are always
 // stored). It returns the incident's ID.

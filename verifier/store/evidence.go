@@ -17,7 +17,9 @@ import (
 // version 6 hold every part inline; Attestation reads either form.
 //
 // A blob is written with INSERT … ON CONFLICT DO NOTHING, so a boot storm
-// of hosts sending one log writes it once and takes no lock on it; it is
+// of hosts sending one log writes it once and, once it is committed, takes
+// no lock on it (on PostgreSQL, hosts inserting a new blob together wait
+// for the first to commit); it is
 // deleted by Prune once no attestation references it. The references are
 // foreign keys: a blob cannot be deleted while an attestation names it.
 
@@ -37,18 +39,10 @@ func putBlob(ctx context.Context, tx *txn, ref, b []byte) error {
 		return nil
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO evidence_blobs (sha256, bytes) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING`,
-		ref, nonNil(b)); err != nil {
+		ref, b); err != nil {
 		return fmt.Errorf("store evidence blob: %w", err)
 	}
 	return nil
-}
-
-// nonNil is b, or an empty slice for nil (the blob column is NOT NULL).
-func nonNil(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
 }
 
 // Limits bound what the store keeps of a host's failed attestations.
