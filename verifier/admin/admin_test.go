@@ -337,6 +337,10 @@ func (f *fixture) watch(t *testing.T, ctx context.Context, base string) func() S
 // exports the newest and names the others.
 func TestBundleIsBounded(t *testing.T) {
 	f := newFixture(t)
+	// Every failure is stored, beyond the store's default limit per host.
+	if err := f.st.SetLimits(store.Limits{StoredFailures: MaxBundleAttestations + 5, FailureWindow: time.Hour, IncidentFailures: MaxBundleAttestations + 5}); err != nil {
+		t.Fatal(err)
+	}
 	bad := loadEvidence(t, badLog, f.pol)
 	var inc int64
 	for range MaxBundleAttestations + 5 {

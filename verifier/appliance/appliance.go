@@ -143,6 +143,10 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
+	retention, limits, pruneEvery := storeBounds(cfg.Retention)
+	if err := st.SetLimits(limits); err != nil {
+		return err
+	}
 
 	var logs attest.LogVerifier = attest.DirectLogs
 	if cfg.LogCache >= 0 {
@@ -321,6 +325,9 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 		g.Go(func() error { return named("admin API", serveHTTP(gctx, adminSrv, adminLn, false, opt.Drain)) })
 		log.Info("serving the admin API and dashboard to operators", "addr", adminLn.Addr().String(), "url", cfg.Admin.URL)
 	}
+	g.Go(func() error { prune(gctx, st, retention, pruneEvery, log.With("component", "retention")); return nil })
+	log.Info("pruning the store", "max_age", retention.MaxAge, "every", pruneEvery, "batch", retention.Batch,
+		"stored_failures", limits.StoredFailures, "failure_window", limits.FailureWindow, "incident_failures", limits.IncidentFailures)
 	if gw != nil {
 		g.Go(func() error { reconcile(gctx, gw, gate.leases, st, cfg.Gateway.Sync, log); return nil })
 		log.Info("admission at the gateway", "interface", cfg.Gateway.Interface,

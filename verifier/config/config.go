@@ -87,6 +87,62 @@ type Config struct {
 	// with attest_behind_nat, per_source defaults to max): one beyond
 	// them is answered 429 with a Retry-After, which the agent honours.
 	Work ConnLimits `yaml:"work"`
+	// Retention bounds what the store keeps (docs/store.md, "Retention");
+	// zero fields keep the defaults.
+	Retention Retention `yaml:"retention"`
+}
+
+// Retention bounds the attestations and evidence the store keeps. Zero
+// fields keep the defaults; negative ones are refused.
+type Retention struct {
+	// MaxAge: attestations older than this are deleted with the evidence
+	// only they referenced (default 2160h, 90 days), except each host's
+	// latest attestation and latest pass, every incident's first and last
+	// attestation, and everything an unresolved incident holds.
+	MaxAge time.Duration `yaml:"max_age"`
+	// Every is how often the appliance deletes (default 1m).
+	Every time.Duration `yaml:"every"`
+	// Batch bounds the attestations deleted each time, in one
+	// transaction (default 1000, at most 10000).
+	Batch int `yaml:"batch"`
+	// StoredFailures is how many failed attestations of one host are
+	// stored with their evidence within FailureWindow (default 10, at most
+	// 10000). Failures beyond it are still decided and counted on the
+	// host's incident with their reasons; their evidence is not stored. A
+	// pass and a failure that opens or reopens an incident are always
+	// stored.
+	StoredFailures int `yaml:"stored_failures"`
+	// FailureWindow is the window of StoredFailures (default 1h).
+	FailureWindow time.Duration `yaml:"failure_window"`
+	// IncidentFailures bounds the failed attestations stored for one
+	// incident, whatever the window (default 50, at most 10000): what
+	// a host failing for as long as its incident stays unresolved stores.
+	IncidentFailures int `yaml:"incident_failures"`
+}
+
+// MaxRetentionBatch and MaxStoredFailures bound Retention's counts (the
+// store's limits).
+const (
+	MaxRetentionBatch = 10000
+	MaxStoredFailures = 10000
+)
+
+func (r Retention) validate() []error {
+	var errs []error
+	for name, d := range map[string]time.Duration{"max_age": r.MaxAge, "every": r.Every, "failure_window": r.FailureWindow} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("retention.%s: negative", name))
+		}
+	}
+	if r.Batch < 0 || r.Batch > MaxRetentionBatch {
+		errs = append(errs, fmt.Errorf("retention.batch: %d not within 0 to %d", r.Batch, MaxRetentionBatch))
+	}
+	for name, n := range map[string]int{"stored_failures": r.StoredFailures, "incident_failures": r.IncidentFailures} {
+		if n < 0 || n > MaxStoredFailures {
+			errs = append(errs, fmt.Errorf("retention.%s: %d not within 0 to %d", name, n, MaxStoredFailures))
+		}
+	}
+	return errs
 }
 
 // ConnLimits caps a listener's open connections (TFTP: its transfers): Max
@@ -389,6 +445,7 @@ func (c *Config) validate() error {
 		}
 	}
 	errs = append(errs, c.Conns.validate("conns"), c.Work.validate("work"))
+	errs = append(errs, c.Retention.validate()...)
 	if c.SessionTTL < 0 {
 		errs = append(errs, errors.New("session_ttl: negative"))
 	}

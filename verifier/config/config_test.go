@@ -28,6 +28,9 @@ func TestExample(t *testing.T) {
 		b.TFTPTransfers.PerSource != 2 || b.TransferTime != 5*time.Minute || b.TFTPRetries != 2 {
 		t.Fatalf("connection caps: %+v %+v %+v", c.Conns, c.Admin.Conns, b)
 	}
+	if r := c.Retention; r != (Retention{MaxAge: 2160 * time.Hour, Every: time.Minute, Batch: 1000, StoredFailures: 10, FailureWindow: time.Hour, IncidentFailures: 50}) {
+		t.Fatalf("retention: %+v", r)
+	}
 }
 
 // dhcpSection is a valid dhcp section, without relays.
@@ -105,6 +108,13 @@ func TestRefused(t *testing.T) {
 		{"cleartext endpoint", base + strings.Replace(dhcpSection, "https://10.23.0.1:8443", "http://10.23.0.1:8443", 1), `dhcp.endpoint: "http://10.23.0.1:8443" is not an https:// URL`},
 		{"cleartext alternate", base + dhcpSection + "  alternates: [https://10.23.0.2:8443, \"http://10.23.0.3:8443\"]\n", `dhcp.alternates[1]: "http://10.23.0.3:8443" is not an https:// URL`},
 		{"store URL not postgres", strings.Replace(base, "store: s.db", "store: mysql://db/x", 1), "store: a URL must be postgres://"},
+		{"retention max age", base + "retention: {max_age: -1h}\n", "retention.max_age: negative"},
+		{"retention every", base + "retention: {every: -1s}\n", "retention.every: negative"},
+		{"retention window", base + "retention: {failure_window: -1s}\n", "retention.failure_window: negative"},
+		{"retention batch", base + "retention: {batch: 10001}\n", "retention.batch: 10001"},
+		{"stored failures", base + "retention: {stored_failures: -1}\n", "retention.stored_failures: -1"},
+		{"incident failures", base + "retention: {incident_failures: 10001}\n", "retention.incident_failures: 10001"},
+		{"retention unknown field", base + "retention: {days: 30}\n", "days"},
 	} {
 		p := filepath.Join(t.TempDir(), "a.yaml")
 		if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {

@@ -135,6 +135,9 @@ func testApplyRefusesAnotherHostsDecision(t *testing.T, open opener) {
 // duplicate incident, a serialization error that was not retried).
 func testConcurrentApplyTwoHandles(t *testing.T, loc string) {
 	stores := []*DB{openAt(t, loc), openAt(t, loc)}
+	for _, s := range stores {
+		storeEveryFailure(t, s) // this counts stored attestations
+	}
 	ctx := context.Background()
 	const (
 		hosts   = 4

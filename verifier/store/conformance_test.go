@@ -63,6 +63,10 @@ var conformance = []struct {
 	{"record/canceled context", testRecordCanceledContext},
 	{"record/concurrent", testConcurrentRecords},
 	{"record/TPM", testTPMRecorded},
+	{"evidence/stored once by its hash", testEvidenceStoredOnce},
+	{"evidence/failures per host bounded", testFailuresBounded},
+	{"evidence/invalid limits change nothing", testLimitsInvalid},
+	{"retention/prune", testRetention},
 	{"hosts/not found", testNotFound},
 	{"hosts/quarantine", testQuarantine},
 	{"query/summary and pages", testSummaryAndPages},
@@ -86,6 +90,7 @@ var shared = []struct {
 	{"identities/quarantine racing identity records", testQuarantineRacesIdentities},
 	{"sessions/single use across two handles", testConsumeSessionTwoHandles},
 	{"alerts/one handle at a time claims the outbox", testClaimAlertsTwoHandles},
+	{"evidence/one log from two handles at once", testStormOneLogTwoHandles},
 }
 
 // testClaimAlertsTwoHandles: of two handles on one database, one at a time

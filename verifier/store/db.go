@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/bootgate/bootgate/verifier/admission"
@@ -43,6 +44,7 @@ type DB struct {
 	// watcher notices other appliances' commits (PostgreSQL; nil on
 	// SQLite).
 	watcher *watcher
+	lim     atomic.Pointer[Limits] // nil: DefaultLimits
 }
 
 // SQLite is the name DB had when SQLite was its only database.
@@ -248,6 +250,8 @@ func (s *DB) record(ctx context.Context, a *Attestation, h Host, state string, s
 		return 0, fmt.Errorf("record attestation: encode TPM: %w", err)
 	}
 	at := formatTime(a.Time)
+	logRef, certRef, stateRef := blobRef(a.Evidence.EventLog), blobRef(a.Evidence.EKCert), blobRef(a.BootState)
+	lim := s.limits()
 
 	var id, incident int64
 	err = inTx(ctx, s.write, func(tx *txn) error {
@@ -274,14 +278,34 @@ func (s *DB) record(ctx context.Context, a *Attestation, h Host, state string, s
 			return fmt.Errorf("upsert host: %w", err)
 		}
 
+		if a.Verdict == wire.VerdictFail && !t.Opens && t.Alert == "" {
+			ok, err := underFailureLimit(ctx, tx, a.HostID, t.Incident, a.Time, lim)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				id = 0
+				incident, err = countUnrecorded(ctx, tx, t, at, string(reasons))
+				if err != nil {
+					return err
+				}
+				return revokeIdentities(ctx, tx, a.HostID, at)
+			}
+		}
+
 		ev := a.Evidence
+		for _, p := range []struct{ ref, b []byte }{{logRef, ev.EventLog}, {certRef, ev.EKCert}, {stateRef, a.BootState}} {
+			if err := putBlob(ctx, tx, p.ref, p.b); err != nil {
+				return err
+			}
+		}
 		if err := tx.QueryRowContext(ctx, `
 			INSERT INTO attestations (host_id, time, verdict, reasons, policy_name, policy_digest,
-				ek_cert, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log, boot_state, tpm)
+				ek_cert_sha256, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log_sha256, boot_state_sha256, tpm)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			RETURNING id`,
 			a.HostID, at, a.Verdict, string(reasons), a.PolicyName, a.PolicyDigest,
-			ev.EKCert, ev.EKType, ev.EKPublic, string(akJSON), ev.Nonce, ev.Quote, ev.Signature, string(pcrs), ev.EventLog, a.BootState, string(tpmJSON)).
+			certRef, ev.EKType, ev.EKPublic, string(akJSON), ev.Nonce, ev.Quote, ev.Signature, string(pcrs), logRef, stateRef, string(tpmJSON)).
 			Scan(&id); err != nil {
 			return fmt.Errorf("insert attestation: %w", err)
 		}
@@ -354,13 +378,41 @@ func applyIncident(ctx context.Context, tx *txn, t admission.Transition, hostID 
 	return incident, nil
 }
 
+// countUnrecorded counts a failure whose attestation is not stored (beyond
+// the Limits) on the incident t attaches it to: its failures
+// and unrecorded counts, its state, update time and latest reasons. t
+// neither opens an incident nor queues an alert (such failures are always
+// stored). It returns the incident's ID.
+func countUnrecorded(ctx context.Context, tx *txn, t admission.Transition, at, reasons string) (int64, error) {
+	if !t.Attach || t.Opens || t.Alert != "" || t.Incident == 0 {
+		return 0, fmt.Errorf("count unrecorded failure: step %+v is not a failure joining an incident", t)
+	}
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE incidents
+		SET failures = failures + 1, unrecorded = unrecorded + 1, updated = ?, reasons = ?, state = ?
+		WHERE id = ?`,
+		at, reasons, t.To, t.Incident); err != nil {
+		return 0, fmt.Errorf("update incident %d: %w", t.Incident, err)
+	}
+	return t.Incident, nil
+}
+
 // Attestation returns the attestation with the given ID, or an error
 // wrapping ErrNotFound.
 func (s *DB) Attestation(ctx context.Context, id int64) (*Attestation, error) {
+	// Evidence recorded before schema version 6 is inline, with no hash.
 	row := s.read.QueryRowContext(ctx, `
-		SELECT id, host_id, time, verdict, reasons, policy_name, policy_digest,
-			ek_cert, ek_type, ek_public, ak, nonce, quote, signature, pcrs, event_log, boot_state, tpm
-		FROM attestations WHERE id = ?`, id)
+		SELECT a.id, a.host_id, a.time, a.verdict, a.reasons, a.policy_name, a.policy_digest,
+			CASE WHEN a.ek_cert_sha256 IS NULL THEN a.ek_cert ELSE c.bytes END,
+			a.ek_type, a.ek_public, a.ak, a.nonce, a.quote, a.signature, a.pcrs,
+			CASE WHEN a.event_log_sha256 IS NULL THEN a.event_log ELSE l.bytes END,
+			CASE WHEN a.boot_state_sha256 IS NULL THEN a.boot_state ELSE b.bytes END,
+			a.tpm
+		FROM attestations a
+		LEFT JOIN evidence_blobs c ON c.sha256 = a.ek_cert_sha256
+		LEFT JOIN evidence_blobs l ON l.sha256 = a.event_log_sha256
+		LEFT JOIN evidence_blobs b ON b.sha256 = a.boot_state_sha256
+		WHERE a.id = ?`, id)
 	var (
 		a                  Attestation
 		at, reasons, pcrs  string

@@ -67,10 +67,24 @@ var (
 )
 
 // pgRetryable reports a PostgreSQL serialization failure (40001) or
-// deadlock (40P01): the transaction was rolled back and can be run again.
+// deadlock (40P01), or an evidence blob that Prune deleted while an Apply
+// on another connection was referencing it (a foreign key violation,
+// 23503, of an attestation's reference to evidence_blobs): the transaction
+// was rolled back and can be run again (it then stores the blob again, or
+// finds it referenced and keeps it).
 func pgRetryable(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "40001", "40P01":
+		return true
+	case "23503":
+		return pe.TableName == "attestations" && strings.HasSuffix(pe.ConstraintName, "_sha256_fkey") ||
+			pe.TableName == "evidence_blobs"
+	}
+	return false
 }
 
 // bind rewrites query's ? placeholders for the dialect. Question marks in

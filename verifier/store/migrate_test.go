@@ -100,8 +100,8 @@ func versions(t *testing.T, db *sql.DB) []int64 {
 }
 
 func TestSchemaVersion(t *testing.T) {
-	if got := SchemaVersion(); got != 6 {
-		t.Errorf("SchemaVersion = %d, want 6 (a new migration file? update this test and the fence)", got)
+	if got := SchemaVersion(); got != 7 {
+		t.Errorf("SchemaVersion = %d, want 7 (a new migration file? update this test and the fence)", got)
 	}
 }
 

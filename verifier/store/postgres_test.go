@@ -113,3 +113,35 @@ func TestChangedSeesOtherAppliances(t *testing.T) {
 	}
 	wait("a commit below the newest ID seen", ch)
 }
+
+// TestPostgresBlobRaceRetryable: the foreign key violations of an
+// attestation referencing an evidence blob that Prune deleted meanwhile,
+// and of Prune deleting a blob an attestation came to reference, are the
+// errors write transactions run again after; other foreign key violations
+// are not.
+func TestPostgresBlobRaceRetryable(t *testing.T) {
+	s := openAt(t, pgtest.DB(t))
+	ctx := context.Background()
+	a := attestation("h", wire.VerdictFail, 0)
+	a.Evidence.EventLog = []byte("log")
+	record(t, s, a)
+	missing := blobRef([]byte("pruned"))
+	for _, tc := range []struct {
+		name, query string
+		args        []any
+		retry       bool
+	}{
+		{"attestation referencing a deleted blob", `UPDATE attestations SET event_log_sha256 = ? WHERE id = ?`, []any{missing, a.ID}, true},
+		{"blob deleted under a reference", `DELETE FROM evidence_blobs WHERE sha256 = ?`, []any{blobRef(a.Evidence.EventLog)}, true},
+		{"incident referencing a missing attestation", `UPDATE incidents SET last_attestation_id = 9999`, nil, false},
+	} {
+		_, err := s.write.ExecContext(ctx, tc.query, tc.args...)
+		if err == nil {
+			t.Errorf("%s: no error", tc.name)
+			continue
+		}
+		if got := pgRetryable(err); got != tc.retry {
+			t.Errorf("%s: pgRetryable(%v) = %v, want %v", tc.name, err, got, tc.retry)
+		}
+	}
+}

@@ -95,7 +95,7 @@ func (s *DB) Hosts(ctx context.Context) ([]Host, error) {
 }
 
 // incidentColumns is the column list scanIncident reads.
-const incidentColumns = `id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons, assignee`
+const incidentColumns = `id, host_id, state, opened, updated, failures, first_attestation_id, last_attestation_id, reasons, assignee, unrecorded`
 
 func scanIncident(row interface{ Scan(...any) error }) (Incident, error) {
 	var (
@@ -103,7 +103,7 @@ func scanIncident(row interface{ Scan(...any) error }) (Incident, error) {
 		opened, updated, reasons string
 	)
 	if err := row.Scan(&in.ID, &in.HostID, &in.State, &opened, &updated, &in.Failures,
-		&in.FirstAttestationID, &in.LastAttestationID, &reasons, &in.Assignee); err != nil {
+		&in.FirstAttestationID, &in.LastAttestationID, &reasons, &in.Assignee, &in.Unrecorded); err != nil {
 		return Incident{}, err
 	}
 	var err error

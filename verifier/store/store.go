@@ -126,6 +126,10 @@ type Incident struct {
 	LastAttestationID  int64         `json:"last_attestation_id"`
 	Reasons            []wire.Reason `json:"reasons"` // of the latest failure
 	Assignee           string        `json:"assignee,omitempty"`
+	// Unrecorded is how many of Failures were counted without storing
+	// their attestation (Limits.StoredFailures); LastAttestationID is the
+	// latest stored one, Reasons and Updated the latest failure's.
+	Unrecorded int `json:"unrecorded,omitempty"`
 }
 
 // Store is the verifier's persistent state. Implementations are safe for

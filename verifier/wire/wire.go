@@ -233,6 +233,9 @@ type Reason struct {
 // Result is the verifier's answer to a QuoteRequest whose evidence was
 // cryptographically sound: the verdict of the policy, with its reasons.
 type Result struct {
+	// AttestationID is the stored attestation, 0 for a failure the
+	// verifier counted on the host's incident without storing it (its
+	// limit on a host's stored failures).
 	AttestationID int64    `json:"attestation_id"`
 	HostID        string   `json:"host_id"`
 	Verdict       string   `json:"verdict"`

@@ -142,7 +142,9 @@ async function openIncident(id) {
   state.incident = id;
   document.getElementById("detail-title").textContent = `Incident ${i.id}: ${i.state}`;
   document.getElementById("detail-meta").textContent =
-    `host ${i.host_id} · ${i.failures} failure(s) · opened ${when(i.opened)} · updated ${when(i.updated)}` +
+    `host ${i.host_id} · ${i.failures} failure(s)` +
+    (i.unrecorded ? ` (${i.unrecorded} counted without their evidence: the store's limits)` : "") +
+    ` · opened ${when(i.opened)} · updated ${when(i.updated)}` +
     (i.assignee ? ` · assigned to ${i.assignee}` : "");
   const latest = d.latest || { reasons: [], pcrs: {} };
   document.querySelector("#detail-reasons tbody").replaceChildren(...latest.reasons.map((r) =>
