@@ -1,10 +1,12 @@
 package softtpm
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -28,7 +30,14 @@ const (
 type Manufacturer struct {
 	key  *ecdsa.PrivateKey
 	cert *x509.Certificate
+	// Model is the TPM model its EK certificates name (default
+	// DefaultModel).
+	Model string
 }
+
+// DefaultModel is the TPM model a Manufacturer's EK certificates name
+// unless it says otherwise.
+const DefaultModel = "bootgate softtpm"
 
 // NewManufacturer makes a root named name, valid from an hour ago for ten
 // years.
@@ -121,15 +130,16 @@ var (
 	oidSubjectAltName  = asn1.ObjectIdentifier{2, 5, 29, 17}
 )
 
-// IssueEKCert certifies an ECC endorsement key as a TPM manufacturer does
-// (TCG EK Credential Profile 2.x, its EK certificate profile): no subject, a critical
-// subjectAltName holding the TPM's manufacturer, model and version in a
-// directory name, the tcg-kp-EKCertificate extended key usage, and
-// keyAgreement usage. It returns the certificate's DER.
+// IssueEKCert certifies an endorsement key as a TPM manufacturer does
+// (TCG EK Credential Profile 2.x, its EK certificate profile): no subject, a
+// critical subjectAltName holding the TPM's manufacturer, model (m.Model)
+// and version in a directory name, the tcg-kp-EKCertificate extended key
+// usage, and the key usage of the key's type (keyAgreement for ECC,
+// keyEncipherment for RSA). It returns the certificate's DER.
 func (m *Manufacturer) IssueEKCert(pub crypto.PublicKey) ([]byte, error) {
 	rdn, err := asn1.Marshal(pkix.RDNSequence{{
 		{Type: oidTPMManufacturer, Value: "id:424F4F54"}, // "BOOT"
-		{Type: oidTPMModel, Value: "bootgate softtpm"},
+		{Type: oidTPMModel, Value: cmp.Or(m.Model, DefaultModel)},
 		{Type: oidTPMVersion, Value: "id:00010002"},
 	}})
 	if err != nil {
@@ -139,12 +149,16 @@ func (m *Manufacturer) IssueEKCert(pub crypto.PublicKey) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	usage := x509.KeyUsageKeyAgreement
+	if _, ok := pub.(*rsa.PublicKey); ok {
+		usage = x509.KeyUsageKeyEncipherment
+	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageKeyAgreement,
+		KeyUsage:              usage,
 		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{oidEKCertificate},
 		BasicConstraintsValid: true,
 		ExtraExtensions:       []pkix.Extension{{Id: oidSubjectAltName, Critical: true, Value: san}},

@@ -9,27 +9,21 @@ package tpmtest
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/simulator"
 
 	"github.com/bootgate/bootgate/agent/tpm"
+	"github.com/bootgate/bootgate/internal/softtpm"
 	"github.com/bootgate/bootgate/verifier/attest"
 )
 
@@ -42,115 +36,46 @@ const (
 // CAName is the common name of every test manufacturer root.
 const CAName = "bootgate test TPM manufacturer"
 
-// OIDs of the TCG EK certificate profile.
-var (
-	oidEKCertificate   = asn1.ObjectIdentifier{2, 23, 133, 8, 1} // tcg-kp-EKCertificate
-	oidTPMManufacturer = asn1.ObjectIdentifier{2, 23, 133, 2, 1}
-	oidTPMModel        = asn1.ObjectIdentifier{2, 23, 133, 2, 2}
-	oidTPMVersion      = asn1.ObjectIdentifier{2, 23, 133, 2, 3}
-	oidSubjectAltName  = asn1.ObjectIdentifier{2, 5, 29, 17}
-)
-
-// CA is a throwaway TPM manufacturer: an ECDSA P-256 root that issues EK
-// certificates. Two CAs made by NewCA have the same name but different keys.
-type CA struct {
-	key  *ecdsa.PrivateKey
-	cert *x509.Certificate
-}
+// CA is a throwaway TPM manufacturer (a softtpm.Manufacturer named CAName,
+// whose EK certificates name the model "bootgate simulator"): an ECDSA P-256
+// root that issues EK certificates. Two CAs made by NewCA have the same
+// name but different keys.
+type CA struct{ m *softtpm.Manufacturer }
 
 // NewCA makes a root CA named CAName, valid from an hour ago for ten years.
 func NewCA(t testing.TB) *CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	m, err := softtpm.NewManufacturer(CAName)
 	if err != nil {
-		t.Fatalf("tpmtest: generate CA key: %v", err)
+		t.Fatalf("tpmtest: %v", err)
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: CAName, Organization: []string{"bootgate tests"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatalf("tpmtest: create CA certificate: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatalf("tpmtest: parse CA certificate: %v", err)
-	}
-	return &CA{key: key, cert: cert}
+	m.Model = "bootgate simulator"
+	return &CA{m: m}
 }
 
 // Cert returns the root certificate.
-func (ca *CA) Cert() *x509.Certificate { return ca.cert }
+func (ca *CA) Cert() *x509.Certificate { return ca.m.Cert() }
 
 // PEM returns the root certificate in PEM.
 func (ca *CA) PEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.m.Cert().Raw})
 }
 
 // Roots returns verifier trust roots holding this CA, and allowlisting the
 // certificate-less EKs whose host IDs are given.
 func (ca *CA) Roots(allow ...string) *attest.Roots {
-	return attest.NewRoots([]*x509.Certificate{ca.cert}, allow)
+	return attest.NewRoots([]*x509.Certificate{ca.m.Cert()}, allow)
 }
 
-// IssueEKCert certifies an endorsement key as a TPM manufacturer does: no
-// subject, a critical subjectAltName holding the TPM's manufacturer, model and
-// version in a directory name, the tcg-kp-EKCertificate extended key usage,
-// and a key usage that fits the key type.
+// IssueEKCert certifies an endorsement key as a TPM manufacturer does
+// (softtpm.Manufacturer.IssueEKCert).
 func (ca *CA) IssueEKCert(t testing.TB, pub crypto.PublicKey) []byte {
 	t.Helper()
-	san, err := tpmSAN()
+	der, err := ca.m.IssueEKCert(pub)
 	if err != nil {
-		t.Fatalf("tpmtest: encode EK certificate subjectAltName: %v", err)
-	}
-	usage := x509.KeyUsageKeyEncipherment
-	if _, ok := pub.(*ecdsa.PublicKey); ok {
-		usage = x509.KeyUsageKeyAgreement
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		KeyUsage:              usage,
-		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{oidEKCertificate},
-		BasicConstraintsValid: true,
-		ExtraExtensions:       []pkix.Extension{{Id: oidSubjectAltName, Critical: true, Value: san}},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
-		t.Fatalf("tpmtest: issue EK certificate: %v", err)
+		t.Fatalf("tpmtest: %v", err)
 	}
 	return der
-}
-
-// tpmSAN encodes GeneralNames with one directoryName of TPM attributes.
-func tpmSAN() ([]byte, error) {
-	rdn, err := asn1.Marshal(pkix.RDNSequence{{
-		{Type: oidTPMManufacturer, Value: "id:424F4F54"}, // "BOOT"
-		{Type: oidTPMModel, Value: "bootgate simulator"},
-		{Type: oidTPMVersion, Value: "id:00010002"},
-	}})
-	if err != nil {
-		return nil, err
-	}
-	return asn1.Marshal([]asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: rdn}})
-}
-
-func serial(t testing.TB) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatalf("tpmtest: serial number: %v", err)
-	}
-	return n.Add(n, big.NewInt(1))
 }
 
 // onceCloser makes Close idempotent, so that a test may close a simulator
