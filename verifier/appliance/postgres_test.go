@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/bootgate/bootgate/internal/pgtest"
-	"github.com/bootgate/bootgate/verifier/appliance"
 	"github.com/bootgate/bootgate/verifier/config"
 	"github.com/bootgate/bootgate/verifier/store"
 )
@@ -40,23 +39,12 @@ func TestRunOnPostgres(t *testing.T) {
 	}
 	notes := listenNotify(t)
 
-	ctx, cancel := context.WithCancel(context.Background())
+	cancel, done := runUntilReady(t, cfg, notes)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- appliance.Run(ctx, cfg, appliance.Options{Logger: testLogger(t)}) }()
-	select {
-	case n := <-notes:
-		if n != "READY=1" {
-			t.Fatalf("first notification %q, want READY=1", n)
-		}
-	case err := <-done:
-		t.Fatalf("Run returned before READY=1: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("no READY=1")
-	}
 	if _, err := os.Stat(filepath.Join(dir, "bootgate.db")); err == nil {
 		t.Error("an SQLite file was made although the store is PostgreSQL")
 	}
+	ctx := context.Background()
 	st, err := store.Open(ctx, url)
 	if err != nil {
 		t.Fatal(err)

@@ -134,6 +134,30 @@ func storeClosedCleanly(t *testing.T, dir string) {
 	}
 }
 
+// runUntilReady runs the appliance with cfg and waits for its READY=1 on
+// notes (listenNotify); it returns the cancel that stops it and the channel
+// Run's result arrives on.
+func runUntilReady(t *testing.T, cfg *config.Appliance, notes <-chan string) (context.CancelFunc, <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- appliance.Run(ctx, cfg, appliance.Options{Logger: testLogger(t)}) }()
+	select {
+	case n := <-notes:
+		if n != "READY=1" {
+			cancel()
+			t.Fatalf("first notification %q, want READY=1", n)
+		}
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run returned before READY=1: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("no READY=1")
+	}
+	return cancel, done
+}
+
 // TestRunStopsOnCancel starts the appliance with every loopback listener,
 // waits for its READY=1 on a NOTIFY_SOCKET, checks that every listener
 // accepts, cancels the context and checks that Run returns nil within
@@ -148,20 +172,8 @@ func TestRunStopsOnCancel(t *testing.T) {
 	}
 	notes := listenNotify(t)
 
-	ctx, cancel := context.WithCancel(context.Background())
+	cancel, done := runUntilReady(t, cfg, notes)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- appliance.Run(ctx, cfg, appliance.Options{Logger: testLogger(t)}) }()
-	select {
-	case n := <-notes:
-		if n != "READY=1" {
-			t.Fatalf("first notification %q, want READY=1", n)
-		}
-	case err := <-done:
-		t.Fatalf("Run returned before READY=1: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("no READY=1")
-	}
 	for _, addr := range a.tcp() {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
