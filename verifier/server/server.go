@@ -100,9 +100,10 @@ type Options struct {
 	Refusals RefusalLog
 	// Work bounds the requests of the expensive endpoints (enrollment,
 	// quote, identity renewal) in progress at once, from the moment the
-	// request's body has been read until it is answered: in all, and per source address
-	// (IPv4 address or IPv6 /64, connlimit.Source), so that one source
-	// cannot take the slots the others need. A request beyond either cap
+	// request's body has been read (see BodyTimeout) until it is
+	// answered: in all, and per source address (IPv4 address or IPv6 /64,
+	// connlimit.Source), so that one source cannot take the slots the
+	// others need. A request beyond either cap
 	// is answered 429 wire.CodeRetryLater with a Retry-After of
 	// RetryAfter, having done nothing. Zero fields take DefaultWork; with
 	// BehindNAT every agent shares the translator's address, so a zero
