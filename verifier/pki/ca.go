@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -32,36 +31,47 @@ type CA struct {
 	key     crypto.Signer
 }
 
-// InitCA creates a root and an issuing CA in dir, unless they exist.
+// InitCA creates a root and an issuing CA in dir, unless they exist. It
+// holds dir's LockFile exclusively while it checks and creates, and writes
+// each file whole (renamed into place), the issuing certificate last: of
+// several appliances sharing dir and starting together, one creates the
+// CA and the others load it.
 func InitCA(dir string, validity time.Duration) error {
-	if _, err := os.Stat(filepath.Join(dir, IssuingCertFile)); err == nil {
-		return nil
-	}
-	now := time.Now()
-	root, rootKey, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate attestation root"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * validity), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 1}, nil, nil)
+	err := initOnce(dir, IssuingCertFile, func() ([]pemFile, error) {
+		now := time.Now()
+		root, rootKey, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate attestation root"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * validity), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			BasicConstraintsValid: true, IsCA: true, MaxPathLen: 1}, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		iss, issKey, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate attestation issuing CA"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}, root, rootKey)
+		if err != nil {
+			return nil, err
+		}
+		return []pemFile{
+			{name: RootCertFile, cert: root}, {name: RootKeyFile, key: rootKey},
+			{name: IssuingKeyFile, key: issKey}, {name: IssuingCertFile, cert: iss},
+		}, nil
+	})
 	if err != nil {
-		return fmt.Errorf("init CA: %w", err)
-	}
-	iss, issKey, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate attestation issuing CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}, root, rootKey)
-	if err != nil {
-		return fmt.Errorf("init CA: %w", err)
-	}
-	if err := writePEM(dir, []pemFile{
-		{name: RootCertFile, cert: root}, {name: RootKeyFile, key: rootKey},
-		{name: IssuingCertFile, cert: iss}, {name: IssuingKeyFile, key: issKey},
-	}); err != nil {
 		return fmt.Errorf("init CA: %w", err)
 	}
 	return nil
 }
 
-// LoadCA reads the root certificate and the issuing CA from dir; the root
-// key is not needed.
+// LoadCA reads the root certificate and the issuing CA from dir, under a
+// shared lock on its LockFile if it has one; the root key is not needed.
+// It refuses an issuing key that does not belong to the issuing
+// certificate, and an issuing certificate the root did not sign.
 func LoadCA(dir string) (*CA, error) {
+	unlock, err := rlockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	defer unlock()
 	read := func(name, typ string) ([]byte, error) { return readPEM(filepath.Join(dir, name), typ) }
 	rootDER, err := read(RootCertFile, "CERTIFICATE")
 	if err != nil {
@@ -90,6 +100,9 @@ func LoadCA(dir string) (*CA, error) {
 	signer, ok := k.(crypto.Signer)
 	if !ok {
 		return nil, errors.New("load CA: the issuing key cannot sign")
+	}
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(iss.PublicKey) {
+		return nil, fmt.Errorf("load CA: %s is not the key of %s (in %s)", IssuingKeyFile, IssuingCertFile, dir)
 	}
 	if err := iss.CheckSignatureFrom(root); err != nil {
 		return nil, fmt.Errorf("load CA: the issuing CA is not signed by the root: %w", err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -190,4 +191,124 @@ func parsePEMCert(t *testing.T, b []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestInitCATogether: appliances sharing a CA directory start together.
+// In each of 50 new directories two callers InitCA and LoadCA at once:
+// neither fails, both load the same CA, and its key is the certificate's.
+func TestInitCATogether(t *testing.T) {
+	for round := range 50 {
+		dir := filepath.Join(t.TempDir(), "pki")
+		var cas [2]*CA
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i := range cas {
+			wg.Go(func() {
+				if errs[i] = InitCA(dir, time.Hour); errs[i] == nil {
+					cas[i], errs[i] = LoadCA(dir)
+				}
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, caller %d: %v", round, i, err)
+			}
+		}
+		a, b := cas[0], cas[1]
+		if !a.issuing.Equal(b.issuing) || !a.Root.Equal(b.Root) {
+			t.Fatalf("round %d: the callers loaded different CAs (issuing serials %x and %x)", round, a.issuing.SerialNumber, b.issuing.SerialNumber)
+		}
+		for i, ca := range cas {
+			if !ca.key.Public().(*ecdsa.PublicKey).Equal(ca.issuing.PublicKey) {
+				t.Fatalf("round %d, caller %d: the issuing key is not the issuing certificate's", round, i)
+			}
+		}
+	}
+}
+
+// TestLoadCAMismatchedKey: a directory whose issuing key is not its issuing
+// certificate's is refused, naming both files.
+func TestLoadCAMismatchedKey(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	for _, d := range []string{dir, other} {
+		if err := InitCA(d, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := os.ReadFile(filepath.Join(other, IssuingKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, IssuingKeyFile), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadCA(dir)
+	if err == nil || !strings.Contains(err.Error(), IssuingKeyFile) || !strings.Contains(err.Error(), IssuingCertFile) {
+		t.Fatalf("LoadCA with another CA's issuing key: %v, want a refusal naming %s and %s", err, IssuingKeyFile, IssuingCertFile)
+	}
+}
+
+// TestInitCAKeepsACompleteCA: a second InitCA leaves the CA as it is; one
+// finding an incomplete directory (no issuing certificate: a crash during
+// the first) makes the whole CA anew.
+func TestInitCAKeepsACompleteCA(t *testing.T) {
+	dir := t.TempDir()
+	if err := InitCA(dir, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	first, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := InitCA(dir, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.issuing.Equal(first.issuing) {
+		t.Fatal("a second InitCA replaced the issuing CA")
+	}
+	if err := os.Remove(filepath.Join(dir, IssuingCertFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := InitCA(dir, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	remade, err := LoadCA(dir)
+	if err != nil {
+		t.Fatalf("after InitCA over an incomplete directory: %v", err)
+	}
+	if remade.Root.Equal(first.Root) {
+		t.Error("the root was kept with a new issuing CA, want a whole new CA")
+	}
+}
+
+// TestInitOperatorsTogether: as TestInitCATogether, for the operator CA,
+// which appliances with an admin API create at start too.
+func TestInitOperatorsTogether(t *testing.T) {
+	for round := range 20 {
+		dir := filepath.Join(t.TempDir(), "operators")
+		var ops [2]*Operators
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i := range ops {
+			wg.Go(func() {
+				if errs[i] = InitOperators(dir, time.Hour); errs[i] == nil {
+					ops[i], errs[i] = LoadOperators(dir, true) // checks the key is the certificate's
+				}
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, caller %d: %v", round, i, err)
+			}
+		}
+		if !ops[0].cert.Equal(ops[1].cert) {
+			t.Fatalf("round %d: the callers loaded different operator CAs", round)
+		}
+	}
 }

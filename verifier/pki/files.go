@@ -6,9 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // newCert makes an ECDSA P-256 key and a certificate for it from tmpl,
@@ -37,7 +41,84 @@ type pemFile struct {
 	key  *ecdsa.PrivateKey
 }
 
-// writePEM writes files into dir, creating it.
+// LockFile is the lock file of a CA directory: InitCA and InitOperators
+// hold an exclusive flock(2) on it while they check for the CA and create
+// it, so that appliances sharing the directory (replicas starting
+// together) create one CA between them; LoadCA holds a shared one while
+// it reads. Its content is nothing.
+const LockFile = "init.lock"
+
+// lockDir creates dir if needed and takes a flock of kind (unix.LOCK_EX or
+// unix.LOCK_SH) on its LockFile, waiting for it; unlock releases it.
+func lockDir(dir string, kind int) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if err := flock(f, kind); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil // closing the last descriptor releases the lock
+}
+
+// rlockDir takes a shared flock on dir's LockFile if there is one that can
+// be opened (a directory made before there were lock files, or a read-only
+// copy, has none, and is read without it).
+func rlockDir(dir string) (unlock func(), err error) {
+	f, err := os.Open(filepath.Join(dir, LockFile))
+	if err != nil {
+		return func() {}, nil
+	}
+	if err := flock(f, unix.LOCK_SH); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func flock(f *os.File, kind int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), kind)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// initOnce creates the files create makes in dir, in their order, unless
+// marker, the last of them, whose presence says the set is complete,
+// exists: under dir's exclusive lock, so that of several callers sharing
+// dir (appliances starting together) one creates the set and the others
+// find it. create is called only when the set is to be made.
+func initOnce(dir, marker string, create func() ([]pemFile, error)) error {
+	unlock, err := lockDir(dir, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	files, err := create()
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 || files[len(files)-1].name != marker {
+		return fmt.Errorf("%s must be written last", marker)
+	}
+	return writePEM(dir, files)
+}
+
+// writePEM writes files into dir, creating it, in their order, each
+// under a temporary name first and then renamed into place, so that a
+// reader sees each file whole or not at all; a crash leaves files written
+// before it, never a torn one.
 func writePEM(dir string, files []pemFile) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -53,9 +134,49 @@ func writePEM(dir string, files []pemFile) error {
 		} else {
 			blk.Bytes = f.cert.Raw
 		}
-		if err := os.WriteFile(filepath.Join(dir, f.name), pem.EncodeToMemory(blk), mode); err != nil {
+		if err := writeFileAtomic(dir, f.name, pem.EncodeToMemory(blk), mode); err != nil {
 			return fmt.Errorf("write %s: %w", f.name, err)
 		}
 	}
-	return nil
+	return syncDir(dir)
+}
+
+// writeFileAtomic writes data to dir/name with mode: to a temporary file
+// in dir, synced, then renamed over name.
+func writeFileAtomic(dir, name string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, name))
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// syncDir makes the renames in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -50,19 +50,20 @@ type Operators struct {
 	stamp   string          // the revocation list's size and time when read
 }
 
-// InitOperators creates the operator CA in dir, unless it exists.
+// InitOperators creates the operator CA in dir, unless it exists, as
+// InitCA does: under dir's LockFile, the key first, the certificate last.
 func InitOperators(dir string, validity time.Duration) error {
-	if _, err := os.Stat(filepath.Join(dir, OperatorCAFile)); err == nil {
-		return nil
-	}
-	now := time.Now()
-	ca, key, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate operator CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}, nil, nil)
+	err := initOnce(dir, OperatorCAFile, func() ([]pemFile, error) {
+		now := time.Now()
+		ca, key, err := newCert(&x509.Certificate{Subject: pkix.Name{CommonName: "bootgate operator CA"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		return []pemFile{{name: OperatorCAKeyFile, key: key}, {name: OperatorCAFile, cert: ca}}, nil
+	})
 	if err != nil {
-		return fmt.Errorf("init operator CA: %w", err)
-	}
-	if err := writePEM(dir, []pemFile{{name: OperatorCAFile, cert: ca}, {name: OperatorCAKeyFile, key: key}}); err != nil {
 		return fmt.Errorf("init operator CA: %w", err)
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -99,9 +100,10 @@ type Options struct {
 	Refusals RefusalLog
 	// Work bounds the requests of the expensive endpoints (enrollment,
 	// quote, identity renewal) in progress at once, from the moment the
-	// request is read until it is answered: in all, and per source address
-	// (IPv4 address or IPv6 /64, connlimit.Source), so that one source
-	// cannot take the slots the others need. A request beyond either cap
+	// request's body has been read (see BodyTimeout) until it is
+	// answered: in all, and per source address (IPv4 address or IPv6 /64,
+	// connlimit.Source), so that one source cannot take the slots the
+	// others need. A request beyond either cap
 	// is answered 429 wire.CodeRetryLater with a Retry-After of
 	// RetryAfter, having done nothing. Zero fields take DefaultWork; with
 	// BehindNAT every agent shares the translator's address, so a zero
@@ -110,7 +112,19 @@ type Options struct {
 	// RetryAfter is the wait a 429 answer asks for, rounded up to whole
 	// seconds (default 1 s).
 	RetryAfter time.Duration
+	// BodyTimeout bounds the wait for the whole body of a request to an
+	// expensive endpoint, from the moment its handler starts reading it
+	// (default DefaultBodyTimeout). The body is read before the request
+	// takes a slot of Work, so a peer that sends headers and then stalls
+	// holds no slot: it is answered 408 wire.CodeBodyTimeout when the time
+	// is up.
+	BodyTimeout time.Duration
 }
+
+// DefaultBodyTimeout is the default of Options.BodyTimeout: an agent sends
+// at most wire.MaxBodyBytes, which a boot network carries in well under a
+// second.
+const DefaultBodyTimeout = 5 * time.Second
 
 // DefaultWork is the default of Options.Work: on a small appliance 64
 // requests in progress keep its cores busy while a storm's others wait their
@@ -261,6 +275,9 @@ func New(opt Options) (*Server, error) {
 	}
 	if opt.RetryAfter <= 0 {
 		opt.RetryAfter = time.Second
+	}
+	if opt.BodyTimeout <= 0 {
+		opt.BodyTimeout = DefaultBodyTimeout
 	}
 	work := opt.Work.WithDefaults(DefaultWork)
 	if opt.BehindNAT && opt.Work.PerSource == 0 {
@@ -681,6 +698,10 @@ type counting struct {
 
 func (c counting) refused(code wire.Code) { c.m.Refusals.WithLabelValues(string(code)).Inc() }
 
+// Unwrap lets http.ResponseController reach the connection (readBody sets
+// its read deadline).
+func (c counting) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
 // takeSession opens the session token and marks its ID used in the store:
 // a token opens once. errUnknownSession for a token this server's key did
 // not seal or one already used; errExpired for one whose time has passed;
@@ -904,12 +925,26 @@ func (s *Server) crl(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(s.crlDER)
 }
 
-// bounded lets h run only within Options.Work for the request's source;
+// bounded reads the request's body (readBody), and then lets h run, with
+// the body in memory, only within Options.Work for the request's source;
 // beyond it the answer is 429 wire.CodeRetryLater with a Retry-After, and
-// nothing else happens (the body is not read).
+// nothing else happens.
+//
+// The body is read before the slot is taken, so that a peer that sends
+// headers and stalls (or trickles its body) holds no slot while the
+// agents wait: it holds only its connection, for at most BodyTimeout.
+// The memory the bodies being read take is therefore not bounded by Work
+// but by the connections the attestation API's listener admits (the
+// appliance caps them with a connlimit.Listener: 1024 in all, 16 per
+// source, by default) times wire.MaxBodyBytes, and grows only with the
+// bytes peers actually send within BodyTimeout.
 func (s *Server) bounded(h http.HandlerFunc) http.HandlerFunc {
 	retry := strconv.Itoa(int((s.opt.RetryAfter + time.Second - 1) / time.Second))
 	return func(w http.ResponseWriter, r *http.Request) {
+		body, ok := s.readBody(w, r)
+		if !ok {
+			return
+		}
 		src := connlimit.SourceOf(r.RemoteAddr)
 		if !s.work.Acquire(src) {
 			s.work.ReportShed(s.opt.Logger, "attestation work over the caps shed", src, "path", r.URL.Path)
@@ -918,8 +953,42 @@ func (s *Server) bounded(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		defer s.work.Release(src)
-		h(w, r)
+		read := *r
+		read.Body = io.NopCloser(bytes.NewReader(body))
+		h(w, &read)
 	}
+}
+
+// readBody reads r's whole body, at most wire.MaxBodyBytes, within
+// Options.BodyTimeout (a read deadline on the connection, where the
+// ResponseWriter supports one; else the server's ReadTimeout bounds it),
+// or answers the error and reports false: 408 wire.CodeBodyTimeout for a
+// body that did not arrive in time, 413 wire.CodeBodyTooLarge for one over
+// the bound, 400 wire.CodeBadRequest for one cut short.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(s.opt.BodyTimeout)) // http.ErrNotSupported: ReadTimeout bounds it
+	// No buffer sized from Content-Length: memory follows the bytes that
+	// arrive, not the bytes a peer announces.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxBodyBytes))
+	// The deadline needs no lifting: at the body's end the server stops
+	// applying it (HTTP/1 clears it for its background read; HTTP/2's
+	// applies only to the stream's body).
+	if err == nil {
+		return body, true
+	}
+	var tooBig *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, wire.CodeBodyTooLarge, fmt.Sprintf("body larger than %d bytes", wire.MaxBodyBytes))
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, wire.CodeBodyTimeout, fmt.Sprintf("the body did not arrive within %s", s.opt.BodyTimeout))
+	default:
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "reading the body: "+err.Error())
+	}
+	return nil, false
 }
 
 // WorkInProgress reports the requests of the expensive endpoints in

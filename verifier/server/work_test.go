@@ -122,7 +122,7 @@ type noStore struct{ Store }
 
 // TestExpensiveEndpointsBounded: enrollment, quote and identity renewal
 // go through the work bound; with the source's share taken, each is
-// answered 429 retry_later before its body is read.
+// answered 429 retry_later, having done nothing.
 func TestExpensiveEndpointsBounded(t *testing.T) {
 	pol, err := policy.Load("../policy/testdata/bootstrap.yaml")
 	if err != nil {

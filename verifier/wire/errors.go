@@ -29,6 +29,7 @@ type Code string
 const (
 	CodeBadRequest       Code = "bad_request"       // malformed JSON or fields
 	CodeBodyTooLarge     Code = "body_too_large"    // body over MaxBodyBytes
+	CodeBodyTimeout      Code = "body_timeout"      // the body did not arrive in time (HTTP 408)
 	CodeEKUntrusted      Code = "ek_untrusted"      // EK certificate does not chain to a manufacturer root, or no certificate and not allowlisted
 	CodeBadAK            Code = "bad_ak"            // AK parameters are not those of a TPM-resident restricted signing key
 	CodeUnknownSession   Code = "unknown_session"   // no such session, or its nonce was already used
