@@ -86,6 +86,7 @@ var shared = []struct {
 	{"identities/quarantine racing identity records", testQuarantineRacesIdentities},
 	{"sessions/single use across two handles", testConsumeSessionTwoHandles},
 	{"alerts/one handle at a time claims the outbox", testClaimAlertsTwoHandles},
+	{"leases/one host bound to two MACs at once from two handles", testBindHostTwoHandles},
 }
 
 // testClaimAlertsTwoHandles: of two handles on one database, one at a time
