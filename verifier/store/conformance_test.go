@@ -58,6 +58,7 @@ var conformance = []struct {
 	{"record/incident lifecycle", testRecordIncidentLifecycle},
 	{"record/attestation round trip", testAttestationRoundTrip},
 	{"record/reasons with invalid UTF-8", testReasonsInvalidUTF8},
+	{"record/NUL and invalid UTF-8 in every text written", testHostileText},
 	{"record/invalid input changes nothing", testRecordInvalidInput},
 	{"record/host state from verdict", testRecordStateDefaultsFromVerdict},
 	{"record/canceled context", testRecordCanceledContext},
