@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/bootgate/bootgate/verifier/server"
 )
@@ -25,25 +26,17 @@ func loadSessionKey(path string) ([]byte, error) {
 	if _, err := io.ReadFull(rand.Reader, key); err != nil {
 		return nil, fmt.Errorf("session key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// The key is written to a file of its own first and linked into
+	// place complete: a replica starting at the same moment finds either
+	// no file or the whole key, never an empty or partial one.
+	err := createKeyFile(path, key)
 	if err == nil {
-		_, werr := f.Write(key)
-		if werr == nil {
-			werr = f.Sync()
-		}
-		if cerr := f.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr != nil {
-			_ = os.Remove(path)
-			return nil, fmt.Errorf("session key %s: %w", path, werr)
-		}
 		return key, nil
 	}
 	if !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("session key: %w", err)
+		return nil, fmt.Errorf("session key %s: %w", path, err)
 	}
-	f, err = os.Open(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("session key: %w", err)
 	}
@@ -70,4 +63,38 @@ func loadSessionKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("session key %s: %s, want %d (a file of random bytes: head -c %d /dev/urandom)", path, size, server.SessionKeySize, server.SessionKeySize)
 	}
 	return b, nil
+}
+
+// createKeyFile writes key to a new file in path's directory, syncs it,
+// and links it to path, which must not exist (the error then wraps
+// fs.ErrExist); the new file's own name is removed either way.
+func createKeyFile(path string, key []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	_, werr := f.Write(key)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
 }
