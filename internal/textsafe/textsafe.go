@@ -2,7 +2,9 @@
 // certificate names, failure details) without letting it act on whoever
 // reads it: terminal control sequences, carriage returns that overwrite a
 // line, bells, and bidirectional overrides that reorder what is displayed.
-// Text is stored as received; it is escaped where it is shown: the CLI, the
+// Text is stored as received, but for NUL bytes and bytes that are not
+// UTF-8, which the store writes as \xNN (Storable) because PostgreSQL
+// cannot hold them; it is escaped where it is shown: the CLI, the
 // logs, the dashboard's API and the webhook bodies all use Escape. The logs
 // also clip it (Clip, MaxAttrBytes), so that a host cannot fill them.
 package textsafe
@@ -222,4 +224,39 @@ func Bytes(b []byte) string {
 		sb.WriteByte(c)
 	}
 	return sb.String()
+}
+
+// Storable returns s as text every database the store runs on holds:
+// valid UTF-8 without NUL. PostgreSQL's text type holds no NUL byte, and a
+// UTF-8 database refuses bytes that are not UTF-8; the write of a string
+// carrying either fails as a whole. Storable writes each NUL byte and each
+// byte that is not valid UTF-8 as \xNN, as Escape does, and leaves every
+// other rune as it is (tabs, newlines and other controls stay; Escape them
+// where the text is shown). A string that is valid UTF-8 without NUL is
+// returned unchanged.
+func Storable(s string) string {
+	i := 0
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == 0 || r == utf8.RuneError && n == 1 {
+			break
+		}
+		i += n
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == 0 || r == utf8.RuneError && n == 1 {
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }

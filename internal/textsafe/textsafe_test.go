@@ -157,3 +157,27 @@ func TestHandlerClipsAttributes(t *testing.T) {
 	}
 	t.Logf("log line: %d bytes for six 1 MiB attributes", buf.Len())
 }
+
+func TestStorable(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                      "",
+		"CN=Test EK CA":         "CN=Test EK CA",
+		"tab\tnew\nline é ✓":    "tab\tnew\nline é ✓",
+		"a\x00b":                `a\x00b`,
+		"bad \xff\xfe byte":     `bad \xff\xfe byte`,
+		"cut \xe2\x9c":          `cut \xe2\x9c`,
+		"\x00\xc3\xa9\x00":      `\x00é\x00`,
+		"back\\slash \x00 kept": `back\slash \x00 kept`,
+	} {
+		got := Storable(in)
+		if got != want {
+			t.Errorf("Storable(%q) = %q; want %q", in, got, want)
+		}
+		if !utf8.ValidString(got) || strings.ContainsRune(got, 0) {
+			t.Errorf("Storable(%q) = %q: not valid UTF-8 without NUL", in, got)
+		}
+		if again := Storable(got); again != got {
+			t.Errorf("Storable(Storable(%q)) = %q; want %q", in, again, got)
+		}
+	}
+}

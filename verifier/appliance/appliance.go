@@ -138,6 +138,12 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	if err != nil {
 		return err
 	}
+	if why := store.UnverifiedTransport(cfg.Store); why != "" {
+		// Warned, not refused: the link may be protected in a way the
+		// appliance cannot see (a private network, a tunnel).
+		log.Warn("the store's PostgreSQL connection can be read or changed on the network: set sslmode=verify-full (or verify-ca) with sslrootcert",
+			"store", store.Redacted(cfg.Store), "reason", why)
+	}
 	defer func() {
 		if cerr := st.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close store: %w", cerr)

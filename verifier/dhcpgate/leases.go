@@ -802,28 +802,15 @@ func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID stri
 	if hb, ok := l.hosts[key]; ok && hb.id == hostID && hb.expires.After(exp) {
 		exp = hb.expires
 	}
-	oldMAC, moved := l.macOf[hostID]
-	moved = moved && oldMAC != key
-	var oldLease *Lease
-	var oldIPN uint32
-	if moved {
-		if ol, ipn := l.boundLease(oldMAC, now); ol != nil && ol.Pool == PoolProduction {
-			oldLease, oldIPN = ol, ipn
-		}
-	}
-	b := store.HostBind{MAC: key, HostID: hostID, Now: now.UnixNano(), Expires: exp.UnixNano()}
-	if oldLease != nil {
-		b.EndIP, b.EndMAC = oldIPN, oldMAC
-	}
-	if l.shared {
-		// The host may be bound to another MAC by another appliance.
-		b.EndPool = PoolProduction
-	}
-	other, err := l.t.BindHost(ctx, b)
+	// The host's previous MAC and its production lease are the
+	// database's (the rows BindHost replaces), not memory's: another
+	// appliance may have bound the host since this one last saw it.
+	b := store.HostBind{MAC: key, HostID: hostID, Now: now.UnixNano(), Expires: exp.UnixNano(), EndPool: PoolProduction}
+	res, err := l.t.BindHost(ctx, b)
 	if err != nil {
 		return err
 	}
-	if other != nil {
+	if other := res.Other; other != nil {
 		// Another appliance bound the MAC to another host since the
 		// refresh: memory learns it.
 		l.hosts[key] = hostBinding{id: other.HostID, expires: time.Unix(0, other.Expires)}
@@ -833,12 +820,21 @@ func (l *Leases) BindHost(ctx context.Context, mac net.HardwareAddr, hostID stri
 	if prev, ok := l.hosts[key]; ok && prev.id != hostID && l.macOf[prev.id] == key {
 		delete(l.macOf, prev.id)
 	}
-	if moved {
-		delete(l.hosts, oldMAC)
+	if old, ok := l.macOf[hostID]; ok && old != key {
+		if hb, ok := l.hosts[old]; ok && hb.id == hostID {
+			delete(l.hosts, old)
+		}
 	}
-	if oldLease != nil {
-		delete(l.byIP, oldIPN)
-		l.forget(oldLease, oldIPN)
+	for _, m := range res.Left {
+		if hb, ok := l.hosts[m]; ok && hb.id == hostID {
+			delete(l.hosts, m)
+		}
+	}
+	for _, r := range res.Ended {
+		if le, ok := l.byIP[r.IP]; ok && le.MAC != nil && le.MAC.String() == r.MAC {
+			delete(l.byIP, r.IP)
+			l.forget(le, r.IP)
+		}
 	}
 	l.hosts[key] = hostBinding{id: hostID, expires: exp}
 	l.macOf[hostID] = key

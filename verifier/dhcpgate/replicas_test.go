@@ -389,3 +389,98 @@ func TestReplicasPoolFollowsAttestation(t *testing.T) {
 		t.Errorf("B: AdmittedLeases after the quarantine = %v; want none", got)
 	}
 }
+
+// TestReplicasForwardAHostOnOneAddress: one host (one TPM) attests from
+// two MACs, bound through two appliances on one PostgreSQL database: one
+// after the other, and then at once. The gateways of both appliances
+// together forward the host on at most one address, whichever appliance
+// bound it last and whatever the other still holds in memory.
+func TestReplicasForwardAHostOnOneAddress(t *testing.T) {
+	for _, b := range replicaBackends {
+		t.Run(b.name, func(t *testing.T) {
+			if b.name == "sqlite" {
+				t.Skip("an SQLite file serves one appliance: its gateway reads its own memory")
+			}
+			r1, r2 := b.open(t)
+			ctx := context.Background()
+			now := time.Now()
+			// Each appliance offers from its own part of the pool, so that
+			// neither offers an address the other has bound.
+			p1 := &Pool{Name: PoolProduction, Start: net.IPv4(10, 27, 0, 10), End: net.IPv4(10, 27, 0, 120),
+				Netmask: net.CIDRMask(24, 32), LeaseTime: time.Hour}
+			p2 := &Pool{Name: PoolProduction, Start: net.IPv4(10, 27, 0, 130), End: net.IPv4(10, 27, 0, 240),
+				Netmask: net.CIDRMask(24, 32), LeaseTime: time.Hour}
+			lease := func(l *Leases, mac net.HardwareAddr) {
+				t.Helper()
+				p := p1
+				if l == r2 {
+					p = p2
+				}
+				off, err := l.Offer(ctx, p, mac, now, time.Minute)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok, err := l.Bind(ctx, p, mac, off.IP, now, time.Hour); err != nil || !ok {
+					t.Fatalf("bind %s: %v, %v", mac, ok, err)
+				}
+			}
+			forwarded := func(hosts fakeHosts) []string {
+				t.Helper()
+				var all []string
+				for _, l := range []*Leases{r1, r2} {
+					ips, err := l.admittedIPs(ctx, now, hosts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, ip := range ips {
+						if !slices.Contains(all, ip.String()) {
+							all = append(all, ip.String())
+						}
+					}
+				}
+				return all
+			}
+
+			// One after the other: MAC1 through r1, then MAC2 through r2.
+			mac1, mac2 := net.HardwareAddr{0x02, 0, 0, 0, 4, 1}, net.HardwareAddr{0x02, 0, 0, 0, 4, 2}
+			lease(r1, mac1)
+			if err := r1.BindHost(ctx, mac1, "h1", now); err != nil {
+				t.Fatal(err)
+			}
+			lease(r2, mac2)
+			if err := r2.BindHost(ctx, mac2, "h1", now); err != nil {
+				t.Fatal(err)
+			}
+			if got := forwarded(fakeHosts{"h1": store.HostAdmitted}); len(got) > 1 {
+				t.Errorf("h1 bound to %s through r1, then to %s through r2: forwarded on %v; want at most one address", mac1, mac2, got)
+			}
+
+			// At once: each round a new host binds two MACs, one through
+			// each appliance.
+			for i := range 40 {
+				host := fmt.Sprintf("h-%d", i)
+				m := [2]net.HardwareAddr{{0x02, 1, 0, 0, 0, byte(i)}, {0x02, 2, 0, 0, 0, byte(i)}}
+				lease(r1, m[0])
+				lease(r2, m[1])
+				var wg sync.WaitGroup
+				errs := make([]error, 2)
+				for j, l := range []*Leases{r1, r2} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs[j] = l.BindHost(ctx, m[j], host, now)
+					}()
+				}
+				wg.Wait()
+				for j, err := range errs {
+					if err != nil {
+						t.Fatalf("round %d: BindHost(%s, %s): %v", i, m[j], host, err)
+					}
+				}
+				if got := forwarded(fakeHosts{host: store.HostAdmitted}); len(got) > 1 {
+					t.Fatalf("round %d: %s bound to %s and %s at once through two appliances: forwarded on %v; want at most one address", i, host, m[0], m[1], got)
+				}
+			}
+		})
+	}
+}

@@ -58,6 +58,7 @@ var conformance = []struct {
 	{"record/incident lifecycle", testRecordIncidentLifecycle},
 	{"record/attestation round trip", testAttestationRoundTrip},
 	{"record/reasons with invalid UTF-8", testReasonsInvalidUTF8},
+	{"record/NUL and invalid UTF-8 in every text written", testHostileText},
 	{"record/invalid input changes nothing", testRecordInvalidInput},
 	{"record/host state from verdict", testRecordStateDefaultsFromVerdict},
 	{"record/canceled context", testRecordCanceledContext},
@@ -91,6 +92,7 @@ var shared = []struct {
 	{"sessions/single use across two handles", testConsumeSessionTwoHandles},
 	{"alerts/one handle at a time claims the outbox", testClaimAlertsTwoHandles},
 	{"evidence/one log from two handles at once", testStormOneLogTwoHandles},
+	{"leases/one host bound to two MACs at once from two handles", testBindHostTwoHandles},
 }
 
 // testClaimAlertsTwoHandles: of two handles on one database, one at a time

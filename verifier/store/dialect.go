@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pressly/goose/v3/database"
+
+	"github.com/bootgate/bootgate/internal/textsafe"
 )
 
 // dialect is what differs between the SQL databases the store runs on. The
@@ -120,6 +123,31 @@ func (d *dialect) bind(query string) string {
 	return q
 }
 
+// storable returns args with every string made text both databases hold
+// (textsafe.Storable): a NUL byte or bytes that are not UTF-8, from a host,
+// a certificate or an operator, would make PostgreSQL refuse the whole
+// write (an attestation then not recorded at all), and SQLite would store
+// what PostgreSQL cannot. Reads go through it too, so that a lookup finds
+// what was written. Byte slices (BLOB columns) pass unchanged. args is
+// copied only when a string changes.
+func storable(args []any) []any {
+	out := args
+	copied := false
+	for i, a := range args {
+		s, ok := a.(string)
+		if !ok {
+			continue
+		}
+		if t := textsafe.Storable(s); t != s {
+			if !copied {
+				out, copied = slices.Clone(args), true
+			}
+			out[i] = t
+		}
+	}
+	return out
+}
+
 // conn is a database handle whose queries are written with ? placeholders.
 type conn struct {
 	*sql.DB
@@ -127,15 +155,15 @@ type conn struct {
 }
 
 func (c conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return c.DB.ExecContext(ctx, c.d.bind(query), args...)
+	return c.DB.ExecContext(ctx, c.d.bind(query), storable(args)...)
 }
 
 func (c conn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return c.DB.QueryContext(ctx, c.d.bind(query), args...)
+	return c.DB.QueryContext(ctx, c.d.bind(query), storable(args)...)
 }
 
 func (c conn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return c.DB.QueryRowContext(ctx, c.d.bind(query), args...)
+	return c.DB.QueryRowContext(ctx, c.d.bind(query), storable(args)...)
 }
 
 // txn is a transaction whose queries are written with ? placeholders.
@@ -145,15 +173,15 @@ type txn struct {
 }
 
 func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return t.Tx.ExecContext(ctx, t.d.bind(query), args...)
+	return t.Tx.ExecContext(ctx, t.d.bind(query), storable(args)...)
 }
 
 func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return t.Tx.QueryContext(ctx, t.d.bind(query), args...)
+	return t.Tx.QueryContext(ctx, t.d.bind(query), storable(args)...)
 }
 
 func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return t.Tx.QueryRowContext(ctx, t.d.bind(query), args...)
+	return t.Tx.QueryRowContext(ctx, t.d.bind(query), storable(args)...)
 }
 
 // hostLockSpace is the first key of the hosts' admission locks, so that

@@ -263,30 +263,50 @@ type HostBind struct {
 	HostID  string
 	Now     int64 // Unix nanoseconds
 	Expires int64
-	// EndLease, when EndIP is not 0, deletes EndMAC's lease of EndIP (the
-	// host's production lease on the MAC it leaves).
-	EndIP  uint32
-	EndMAC string
-	// EndPool, when not empty, deletes the leases in that pool of the MAC
-	// the database binds the host to now, if it is not MAC (the host's
-	// production lease on the MAC it leaves, as the database knows it,
-	// also when another appliance bound it).
+	// EndPool, when not empty, deletes the leases in that pool of the
+	// MACs the database binds the host to now other than MAC (the host's
+	// production lease on the MAC it leaves, whichever appliance bound it).
 	EndPool string
 }
 
-// BindHost binds b.MAC to b.HostID in one transaction: the host's binding
-// to another MAC ends (and with it, EndMAC's lease of EndIP), and MAC's
-// binding is replaced. A live binding of MAC to another host is never
-// replaced, also when another appliance wrote it: BindHost then returns
-// that binding and writes nothing. On PostgreSQL the MAC's row is locked
-// while this runs.
-func (t *LeaseTables) BindHost(ctx context.Context, b HostBind) (*HostMACRow, error) {
+// HostBound is what BindHost did.
+type HostBound struct {
+	// Other, when not nil, is MAC's live binding to another host: nothing
+	// was written.
+	Other *HostMACRow
+	// Left are the MACs whose binding to the host ended.
+	Left []string
+	// Ended are the leases deleted with them (EndPool).
+	Ended []LeaseRow
+}
+
+// BindHost binds b.MAC to b.HostID in one transaction: the host's
+// bindings to other MACs end (and with them, those MACs' leases in
+// b.EndPool), and MAC's binding is replaced. A live binding of MAC to
+// another host is never replaced, also when another appliance wrote it:
+// BindHost then returns that binding (Other) and writes nothing.
+//
+// On PostgreSQL the transaction first takes the host's lock (lockHost),
+// then MAC's row lock, so two appliances binding one host, to the same
+// MAC or to two, run one after the other, and the second reads the
+// binding the first committed: a host is bound to one MAC whatever
+// appliance bound it. (The MAC's row lock alone would not do it: two
+// transactions binding one host to two MACs lock two rows, neither sees
+// the other's uncommitted binding, and both would commit.) The leases
+// ended are those of the bindings this transaction deletes, read from the
+// database under that lock, not from any appliance's memory. Only
+// BindHost writes a binding's host, so under the host's lock the host's
+// bindings are what the transaction reads.
+func (t *LeaseTables) BindHost(ctx context.Context, b HostBind) (HostBound, error) {
 	if b.MAC == "" || b.HostID == "" {
-		return nil, errors.New("bind host: a host ID and a MAC address are required")
+		return HostBound{}, errors.New("bind host: a host ID and a MAC address are required")
 	}
-	var other *HostMACRow
+	var res HostBound
 	err := inTxWith(ctx, t.db, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *txn) error {
-		other = nil
+		res = HostBound{}
+		if err := lockHost(ctx, tx, b.HostID); err != nil {
+			return err
+		}
 		var cur HostMACRow
 		err := tx.QueryRowContext(ctx, `SELECT mac, host_id, expires FROM dhcp_host_macs WHERE mac = ?`+t.db.d.forUpdate, b.MAC).
 			Scan(&cur.MAC, &cur.HostID, &cur.Expires)
@@ -295,33 +315,59 @@ func (t *LeaseTables) BindHost(ctx context.Context, b HostBind) (*HostMACRow, er
 		case err != nil:
 			return err
 		case cur.HostID != b.HostID && cur.Expires > b.Now:
-			other = &cur
+			res.Other = &cur
 			return nil
 		}
 		if b.EndPool != "" {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE pool = ? AND mac IN
-				(SELECT mac FROM dhcp_host_macs WHERE host_id = ? AND mac <> ?)`, b.EndPool, b.HostID, b.MAC); err != nil {
+			// The leases first, then the bindings: the order Claim
+			// locks a lease's row and its MAC's binding in.
+			rows, err := tx.QueryContext(ctx, `DELETE FROM dhcp_leases WHERE pool = ? AND mac IN
+				(SELECT mac FROM dhcp_host_macs WHERE host_id = ? AND mac <> ?)
+				RETURNING `+leaseColumns, b.EndPool, b.HostID, b.MAC)
+			if err != nil {
+				return fmt.Errorf("end the host's lease on its previous MAC: %w", err)
+			}
+			for rows.Next() {
+				r, err := scanLease(rows)
+				if err != nil {
+					rows.Close()
+					return fmt.Errorf("end the host's lease on its previous MAC: %w", err)
+				}
+				res.Ended = append(res.Ended, r)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
 				return fmt.Errorf("end the host's lease on its previous MAC: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_host_macs WHERE host_id = ? OR mac = ?`, b.HostID, b.MAC); err != nil {
+		rows, err := tx.QueryContext(ctx, `DELETE FROM dhcp_host_macs WHERE host_id = ? OR mac = ? RETURNING mac, host_id`, b.HostID, b.MAC)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var mac, host string
+			if err := rows.Scan(&mac, &host); err != nil {
+				rows.Close()
+				return err
+			}
+			if host == b.HostID && mac != b.MAC {
+				res.Left = append(res.Left, mac)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO dhcp_host_macs (mac, host_id, updated, expires) VALUES (?, ?, ?, ?)`,
 			b.MAC, b.HostID, b.Now, b.Expires); err != nil {
 			return err
 		}
-		if b.EndIP != 0 {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?`, b.EndIP, b.EndMAC); err != nil {
-				return fmt.Errorf("end %s's lease: %w", b.EndMAC, err)
-			}
-		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bind host %s: %w", b.HostID, err)
+		return HostBound{}, fmt.Errorf("bind host %s: %w", b.HostID, err)
 	}
-	return other, nil
+	return res, nil
 }
 
 // Replicated reports whether several appliances may share these tables

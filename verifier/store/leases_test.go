@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -57,14 +59,14 @@ func testLeaseTables(t *testing.T, open opener) {
 		t.Errorf("a release by a client that does not hold it changed the lease: %+v, %v", r, err)
 	}
 
-	if other, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h1", Now: now, Expires: now + hour}); err != nil || other != nil {
-		t.Fatalf("BindHost: %+v, %v", other, err)
+	if got, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h1", Now: now, Expires: now + hour}); err != nil || got.Other != nil {
+		t.Fatalf("BindHost: %+v, %v", got, err)
 	}
-	if other, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h2", Now: now, Expires: now + hour}); err != nil || other == nil || other.HostID != "h1" {
-		t.Errorf("binding a MAC bound to another live host: %+v, %v; want h1's binding", other, err)
+	if got, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h2", Now: now, Expires: now + hour}); err != nil || got.Other == nil || got.Other.HostID != "h1" {
+		t.Errorf("binding a MAC bound to another live host: %+v, %v; want h1's binding", got, err)
 	}
-	if other, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h2", Now: now + hour, Expires: now + 2*hour}); err != nil || other != nil {
-		t.Errorf("binding a MAC whose binding expired: %+v, %v", other, err)
+	if got, err := lt.BindHost(ctx, HostBind{MAC: "m3", HostID: "h2", Now: now + hour, Expires: now + 2*hour}); err != nil || got.Other != nil {
+		t.Errorf("binding a MAC whose binding expired: %+v, %v", got, err)
 	}
 	leases, hosts, err := lt.Load(ctx, now+2*hour-1)
 	if err != nil || len(leases) != 1 || leases[0].MAC != "m3" || len(hosts) != 1 || hosts[0].HostID != "h2" {
@@ -110,6 +112,65 @@ func TestLeaseTablesDurable(t *testing.T) {
 		var got string
 		if err := lt.DB().QueryRow("PRAGMA " + p).Scan(&got); err != nil || got != want {
 			t.Errorf("PRAGMA %s = %q, %v; want %q", p, got, err, want)
+		}
+	}
+}
+
+// testBindHostTwoHandles: two handles on one database (two appliances)
+// bind one new host to two MACs at once, round after round. Whichever
+// commits second must end the first's binding: the host is bound to at
+// most one MAC after every round, and only that MAC keeps its production
+// lease.
+func testBindHostTwoHandles(t *testing.T, loc string) {
+	a, b := openAt(t, loc).Leases(), openAt(t, loc).Leases()
+	ctx := context.Background()
+	const hour = int64(3600e9)
+	for i := range 200 {
+		now := int64(i+1) * 1e9
+		host := fmt.Sprintf("h-%d", i)
+		macs := [2]string{fmt.Sprintf("a-%d", i), fmt.Sprintf("b-%d", i)}
+		ok, err := a.Claim(ctx, now, []LeaseClaim{
+			{Lease: LeaseRow{IP: uint32(2*i + 1), MAC: macs[0], Pool: "production", Bound: true, Expires: now + hour}},
+			{Lease: LeaseRow{IP: uint32(2*i + 2), MAC: macs[1], Pool: "production", Bound: true, Expires: now + hour}},
+		})
+		if err != nil || !ok[0] || !ok[1] {
+			t.Fatalf("round %d: Claim = %v, %v", i, ok, err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for j, lt := range []*LeaseTables{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[j] = lt.BindHost(ctx, HostBind{MAC: macs[j], HostID: host, Now: now, Expires: now + hour, EndPool: "production"})
+			}()
+		}
+		wg.Wait()
+		for j, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: BindHost(%s): %v", i, macs[j], err)
+			}
+		}
+		var n int
+		if err := a.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM dhcp_host_macs WHERE host_id = ?`, host).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 1 {
+			t.Fatalf("round %d: host %s is bound to %d MACs after two concurrent binds; want at most 1", i, host, n)
+		}
+		hl, err := a.HostLeases(ctx, "production", []string{host}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hl) != 1 {
+			t.Fatalf("round %d: host %s has %d production leases bound to it: %+v; want 1", i, host, len(hl), hl)
+		}
+		var others int
+		if err := a.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM dhcp_leases WHERE pool = 'production' AND mac IN (?, ?)`, macs[0], macs[1]).Scan(&others); err != nil {
+			t.Fatal(err)
+		}
+		if others != 1 {
+			t.Errorf("round %d: %d production leases on the host's two MACs; want only the bound MAC's", i, others)
 		}
 	}
 }

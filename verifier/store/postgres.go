@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -83,4 +85,48 @@ func Redacted(loc string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
+}
+
+// UnverifiedTransport returns, for a postgres:// URL, why a connection to
+// it may be read or changed by someone on the network between the
+// appliance and the database: a host reached over TCP (not a Unix socket,
+// not a loopback address) with plaintext allowed (sslmode disable, allow,
+// or prefer, pgx's and libpq's default, which falls back to plaintext) or
+// with TLS whose server certificate is not verified (require without a
+// root certificate). It returns "" when every host the URL names is local
+// or reached with a verified certificate (verify-ca, verify-full), and for
+// a location that is not a postgres:// URL. The settings are read as pgx
+// reads them, PGSSLMODE and the other environment variables included; a
+// URL that does not parse is Open's to refuse.
+func UnverifiedTransport(loc string) string {
+	if !IsPostgresURL(loc) {
+		return ""
+	}
+	cfg, err := pgx.ParseConfig(loc)
+	if err != nil {
+		return ""
+	}
+	tries := append([]*pgconn.FallbackConfig{{Host: cfg.Host, Port: cfg.Port, TLSConfig: cfg.TLSConfig}}, cfg.Fallbacks...)
+	for _, f := range tries {
+		if localHost(f.Host) {
+			continue
+		}
+		switch {
+		case f.TLSConfig == nil:
+			return fmt.Sprintf("%s is reached without TLS or may fall back to plaintext (sslmode is not verify-full or verify-ca)", f.Host)
+		case f.TLSConfig.InsecureSkipVerify && f.TLSConfig.VerifyPeerCertificate == nil:
+			return fmt.Sprintf("%s's certificate is not verified (sslmode is not verify-full or verify-ca)", f.Host)
+		}
+	}
+	return ""
+}
+
+// localHost reports whether a PostgreSQL host is a Unix socket directory
+// or a loopback address or name.
+func localHost(host string) bool {
+	if strings.HasPrefix(host, "/") || host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -23,6 +23,44 @@ func TestRedacted(t *testing.T) {
 	}
 }
 
+// TestUnverifiedTransport: a PostgreSQL URL whose connection someone on
+// the network could read or change (plaintext allowed, or a certificate
+// not verified) to a host that is not local is named; a verified
+// certificate, a Unix socket or a loopback host is not.
+func TestUnverifiedTransport(t *testing.T) {
+	for _, env := range []string{"PGSSLMODE", "PGSSLROOTCERT", "PGHOST", "PGSSLNEGOTIATION"} {
+		t.Setenv(env, "")
+	}
+	for _, tc := range []struct {
+		url  string
+		warn bool
+	}{
+		{"postgres://bootgate@db.example/bootgate", true}, // pgx's default: prefer
+		{"postgres://bootgate@db.example/bootgate?sslmode=prefer", true},
+		{"postgres://bootgate@db.example/bootgate?sslmode=allow", true},
+		{"postgres://bootgate@db.example/bootgate?sslmode=disable", true},
+		{"postgres://bootgate@db.example/bootgate?sslmode=require", true},
+		{"postgres://bootgate@192.0.2.7:5432/bootgate", true},
+		{"postgres://bootgate@127.0.0.1,db.example/bootgate?sslmode=require", true},
+		{"postgres://bootgate@db.example/bootgate?sslmode=verify-full", false},
+		{"postgres://bootgate@db.example/bootgate?sslmode=verify-ca", false},
+		{"postgresql://bootgate@/bootgate?host=%2Frun%2Fpostgresql", false},
+		{"postgres://bootgate@localhost/bootgate?sslmode=disable", false},
+		{"postgres://bootgate@127.0.0.1/bootgate", false},
+		{"postgres://bootgate@[::1]:5432/bootgate", false},
+		{"/var/lib/bootgate/bootgate.db", false},
+	} {
+		why := UnverifiedTransport(tc.url)
+		if (why != "") != tc.warn {
+			t.Errorf("UnverifiedTransport(%s) = %q; want a warning: %v", tc.url, why, tc.warn)
+		}
+	}
+	t.Setenv("PGSSLMODE", "verify-full")
+	if why := UnverifiedTransport("postgres://bootgate@db.example/bootgate"); why != "" {
+		t.Errorf("with PGSSLMODE=verify-full: %q; want no warning", why)
+	}
+}
+
 // An unusable PostgreSQL URL is refused without quoting its password.
 func TestOpenPostgresRefusesQuietly(t *testing.T) {
 	for _, u := range []string{
