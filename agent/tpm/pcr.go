@@ -143,11 +143,12 @@ func pcrValues(rsp *tpm2.PCRReadResponse, alg tpm2.TPMAlgID, size int) (map[int]
 // alone: it replays logs into a test TPM; a boundary or a measurement is
 // Extend, which covers every bank.
 func (t *TPM) ExtendSHA1(pcr int, sha1Digest []byte) error {
-	return t.extendBank(crypto.SHA1, pcr, sha1Digest)
+	return t.ExtendBank(crypto.SHA1, pcr, sha1Digest)
 }
 
-// extendBank extends digest into PCR pcr of the bank h only.
-func (t *TPM) extendBank(h crypto.Hash, pcr int, digest []byte) error {
+// ExtendBank extends digest into PCR pcr of the bank h (crypto.SHA256 or
+// crypto.SHA1) only, as ExtendSHA1 does for SHA-1.
+func (t *TPM) ExtendBank(h crypto.Hash, pcr int, digest []byte) error {
 	h, alg, err := bankAlg(h)
 	if err != nil {
 		return fmt.Errorf("extend PCR %d: %w", pcr, err)
@@ -288,7 +289,7 @@ func (t *TPM) replayEventLog(raw []byte, h crypto.Hash) (int, error) {
 		plan = append(plan, extend{pcr: ev.Index, digest: ev.Digest})
 	}
 	for i, e := range plan {
-		if err := t.extendBank(h, e.pcr, e.digest); err != nil {
+		if err := t.ExtendBank(h, e.pcr, e.digest); err != nil {
 			return i, fmt.Errorf("replay event log: %w", err)
 		}
 	}
