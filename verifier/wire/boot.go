@@ -7,8 +7,8 @@ import (
 
 // BoundaryPCR is bootgate's own PCR, which firmware, shim,
 // GRUB and the Linux EFI stub leave alone. The agent extends it only after
-// a pass: with BoundaryDigest when it has unsealed the credentials, and with
-// the production OS it loads. The verifier refuses a quote with it moved: it
+// a pass, in every allocated PCR bank: with BoundaryDigest when it has
+// unsealed the credentials, and with the production OS it loads. The verifier refuses a quote with it moved: it
 // was taken after bootgate handed the boot over (by the production OS, or by
 // whoever runs code there and relays its TPM's quotes for another machine).
 // A host attests again only after a reboot.
