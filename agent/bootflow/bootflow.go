@@ -14,7 +14,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -202,19 +201,13 @@ func (f *Flow) try(ctx context.Context, n int) (*boot.Image, bool, error) {
 			t.Close()
 			return fail(wire.EventBootError, fmt.Errorf("unseal credentials: %w", err))
 		}
+		// Extend moves PCR 15 of every allocated bank: a quote of any bank
+		// taken past this point shows the boundary.
 		boundary := wire.BoundaryDigest()
 		f.crossed = true
 		if err := t.Extend(wire.BoundaryPCR, boundary[:]); err != nil {
 			t.Close()
 			return fail(wire.EventBootError, fmt.Errorf("extend the boundary into PCR %d: %w", wire.BoundaryPCR, err))
-		}
-		// Credentials sealed to the SHA-1 bank need the boundary there too.
-		if slices.ContainsFunc(res.Credentials, func(c wire.Credential) bool { return c.PCRBank == wire.BankSHA1 }) {
-			b1 := wire.BoundaryDigestSHA1()
-			if err := t.ExtendSHA1(wire.BoundaryPCR, b1[:]); err != nil {
-				t.Close()
-				return fail(wire.EventBootError, fmt.Errorf("extend the boundary into PCR %d (SHA-1): %w", wire.BoundaryPCR, err))
-			}
 		}
 		f.Events.Emit(wire.EventCredentials, map[string]any{"unsealed": n, "boundary_pcr": wire.BoundaryPCR})
 	}

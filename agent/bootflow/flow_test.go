@@ -157,6 +157,10 @@ func (e *env) pcr15(t *testing.T) []byte {
 func TestPassBootsTheNamedOS(t *testing.T) {
 	e := setup(t, "rhel8-uefi.bin", "rhel8-uefi.bin", nil)
 	before := e.pcr15(t)
+	before1, err := e.tp.BankPCRs(crypto.SHA1, []int{wire.BoundaryPCR})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := e.flow.Run(context.Background()); err != nil {
 		t.Fatalf("run: %v\n%s", err, e.events)
 	}
@@ -175,6 +179,15 @@ func TestPassBootsTheNamedOS(t *testing.T) {
 	after := e.pcr15(t)
 	if bytes.Equal(before, after) {
 		t.Error("the OS was not measured into PCR 15")
+	}
+	// The pass was in the SHA-256 bank; the boundary and the OS moved the
+	// SHA-1 bank's PCR 15 too, so a SHA-1 quote of this boot shows them.
+	after1, err := e.tp.BankPCRs(crypto.SHA1, []int{wire.BoundaryPCR})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(before1[wire.BoundaryPCR], after1[wire.BoundaryPCR]) {
+		t.Error("the boundary and the OS left SHA-1 PCR 15 alone")
 	}
 	for _, ev := range []string{`"verdict":"pass"`, `"event":"identity"`, `"event":"os_verified"`, `"event":"os_loaded"`, `"event":"kexec"`} {
 		if !strings.Contains(e.events.String(), ev) {

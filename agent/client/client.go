@@ -6,6 +6,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -238,6 +239,20 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM, eventLog []byte) (*Repo
 	}
 	for _, i := range enr.PCRs {
 		req.PCRs = append(req.PCRs, wire.PCR{Index: i, Digest: values[i]})
+	}
+	// A quote of another bank than SHA-256 comes with a SHA-256 quote of
+	// the boundary PCR: the verifier sees that this boot has not been
+	// handed over in the bank every agent marks.
+	if bank != crypto.SHA256 {
+		bq, bsig, err := ak.QuoteBank(qd, crypto.SHA256, []int{wire.BoundaryPCR})
+		if err != nil {
+			return nil, fmt.Errorf("quote the boundary: %w", err)
+		}
+		bv, err := t.BankPCRs(crypto.SHA256, []int{wire.BoundaryPCR})
+		if err != nil {
+			return nil, fmt.Errorf("read the boundary PCR: %w", err)
+		}
+		req.Boundary = &wire.BoundaryQuote{Quote: bq, Signature: bsig, PCRs: []wire.PCR{{Index: wire.BoundaryPCR, Digest: bv[wire.BoundaryPCR]}}}
 	}
 	rep := &Report{EK: chosen}
 	if err := c.postPatiently(ctx, wire.PathQuote, req, &rep.Result); err != nil {

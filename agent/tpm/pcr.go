@@ -140,26 +140,43 @@ func pcrValues(rsp *tpm2.PCRReadResponse, alg tpm2.TPMAlgID, size int) (map[int]
 
 // ExtendSHA1 extends a SHA-1 digest into a PCR's SHA-1 bank
 // (TPM2_PCR_Extend, empty password authorisation). Other banks are left
-// alone.
+// alone: it replays logs into a test TPM; a boundary or a measurement is
+// Extend, which covers every bank.
 func (t *TPM) ExtendSHA1(pcr int, sha1Digest []byte) error {
+	return t.ExtendBank(crypto.SHA1, pcr, sha1Digest)
+}
+
+// ExtendBank extends digest into PCR pcr of the bank h (crypto.SHA256 or
+// crypto.SHA1) only, as ExtendSHA1 does for SHA-1.
+func (t *TPM) ExtendBank(h crypto.Hash, pcr int, digest []byte) error {
+	h, alg, err := bankAlg(h)
+	if err != nil {
+		return fmt.Errorf("extend PCR %d: %w", pcr, err)
+	}
 	if pcr < 0 || pcr >= numPCRs {
 		return fmt.Errorf("extend PCR %d: out of range 0-%d", pcr, numPCRs-1)
 	}
-	if len(sha1Digest) != crypto.SHA1.Size() {
-		return fmt.Errorf("extend PCR %d: digest of %d bytes, want %d", pcr, len(sha1Digest), crypto.SHA1.Size())
+	if len(digest) != h.Size() {
+		return fmt.Errorf("extend PCR %d: digest of %d bytes, want %d", pcr, len(digest), h.Size())
 	}
-	_, err := tpm2.PCRExtend{
+	_, err = tpm2.PCRExtend{
 		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
-		Digests:   tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{HashAlg: tpm2.TPMAlgSHA1, Digest: sha1Digest}}},
+		Digests:   tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{HashAlg: alg, Digest: digest}}},
 	}.Execute(t.tr)
 	if err != nil {
-		return fmt.Errorf("extend PCR %d (SHA-1): %w", pcr, err)
+		return fmt.Errorf("extend PCR %d (%v): %w", pcr, h, err)
 	}
 	return nil
 }
 
-// Extend extends a SHA-256 digest into a PCR's SHA-256 bank (TPM2_PCR_Extend,
-// empty password authorisation). Other banks are left alone.
+// Extend extends a SHA-256 digest into PCR pcr of every allocated PCR bank
+// (one TPM2_PCR_Extend with one digest per bank, empty password
+// authorisation): the SHA-256 bank receives sha256Digest, any other bank
+// the digest of sha256Digest in its own algorithm (SHA-1(sha256Digest) in
+// the SHA-1 bank). No bank is left alone, so that a boundary or a
+// measurement moves the PCR in whichever bank a later quote covers. An
+// allocated bank whose algorithm bootgate cannot compute fails the extend
+// before anything is extended.
 func (t *TPM) Extend(pcr int, sha256Digest []byte) error {
 	if pcr < 0 || pcr >= numPCRs {
 		return fmt.Errorf("extend PCR %d: out of range 0-%d", pcr, numPCRs-1)
@@ -167,17 +184,55 @@ func (t *TPM) Extend(pcr int, sha256Digest []byte) error {
 	if len(sha256Digest) != sha256.Size {
 		return fmt.Errorf("extend PCR %d: digest of %d bytes, want %d", pcr, len(sha256Digest), sha256.Size)
 	}
-	_, err := tpm2.PCRExtend{
+	banks, err := t.allocatedBanks(pcr)
+	if err != nil {
+		return fmt.Errorf("extend PCR %d: %w", pcr, err)
+	}
+	var digests []tpm2.TPMTHA
+	for _, alg := range banks {
+		if alg == tpm2.TPMAlgSHA256 {
+			digests = append(digests, tpm2.TPMTHA{HashAlg: alg, Digest: sha256Digest})
+			continue
+		}
+		h, err := alg.Hash()
+		if err != nil || !h.Available() {
+			return fmt.Errorf("extend PCR %d: the allocated PCR bank %v is not one bootgate can extend", pcr, alg)
+		}
+		hh := h.New()
+		hh.Write(sha256Digest)
+		digests = append(digests, tpm2.TPMTHA{HashAlg: alg, Digest: hh.Sum(nil)})
+	}
+	if !slices.ContainsFunc(digests, func(d tpm2.TPMTHA) bool { return d.HashAlg == tpm2.TPMAlgSHA256 }) {
+		return fmt.Errorf("extend PCR %d: no SHA-256 bank allocated", pcr)
+	}
+	_, err = tpm2.PCRExtend{
 		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
-		Digests: tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{
-			HashAlg: tpm2.TPMAlgSHA256,
-			Digest:  sha256Digest,
-		}}},
+		Digests:   tpm2.TPMLDigestValues{Digests: digests},
 	}.Execute(t.tr)
 	if err != nil {
 		return fmt.Errorf("extend PCR %d: %w", pcr, err)
 	}
 	return nil
+}
+
+// allocatedBanks lists the algorithms of the PCR banks in which PCR pcr is
+// allocated (TPM2_GetCapability of TPM_CAP_PCRS).
+func (t *TPM) allocatedBanks(pcr int) ([]tpm2.TPMAlgID, error) {
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapPCRs, PropertyCount: 1}.Execute(t.tr)
+	if err != nil {
+		return nil, fmt.Errorf("read the allocated PCR banks: %w", err)
+	}
+	sel, err := rsp.CapabilityData.Data.AssignedPCR()
+	if err != nil {
+		return nil, fmt.Errorf("read the allocated PCR banks: %w", err)
+	}
+	var out []tpm2.TPMAlgID
+	for _, s := range sel.PCRSelections {
+		if pcr/8 < len(s.PCRSelect) && s.PCRSelect[pcr/8]&(1<<(pcr%8)) != 0 && !slices.Contains(out, s.Hash) {
+			out = append(out, s.Hash)
+		}
+	}
+	return out, nil
 }
 
 // ReplayEventLog extends every SHA-256 digest of a raw TCG crypto-agile event
@@ -207,9 +262,9 @@ func (t *TPM) replayEventLog(raw []byte, h crypto.Hash) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("replay event log: parse: %w", err)
 	}
-	alg, extendFn := register.HashSHA256, t.Extend
+	alg := register.HashSHA256
 	if h == crypto.SHA1 {
-		alg, extendFn = register.HashSHA1, t.ExtendSHA1
+		alg = register.HashSHA1
 	}
 	type extend struct {
 		pcr    int
@@ -234,7 +289,7 @@ func (t *TPM) replayEventLog(raw []byte, h crypto.Hash) (int, error) {
 		plan = append(plan, extend{pcr: ev.Index, digest: ev.Digest})
 	}
 	for i, e := range plan {
-		if err := extendFn(e.pcr, e.digest); err != nil {
+		if err := t.ExtendBank(h, e.pcr, e.digest); err != nil {
 			return i, fmt.Errorf("replay event log: %w", err)
 		}
 	}

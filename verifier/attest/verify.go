@@ -196,12 +196,58 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 			return nil, &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("PCR %d is %x, not zero: the quote was taken after bootgate handed this boot over (credentials unsealed or an OS loaded); a host attests again only after a reboot", i, d)}
 		}
 	}
+	if h != crypto.SHA256 && len(exp.Fresh) > 0 {
+		if err := e.verifyBoundary(exp.Fresh, q.Boundary, qd); err != nil {
+			return nil, err
+		}
+	}
 	st, err := logs.Verify(q.EventLog, bank)
 	if err != nil {
 		// The log's errors can quote what the host sent: escaped and clipped.
 		return nil, &EvidenceError{Check: CheckEventLog, Detail: textsafe.Clip(err.Error(), eventlog.MaxDetailBytes)}
 	}
 	return &Verified{HostID: e.HostID, State: st, FirmwareVersion: att.FirmwareVersion}, nil
+}
+
+// verifyBoundary checks the boundary quote that comes with a quote of
+// another bank than SHA-256: signed by the AK over the session's qualifying
+// data qd, covering exactly the fresh PCRs in the SHA-256 bank, each zero.
+// Every agent extends its boundary into SHA-256 PCR 15, but one may have
+// left the other banks alone: without this, a boot already handed over
+// could attest again in such a bank. A quote without it fails
+// evidence.boundary.
+func (e *Enrollment) verifyBoundary(fresh []int, b *wire.BoundaryQuote, qd []byte) error {
+	if b == nil {
+		return &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("a quote of a bank other than SHA-256 must come with a SHA-256 quote of PCR %v (boundary): this agent sent none", fresh)}
+	}
+	vals := make(map[int][]byte, len(b.PCRs))
+	pcrs := make([]goattest.PCR, 0, len(b.PCRs))
+	for _, p := range b.PCRs {
+		if _, dup := vals[p.Index]; dup {
+			return &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("boundary quote: PCR %d sent twice", p.Index)}
+		}
+		vals[p.Index] = p.Digest
+		pcrs = append(pcrs, goattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: crypto.SHA256})
+	}
+	if err := e.akPublic.Verify(goattest.Quote{Quote: b.Quote, Signature: b.Signature}, pcrs, qd); err != nil {
+		return &EvidenceError{Check: CheckBoundary, Detail: "boundary quote: " + textsafe.Clip(err.Error(), eventlog.MaxDetailBytes)}
+	}
+	att, err := legacy.DecodeAttestationData(b.Quote)
+	if err != nil || att.AttestedQuoteInfo == nil {
+		return &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("boundary quote: not a quote: %v", err)}
+	}
+	sel := att.AttestedQuoteInfo.PCRSelection
+	got := slices.Sorted(slices.Values(sel.PCRs))
+	want := slices.Sorted(slices.Values(fresh))
+	if sel.Hash != legacy.AlgSHA256 || !slices.Equal(got, want) || len(vals) != len(want) {
+		return &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("boundary quote covers %v PCRs %v with %d values, want SHA-256 PCRs %v", sel.Hash, got, len(vals), want)}
+	}
+	for _, i := range want {
+		if d, ok := vals[i]; !ok || len(d) != crypto.SHA256.Size() || !allZero(d) {
+			return &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("SHA-256 PCR %d is %x, not zero: the quote was taken after bootgate handed this boot over (credentials unsealed or an OS loaded); a host attests again only after a reboot", i, d)}
+		}
+	}
+	return nil
 }
 
 func allZero(b []byte) bool {

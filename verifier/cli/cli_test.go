@@ -143,6 +143,12 @@ func TestPolicySHA1Bank(t *testing.T) {
 			}
 		}
 	}
+	// The bank is named in any case.
+	for _, name := range []string{"SHA1", "Sha1"} {
+		if code, out, errOut := run(t, "policy", "learn", "--pcr-bank", name, "--eventlog", logs+"debian-10.bin"); code != 0 || !strings.Contains(out, "pcr_bank: sha1") {
+			t.Errorf("--pcr-bank %s: exit %d: %s", name, code, errOut)
+		}
+	}
 	if code, _, errOut := run(t, "policy", "learn", "--pcr-bank", "md5", "--eventlog", logs+"debian-10.bin"); code != ExitBadInput || !strings.Contains(errOut, "--pcr-bank") {
 		t.Errorf("unknown bank: exit %d: %s", code, errOut)
 	}

@@ -56,7 +56,7 @@ func (e *env) policyLearnCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var h crypto.Hash
-			switch bankName {
+			switch strings.ToLower(bankName) {
 			case policy.BankSHA256:
 			case policy.BankSHA1:
 				h, opts.AllowSHA1 = crypto.SHA1, true
@@ -86,8 +86,10 @@ func (e *env) policyLearnCmd() *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: ExitBadInput, Err: err}
 			}
+			// Notes quote the log (a variable name, a command line):
+			// escaped, as every text from a host is on a terminal.
 			for _, n := range notes {
-				fmt.Fprintf(e.stderr, "allowed: %s\n", n)
+				fmt.Fprintf(e.stderr, "allowed: %s\n", esc(n))
 			}
 			b, err := p.Marshal()
 			if err != nil {

@@ -298,8 +298,17 @@ func extract(events []tcg.Event, bank Bank) *BootState {
 			}
 		}
 		if len(missing) > 0 {
+			// Name the PCRs the log has events for: the others hold no
+			// separator either, and nothing else.
+			var logged []int
+			for _, e := range events {
+				if e.Index >= 0 && e.Index < 7 && !slices.Contains(logged, e.Index) {
+					logged = append(logged, e.Index)
+				}
+			}
+			slices.Sort(logged)
 			st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkSeparatorPCR7Only,
-				Detail: fmt.Sprintf("PCRs %v hold no separator, and no event of PCRs 0–6 has a separator's digest", missing)})
+				Detail: Detailf("no separator in PCRs 0–6 (the log has events for PCRs %v of them), and no event of PCRs 0–6 has a separator's digest", logged)})
 		}
 	}
 	return st
@@ -340,7 +349,7 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 		if !bound && perr == nil && valueOnlyVariable(alg, e, v, place) {
 			bound = true
 			st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkVariableValueOnly, Event: n,
-				Detail: fmt.Sprintf("variable %s: the digest is of its value only", v.VarName())})
+				Detail: Detailf("variable %s: the digest is of its value only", v.VarName())})
 		}
 		if !bound {
 			st.anomaly(n, "variable event digest matches neither its data nor, by a known firmware quirk, its value")
@@ -370,7 +379,7 @@ func (st *BootState) addPCR7(n int, e tcg.Event, alg crypto.Hash, afterSeparator
 	if !bound && shimAuthorityShort(alg, e, v, perr == nil) {
 		bound = true
 		st.Quirks = append(st.Quirks, QuirkUse{Quirk: QuirkShimAuthorityLastByte, Event: n,
-			Detail: fmt.Sprintf("authority %s: the digest is of the event data without its last byte", v.VarName())})
+			Detail: Detailf("authority %s: the digest is of the event data without its last byte", v.VarName())})
 	}
 	if !bound {
 		// The event replayed, so PCR 7 is right, but its data is not what

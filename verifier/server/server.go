@@ -389,6 +389,14 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// bankOf names a PCR bank as sessions and policies hold it: 0 is SHA-256.
+func bankOf(h crypto.Hash) crypto.Hash {
+	if h == 0 {
+		return crypto.SHA256
+	}
+	return h
+}
+
 func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	var req wire.QuoteRequest
 	if !decode(w, r, &req) || !checked(w, req.Check()) {
@@ -414,6 +422,18 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	enr := sess.enrollment
 	log := s.opt.Logger.With("host", enr.HostID, "remote", r.RemoteAddr)
 
+	// One policy decides this attestation and is recorded with it, even if
+	// SetPolicy replaces it meanwhile. A session issued for another bank
+	// than this policy's (pcr_bank changed since enrollment) is no verdict
+	// on the host: the agent enrolls again and quotes the policy's bank.
+	pol := s.Policy()
+	if bankOf(pol.Bank()) != bankOf(sess.expected.Bank) {
+		log.Info("quote for another PCR bank than the policy's: enroll again", "session_bank", bankOf(sess.expected.Bank), "policy_bank", bankOf(pol.Bank()))
+		w.Header().Set(wire.RetryAfterHeader, "1")
+		writeError(w, http.StatusConflict, wire.CodeEnrollAgain, fmt.Sprintf("the policy now describes the %v PCR bank, the session the %v bank: enroll again", bankOf(pol.Bank()), bankOf(sess.expected.Bank)))
+		return
+	}
+
 	start := time.Now()
 	verified, err := enr.Verify(sess.expected, &req, s.opt.Logs)
 	var evErr *attest.EvidenceError
@@ -438,9 +458,6 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 		s.refuseLink(w, r, log, enr.HostID, &req, linkErr)
 		return
 	}
-	// One policy decides this attestation and is recorded with it, even if
-	// SetPolicy replaces it meanwhile.
-	pol := s.Policy()
 	in := admission.Input{Evidence: admission.Evidence{QuoteVerified: evErr == nil || evErr.Signed}}
 	var stateJSON []byte
 	var identityKey crypto.PublicKey

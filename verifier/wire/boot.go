@@ -7,8 +7,8 @@ import (
 
 // BoundaryPCR is bootgate's own PCR, which firmware, shim,
 // GRUB and the Linux EFI stub leave alone. The agent extends it only after
-// a pass: with BoundaryDigest when it has unsealed the credentials, and with
-// the production OS it loads. The verifier refuses a quote with it moved: it
+// a pass, in every allocated PCR bank: with BoundaryDigest when it has
+// unsealed the credentials, and with the production OS it loads. The verifier refuses a quote with it moved: it
 // was taken after bootgate handed the boot over (by the production OS, or by
 // whoever runs code there and relays its TPM's quotes for another machine).
 // A host attests again only after a reboot.
@@ -21,12 +21,13 @@ func BoundaryDigest() [sha256.Size]byte {
 	return sha256.Sum256([]byte(boundary))
 }
 
-// BoundaryDigestSHA1 is BoundaryDigest for the SHA-1 bank, which the agent
-// extends too when it attested in that bank (EnrollResponse.PCRBank):
-// SHA-1("bootgate: credentials unsealed"). It is a marker, not a
-// measurement: a collision gains nothing.
+// BoundaryDigestSHA1 is what the agent extends into BoundaryPCR of the
+// SHA-1 bank along with BoundaryDigest (one extend covers every allocated
+// bank): SHA-1(BoundaryDigest()). It is a marker, not a measurement: a
+// collision gains nothing.
 func BoundaryDigestSHA1() [sha1.Size]byte {
-	return sha1.Sum([]byte(boundary))
+	d := BoundaryDigest()
+	return sha1.Sum(d[:])
 }
 
 const boundary = "bootgate: credentials unsealed"

@@ -48,6 +48,12 @@ const (
 	// request's source address. The answer's Retry-After header gives the
 	// seconds to wait (RetryAfterHeader); nothing was done or recorded.
 	CodeRetryLater Code = "retry_later"
+	// CodeEnrollAgain (HTTP 409) refuses a quote whose session was issued
+	// for another PCR bank than the policy in force names: the policy's
+	// pcr_bank changed between enrollment and quote. The session is used
+	// up; no verdict is recorded, no incident opened. The agent enrolls
+	// again (after Retry-After, if given) and quotes the new bank.
+	CodeEnrollAgain Code = "enroll_again"
 
 	// Host identity endpoints (PathIdentity, PathIdentityRenew).
 	CodeIdentityRequired Code = "identity_required" // no host identity certificate was presented

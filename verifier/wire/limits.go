@@ -105,12 +105,25 @@ func (r *QuoteRequest) Check() error {
 			field{"identity.certify_info", len(id.CertifyInfo), MaxTPMStructBytes},
 			field{"identity.signature", len(id.Signature), MaxTPMStructBytes})
 	}
+	if b := r.Boundary; b != nil {
+		fs = append(fs,
+			field{"boundary.quote", len(b.Quote), MaxTPMStructBytes},
+			field{"boundary.signature", len(b.Signature), MaxTPMStructBytes},
+			field{"boundary.pcrs", len(b.PCRs), MaxPCRs})
+	}
 	if err := checkFields(fs); err != nil {
 		return err
 	}
 	for i, p := range r.PCRs { // at most MaxPCRs
 		if len(p.Digest) > MaxDigestBytes {
 			return &FieldError{Field: fmt.Sprintf("pcrs[%d].digest", i), Size: len(p.Digest), Limit: MaxDigestBytes}
+		}
+	}
+	if b := r.Boundary; b != nil {
+		for i, p := range b.PCRs { // at most MaxPCRs
+			if len(p.Digest) > MaxDigestBytes {
+				return &FieldError{Field: fmt.Sprintf("boundary.pcrs[%d].digest", i), Size: len(p.Digest), Limit: MaxDigestBytes}
+			}
 		}
 	}
 	return nil

@@ -28,6 +28,9 @@ func TestRequestFieldLimits(t *testing.T) {
 		{"too many PCRs", (&wire.QuoteRequest{PCRs: make([]wire.PCR, wire.MaxPCRs+1)}).Check, "pcrs"},
 		{"PCR digest", (&wire.QuoteRequest{PCRs: []wire.PCR{{}, {Digest: n(wire.MaxDigestBytes + 1)}}}).Check, "pcrs[1].digest"},
 		{"session", (&wire.QuoteRequest{Session: strings.Repeat("a", wire.MaxSessionBytes+1)}).Check, "session"},
+		{"boundary quote", (&wire.QuoteRequest{Boundary: &wire.BoundaryQuote{Quote: n(wire.MaxTPMStructBytes + 1)}}).Check, "boundary.quote"},
+		{"boundary PCRs", (&wire.QuoteRequest{Boundary: &wire.BoundaryQuote{PCRs: make([]wire.PCR, wire.MaxPCRs+1)}}).Check, "boundary.pcrs"},
+		{"boundary PCR digest", (&wire.QuoteRequest{Boundary: &wire.BoundaryQuote{PCRs: []wire.PCR{{Digest: n(wire.MaxDigestBytes + 1)}}}}).Check, "boundary.pcrs[0].digest"},
 		{"identity", (&wire.QuoteRequest{Identity: &wire.IdentityRequest{CertifyInfo: n(wire.MaxTPMStructBytes + 1)}}).Check, "identity.certify_info"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -147,6 +147,19 @@ type QuoteRequest struct {
 	// reads them.
 	MAC string `json:"mac"`
 	IP  string `json:"ip"`
+	// Boundary comes with a quote of any bank but SHA-256: a second quote,
+	// by the same AK over the same qualifying data, of BoundaryPCR in the
+	// SHA-256 bank, which every agent extends after a pass. The verifier
+	// refuses a SHA-1 quote without it, or with that PCR moved (docs/policy.md).
+	Boundary *BoundaryQuote `json:"boundary,omitempty"`
+}
+
+// BoundaryQuote is QuoteRequest.Boundary: a quote of BoundaryPCR in the
+// SHA-256 bank and its value.
+type BoundaryQuote struct {
+	Quote     []byte `json:"quote"`     // TPMS_ATTEST
+	Signature []byte `json:"signature"` // TPMT_SIGNATURE
+	PCRs      []PCR  `json:"pcrs"`      // SHA-256 values
 }
 
 // MACLen is the length of the MAC in the qualifying data: an EUI-48.
