@@ -16,37 +16,57 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
 // unsafe reports the runes Escape replaces: the C0 controls (U+0000-U+001F,
 // tab and newline included, so that one field stays one line), DEL, the C1
 // controls (U+0080-U+009F, which terminals also interpret, CSI among them),
-// the line and paragraph separators, and the Unicode bidirectional
-// formatting characters (UAX #9: LRM, RLM, ALM, the embeddings, overrides
-// and isolates), which can make text display in another order than it is
-// (CVE-2021-42574).
+// the line and paragraph separators, every format character (Unicode
+// category Cf: the bidirectional formatting characters of UAX #9, which can
+// make text display in another order than it is, CVE-2021-42574, and the
+// invisible ones, such as the zero-width space and joiners, the word
+// joiner, the byte order mark and the soft hyphen, which make different
+// names look alike), the space separators other than the ASCII space
+// (a no-break space looks like a space), and the other characters that
+// display as nothing (the combining grapheme joiner, the Hangul fillers,
+// the variation selectors).
 func unsafe(r rune) bool {
 	switch {
 	case r < 0x20, r == 0x7f, 0x80 <= r && r <= 0x9f:
 		return true
-	case r == 0x061c, r == 0x200e, r == 0x200f, r == 0x2028, r == 0x2029,
-		0x202a <= r && r <= 0x202e, 0x2066 <= r && r <= 0x2069:
+	case r < 0x7f:
+		return false
+	case r == 0x2028, r == 0x2029, r == 0x034f, r == 0x115f, r == 0x1160,
+		r == 0x3164, r == 0xffa0, r == 0x180b, r == 0x180c, r == 0x180d, r == 0x180f,
+		0xfe00 <= r && r <= 0xfe0f, 0xe0100 <= r && r <= 0xe01ef:
 		return true
 	}
-	return false
+	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Zs, r)
 }
 
 // Escape returns s with every unsafe rune written as \xNN (below U+0100)
-// or \uNNNN, and every byte that is not valid UTF-8 as \xNN. The result is
-// printable and contains no control character; Escape of its result
-// changes nothing. Backslashes are kept as they are: device paths are full
-// of them.
-func Escape(s string) string {
+// or \uNNNN (\UNNNNNNNN above U+FFFF), every byte that is not valid UTF-8
+// as \xNN, and every backslash doubled, so that an escaped text and a text
+// that merely looks escaped (the four characters \x1b) never come out the
+// same. The result is printable and contains no control character; text
+// without a backslash or an unsafe rune comes out unchanged. Escape is not
+// idempotent: escaping twice doubles the backslashes again.
+func Escape(s string) string { return escape(s, true) }
+
+// Inert is Escape for text that was escaped once already (the admin API
+// answers with escaped text, and the CLI shows it): it escapes unsafe runes
+// and invalid UTF-8 as Escape does but keeps backslashes, so that text
+// escaped by Escape comes out unchanged, and text that was not comes out
+// inert all the same. Inert of its result changes nothing.
+func Inert(s string) string { return escape(s, false) }
+
+func escape(s string, backslash bool) string {
 	i := 0
 	for i < len(s) {
 		r, n := utf8.DecodeRuneInString(s[i:])
-		if unsafe(r) || r == utf8.RuneError && n == 1 {
+		if backslash && r == '\\' || unsafe(r) || r == utf8.RuneError && n == 1 {
 			break
 		}
 		i += n
@@ -62,10 +82,14 @@ func Escape(s string) string {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case backslash && r == '\\':
+			b.WriteString(`\\`)
 		case unsafe(r) && r < 0x100:
 			fmt.Fprintf(&b, `\x%02x`, r)
-		case unsafe(r):
+		case unsafe(r) && r <= 0xffff:
 			fmt.Fprintf(&b, `\u%04x`, r)
+		case unsafe(r):
+			fmt.Fprintf(&b, `\U%08x`, r)
 		default:
 			b.WriteString(s[i : i+n])
 		}
@@ -79,12 +103,19 @@ func Escape(s string) string {
 // "…[clipped, 1048576 bytes]". The marker adds at most ClipMarkerBytes.
 // Only the first n bytes of s are read, so clipping a large text costs
 // O(n).
-func Clip(s string, n int) string {
+func Clip(s string, n int) string { return clipWith(s, n, Escape) }
+
+// ClipInert is Clip with Inert: for a text (a failure detail) that was
+// built from parts escaped already (Escape, Clip), which must not have
+// their backslashes doubled again.
+func ClipInert(s string, n int) string { return clipWith(s, n, Inert) }
+
+func clipWith(s string, n int, esc func(string) string) string {
 	if n < 0 {
 		n = 0
 	}
 	if len(s) <= n {
-		if e := Escape(s); len(e) <= n {
+		if e := esc(s); len(e) <= n {
 			return e
 		}
 	}
@@ -92,7 +123,7 @@ func Clip(s string, n int) string {
 	for raw > 0 && raw < len(s) && !utf8.RuneStart(s[raw]) {
 		raw--
 	}
-	e := Escape(s[:raw]) // escaping never shrinks text
+	e := esc(s[:raw]) // escaping never shrinks text
 	cut := min(len(e), n)
 	for cut > 0 && cut < len(e) && !utf8.RuneStart(e[cut]) {
 		cut--
@@ -113,33 +144,39 @@ func Escapef(format string, args ...any) string {
 // escaped; numbers are kept exactly. Object keys come out sorted. It is for
 // documents shown to people (the dashboard's API, webhook bodies); the
 // stored record stays as received.
-func JSON(b []byte) ([]byte, error) {
+func JSON(b []byte) ([]byte, error) { return escapeJSON(b, Escape) }
+
+// InertJSON is JSON with Inert: for a document whose text was escaped once
+// already (an answer of the admin API).
+func InertJSON(b []byte) ([]byte, error) { return escapeJSON(b, Inert) }
+
+func escapeJSON(b []byte, esc func(string) string) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("escape JSON: %w", err)
 	}
-	out, err := json.Marshal(escapeValue(v))
+	out, err := json.Marshal(escapeValue(v, esc))
 	if err != nil {
 		return nil, fmt.Errorf("escape JSON: %w", err)
 	}
 	return out, nil
 }
 
-func escapeValue(v any) any {
+func escapeValue(v any, esc func(string) string) any {
 	switch x := v.(type) {
 	case string:
-		return Escape(x)
+		return esc(x)
 	case []any:
 		for i := range x {
-			x[i] = escapeValue(x[i])
+			x[i] = escapeValue(x[i], esc)
 		}
 		return x
 	case map[string]any:
 		m := make(map[string]any, len(x))
 		for k, e := range x {
-			m[Escape(k)] = escapeValue(e)
+			m[esc(k)] = escapeValue(e, esc)
 		}
 		return m
 	}

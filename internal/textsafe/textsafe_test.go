@@ -26,17 +26,45 @@ func raw(s string) bool {
 
 func TestEscape(t *testing.T) {
 	got := Escape(hostile)
-	want := `\EFI\BOOT\x1b[2J\x07\x0dOK\x9b31m\x7f\u202egnp.exe\u2066x\u2069\u2028\xff\x0a`
+	want := `\\EFI\\BOOT\x1b[2J\x07\x0dOK\x9b31m\x7f\u202egnp.exe\u2066x\u2069\u2028\xff\x0a`
 	if got != want {
 		t.Fatalf("Escape = %q, want %q", got, want)
 	}
-	if raw(got) || Escape(got) != got {
-		t.Fatalf("Escape left control characters or is not idempotent: %q", got)
+	if raw(got) {
+		t.Fatalf("Escape left control characters: %q", got)
 	}
-	for _, s := range []string{"", "plain", "HD(1,GPT,…)/\\EFI\\ubuntu\\shimx64.efi", "Ünïcödé 日本"} {
+	for _, s := range []string{"", "plain", "HD(1,GPT,…)/EFI/ubuntu/shimx64.efi", "Ünïcödé 日本", "a b"} {
 		if Escape(s) != s {
 			t.Errorf("Escape(%q) = %q, want it unchanged", s, Escape(s))
 		}
+	}
+}
+
+// TestEscapeUnambiguous is the attack of a host that writes the text of an
+// escape where a raw control character would be, or hides an invisible
+// character in a name: what is shown must tell them apart.
+func TestEscapeUnambiguous(t *testing.T) {
+	if a, b := Escape("x\x1b[2J"), Escape(`x\x1b[2J`); a == b {
+		t.Errorf("a raw ESC and the text \\x1b both escape to %q", a)
+	}
+	if got, want := Escape(`\EFI\BOOT`), `\\EFI\\BOOT`; got != want {
+		t.Errorf("Escape of a device path = %q, want %q", got, want)
+	}
+	for _, r := range []rune{'\u200b', '\u200d', '\u2060', '\ufeff', '\u00ad', '\u00a0', '\u034f', '\ufe0f', '\U000e0041'} {
+		s := "d" + string(r) + "b"
+		got := Escape(s)
+		if got == s || got == Escape("db") || strings.ContainsRune(got, r) {
+			t.Errorf("Escape(%q) = %q: the invisible U+%04X is not escaped", s, got, r)
+		}
+	}
+	// Distinct texts stay distinct after escaping.
+	seen := map[string]string{}
+	for _, s := range []string{"\x1b", `\x1b`, `\\x1b`, "\\\x1b", "\u200b", `\u200b`, "\xff", `\xff`, "\U000e0041", `\U000e0041`} {
+		e := Escape(s)
+		if prev, ok := seen[e]; ok {
+			t.Errorf("Escape(%q) = Escape(%q) = %q", s, prev, e)
+		}
+		seen[e] = s
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	goattest "github.com/google/go-attestation/attest"
 	legacy "github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpm2"
 
 	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/eventlog"
@@ -41,7 +42,7 @@ func (e *LinkError) Unwrap() error { return ErrLinkMismatch }
 // EvidenceError reports evidence from a TPM that proved its AK but whose quote
 // or event log does not verify. It names the check that failed.
 type EvidenceError struct {
-	Check  string // "quote", "pcr_selection", "event_log"
+	Check  string // CheckEncoding, CheckQuote, CheckPCRSelection, CheckEventLog, CheckBoundary
 	Detail string
 	// Signed is true when the AK's signature over the quote and its
 	// qualifying data (the session's nonce and the link) verified before
@@ -53,6 +54,7 @@ func (e *EvidenceError) Error() string { return fmt.Sprintf("%s: %s", e.Check, e
 
 // Evidence checks, as named in EvidenceError.Check and in stored reasons.
 const (
+	CheckEncoding     = "evidence.encoding"
 	CheckQuote        = "evidence.quote"
 	CheckPCRSelection = "evidence.pcr_selection"
 	CheckEventLog     = "evidence.event_log"
@@ -110,6 +112,10 @@ var DirectLogs LogVerifier = directLogs{}
 //   - the activation secret equals the one issued (constant time): the AK
 //     lives in the TPM of the enrolled EK (ErrActivation);
 //   - the request names a link (wire.ParseLink of q.MAC, q.IP) (*LinkError);
+//   - the quote's TPMS_ATTEST and its TPMT_SIGNATURE are each exactly one
+//     canonical encoding, with no bytes after it (EvidenceError
+//     "evidence.encoding"): what is stored is what was verified, and its
+//     size is the structure's;
 //   - the quote's signature verifies with the AK, it is a TPM-generated quote
 //     (magic and type), and its PCR digest is that of the PCR values sent
 //     (EvidenceError "evidence.quote");
@@ -160,6 +166,14 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	if err != nil {
 		return nil, &LinkError{Detail: err.Error()}
 	}
+	// go-attestation ignores bytes after the signature, and the server
+	// stores both as sent.
+	if err := checkCanonical[tpm2.TPMSAttest]("quote TPMS_ATTEST", q.Quote, quickAttest); err != nil {
+		return nil, &EvidenceError{Check: CheckEncoding, Detail: err.Error()}
+	}
+	if err := checkCanonical[tpm2.TPMTSignature]("quote TPMT_SIGNATURE", q.Signature, quickSignature); err != nil {
+		return nil, &EvidenceError{Check: CheckEncoding, Detail: err.Error()}
+	}
 	quote := goattest.Quote{Quote: q.Quote, Signature: q.Signature}
 	if err := e.akPublic.Verify(quote, pcrs, qd); err == nil {
 		signed = true
@@ -204,7 +218,7 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	st, err := logs.Verify(q.EventLog, bank)
 	if err != nil {
 		// The log's errors can quote what the host sent: escaped and clipped.
-		return nil, &EvidenceError{Check: CheckEventLog, Detail: textsafe.Clip(err.Error(), eventlog.MaxDetailBytes)}
+		return nil, &EvidenceError{Check: CheckEventLog, Detail: textsafe.ClipInert(err.Error(), eventlog.MaxDetailBytes)}
 	}
 	return &Verified{HostID: e.HostID, State: st, FirmwareVersion: att.FirmwareVersion}, nil
 }

@@ -44,7 +44,7 @@ func (e *env) incidentsListCmd(use string) *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printJSON(admin.IncidentPage{Incidents: list, Next: next})
+				return e.printEscapedJSON(admin.IncidentPage{Incidents: list, Next: next})
 			}
 			tw := e.table()
 			fmt.Fprintln(tw, "INCIDENT\tHOST\tSTATE\tFAILURES\tOPENED\tASSIGNEE\tREASONS")
@@ -53,7 +53,7 @@ func (e *env) incidentsListCmd(use string) *cobra.Command {
 				if assignee == "" {
 					assignee = "-"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", in.ID, esc(in.HostID), esc(in.State), in.Failures, when(in.Opened), esc(assignee), ruleList(in.Reasons))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", in.ID, shown(in.HostID), shown(in.State), in.Failures, when(in.Opened), shown(assignee), ruleList(in.Reasons))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -85,27 +85,27 @@ func (e *env) incidentShowCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printJSON(d)
+				return e.printEscapedJSON(d)
 			}
 			in := d.Incident
 			fmt.Fprintf(e.stdout, "incident %d  host %s  state %s  failures %d  assignee %q\nopened %s  updated %s  attestations %v\n",
-				in.ID, esc(in.HostID), esc(in.State), in.Failures, in.Assignee, when(in.Opened), when(in.Updated), d.Attestations)
+				in.ID, shown(in.HostID), shown(in.State), in.Failures, in.Assignee, when(in.Opened), when(in.Updated), d.Attestations)
 			if l := d.Latest; l != nil {
-				fmt.Fprintf(e.stdout, "latest failure: attestation %d at %s, policy %s (%s)\n", l.AttestationID, l.Time, esc(l.PolicyName), esc(l.PolicyDigest))
-				fmt.Fprintf(e.stdout, "EK %s %s, issued by %s; event log %d bytes, %d events\n", esc(l.EKType), esc(l.EKSubject), esc(l.EKIssuer), l.EventLogBytes, l.EventLogEvents)
+				fmt.Fprintf(e.stdout, "latest failure: attestation %d at %s, policy %s (%s)\n", l.AttestationID, l.Time, shown(l.PolicyName), shown(l.PolicyDigest))
+				fmt.Fprintf(e.stdout, "EK %s %s, issued by %s; event log %d bytes, %d events\n", shown(l.EKType), shown(l.EKSubject), shown(l.EKIssuer), l.EventLogBytes, l.EventLogEvents)
 				if t := l.TPM; t != (store.TPM{}) {
 					fw := t.Firmware
 					if fw == "" {
 						fw = "not proven"
 					}
-					fmt.Fprintf(e.stdout, "TPM %s %s (version %s), firmware %s\n", esc(t.Manufacturer), esc(t.Model), esc(t.Version), esc(fw))
+					fmt.Fprintf(e.stdout, "TPM %s %s (version %s), firmware %s\n", shown(t.Manufacturer), shown(t.Model), shown(t.Version), shown(fw))
 				}
 				fmt.Fprintln(e.stdout, "failed rules:")
 				for _, r := range l.Reasons {
 					if r.Event > 0 {
-						fmt.Fprintf(e.stdout, "  - %s (event %d): %s\n", esc(r.Rule), r.Event, esc(r.Detail))
+						fmt.Fprintf(e.stdout, "  - %s (event %d): %s\n", shown(r.Rule), r.Event, shown(r.Detail))
 					} else {
-						fmt.Fprintf(e.stdout, "  - %s: %s\n", esc(r.Rule), esc(r.Detail))
+						fmt.Fprintf(e.stdout, "  - %s: %s\n", shown(r.Rule), shown(r.Detail))
 					}
 				}
 			}
@@ -113,19 +113,19 @@ func (e *env) incidentShowCmd() *cobra.Command {
 			case "last_pass":
 				fmt.Fprintf(e.stdout, "diff against the host's last pass (attestation %d):\n", d.Diff.AttestationID)
 			case "reference":
-				fmt.Fprintf(e.stdout, "diff against %s, the known-good log policy %s was learned from:\n", esc(d.Diff.Reference), esc(d.Diff.PolicyName))
+				fmt.Fprintf(e.stdout, "diff against %s, the known-good log policy %s was learned from:\n", shown(d.Diff.Reference), shown(d.Diff.PolicyName))
 			case "policy":
-				fmt.Fprintf(e.stdout, "departures from policy %s (%s):\n", esc(d.Diff.PolicyName), esc(d.Diff.PolicyDigest))
+				fmt.Fprintf(e.stdout, "departures from policy %s (%s):\n", shown(d.Diff.PolicyName), shown(d.Diff.PolicyDigest))
 			}
 			for _, line := range d.Diff.Lines {
-				fmt.Fprintf(e.stdout, "  %s\n", esc(line))
+				fmt.Fprintf(e.stdout, "  %s\n", shown(line))
 			}
 			if d.Diff.Note != "" {
-				fmt.Fprintf(e.stdout, "  (%s)\n", esc(d.Diff.Note))
+				fmt.Fprintf(e.stdout, "  (%s)\n", shown(d.Diff.Note))
 			}
 			fmt.Fprintln(e.stdout, "history:")
 			for _, n := range d.History {
-				fmt.Fprintf(e.stdout, "  %s %s %s: %s\n", when(n.Time), esc(n.Author), esc(n.Kind), esc(n.Text))
+				fmt.Fprintf(e.stdout, "  %s %s %s: %s\n", when(n.Time), shown(n.Author), shown(n.Kind), shown(n.Text))
 			}
 			return nil
 		})
@@ -220,12 +220,12 @@ func (e *env) auditCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printJSON(page)
+				return e.printEscapedJSON(page)
 			}
 			tw := e.table()
 			fmt.Fprintln(tw, "ID\tTIME\tOPERATOR\tACTION\tTARGET\tDETAIL")
 			for _, a := range page.Entries {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", a.ID, when(a.Time), esc(a.Actor), esc(a.Action), esc(a.Target), esc(a.Detail))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", a.ID, when(a.Time), shown(a.Actor), shown(a.Action), shown(a.Target), shown(a.Detail))
 			}
 			return tw.Flush()
 		})

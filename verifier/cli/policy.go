@@ -79,7 +79,7 @@ func (e *env) policyLearnCmd() *cobra.Command {
 			if errors.Is(err, policy.ErrNotReference) {
 				fmt.Fprintln(e.stderr, "bootgate:", err)
 				for _, a := range st.Anomalies {
-					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, esc(a.Detail))
+					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, shown(a.Detail))
 				}
 				return &ExitError{Code: ExitPolicyFail, Err: err}
 			}
@@ -137,7 +137,7 @@ func (e *env) policyCheckCmd() *cobra.Command {
 				if st.PaddingBytes > 0 {
 					out["padding_bytes"] = st.PaddingBytes
 				}
-				if err := e.printJSON(out); err != nil {
+				if err := e.printEscapedJSON(out); err != nil {
 					return err
 				}
 			} else {
@@ -145,7 +145,7 @@ func (e *env) policyCheckCmd() *cobra.Command {
 					fmt.Fprintf(e.stderr, "note: the log ends with %d bytes of padding after its last event\n", st.PaddingBytes)
 				}
 				for _, f := range failures {
-					fmt.Fprintln(e.stdout, esc(f.String()))
+					fmt.Fprintln(e.stdout, shown(f.String()))
 				}
 				if len(failures) == 0 {
 					fmt.Fprintf(e.stdout, "pass: %s meets policy %q\n", logPath, p.Name)
@@ -212,12 +212,12 @@ func (e *env) policyDiffCmd() *cobra.Command {
 				}
 				d := eventlog.Diff(ref, st)
 				if asJSON {
-					if err := e.printJSON(map[string]any{"against": "reference", "differences": append([]string{}, d...)}); err != nil {
+					if err := e.printEscapedJSON(map[string]any{"against": "reference", "differences": append([]string{}, d...)}); err != nil {
 						return err
 					}
 				} else {
 					for _, line := range d {
-						fmt.Fprintln(e.stdout, esc(line))
+						fmt.Fprintln(e.stdout, shown(line))
 					}
 				}
 				if len(d) == 0 {
@@ -230,12 +230,12 @@ func (e *env) policyDiffCmd() *cobra.Command {
 			case p != nil:
 				fs := p.Evaluate(st)
 				if asJSON {
-					if err := e.printJSON(map[string]any{"against": "policy", "policy": p.Name, "policy_digest": p.Digest(), "failures": append([]policy.Failure{}, fs...)}); err != nil {
+					if err := e.printEscapedJSON(map[string]any{"against": "policy", "policy": p.Name, "policy_digest": p.Digest(), "failures": append([]policy.Failure{}, fs...)}); err != nil {
 						return err
 					}
 				} else {
 					for _, f := range fs {
-						fmt.Fprintln(e.stdout, esc(f.String()))
+						fmt.Fprintln(e.stdout, shown(f.String()))
 					}
 				}
 				if len(fs) == 0 {

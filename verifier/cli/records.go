@@ -104,7 +104,7 @@ func (e *env) statusCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printJSON(s)
+				return e.printEscapedJSON(s)
 			}
 			fmt.Fprintf(e.stdout, "hosts      admitted %d  quarantined %d\n", s.Hosts[store.HostAdmitted], s.Hosts[store.HostQuarantined])
 			fmt.Fprintf(e.stdout, "incidents  open %d  investigating %d  remediated %d  closed %d\n",
@@ -140,7 +140,7 @@ func (e *env) hostsCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printJSON(admin.HostPage{Hosts: hosts, Next: next})
+				return e.printEscapedJSON(admin.HostPage{Hosts: hosts, Next: next})
 			}
 			tw := e.table()
 			fmt.Fprintln(tw, "HOST\tSTATE\tLAST VERDICT\tLAST SEEN\tATTESTATION\tLEASE\tEK")
@@ -149,13 +149,13 @@ func (e *env) hostsCmd() *cobra.Command {
 				if h.Lease != nil {
 					lease = h.Lease.IP + " (" + h.Lease.Pool + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(h.ID), esc(h.State), esc(h.LastVerdict), when(h.LastSeen), h.LastAttestationID, esc(lease), esc(h.EKType))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", shown(h.ID), shown(h.State), shown(h.LastVerdict), when(h.LastSeen), h.LastAttestationID, shown(lease), shown(h.EKType))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
 			if next != "" {
-				fmt.Fprintf(e.stderr, "more hosts: --after %s, or --all\n", esc(next))
+				fmt.Fprintf(e.stderr, "more hosts: --after %s, or --all\n", shown(next))
 			}
 			return nil
 		})
@@ -177,19 +177,19 @@ func (e *env) hostCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printJSON(h)
+				return e.printEscapedJSON(h)
 			}
-			fmt.Fprintf(e.stdout, "host %s  state %s  EK %s %s\nfirst seen %s  last seen %s\n", esc(h.ID), esc(h.State), esc(h.EKType), esc(h.EKIssuer), when(h.FirstSeen), when(h.LastSeen))
+			fmt.Fprintf(e.stdout, "host %s  state %s  EK %s %s\nfirst seen %s  last seen %s\n", shown(h.ID), shown(h.State), shown(h.EKType), shown(h.EKIssuer), when(h.FirstSeen), when(h.LastSeen))
 			if h.Lease != nil {
-				fmt.Fprintf(e.stdout, "lease %s (%s pool) MAC %s until %s\n", esc(h.Lease.IP), esc(h.Lease.Pool), esc(h.Lease.MAC), when(h.Lease.Expires))
+				fmt.Fprintf(e.stdout, "lease %s (%s pool) MAC %s until %s\n", shown(h.Lease.IP), shown(h.Lease.Pool), shown(h.Lease.MAC), when(h.Lease.Expires))
 			}
 			fmt.Fprintln(e.stdout, "attestations:")
 			for _, a := range h.Attestations {
-				fmt.Fprintf(e.stdout, "  %d  %s  %s  %s\n", a.ID, when(a.Time), esc(a.Verdict), ruleList(a.Reasons))
+				fmt.Fprintf(e.stdout, "  %d  %s  %s  %s\n", a.ID, when(a.Time), shown(a.Verdict), ruleList(a.Reasons))
 			}
 			fmt.Fprintln(e.stdout, "incidents:")
 			for _, in := range h.Incidents {
-				fmt.Fprintf(e.stdout, "  %d  %s  %d failures  opened %s\n", in.ID, esc(in.State), in.Failures, when(in.Opened))
+				fmt.Fprintf(e.stdout, "  %d  %s  %d failures  opened %s\n", in.ID, shown(in.State), in.Failures, when(in.Opened))
 			}
 			return nil
 		})
@@ -204,6 +204,10 @@ func (e *env) hostCmd() *cobra.Command {
 // a host (textsafe).
 func esc(s string) string { return textsafe.Escape(s) }
 
+// shown is esc for text from the admin API, which the appliance escaped
+// already (textsafe.Inert).
+func shown(s string) string { return textsafe.Inert(s) }
+
 func ruleList(reasons []wire.Reason) string {
 	var rules []string
 	for _, r := range reasons {
@@ -214,7 +218,7 @@ func ruleList(reasons []wire.Reason) string {
 	if len(rules) == 0 {
 		return "-"
 	}
-	return esc(strings.Join(rules, ", "))
+	return shown(strings.Join(rules, ", "))
 }
 
 func (e *env) quarantineCmd() *cobra.Command {

@@ -90,6 +90,7 @@ var shared = []struct {
 	{"apply/concurrent from two handles", testConcurrentApplyTwoHandles},
 	{"identities/quarantine racing identity records", testQuarantineRacesIdentities},
 	{"sessions/single use across two handles", testConsumeSessionTwoHandles},
+	{"sessions/single use across clocks 90 s apart", testConsumeSessionClockSkew},
 	{"alerts/one handle at a time claims the outbox", testClaimAlertsTwoHandles},
 	{"evidence/one log from two handles at once", testStormOneLogTwoHandles},
 	{"leases/one host bound to two MACs at once from two handles", testBindHostTwoHandles},

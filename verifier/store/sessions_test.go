@@ -30,8 +30,9 @@ func testConsumeSession(t *testing.T, open opener) {
 	}
 }
 
-// testSessionsExpire: once the clock passes a session's expiry, the next
-// consumption deletes its row, so the table holds live sessions only.
+// testSessionsExpire: once the clock passes a session's expiry by
+// SessionSweepMargin, the next consumption deletes its row, so the table
+// holds live and recently expired sessions only.
 func testSessionsExpire(t *testing.T, open opener) {
 	s := open(t)
 	now := sessionTime
@@ -45,13 +46,20 @@ func testSessionsExpire(t *testing.T, open opener) {
 	if err := s.ConsumeSession(ctx, []byte("late"), now.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	now = now.Add(2 * time.Minute)
-	if err := s.ConsumeSession(ctx, []byte("new"), now.Add(time.Minute)); err != nil {
+	now = now.Add(time.Minute + SessionSweepMargin - time.Second)
+	if err := s.ConsumeSession(ctx, []byte("recent"), now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	var n int
-	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM used_sessions`).Scan(&n); err != nil || n != 2 {
-		t.Errorf("rows after expiry = %d, %v; want 2 (late, new)", n, err)
+	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM used_sessions`).Scan(&n); err != nil || n != 7 {
+		t.Errorf("rows just within the sweep margin = %d, %v; want 7", n, err)
+	}
+	now = now.Add(time.Second)
+	if err := s.ConsumeSession(ctx, []byte("new"), now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM used_sessions`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("rows after expiry = %d, %v; want 3 (late, recent, new)", n, err)
 	}
 	if err := s.ConsumeSession(ctx, []byte("late"), now.Add(time.Hour)); !errors.Is(err, ErrSessionUsed) {
 		t.Errorf("a live session after the sweep: %v, want ErrSessionUsed", err)
@@ -127,5 +135,27 @@ func testConsumeSessionTwoHandles(t *testing.T, loc string) {
 		if id := fmt.Sprintf("s%d", i); consumed[id] != 1 {
 			t.Errorf("session %s consumed %d times, want 1", id, consumed[id])
 		}
+	}
+}
+
+// testConsumeSessionClockSkew is the attack of a token replayed at an
+// appliance whose clock lags another's by 90 s: B consumes X, A (ahead)
+// consumes Y and sweeps, B sees X still live by its clock. X's row must
+// have outlived A's sweep, so the replay is refused.
+func testConsumeSessionClockSkew(t *testing.T, loc string) {
+	a := openAt(t, loc)
+	b := openAt(t, loc)
+	a.now = func() time.Time { return sessionTime.Add(90 * time.Second) }
+	b.now = func() time.Time { return sessionTime }
+	ctx := context.Background()
+	x := sessionTime.Add(time.Minute) // live at B, expired at A
+	if err := b.ConsumeSession(ctx, []byte("X"), x); err != nil {
+		t.Fatalf("B consumes X: %v", err)
+	}
+	if err := a.ConsumeSession(ctx, []byte("Y"), a.now().Add(time.Minute)); err != nil {
+		t.Fatalf("A consumes Y: %v", err)
+	}
+	if err := b.ConsumeSession(ctx, []byte("X"), x); !errors.Is(err, ErrSessionUsed) {
+		t.Fatalf("B consumes X again after A's sweep: %v, want ErrSessionUsed", err)
 	}
 }
