@@ -46,27 +46,19 @@ func unsafe(r rune) bool {
 	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Zs, r)
 }
 
-// Escape returns s with every unsafe rune written as \xNN (below U+0100)
-// or \uNNNN (\UNNNNNNNN above U+FFFF), every byte that is not valid UTF-8
-// as \xNN, and every backslash doubled, so that an escaped text and a text
-// that merely looks escaped (the four characters \x1b) never come out the
-// same. The result is printable and contains no control character; text
-// without a backslash or an unsafe rune comes out unchanged. Escape is not
-// idempotent: escaping twice doubles the backslashes again.
-func Escape(s string) string { return escape(s, true) }
-
-// Inert is Escape for text that was escaped once already (the admin API
-// answers with escaped text, and the CLI shows it): it escapes unsafe runes
-// and invalid UTF-8 as Escape does but keeps backslashes, so that text
-// escaped by Escape comes out unchanged, and text that was not comes out
-// inert all the same. Inert of its result changes nothing.
-func Inert(s string) string { return escape(s, false) }
-
-func escape(s string, backslash bool) string {
+// Escape returns s with every unsafe rune written as \xNN (below U+0100),
+// \uNNNN or \UNNNNNNNN (above U+FFFF), and every byte that is not valid
+// UTF-8 as \xNN. The result is printable and contains no control character
+// and nothing invisible; Escape of its result changes nothing. Backslashes
+// are kept as they are (UEFI device paths are full of them), so the four
+// characters \x1b in a host's text show as an escaped ESC would: the shown
+// text is inert, and the stored record keeps the bytes as received for
+// whoever must tell them apart.
+func Escape(s string) string {
 	i := 0
 	for i < len(s) {
 		r, n := utf8.DecodeRuneInString(s[i:])
-		if backslash && r == '\\' || unsafe(r) || r == utf8.RuneError && n == 1 {
+		if unsafe(r) || r == utf8.RuneError && n == 1 {
 			break
 		}
 		i += n
@@ -82,8 +74,6 @@ func escape(s string, backslash bool) string {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case backslash && r == '\\':
-			b.WriteString(`\\`)
 		case unsafe(r) && r < 0x100:
 			fmt.Fprintf(&b, `\x%02x`, r)
 		case unsafe(r) && r <= 0xffff:
@@ -103,19 +93,12 @@ func escape(s string, backslash bool) string {
 // "…[clipped, 1048576 bytes]". The marker adds at most ClipMarkerBytes.
 // Only the first n bytes of s are read, so clipping a large text costs
 // O(n).
-func Clip(s string, n int) string { return clipWith(s, n, Escape) }
-
-// ClipInert is Clip with Inert: for a text (a failure detail) that was
-// built from parts escaped already (Escape, Clip), which must not have
-// their backslashes doubled again.
-func ClipInert(s string, n int) string { return clipWith(s, n, Inert) }
-
-func clipWith(s string, n int, esc func(string) string) string {
+func Clip(s string, n int) string {
 	if n < 0 {
 		n = 0
 	}
 	if len(s) <= n {
-		if e := esc(s); len(e) <= n {
+		if e := Escape(s); len(e) <= n {
 			return e
 		}
 	}
@@ -123,7 +106,7 @@ func clipWith(s string, n int, esc func(string) string) string {
 	for raw > 0 && raw < len(s) && !utf8.RuneStart(s[raw]) {
 		raw--
 	}
-	e := esc(s[:raw]) // escaping never shrinks text
+	e := Escape(s[:raw]) // escaping never shrinks text
 	cut := min(len(e), n)
 	for cut > 0 && cut < len(e) && !utf8.RuneStart(e[cut]) {
 		cut--
@@ -144,39 +127,33 @@ func Escapef(format string, args ...any) string {
 // escaped; numbers are kept exactly. Object keys come out sorted. It is for
 // documents shown to people (the dashboard's API, webhook bodies); the
 // stored record stays as received.
-func JSON(b []byte) ([]byte, error) { return escapeJSON(b, Escape) }
-
-// InertJSON is JSON with Inert: for a document whose text was escaped once
-// already (an answer of the admin API).
-func InertJSON(b []byte) ([]byte, error) { return escapeJSON(b, Inert) }
-
-func escapeJSON(b []byte, esc func(string) string) ([]byte, error) {
+func JSON(b []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("escape JSON: %w", err)
 	}
-	out, err := json.Marshal(escapeValue(v, esc))
+	out, err := json.Marshal(escapeValue(v))
 	if err != nil {
 		return nil, fmt.Errorf("escape JSON: %w", err)
 	}
 	return out, nil
 }
 
-func escapeValue(v any, esc func(string) string) any {
+func escapeValue(v any) any {
 	switch x := v.(type) {
 	case string:
-		return esc(x)
+		return Escape(x)
 	case []any:
 		for i := range x {
-			x[i] = escapeValue(x[i], esc)
+			x[i] = escapeValue(x[i])
 		}
 		return x
 	case map[string]any:
 		m := make(map[string]any, len(x))
 		for k, e := range x {
-			m[esc(k)] = escapeValue(e, esc)
+			m[Escape(k)] = escapeValue(e)
 		}
 		return m
 	}

@@ -218,7 +218,7 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 	st, err := logs.Verify(q.EventLog, bank)
 	if err != nil {
 		// The log's errors can quote what the host sent: escaped and clipped.
-		return nil, &EvidenceError{Check: CheckEventLog, Detail: textsafe.ClipInert(err.Error(), eventlog.MaxDetailBytes)}
+		return nil, &EvidenceError{Check: CheckEventLog, Detail: textsafe.Clip(err.Error(), eventlog.MaxDetailBytes)}
 	}
 	return &Verified{HostID: e.HostID, State: st, FirmwareVersion: att.FirmwareVersion}, nil
 }

@@ -76,19 +76,12 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 
 // printJSON prints v as indented JSON with its text escaped
 // (textsafe.JSON): what a host sent reaches the terminal inert.
-func (e *env) printJSON(v any) error { return e.printJSONWith(v, textsafe.JSON) }
-
-// printEscapedJSON is printJSON for a document whose text was escaped
-// already (an answer of the admin API, failure details): it stays inert
-// (textsafe.InertJSON) without its backslashes doubled again.
-func (e *env) printEscapedJSON(v any) error { return e.printJSONWith(v, textsafe.InertJSON) }
-
-func (e *env) printJSONWith(v any, escape func([]byte) ([]byte, error)) error {
+func (e *env) printJSON(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if b, err = escape(b); err != nil {
+	if b, err = textsafe.JSON(b); err != nil {
 		return err
 	}
 	var out bytes.Buffer

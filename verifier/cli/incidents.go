@@ -44,7 +44,7 @@ func (e *env) incidentsListCmd(use string) *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printEscapedJSON(admin.IncidentPage{Incidents: list, Next: next})
+				return e.printJSON(admin.IncidentPage{Incidents: list, Next: next})
 			}
 			tw := e.table()
 			fmt.Fprintln(tw, "INCIDENT\tHOST\tSTATE\tFAILURES\tOPENED\tASSIGNEE\tREASONS")
@@ -85,7 +85,7 @@ func (e *env) incidentShowCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printEscapedJSON(d)
+				return e.printJSON(d)
 			}
 			in := d.Incident
 			fmt.Fprintf(e.stdout, "incident %d  host %s  state %s  failures %d  assignee %q\nopened %s  updated %s  attestations %v\n",
@@ -220,7 +220,7 @@ func (e *env) auditCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printEscapedJSON(page)
+				return e.printJSON(page)
 			}
 			tw := e.table()
 			fmt.Fprintln(tw, "ID\tTIME\tOPERATOR\tACTION\tTARGET\tDETAIL")

@@ -137,7 +137,7 @@ func (e *env) policyCheckCmd() *cobra.Command {
 				if st.PaddingBytes > 0 {
 					out["padding_bytes"] = st.PaddingBytes
 				}
-				if err := e.printEscapedJSON(out); err != nil {
+				if err := e.printJSON(out); err != nil {
 					return err
 				}
 			} else {
@@ -212,7 +212,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 				}
 				d := eventlog.Diff(ref, st)
 				if asJSON {
-					if err := e.printEscapedJSON(map[string]any{"against": "reference", "differences": append([]string{}, d...)}); err != nil {
+					if err := e.printJSON(map[string]any{"against": "reference", "differences": append([]string{}, d...)}); err != nil {
 						return err
 					}
 				} else {
@@ -230,7 +230,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 			case p != nil:
 				fs := p.Evaluate(st)
 				if asJSON {
-					if err := e.printEscapedJSON(map[string]any{"against": "policy", "policy": p.Name, "policy_digest": p.Digest(), "failures": append([]policy.Failure{}, fs...)}); err != nil {
+					if err := e.printJSON(map[string]any{"against": "policy", "policy": p.Name, "policy_digest": p.Digest(), "failures": append([]policy.Failure{}, fs...)}); err != nil {
 						return err
 					}
 				} else {

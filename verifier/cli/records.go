@@ -104,7 +104,7 @@ func (e *env) statusCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printEscapedJSON(s)
+				return e.printJSON(s)
 			}
 			fmt.Fprintf(e.stdout, "hosts      admitted %d  quarantined %d\n", s.Hosts[store.HostAdmitted], s.Hosts[store.HostQuarantined])
 			fmt.Fprintf(e.stdout, "incidents  open %d  investigating %d  remediated %d  closed %d\n",
@@ -140,7 +140,7 @@ func (e *env) hostsCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printEscapedJSON(admin.HostPage{Hosts: hosts, Next: next})
+				return e.printJSON(admin.HostPage{Hosts: hosts, Next: next})
 			}
 			tw := e.table()
 			fmt.Fprintln(tw, "HOST\tSTATE\tLAST VERDICT\tLAST SEEN\tATTESTATION\tLEASE\tEK")
@@ -177,7 +177,7 @@ func (e *env) hostCmd() *cobra.Command {
 				return err
 			}
 			if o.json {
-				return e.printEscapedJSON(h)
+				return e.printJSON(h)
 			}
 			fmt.Fprintf(e.stdout, "host %s  state %s  EK %s %s\nfirst seen %s  last seen %s\n", shown(h.ID), shown(h.State), shown(h.EKType), shown(h.EKIssuer), when(h.FirstSeen), when(h.LastSeen))
 			if h.Lease != nil {
@@ -206,7 +206,7 @@ func esc(s string) string { return textsafe.Escape(s) }
 
 // shown is esc for text from the admin API, which the appliance escaped
 // already (textsafe.Inert).
-func shown(s string) string { return textsafe.Inert(s) }
+func shown(s string) string { return textsafe.Escape(s) }
 
 func ruleList(reasons []wire.Reason) string {
 	var rules []string

@@ -49,5 +49,5 @@ func Detailf(format string, args ...any) string {
 			q[i] = a
 		}
 	}
-	return textsafe.ClipInert(fmt.Sprintf(format, q...), MaxDetailBytes)
+	return textsafe.Clip(fmt.Sprintf(format, q...), MaxDetailBytes)
 }

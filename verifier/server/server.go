@@ -462,14 +462,14 @@ func (s *Server) quote(w http.ResponseWriter, r *http.Request) {
 	var stateJSON []byte
 	var identityKey crypto.PublicKey
 	if evErr != nil {
-		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: textsafe.ClipInert(evErr.Detail, eventlog.MaxDetailBytes)}
+		in.Evidence.Failure = &wire.Reason{Rule: evErr.Check, Detail: textsafe.Clip(evErr.Detail, eventlog.MaxDetailBytes)}
 	} else {
 		in.Policy = evaluate(pol, enr, verified)
 		stateJSON, _ = json.Marshal(verified.State)
 		if req.Identity != nil && s.opt.CA != nil {
 			in.Identity.Requested = true
 			if identityKey, err = enr.VerifyIdentityKey(req.Identity, sess.nonce); err != nil {
-				in.Identity.Failure = textsafe.ClipInert(err.Error(), eventlog.MaxDetailBytes)
+				in.Identity.Failure = textsafe.Clip(err.Error(), eventlog.MaxDetailBytes)
 			}
 		}
 	}
