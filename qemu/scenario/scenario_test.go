@@ -80,7 +80,7 @@ func TestBoots(t *testing.T) {
 	if err := os.WriteFile(policyPath, policy, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a, err := StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, reference, roots)
+	a, err := StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), "", policyPath, reference, roots)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 	}
 
 	step("starting the appliance in the boot network: bootgate serve on %s (policy %s)", scenario.ApplianceAddr, policyPath)
-	a, err := scenario.StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, reference, roots)
+	a, err := scenario.StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), "", policyPath, reference, roots)
 	if err != nil {
 		return err
 	}
