@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bootgate/bootgate/internal/pgcluster"
 	"github.com/bootgate/bootgate/qemu"
 	"github.com/bootgate/bootgate/qemu/swtpm"
 	"github.com/bootgate/bootgate/verifier/store"
@@ -114,7 +115,7 @@ func (o Outcome) OK() bool {
 // Appliance is a running `bootgate serve`.
 type Appliance struct {
 	Config string
-	Store  string
+	Store  string // its store: a SQLite file or a postgres:// URL
 	// Operator is an operator profile for the admin API, which listens on
 	// the namespace's loopback (run the CLI with CLI).
 	Operator string
@@ -136,10 +137,14 @@ func (a *Appliance) CLI(ctx context.Context, args ...string) ([]byte, error) {
 }
 
 // StartAppliance writes a configuration into dir and runs bootgate serve in
-// the boot network's namespace, on the address the agent UKI names.
+// the boot network's namespace, on the address the agent UKI names. st is
+// its store, a postgres:// URL or a SQLite file; "" is bootgate.db in dir.
 // reference, if not empty, is the known-good log the policy was learned
 // from: incidents of hosts that never passed are compared with it.
-func StartAppliance(ctx context.Context, n *Network, bootgate string, b Build, dir, policy, reference string, roots []byte) (*Appliance, error) {
+func StartAppliance(ctx context.Context, n *Network, bootgate string, b Build, dir, st, policy, reference string, roots []byte) (*Appliance, error) {
+	if st == "" {
+		st = filepath.Join(dir, "bootgate.db")
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "roots"), 0o755); err != nil {
 		return nil, err
 	}
@@ -150,7 +155,7 @@ func StartAppliance(ctx context.Context, n *Network, bootgate string, b Build, d
 	cfg := fmt.Sprintf(`listen: %q
 tls: {cert: %q, key: %q}
 policy: %q
-store: bootgate.db
+store: %q
 ek: {roots: roots}
 boot: {kernel: %q, initrd: %q, cmdline: "console=ttyS0 quiet", signer: %q}
 dhcp:
@@ -166,10 +171,10 @@ bootfiles: {dir: %q, tftp: "%s:69"}
 pki: {dir: %q}
 metrics_listen: "127.0.0.1:9100"
 admin: {listen: "127.0.0.1:9443", operators: operators}
-%s`, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy),
+%s`, ApplianceAddr, abs(b.path("appliance/tls/server.pem")), abs(b.path("appliance/tls/server-key.pem")), abs(policy), st,
 		abs(b.path("prodos/vmlinuz")), abs(b.path("prodos/initrd.cpio.zst")), abs(b.path("keys/db.pem")),
 		ApplianceIP, ApplianceAddr, abs(b.path("appliance/tls/ca.pem")), abs(filepath.Join(dir, "bootfiles")), ApplianceIP, abs(filepath.Join(dir, "pki")), referenceLine(reference))
-	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: filepath.Join(dir, "bootgate.db"),
+	a := &Appliance{Config: filepath.Join(dir, "appliance.yaml"), Store: st,
 		Operator: filepath.Join(dir, "operator.yaml"), bootgate: bootgate, net: n, done: make(chan error, 1)}
 	if err := os.WriteFile(a.Config, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -241,6 +246,22 @@ type Options struct {
 	CA      *swtpm.CA
 	Console io.Writer // every VM's console, prefixed with its name; nil for none
 	Timeout time.Duration
+	// Postgres, if not nil, holds the appliances' stores, a database for
+	// each (see StoreFor); otherwise each keeps a SQLite file.
+	Postgres *pgcluster.Cluster
+}
+
+// StoreFor makes the store of the appliance called name (a fresh database
+// in opt.Postgres) and returns its location for StartAppliance: a
+// postgres:// URL, or "" for a SQLite file in the appliance's directory.
+func (opt Options) StoreFor(ctx context.Context, name string) (string, error) {
+	if opt.Postgres == nil {
+		return "", nil
+	}
+	if err := opt.Postgres.CreateDB(ctx, name); err != nil {
+		return "", err
+	}
+	return opt.Postgres.URL(name), nil
 }
 
 // Boot boots hosts side by side and waits until each reaches the production
@@ -375,14 +396,15 @@ func bootOne(ctx context.Context, opt Options, h Host) Outcome {
 	}
 }
 
-// EventLog returns the raw event log of an attestation the appliance stored.
-func EventLog(ctx context.Context, storePath string, id int64) ([]byte, error) {
-	st, err := store.OpenSQLite(storePath)
+// EventLog returns the raw event log of an attestation the appliance stored
+// in st, a SQLite file or a postgres:// URL (Appliance.Store).
+func EventLog(ctx context.Context, st string, id int64) ([]byte, error) {
+	db, err := store.Open(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	defer st.Close()
-	a, err := st.Attestation(ctx, id)
+	defer db.Close()
+	a, err := db.Attestation(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +425,11 @@ func copyFile(dst, src string) error {
 // `bootgate policy learn` turns that log into the policy.
 func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy string, roots []byte) (policy []byte, reference string, err error) {
 	dir := filepath.Join(opt.Work, "reference")
-	a, err := StartAppliance(ctx, opt.Net, bootgate, opt.Build, dir, bootstrapPolicy, "", roots)
+	st, err := opt.StoreFor(ctx, "reference")
+	if err != nil {
+		return nil, "", err
+	}
+	a, err := StartAppliance(ctx, opt.Net, bootgate, opt.Build, dir, st, bootstrapPolicy, "", roots)
 	if err != nil {
 		return nil, "", err
 	}
@@ -416,12 +442,12 @@ func LearnPolicy(ctx context.Context, opt Options, bootgate, bootstrapPolicy str
 	if o.Err != nil || o.Verdict != wire.VerdictFail {
 		return nil, "", fmt.Errorf("reference boot: verdict %q: %v (console: %s)", o.Verdict, o.Err, o.Console)
 	}
-	st, err := store.OpenSQLite(a.Store)
+	db, err := store.Open(ctx, a.Store)
 	if err != nil {
 		return nil, "", err
 	}
-	hosts, err := st.Hosts(ctx)
-	st.Close()
+	hosts, err := db.Hosts(ctx)
+	db.Close()
 	if err != nil || len(hosts) != 1 {
 		return nil, "", fmt.Errorf("reference boot: %d hosts recorded: %v", len(hosts), err)
 	}

@@ -80,7 +80,10 @@ func TestBoots(t *testing.T) {
 	if err := os.WriteFile(policyPath, policy, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a, err := StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, reference, roots)
+	// The appliance keeps the embedded default store, SQLite, here; the
+	// demo boots the same hosts with it on PostgreSQL, so both stores are
+	// booted end to end.
+	a, err := StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), "", policyPath, reference, roots)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,9 @@ import (
 
 // TestDemo runs the demo as `make demo` does: the real bootgate and
 // bootgate-agent binaries, a real appliance process over TLS, and three
-// swtpm-backed hosts. It fails if any host ends otherwise than expected.
+// swtpm-backed hosts, on the demo's default store (a throwaway PostgreSQL
+// cluster, or SQLite when no server is installed). It fails if any host
+// ends otherwise than expected.
 func TestDemo(t *testing.T) {
 	if err := swtpm.Available(); err != nil {
 		t.Skipf("swtpm is needed: %v", err)
@@ -41,6 +43,7 @@ func TestDemo(t *testing.T) {
 		"secure_boot.enabled: event 3: Secure Boot is disabled",
 		"foreign-firmware  fail      QUARANTINED",
 		"demo: every host ended as expected",
+		"The appliance's store: ",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)

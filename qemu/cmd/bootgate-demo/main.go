@@ -6,8 +6,10 @@
 // see vm.go. In process mode each test host is a bootgate-agent process with its own swtpm, manufactured
 // with EK certificates from a test TPM manufacturer. Before it attests, the
 // agent extends a recorded real firmware event log into its swtpm, so that the
-// quote and the log agree as they would after a real boot. The demo exits
-// non-zero if any host ends otherwise than expected.
+// quote and the log agree as they would after a real boot. In both modes the
+// appliance keeps its state in a throwaway PostgreSQL cluster, or with
+// -store sqlite in SQLite (see store.go). The demo exits non-zero if any
+// host ends otherwise than expected.
 package main
 
 import (
@@ -59,7 +61,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	logs := fs.String("logs", "testdata/eventlogs", "directory of the recorded firmware event logs (process mode)")
 	mode := fs.String("mode", "vm", "vm: QEMU hosts boot the agent under OVMF; process: agent processes replay recorded logs")
 	buildDir := fs.String("build", "build", "images/build.sh's output (vm mode)")
+	storeFlag := fs.String("store", "postgres", "the appliance's store: postgres (a throwaway cluster, or SQLite when no PostgreSQL server is installed) or sqlite")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "store" })
+	choice, err := parseStore(*storeFlag, explicit)
+	if err != nil {
 		return err
 	}
 	if err := swtpm.Available(); err != nil {
@@ -67,7 +76,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	switch *mode {
 	case "vm":
-		return runVMs(ctx, stdout, *work, *bin, *buildDir)
+		return runVMs(ctx, stdout, *work, *bin, *buildDir, choice)
 	case "process":
 	default:
 		return fmt.Errorf("-mode: %q is neither vm nor process", *mode)
@@ -81,6 +90,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err := os.MkdirAll(filepath.Join(*work, d), 0o755); err != nil {
 			return err
 		}
+	}
+	ds, err := startStore(stdout, choice, filepath.Join(*work, "logs", "postgres.log"))
+	if err != nil {
+		return err
+	}
+	defer ds.stop(stdout)
+	storeLoc := "bootgate.db"
+	if ds.pg != nil {
+		step("the appliance keeps its state in PostgreSQL: a throwaway cluster (server log: %s)", ds.pg.Log())
+		if err := ds.pg.CreateDB(ctx, "appliance"); err != nil {
+			return err
+		}
+		storeLoc = ds.pg.URL("appliance")
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	bootgate, agent := abs(filepath.Join(*bin, "bootgate")), abs(filepath.Join(*bin, "bootgate-agent"))
@@ -127,7 +149,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := os.WriteFile(filepath.Join(*work, "policy.yaml"), policyYAML, 0o644); err != nil {
 		return err
 	}
-	cfg := fmt.Sprintf("listen: %q\ntls:\n  cert: tls/server.pem\n  key: tls/server-key.pem\npolicy: policy.yaml\nstore: bootgate.db\nek:\n  roots: roots\nadmin: {listen: %q, operators: operators}\n", *addr, *adminAddr)
+	cfg := fmt.Sprintf("listen: %q\ntls:\n  cert: tls/server.pem\n  key: tls/server-key.pem\npolicy: policy.yaml\nstore: %q\nek:\n  roots: roots\nadmin: {listen: %q, operators: operators}\n", *addr, storeLoc, *adminAddr)
 	cfgPath := filepath.Join(*work, "appliance.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
@@ -217,6 +239,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s%s\n", o.host.name, o.host.want, verdict, o.took.Seconds(), o.notes, mark)
 	}
 	tw.Flush()
+	fmt.Fprintf(stdout, "\nThe appliance's store: %s\n", ds.describe(filepath.Join(*work, "bootgate.db")))
 	fmt.Fprintln(stdout)
 	fmt.Fprintf(stdout, "The operators' view, through the admin API on %s (mTLS with an operator certificate):\n", *adminAddr)
 	for _, c := range [][]string{{"status"}, {"hosts"}, {"incidents"}} {

@@ -18,7 +18,7 @@ import (
 // runVMs boots the scenario hosts side by side against the appliance and
 // prints who got in. The policy is learned from a reference boot of the good
 // host, which runs the same build outputs.
-func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) error {
+func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string, choice storeChoice) error {
 	step := func(format string, a ...any) { fmt.Fprintf(stdout, "==> "+format+"\n", a...) }
 	b := scenario.Build{Dir: buildDir}
 	if m := b.Missing(); m != "" {
@@ -61,7 +61,15 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 		return err
 	}
 	defer netw.Close()
-	opt := scenario.Options{Build: b, Net: netw, Work: short, CA: ca, Console: console, Timeout: 5 * time.Minute}
+	ds, err := startStore(stdout, choice, filepath.Join(work, "postgres.log"))
+	if err != nil {
+		return err
+	}
+	defer ds.stop(stdout)
+	if ds.pg != nil {
+		step("the appliances keep their state in PostgreSQL: a throwaway cluster, a database each (server log: %s)", ds.pg.Log())
+	}
+	opt := scenario.Options{Build: b, Net: netw, Work: short, CA: ca, Console: console, Timeout: 5 * time.Minute, Postgres: ds.pg}
 
 	step("reference boot of the good host to learn the policy from its event log (about 30 s; consoles: %s)", console.Name())
 	bootstrap := filepath.Join(work, "bootstrap-policy.yaml")
@@ -82,7 +90,11 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 	}
 
 	step("starting the appliance in the boot network: bootgate serve on %s (policy %s)", scenario.ApplianceAddr, policyPath)
-	a, err := scenario.StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), policyPath, reference, roots)
+	st, err := opt.StoreFor(ctx, "appliance")
+	if err != nil {
+		return err
+	}
+	a, err := scenario.StartAppliance(ctx, netw, bootgate, b, filepath.Join(work, "appliance"), st, policyPath, reference, roots)
 	if err != nil {
 		return err
 	}
@@ -121,6 +133,7 @@ func runVMs(ctx context.Context, stdout io.Writer, work, bin, buildDir string) e
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s%s\n", o.Host.Name, want, verdict, o.Seconds, reasons, mark)
 	}
 	tw.Flush()
+	fmt.Fprintf(stdout, "\nThe appliance's store: %s\n", ds.describe(a.Store))
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, "The operators' view, through the admin API (mTLS with an operator certificate):")
 	cmds := [][]string{{"status"}, {"hosts"}, {"incidents"}}

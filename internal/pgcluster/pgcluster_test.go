@@ -1,0 +1,80 @@
+package pgcluster_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/bootgate/bootgate/internal/pgcluster"
+)
+
+// A cluster started with fsync on runs with it on, serves a database made
+// by CreateDB over its socket, writes its log where it was told, and is
+// gone after Stop.
+func TestStartFsyncLogStop(t *testing.T) {
+	// The server runs as the postgres user when the test runs as root:
+	// /tmp lets it through where t.TempDir's parents may not.
+	dir, err := os.MkdirTemp("/tmp", "pgcluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "postgres.log")
+	c, err := pgcluster.Start(filepath.Join(dir, "pg"), pgcluster.Options{Fsync: true, Log: logPath})
+	if errors.Is(err, pgcluster.ErrUnavailable) {
+		t.Skipf("no PostgreSQL for this test: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = c.Stop()
+		}
+	})
+	ctx := context.Background()
+	if err := c.CreateDB(ctx, "demo"); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("pgx", c.URL("demo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name, fsync string
+	if err := db.QueryRowContext(ctx, `SELECT current_database(), current_setting('fsync')`).Scan(&name, &fsync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if name != "demo" || fsync != "on" {
+		t.Errorf("connected to database %q with fsync %q, want demo with fsync on", name, fsync)
+	}
+	if c.Log() != logPath {
+		t.Errorf("Log() = %q, want %q", c.Log(), logPath)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	if b, err := os.ReadFile(logPath); err != nil || len(b) == 0 {
+		t.Errorf("server log %s: %d bytes, %v", logPath, len(b), err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pg", "data", "postmaster.pid")); !os.IsNotExist(err) {
+		t.Errorf("postmaster.pid after Stop: %v", err)
+	}
+}
+
+// A server that is not installed is ErrUnavailable, which callers skip or
+// fall back on.
+func TestStartNotInstalled(t *testing.T) {
+	_, err := pgcluster.Start(filepath.Join(t.TempDir(), "pg"), pgcluster.Options{Bin: t.TempDir()})
+	if !errors.Is(err, pgcluster.ErrUnavailable) {
+		t.Fatalf("Start with an empty Bin: %v, want ErrUnavailable", err)
+	}
+}
