@@ -211,7 +211,7 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 		}
 	}
 	if h != crypto.SHA256 && len(exp.Fresh) > 0 {
-		if err := e.verifyBoundary(exp.Fresh, q.Boundary, qd); err != nil {
+		if err := e.verifyBoundary(exp.Fresh, q.Boundary, qd, att.ClockInfo); err != nil {
 			return nil, err
 		}
 	}
@@ -228,9 +228,13 @@ func (e *Enrollment) Verify(exp Expected, q *wire.QuoteRequest, logs LogVerifier
 // data qd, covering exactly the fresh PCRs in the SHA-256 bank, each zero.
 // Every agent extends its boundary into SHA-256 PCR 15, but one may have
 // left the other banks alone: without this, a boot already handed over
-// could attest again in such a bank. A quote without it fails
-// evidence.boundary.
-func (e *Enrollment) verifyBoundary(fresh []int, b *wire.BoundaryQuote, qd []byte) error {
+// could attest again in such a bank. The boundary quote must also be of the
+// main quote's boot and no older than it (TPMS_CLOCK_INFO: the same reset
+// and restart counts, which the TPM obfuscates the same way for one AK, and
+// a clock no earlier than main's), so that one taken before the handover
+// cannot vouch for a quote taken after it; the agent quotes the main bank
+// first. A quote without it fails evidence.boundary.
+func (e *Enrollment) verifyBoundary(fresh []int, b *wire.BoundaryQuote, qd []byte, main legacy.ClockInfo) error {
 	if b == nil {
 		return &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("a quote of a bank other than SHA-256 must come with a SHA-256 quote of PCR %v (boundary): this agent sent none", fresh)}
 	}
@@ -249,6 +253,9 @@ func (e *Enrollment) verifyBoundary(fresh []int, b *wire.BoundaryQuote, qd []byt
 	att, err := legacy.DecodeAttestationData(b.Quote)
 	if err != nil || att.AttestedQuoteInfo == nil {
 		return &EvidenceError{Check: CheckBoundary, Detail: fmt.Sprintf("boundary quote: not a quote: %v", err)}
+	}
+	if c := att.ClockInfo; c.ResetCount != main.ResetCount || c.RestartCount != main.RestartCount || c.Clock < main.Clock {
+		return &EvidenceError{Check: CheckBoundary, Detail: "boundary quote: not taken after the main quote in the same boot (its TPM clock, reset or restart count differ): it cannot vouch for the main quote"}
 	}
 	sel := att.AttestedQuoteInfo.PCRSelection
 	got := slices.Sorted(slices.Values(sel.PCRs))

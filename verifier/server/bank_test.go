@@ -163,3 +163,50 @@ func TestDefaultBankUnchanged(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundaryQuoteTakenBeforeHandover: a host takes its SHA-256 boundary
+// quote while PCR 15 is still zero, lets the boot be handed over (marked in
+// SHA-256 only, as an older agent does), then takes the SHA-1 quote over
+// the same session. The boundary quote is older than the main quote: it
+// cannot vouch for it, and the attestation fails evidence.boundary.
+func TestBoundaryQuoteTakenBeforeHandover(t *testing.T) {
+	ca := tpmtest.NewCA(t)
+	tp := tpmtest.Simulator(t, ca)
+	raw := tpmtest.ReplayLog(t, tp, goodLog)
+	if _, err := tp.ReplayEventLogSHA1(raw); err != nil {
+		t.Skipf("no SHA-1 bank: %v", err)
+	}
+	f := newFixture(t, ca.Roots())
+	f.srv.SetPolicy(sha1Policy(t))
+	h := newHost(t, tp)
+	enr := f.enroll(t, h.enrollRequest())
+	secret := h.activate(t, enr)
+	qd := local(t, enr.Nonce)
+	bq, bsig, err := h.ak.QuoteBank(qd, crypto.SHA256, []int{wire.BoundaryPCR})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := wire.BoundaryDigest()
+	if err := tp.ExtendBank(crypto.SHA256, wire.BoundaryPCR, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	quote, sig, err := h.ak.QuoteBank(qd, crypto.SHA1, enr.PCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := tp.BankPCRs(crypto.SHA1, enr.PCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := wire.QuoteRequest{Session: enr.Session, ActivationSecret: secret, Quote: quote, Signature: sig, EventLog: raw,
+		MAC: loopbackMAC.String(), IP: loopbackIP.String(),
+		Boundary: &wire.BoundaryQuote{Quote: bq, Signature: bsig, PCRs: []wire.PCR{{Index: wire.BoundaryPCR, Digest: make([]byte, 32)}}}}
+	for _, i := range enr.PCRs {
+		q.PCRs = append(q.PCRs, wire.PCR{Index: i, Digest: vals[i]})
+	}
+	res := f.quote(t, q)
+	if res.Verdict == wire.VerdictPass || len(res.Credentials) != 0 || len(res.Reasons) == 0 || res.Reasons[0].Rule != "evidence.boundary" {
+		t.Fatalf("boundary quote taken before the handover, SHA-1 quote after it: verdict %s, %d credentials, reasons %+v; want a fail by evidence.boundary",
+			res.Verdict, len(res.Credentials), res.Reasons)
+	}
+}
