@@ -90,7 +90,17 @@ func Start(dir string, opt Options) (_ *Cluster, err error) {
 	if sock := filepath.Join(dir, ".s.PGSQL.5432"); len(sock) > maxSocketPath {
 		return nil, fmt.Errorf("start postgres: the socket path %s is longer than %d bytes", sock, maxSocketPath)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// The cluster trusts every connection on its socket: only its own user
+	// (and root) may reach it, through a directory that is no one else's.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(dir); err != nil {
+		return nil, err
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("start postgres: %s is not a directory (a symbolic link?)", dir)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
 	c := &Cluster{dir: dir, log: opt.Log}
@@ -103,7 +113,7 @@ func Start(dir string, opt Options) (_ *Cluster, err error) {
 		}
 	}()
 	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+		if err := os.Lchown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			return nil, err
 		}
 	}
@@ -129,7 +139,7 @@ func Start(dir string, opt Options) (_ *Cluster, err error) {
 	}
 	defer logFile.Close()
 	c.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data,
-		"-c", "listen_addresses=", "-c", "unix_socket_directories="+dir,
+		"-c", "listen_addresses=", "-c", "unix_socket_directories="+dir, "-c", "unix_socket_permissions=0700",
 		"-c", "fsync="+fsync, "-c", "max_connections=200")
 	c.cmd.Dir = dir
 	c.cmd.Stdout, c.cmd.Stderr = logFile, logFile

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/bootgate/bootgate/internal/pgcluster"
@@ -76,5 +77,49 @@ func TestStartNotInstalled(t *testing.T) {
 	_, err := pgcluster.Start(filepath.Join(t.TempDir(), "pg"), pgcluster.Options{Bin: t.TempDir()})
 	if !errors.Is(err, pgcluster.ErrUnavailable) {
 		t.Fatalf("Start with an empty Bin: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestClusterIsItsUsersAlone: the cluster trusts every connection on its
+// socket, so its directory is 0700 and its socket 0700: another local user
+// cannot reach it. A symbolic link given as the directory is refused, not
+// followed (as root, Start hands the directory to the server's user).
+func TestClusterIsItsUsersAlone(t *testing.T) {
+	parent, err := os.MkdirTemp("/tmp", "pgcluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	victim := t.TempDir()
+	link := filepath.Join(parent, "link")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgcluster.Start(link, pgcluster.Options{}); errors.Is(err, pgcluster.ErrUnavailable) {
+		t.Skipf("no PostgreSQL for this test: %v", err)
+	} else if err == nil {
+		t.Fatal("a symbolic link was taken as the cluster's directory")
+	}
+	if fi, err := os.Stat(victim); err != nil || int(fi.Sys().(*syscall.Stat_t).Uid) != os.Geteuid() {
+		t.Fatalf("the link's target changed owner: %v", err)
+	}
+
+	dir := filepath.Join(parent, "pg")
+	c, err := pgcluster.Start(dir, pgcluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	for _, p := range []string{dir, filepath.Join(dir, ".s.PGSQL.5432")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %04o: others may reach a cluster that trusts every connection", p, fi.Mode().Perm())
+		}
 	}
 }
