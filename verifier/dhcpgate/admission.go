@@ -50,30 +50,26 @@ type AdmittedSet interface {
 // bound (BindHost, unexpired) to a host that is admitted now, by address:
 // what the gateway may forward, each address with the MAC address that
 // holds it. On an SQLite file it reads the leases and their hosts from
-// memory (which holds what the file holds); on a database several
-// appliances share, from the database in one query, so that a host bound
-// and admitted through another appliance is included and one quarantined
-// through another appliance is not. The admitted hosts are read first, in
-// one query, then the leases: a host admitted or quarantined between the
-// two reads is seen so by the next call, and a lease or binding that ends
-// before the second read is left out.
+// memory (which holds what the file holds), the admitted hosts from hosts;
+// on a database several appliances share, leases, bindings and admission
+// from the database in one statement (store.LeaseTables.AdmittedLeases),
+// so that a host bound and admitted through another appliance is included
+// and one quarantined through another appliance before it is not.
 func (l *Leases) AdmittedLeases(ctx context.Context, now time.Time, hosts AdmittedSet) ([]Lease, error) {
-	admitted, err := hosts.AdmittedHosts(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("admitted addresses: %w", err)
-	}
 	if l.shared {
-		rows, err := l.t.HostLeases(ctx, PoolProduction, nil, now.UnixNano())
+		rows, err := l.t.AdmittedLeases(ctx, PoolProduction, now.UnixNano())
 		if err != nil {
 			return nil, fmt.Errorf("admitted addresses: %w", err)
 		}
 		var out []Lease
 		for _, r := range rows {
-			if admitted[r.HostID] {
-				out = append(out, *leaseOf(r.LeaseRow))
-			}
+			out = append(out, *leaseOf(r.LeaseRow))
 		}
 		return out, nil
+	}
+	admitted, err := hosts.AdmittedHosts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("admitted addresses: %w", err)
 	}
 	l.mu.Lock()
 	var out []Lease

@@ -471,6 +471,36 @@ func (t *LeaseTables) HostLeases(ctx context.Context, pool string, hostIDs []str
 	return out, nil
 }
 
+// AdmittedLeases returns the live bound leases of pool whose client is
+// bound (unexpired) to a host admitted now, by address, in one statement:
+// what a replica's gateway may forward. One statement reads one snapshot,
+// so a quarantine committed before it is never forwarded, and one
+// committed after it is seen by the next call.
+func (t *LeaseTables) AdmittedLeases(ctx context.Context, pool string, now int64) ([]HostLease, error) {
+	rows, err := t.db.QueryContext(ctx, `SELECT l.ip, l.mac, l.pool, l.bound, l.expires, l.relay, l.circuit_id, l.remote_id, h.host_id
+		FROM dhcp_leases l JOIN dhcp_host_macs h ON h.mac = l.mac JOIN hosts s ON s.id = h.host_id
+		WHERE l.mac <> '' AND l.bound = 1 AND l.expires > ? AND h.expires > ? AND l.pool = ? AND s.state = ?
+		ORDER BY l.ip`, now, now, pool, HostAdmitted)
+	if err != nil {
+		return nil, fmt.Errorf("read admitted leases: %w", err)
+	}
+	defer rows.Close()
+	var out []HostLease
+	for rows.Next() {
+		var r HostLease
+		var circuit, remote blob
+		if err := rows.Scan(&r.IP, &r.MAC, &r.Pool, &r.Bound, &r.Expires, &r.Relay, &circuit, &remote, &r.HostID); err != nil {
+			return nil, fmt.Errorf("read admitted leases: %w", err)
+		}
+		r.CircuitID, r.RemoteID = circuit, remote
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read admitted leases: %w", err)
+	}
+	return out, nil
+}
+
 // CountByPool counts the bound leases live at now (Unix nanoseconds) by
 // pool, declined addresses left out.
 func (t *LeaseTables) CountByPool(ctx context.Context, now int64) (map[string]int, error) {
