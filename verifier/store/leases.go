@@ -454,19 +454,25 @@ func (t *LeaseTables) HostLeases(ctx context.Context, pool string, hostIDs []str
 	if err != nil {
 		return nil, fmt.Errorf("read host leases: %w", err)
 	}
+	return scanHostLeases(rows, "host leases")
+}
+
+// scanHostLeases reads the rows of HostLeases and AdmittedLeases: a lease's
+// columns, then its host.
+func scanHostLeases(rows *sql.Rows, what string) ([]HostLease, error) {
 	defer rows.Close()
 	var out []HostLease
 	for rows.Next() {
 		var r HostLease
 		var circuit, remote blob
 		if err := rows.Scan(&r.IP, &r.MAC, &r.Pool, &r.Bound, &r.Expires, &r.Relay, &circuit, &remote, &r.HostID); err != nil {
-			return nil, fmt.Errorf("read host leases: %w", err)
+			return nil, fmt.Errorf("read %s: %w", what, err)
 		}
 		r.CircuitID, r.RemoteID = circuit, remote
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read host leases: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	return out, nil
 }
@@ -484,21 +490,7 @@ func (t *LeaseTables) AdmittedLeases(ctx context.Context, pool string, now int64
 	if err != nil {
 		return nil, fmt.Errorf("read admitted leases: %w", err)
 	}
-	defer rows.Close()
-	var out []HostLease
-	for rows.Next() {
-		var r HostLease
-		var circuit, remote blob
-		if err := rows.Scan(&r.IP, &r.MAC, &r.Pool, &r.Bound, &r.Expires, &r.Relay, &circuit, &remote, &r.HostID); err != nil {
-			return nil, fmt.Errorf("read admitted leases: %w", err)
-		}
-		r.CircuitID, r.RemoteID = circuit, remote
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read admitted leases: %w", err)
-	}
-	return out, nil
+	return scanHostLeases(rows, "admitted leases")
 }
 
 // CountByPool counts the bound leases live at now (Unix nanoseconds) by
