@@ -61,14 +61,16 @@ func TestBoots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	// Bounds against a hang, not measures: six TCG guests on two shared
+	// cores take from one to five minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 16*time.Minute)
 	defer cancel()
 	netw, err := NewNetwork(ctx, filepath.Join(work, "net"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer netw.Close()
-	opt := Options{Build: b, Net: netw, Work: work, CA: ca, Timeout: 5 * time.Minute}
+	opt := Options{Build: b, Net: netw, Work: work, CA: ca, Timeout: 8 * time.Minute}
 
 	start := time.Now()
 	policy, reference, err := LearnPolicy(ctx, opt, bootgate, filepath.Join(root, "verifier/policy/testdata/bootstrap.yaml"), roots)
@@ -106,6 +108,11 @@ func TestBoots(t *testing.T) {
 			o.Host.Name, o.Verdict, o.ReachedOS, o.Kexec, o.Seconds, o.NetSeconds, o.AgentMs, o.TPMCmds, o.Reasons, o.IncidentID, o.Drivers)
 		if !o.OK() {
 			t.Errorf("%s (%s) ended otherwise than expected: %+v\nreproduce: %s\nconsole: %s", o.Host.Name, o.Host.Why, o, o.CmdLine, o.Console)
+			// The work directory goes with the test: keep the console's end.
+			if b, err := os.ReadFile(o.Console); err == nil {
+				lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+				t.Logf("%s: the console's last lines:\n%s", o.Host.Name, strings.Join(lines[max(0, len(lines)-60):], "\n"))
+			}
 			continue
 		}
 		// The agent loads the driver of the NIC QEMU emulates and no other

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	legacytpm2 "github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/bootgate/bootgate/agent/client"
@@ -189,6 +190,25 @@ func TestBoundaryQuoteTakenBeforeHandover(t *testing.T) {
 	b := wire.BoundaryDigest()
 	if err := tp.ExtendBank(crypto.SHA256, wire.BoundaryPCR, b[:]); err != nil {
 		t.Fatal(err)
+	}
+	// A handover takes seconds; here, the TPM's clock moves on at least a
+	// tick before the main quote (within 5 s of waiting: not a measure).
+	battest, err := legacytpm2.DecodeAttestationData(bq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		rc, err := tpm2.ReadClock{}.Execute(tp.Transport())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.CurrentTime.ClockInfo.Clock > battest.ClockInfo.Clock {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("the TPM's clock did not move in 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	quote, sig, err := h.ak.QuoteBank(qd, crypto.SHA1, enr.PCRs)
 	if err != nil {
