@@ -2,8 +2,10 @@
 package nettest
 
 import (
+	"net"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -34,4 +36,46 @@ func InNS(t testing.TB, name string, f func()) {
 		}
 	}()
 	f()
+}
+
+// Listen listens for TCP on addr ("10.25.0.2:0") in the named namespace,
+// accepts and closes every connection until the test ends, and returns the
+// listener's address: a production host the boot network may or may not
+// reach.
+func Listen(t testing.TB, ns, addr string) string {
+	t.Helper()
+	var ln net.Listener
+	InNS(t, ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", addr); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Reaches reports whether a TCP connection from the named namespace to addr
+// succeeds, trying tries times with wait for each.
+func Reaches(t testing.TB, ns, addr string, tries int, wait time.Duration) bool {
+	t.Helper()
+	ok := false
+	InNS(t, ns, func() {
+		for i := 0; i < tries && !ok; i++ {
+			if c, err := net.DialTimeout("tcp4", addr, wait); err == nil {
+				ok = true
+				c.Close()
+			}
+		}
+	})
+	return ok
 }

@@ -94,40 +94,14 @@ func configure(t *testing.T, ns string, ip net.IP) {
 // until the test ends.
 func listenProd(t *testing.T, ns string) string {
 	t.Helper()
-	var ln net.Listener
-	nettest.InNS(t, ns, func() {
-		var err error
-		if ln, err = net.Listen("tcp4", "10.25.0.2:0"); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
+	return nettest.Listen(t, ns, "10.25.0.2:0")
 }
 
 // reaches reports whether a TCP connection from ns to addr succeeds (two
 // tries of 500 ms).
 func reaches(t *testing.T, ns, addr string) bool {
 	t.Helper()
-	ok := false
-	nettest.InNS(t, ns, func() {
-		for i := 0; i < 2 && !ok; i++ {
-			if c, err := net.DialTimeout("tcp4", addr, 500*time.Millisecond); err == nil {
-				ok = true
-				c.Close()
-			}
-		}
-	})
-	return ok
+	return nettest.Reaches(t, ns, addr, 2, 500*time.Millisecond)
 }
 
 // rawClient is a DHCP client on ns's eth0 that puts hw in chaddr, whatever

@@ -69,30 +69,7 @@ func newTopology(t *testing.T) topology {
 func (tp topology) reach(t *testing.T) (icmp, tcp bool) {
 	t.Helper()
 	icmp = exec.Command("ip", "netns", "exec", tp.boot, "busybox", "ping", "-c", "1", "-W", "1", "10.25.0.2").Run() == nil
-	var ln net.Listener
-	nettest.InNS(t, tp.prod, func() {
-		var err error
-		if ln, err = net.Listen("tcp4", "10.25.0.2:0"); err != nil {
-			t.Fatal(err)
-		}
-	})
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	nettest.InNS(t, tp.boot, func() {
-		c, err := net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
-		if err == nil {
-			tcp = true
-			c.Close()
-		}
-	})
+	tcp = nettest.Reaches(t, tp.boot, nettest.Listen(t, tp.prod, "10.25.0.2:0"), 1, time.Second)
 	return icmp, tcp
 }
 
@@ -118,40 +95,13 @@ func macOf(t *testing.T, ns, dev string) net.HardwareAddr {
 // closes connections until the test ends, and returns its address.
 func (tp topology) listen(t *testing.T) string {
 	t.Helper()
-	var ln net.Listener
-	nettest.InNS(t, tp.prod, func() {
-		var err error
-		if ln, err = net.Listen("tcp4", "10.25.0.2:0"); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
+	return nettest.Listen(t, tp.prod, "10.25.0.2:0")
 }
 
 // dialer returns a function that tries one TCP connection from the
 // boot-side host to addr, waiting at most wait.
 func (tp topology) dialer(t *testing.T, addr string, wait time.Duration) func() bool {
-	return func() bool {
-		ok := false
-		nettest.InNS(t, tp.boot, func() {
-			c, err := net.DialTimeout("tcp4", addr, wait)
-			if err == nil {
-				ok = true
-				c.Close()
-			}
-		})
-		return ok
-	}
+	return func() bool { return nettest.Reaches(t, tp.boot, addr, 1, wait) }
 }
 
 func gatewayIn(t *testing.T, tp topology, timeout time.Duration) *Gateway {
