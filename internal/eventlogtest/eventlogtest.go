@@ -297,6 +297,15 @@ var EFIGlobalVariable = [16]byte{0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11,
 // variable namespace, as laid out in memory.
 var ShimLock = [16]byte{0x50, 0xab, 0x5d, 0x60, 0x46, 0xe0, 0x00, 0x43, 0xab, 0xb6, 0x3d, 0xd8, 0x10, 0xdd, 0x8b, 0x23}
 
+// ShimAuthority is an EV_EFI_VARIABLE_AUTHORITY event of PCR 7 as shim
+// measures one (the shim-authority-short-digest quirk): UEFI_VARIABLE_DATA
+// in shim's namespace named name, whose value is an EFI_SIGNATURE_DATA of
+// der, sent with one byte more than its digest covers.
+func (l *Log) ShimAuthority(name string, der []byte) Event {
+	measured := VariableData(ShimLock, name, append(make([]byte, 16), der...))
+	return l.Event(7, EvAuthority, append(slices.Clone(measured), 0), measured)
+}
+
 // QuirkEncodings are the data a host could send for an event whose digest
 // is of measured, hoping that a known firmware quirk explains it: measured
 // as the value of each Secure Boot variable (digest of the value only), and

@@ -22,10 +22,7 @@ func TestLearnNotesEscaped(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := "\x1b]0;owned\x07\x1b[2J\u202e" + strings.Repeat("A", 1500)
-	cert := append(make([]byte, 16), eventlogtest.SelfSigned(t, "x")...)
-	measured := eventlogtest.VariableData(eventlogtest.ShimLock, name, cert)
-	data := append(append([]byte(nil), measured...), 0)
-	sent, _ := l.Insert(l.Event(7, eventlogtest.EvAuthority, data, measured))
+	sent, _ := l.Insert(l.ShimAuthority(name, eventlogtest.SelfSigned(t, "x")))
 	path := filepath.Join(t.TempDir(), "log.bin")
 	if err := os.WriteFile(path, sent.Bytes(), 0o600); err != nil {
 		t.Fatal(err)

@@ -23,10 +23,7 @@ func TestQuirkDetailEscapesVariableName(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := "\x1b]0;owned\x07\x1b[2J\u202e" + strings.Repeat("A", 1500)
-	cert := append(make([]byte, 16), eventlogtest.SelfSigned(t, "x")...)
-	measured := eventlogtest.VariableData(eventlogtest.ShimLock, name, cert)
-	data := append(append([]byte(nil), measured...), 0)
-	booted, _ := l.Insert(l.Event(7, eventlogtest.EvAuthority, data, measured))
+	booted, _ := l.Insert(l.ShimAuthority(name, eventlogtest.SelfSigned(t, "x")))
 	st, err := judge(booted.Bytes(), booted.Bytes())
 	if err != nil {
 		t.Fatal(err)
