@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
-	"github.com/bootgate/bootgate/agent/tpm"
 	"github.com/bootgate/bootgate/internal/tpmtest"
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/eventlog"
@@ -40,14 +39,9 @@ func newEvidence(tb testing.TB) *evidence {
 	ca := tpmtest.NewCA(tb)
 	tp := tpmtest.Simulator(tb, ca)
 	raw := tpmtest.ReplayLog(tb, tp, "rhel8-uefi.bin")
-	eks, err := tp.EKs()
-	if err != nil || len(eks) == 0 || eks[0].Cert == nil {
-		tb.Fatalf("EKs: %v %v", eks, err)
-	}
-	ek := eks[0]
-	ak, err := tp.NewAK(tpm.AKECCP256)
-	if err != nil {
-		tb.Fatal(err)
+	ek, ak := ekAndAK(tb, tp)
+	if ek.Cert == nil {
+		tb.Fatal("the simulator's EK has no certificate")
 	}
 	e := &evidence{ca: ca, roots: ca.Roots()}
 	e.enroll = wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}

@@ -25,16 +25,7 @@ import (
 func TestEnrollCanonical(t *testing.T) {
 	ca := tpmtest.NewCA(t)
 	tp := tpmtest.Simulator(t, ca)
-	eks, err := tp.EKs()
-	if err != nil || len(eks) == 0 {
-		t.Fatalf("EKs: %v %v", eks, err)
-	}
-	ak, err := tp.NewAK(tpm.AKECCP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ak.Close() })
-	ek := eks[0]
+	ek, ak := ekAndAK(t, tp)
 	good := func() *wire.EnrollRequest {
 		p := ak.Params()
 		return &wire.EnrollRequest{EKCert: bytes.Clone(ek.Cert), EKPublic: bytes.Clone(ek.Public), AK: wire.AKParams{

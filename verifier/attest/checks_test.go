@@ -17,6 +17,22 @@ import (
 )
 
 // flip returns b with its last byte changed.
+// ekAndAK returns tp's first EK (with its certificate when tp was
+// manufactured) and a new ECC P-256 AK, closed when the test ends.
+func ekAndAK(tb testing.TB, tp *tpm.TPM) (tpm.EK, *tpm.AK) {
+	tb.Helper()
+	eks, err := tp.EKs()
+	if err != nil || len(eks) == 0 {
+		tb.Fatalf("EKs: %v %v", eks, err)
+	}
+	ak, err := tp.NewAK(tpm.AKECCP256)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ak.Close() })
+	return eks[0], ak
+}
+
 func flip(b []byte) []byte {
 	b = slices.Clone(b)
 	b[len(b)-1] ^= 1
@@ -29,16 +45,7 @@ func flip(b []byte) []byte {
 func TestEnrollChecks(t *testing.T) {
 	ca := tpmtest.NewCA(t)
 	tp := tpmtest.Simulator(t, ca)
-	eks, err := tp.EKs()
-	if err != nil || len(eks) == 0 {
-		t.Fatalf("EKs: %v %v", eks, err)
-	}
-	ak, err := tp.NewAK(tpm.AKECCP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ak.Close() })
-	ek := eks[0]
+	ek, ak := ekAndAK(t, tp)
 	good := func() *wire.EnrollRequest {
 		return &wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}
 	}
@@ -226,15 +233,9 @@ func TestVerifyChecks(t *testing.T) {
 // and a fresh 32-byte nonce.
 func activated(t *testing.T, ca *tpmtest.CA, tp *tpm.TPM) (enr *attest.Enrollment, ak *tpm.AK, secret, act, nonce []byte) {
 	t.Helper()
-	eks, err := tp.EKs()
-	if err != nil || len(eks) == 0 {
-		t.Fatalf("EKs: %v %v", eks, err)
-	}
-	if ak, err = tp.NewAK(tpm.AKECCP256); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ak.Close() })
-	enr, err = ca.Roots().Enroll(&wire.EnrollRequest{EKCert: eks[0].Cert, EKPublic: eks[0].Public, AK: ak.Params()}, time.Now())
+	var ek tpm.EK
+	ek, ak = ekAndAK(t, tp)
+	enr, err := ca.Roots().Enroll(&wire.EnrollRequest{EKCert: ek.Cert, EKPublic: ek.Public, AK: ak.Params()}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func activated(t *testing.T, ca *tpmtest.CA, tp *tpm.TPM) (enr *attest.Enrollmen
 	if err != nil {
 		t.Fatal(err)
 	}
-	if act, err = ak.ActivateCredential(eks[0], cred, encSecret); err != nil {
+	if act, err = ak.ActivateCredential(ek, cred, encSecret); err != nil {
 		t.Fatal(err)
 	}
 	nonce = make([]byte, 32)
