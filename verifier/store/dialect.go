@@ -222,17 +222,8 @@ const maxAttempts = 20
 // must therefore have no effect outside the transaction until inTx
 // returns nil.
 func inTx(ctx context.Context, db conn, f func(*txn) error) error {
-	return inTxWith(ctx, db, db.d.write, f)
-}
-
-// inTxWith is inTx with the transaction options opts on PostgreSQL
-// (SQLite's write transactions are always IMMEDIATE, serializable).
-func inTxWith(ctx context.Context, db conn, opts *sql.TxOptions, f func(*txn) error) error {
-	if db.d == sqliteDialect {
-		opts = nil
-	}
 	for attempt := 1; ; attempt++ {
-		err := runTx(ctx, db, opts, f)
+		err := runTx(ctx, db, db.d.write, f)
 		if err == nil || !db.d.retryable(err) || attempt == maxAttempts {
 			return err
 		}

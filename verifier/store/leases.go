@@ -188,7 +188,7 @@ const claimLease = `
 // transaction's; then nothing was written.
 func (t *LeaseTables) Claim(ctx context.Context, now int64, claims []LeaseClaim) ([]bool, error) {
 	var ok []bool
-	err := inTxWith(ctx, t.db, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *txn) error {
+	err := inTx(ctx, t.db, func(tx *txn) error {
 		ok = make([]bool, len(claims))
 		for i, c := range claims {
 			r := c.Lease
@@ -302,7 +302,7 @@ func (t *LeaseTables) BindHost(ctx context.Context, b HostBind) (HostBound, erro
 		return HostBound{}, errors.New("bind host: a host ID and a MAC address are required")
 	}
 	var res HostBound
-	err := inTxWith(ctx, t.db, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *txn) error {
+	err := inTx(ctx, t.db, func(tx *txn) error {
 		res = HostBound{}
 		if err := lockHost(ctx, tx, b.HostID); err != nil {
 			return err

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -54,7 +53,7 @@ func (s *DB) ConsumeSession(ctx context.Context, id []byte, expires time.Time) e
 	// level: on PostgreSQL this runs READ COMMITTED, so that appliances
 	// deleting the same expired rows wait for each other instead of
 	// failing to serialize.
-	err := inTxWith(ctx, s.write, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *txn) error {
+	err := inTx(ctx, s.write, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM used_sessions WHERE expires <= ?`, formatTime(now.Add(-SessionSweepMargin))); err != nil {
 			return fmt.Errorf("delete expired: %w", err)
 		}
