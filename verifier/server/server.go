@@ -23,7 +23,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -637,7 +636,7 @@ func sourceAddr(r *http.Request) (netip.Addr, error) {
 // quoted link: the host's record and incidents are left alone.
 func (s *Server) refuseLink(w http.ResponseWriter, r *http.Request, log *slog.Logger, hostID string, req *wire.QuoteRequest, linkErr error) {
 	// What the peer sent is bounded before it reaches the log and the store.
-	mac, ip, why := clip(req.MAC, 64), clip(req.IP, 64), clip(linkErr.Error(), 512)
+	mac, ip, why := textsafe.Clip(req.MAC, 64), textsafe.Clip(req.IP, 64), textsafe.Clip(linkErr.Error(), 512)
 	detail := fmt.Sprintf("source %s; quoted mac %q ip %q; %s", r.RemoteAddr, mac, ip, why)
 	log.Warn("attestation refused: not bound to its link", "source", r.RemoteAddr, "mac", mac, "ip", ip, "why", why)
 	if s.opt.Refusals != nil {
@@ -646,14 +645,6 @@ func (s *Server) refuseLink(w http.ResponseWriter, r *http.Request, log *slog.Lo
 		}
 	}
 	writeError(w, http.StatusForbidden, wire.CodeLinkMismatch, "the attestation is not bound to the link it came from: "+why)
-}
-
-// clip cuts s to at most n bytes of valid UTF-8.
-func clip(s string, n int) string {
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // decode reads one JSON value of at most wire.MaxBodyBytes with no unknown
