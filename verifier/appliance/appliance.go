@@ -178,7 +178,7 @@ func Run(ctx context.Context, cfg *config.Appliance, opt Options) (err error) {
 	var recorded func(context.Context, string, server.Link)
 	var leases server.LinkLeases
 	if cfg.DHCP != nil {
-		if gate, err = startDHCP(cfg.DHCP, cfg.Store, st, log); err != nil {
+		if gate, err = startDHCP(cfg.DHCP, st, log); err != nil {
 			return err
 		}
 		defer gate.leases.Close()

@@ -65,11 +65,9 @@ func relayWarnings(c *config.DHCP) []string {
 		"option 82 circuit and remote IDs are unverified (a relay is recognised by a forgeable UDP source address)", c.Relays)}
 }
 
-// startDHCP opens the lease tables in the store's database (the SQLite
-// file, with a connection of their own, or the PostgreSQL database, on
-// the store's connections) and binds the DHCP socket to the boot network
-// interface.
-func startDHCP(c *config.DHCP, storePath string, st *store.DB, log *slog.Logger) (*dhcpGate, error) {
+// startDHCP keeps the leases in the store's database (st.Leases) and binds
+// the DHCP socket to the boot network interface.
+func startDHCP(c *config.DHCP, st *store.DB, log *slog.Logger) (*dhcpGate, error) {
 	q, err := pool(dhcpgate.PoolQuarantine, c.Quarantine)
 	if err != nil {
 		return nil, err
@@ -104,13 +102,11 @@ func startDHCP(c *config.DHCP, storePath string, st *store.DB, log *slog.Logger)
 		}
 		cfg.CACert = blk.Bytes
 	}
-	var leases *dhcpgate.Leases
-	if store.IsPostgresURL(storePath) {
-		// The store's database: appliances sharing it share the leases.
-		leases, err = dhcpgate.NewLeases(st.Leases())
-	} else {
-		leases, err = dhcpgate.OpenLeases(storePath)
-	}
+	// The leases live in the store's database, on its one write connection:
+	// on PostgreSQL appliances sharing it share the leases; on SQLite lease
+	// writes queue with the verdicts instead of contending as a second
+	// writer of the file.
+	leases, err := dhcpgate.NewLeases(st.Leases())
 	if err != nil {
 		return nil, err
 	}
