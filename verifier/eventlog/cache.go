@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"container/list"
 	"crypto/sha256"
-	"encoding/json"
 	"sync"
 )
 
@@ -62,14 +61,13 @@ func NewCache(capacity int, maxBytes int64) *Cache {
 // strings and PCR values: list element, map slots, the key, headers.
 const entryOverhead = 512
 
-// entrySize estimates the bytes an entry for st with pcrs holds.
-func entrySize(st *BootState, pcrs map[int][]byte) int64 {
-	n := int64(entryOverhead)
-	if b, err := json.Marshal(st); err == nil {
-		n += int64(len(b))
-	} else {
-		return 1 << 62 // unmeasurable: never kept
-	}
+// entrySize estimates the bytes an entry for a log of rawLen bytes holds,
+// with pcrs and the state's eventPCRs, without encoding the state: every
+// string and digest in a boot state is read from the log's bytes, hex
+// digests are twice their bytes and text is at most as long as its UTF-8 or
+// UTF-16 encoding, so twice the log bounds it.
+func entrySize(rawLen int, st *BootState, pcrs map[int][]byte) int64 {
+	n := int64(entryOverhead) + 2*int64(rawLen)
 	for _, v := range pcrs {
 		n += int64(len(v)) + 16
 	}
@@ -90,7 +88,7 @@ func (c *Cache) Verify(raw []byte, bank Bank) (*BootState, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.store(key, bank, st)
+	c.store(key, len(raw), bank, st)
 	return st, nil
 }
 
@@ -124,7 +122,7 @@ func (c *Cache) lookup(key [32]byte, bank Bank) *BootState {
 	return &st
 }
 
-func (c *Cache) store(key [32]byte, bank Bank, st *BootState) {
+func (c *Cache) store(key [32]byte, rawLen int, bank Bank, st *BootState) {
 	// Keep only the PCRs the log has events for: the others (PCR 10 to 15
 	// before the OS runs) may differ between hosts sharing the log.
 	pcrs := map[int][]byte{}
@@ -135,7 +133,7 @@ func (c *Cache) store(key [32]byte, bank Bank, st *BootState) {
 	}
 	shared := *st
 	shared.PCRs = nil
-	size := entrySize(&shared, pcrs)
+	size := entrySize(rawLen, &shared, pcrs)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[key]; ok {
