@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/admin"
 	"github.com/bootgate/bootgate/verifier/store"
 )
@@ -53,7 +54,7 @@ func (e *env) incidentsListCmd(use string) *cobra.Command {
 				if assignee == "" {
 					assignee = "-"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", in.ID, shown(in.HostID), shown(in.State), in.Failures, when(in.Opened), shown(assignee), ruleList(in.Reasons))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", in.ID, textsafe.Escape(in.HostID), textsafe.Escape(in.State), in.Failures, when(in.Opened), textsafe.Escape(assignee), ruleList(in.Reasons))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -89,23 +90,23 @@ func (e *env) incidentShowCmd() *cobra.Command {
 			}
 			in := d.Incident
 			fmt.Fprintf(e.stdout, "incident %d  host %s  state %s  failures %d  assignee %q\nopened %s  updated %s  attestations %v\n",
-				in.ID, shown(in.HostID), shown(in.State), in.Failures, in.Assignee, when(in.Opened), when(in.Updated), d.Attestations)
+				in.ID, textsafe.Escape(in.HostID), textsafe.Escape(in.State), in.Failures, in.Assignee, when(in.Opened), when(in.Updated), d.Attestations)
 			if l := d.Latest; l != nil {
-				fmt.Fprintf(e.stdout, "latest failure: attestation %d at %s, policy %s (%s)\n", l.AttestationID, l.Time, shown(l.PolicyName), shown(l.PolicyDigest))
-				fmt.Fprintf(e.stdout, "EK %s %s, issued by %s; event log %d bytes, %d events\n", shown(l.EKType), shown(l.EKSubject), shown(l.EKIssuer), l.EventLogBytes, l.EventLogEvents)
+				fmt.Fprintf(e.stdout, "latest failure: attestation %d at %s, policy %s (%s)\n", l.AttestationID, l.Time, textsafe.Escape(l.PolicyName), textsafe.Escape(l.PolicyDigest))
+				fmt.Fprintf(e.stdout, "EK %s %s, issued by %s; event log %d bytes, %d events\n", textsafe.Escape(l.EKType), textsafe.Escape(l.EKSubject), textsafe.Escape(l.EKIssuer), l.EventLogBytes, l.EventLogEvents)
 				if t := l.TPM; t != (store.TPM{}) {
 					fw := t.Firmware
 					if fw == "" {
 						fw = "not proven"
 					}
-					fmt.Fprintf(e.stdout, "TPM %s %s (version %s), firmware %s\n", shown(t.Manufacturer), shown(t.Model), shown(t.Version), shown(fw))
+					fmt.Fprintf(e.stdout, "TPM %s %s (version %s), firmware %s\n", textsafe.Escape(t.Manufacturer), textsafe.Escape(t.Model), textsafe.Escape(t.Version), textsafe.Escape(fw))
 				}
 				fmt.Fprintln(e.stdout, "failed rules:")
 				for _, r := range l.Reasons {
 					if r.Event > 0 {
-						fmt.Fprintf(e.stdout, "  - %s (event %d): %s\n", shown(r.Rule), r.Event, shown(r.Detail))
+						fmt.Fprintf(e.stdout, "  - %s (event %d): %s\n", textsafe.Escape(r.Rule), r.Event, textsafe.Escape(r.Detail))
 					} else {
-						fmt.Fprintf(e.stdout, "  - %s: %s\n", shown(r.Rule), shown(r.Detail))
+						fmt.Fprintf(e.stdout, "  - %s: %s\n", textsafe.Escape(r.Rule), textsafe.Escape(r.Detail))
 					}
 				}
 			}
@@ -113,19 +114,19 @@ func (e *env) incidentShowCmd() *cobra.Command {
 			case "last_pass":
 				fmt.Fprintf(e.stdout, "diff against the host's last pass (attestation %d):\n", d.Diff.AttestationID)
 			case "reference":
-				fmt.Fprintf(e.stdout, "diff against %s, the known-good log policy %s was learned from:\n", shown(d.Diff.Reference), shown(d.Diff.PolicyName))
+				fmt.Fprintf(e.stdout, "diff against %s, the known-good log policy %s was learned from:\n", textsafe.Escape(d.Diff.Reference), textsafe.Escape(d.Diff.PolicyName))
 			case "policy":
-				fmt.Fprintf(e.stdout, "departures from policy %s (%s):\n", shown(d.Diff.PolicyName), shown(d.Diff.PolicyDigest))
+				fmt.Fprintf(e.stdout, "departures from policy %s (%s):\n", textsafe.Escape(d.Diff.PolicyName), textsafe.Escape(d.Diff.PolicyDigest))
 			}
 			for _, line := range d.Diff.Lines {
-				fmt.Fprintf(e.stdout, "  %s\n", shown(line))
+				fmt.Fprintf(e.stdout, "  %s\n", textsafe.Escape(line))
 			}
 			if d.Diff.Note != "" {
-				fmt.Fprintf(e.stdout, "  (%s)\n", shown(d.Diff.Note))
+				fmt.Fprintf(e.stdout, "  (%s)\n", textsafe.Escape(d.Diff.Note))
 			}
 			fmt.Fprintln(e.stdout, "history:")
 			for _, n := range d.History {
-				fmt.Fprintf(e.stdout, "  %s %s %s: %s\n", when(n.Time), shown(n.Author), shown(n.Kind), shown(n.Text))
+				fmt.Fprintf(e.stdout, "  %s %s %s: %s\n", when(n.Time), textsafe.Escape(n.Author), textsafe.Escape(n.Kind), textsafe.Escape(n.Text))
 			}
 			return nil
 		})
@@ -225,7 +226,7 @@ func (e *env) auditCmd() *cobra.Command {
 			tw := e.table()
 			fmt.Fprintln(tw, "ID\tTIME\tOPERATOR\tACTION\tTARGET\tDETAIL")
 			for _, a := range page.Entries {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", a.ID, when(a.Time), shown(a.Actor), shown(a.Action), shown(a.Target), shown(a.Detail))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", a.ID, when(a.Time), textsafe.Escape(a.Actor), textsafe.Escape(a.Action), textsafe.Escape(a.Target), textsafe.Escape(a.Detail))
 			}
 			return tw.Flush()
 		})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bootgate/bootgate/internal/textsafe"
 	"github.com/bootgate/bootgate/verifier/eventlog"
 	"github.com/bootgate/bootgate/verifier/policy"
 )
@@ -79,7 +80,7 @@ func (e *env) policyLearnCmd() *cobra.Command {
 			if errors.Is(err, policy.ErrNotReference) {
 				fmt.Fprintln(e.stderr, "bootgate:", err)
 				for _, a := range st.Anomalies {
-					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, shown(a.Detail))
+					fmt.Fprintf(e.stderr, "  event %d: %s\n", a.Event, textsafe.Escape(a.Detail))
 				}
 				return &ExitError{Code: ExitPolicyFail, Err: err}
 			}
@@ -89,7 +90,7 @@ func (e *env) policyLearnCmd() *cobra.Command {
 			// Notes quote the log (a variable name, a command line):
 			// escaped, as every text from a host is on a terminal.
 			for _, n := range notes {
-				fmt.Fprintf(e.stderr, "allowed: %s\n", esc(n))
+				fmt.Fprintf(e.stderr, "allowed: %s\n", textsafe.Escape(n))
 			}
 			b, err := p.Marshal()
 			if err != nil {
@@ -145,7 +146,7 @@ func (e *env) policyCheckCmd() *cobra.Command {
 					fmt.Fprintf(e.stderr, "note: the log ends with %d bytes of padding after its last event\n", st.PaddingBytes)
 				}
 				for _, f := range failures {
-					fmt.Fprintln(e.stdout, shown(f.String()))
+					fmt.Fprintln(e.stdout, textsafe.Escape(f.String()))
 				}
 				if len(failures) == 0 {
 					fmt.Fprintf(e.stdout, "pass: %s meets policy %q\n", logPath, p.Name)
@@ -217,7 +218,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					}
 				} else {
 					for _, line := range d {
-						fmt.Fprintln(e.stdout, shown(line))
+						fmt.Fprintln(e.stdout, textsafe.Escape(line))
 					}
 				}
 				if len(d) == 0 {
@@ -235,7 +236,7 @@ func (e *env) policyDiffCmd() *cobra.Command {
 					}
 				} else {
 					for _, f := range fs {
-						fmt.Fprintln(e.stdout, shown(f.String()))
+						fmt.Fprintln(e.stdout, textsafe.Escape(f.String()))
 					}
 				}
 				if len(fs) == 0 {

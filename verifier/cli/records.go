@@ -149,13 +149,13 @@ func (e *env) hostsCmd() *cobra.Command {
 				if h.Lease != nil {
 					lease = h.Lease.IP + " (" + h.Lease.Pool + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", shown(h.ID), shown(h.State), shown(h.LastVerdict), when(h.LastSeen), h.LastAttestationID, shown(lease), shown(h.EKType))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", textsafe.Escape(h.ID), textsafe.Escape(h.State), textsafe.Escape(h.LastVerdict), when(h.LastSeen), h.LastAttestationID, textsafe.Escape(lease), textsafe.Escape(h.EKType))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
 			if next != "" {
-				fmt.Fprintf(e.stderr, "more hosts: --after %s, or --all\n", shown(next))
+				fmt.Fprintf(e.stderr, "more hosts: --after %s, or --all\n", textsafe.Escape(next))
 			}
 			return nil
 		})
@@ -179,17 +179,17 @@ func (e *env) hostCmd() *cobra.Command {
 			if o.json {
 				return e.printJSON(h)
 			}
-			fmt.Fprintf(e.stdout, "host %s  state %s  EK %s %s\nfirst seen %s  last seen %s\n", shown(h.ID), shown(h.State), shown(h.EKType), shown(h.EKIssuer), when(h.FirstSeen), when(h.LastSeen))
+			fmt.Fprintf(e.stdout, "host %s  state %s  EK %s %s\nfirst seen %s  last seen %s\n", textsafe.Escape(h.ID), textsafe.Escape(h.State), textsafe.Escape(h.EKType), textsafe.Escape(h.EKIssuer), when(h.FirstSeen), when(h.LastSeen))
 			if h.Lease != nil {
-				fmt.Fprintf(e.stdout, "lease %s (%s pool) MAC %s until %s\n", shown(h.Lease.IP), shown(h.Lease.Pool), shown(h.Lease.MAC), when(h.Lease.Expires))
+				fmt.Fprintf(e.stdout, "lease %s (%s pool) MAC %s until %s\n", textsafe.Escape(h.Lease.IP), textsafe.Escape(h.Lease.Pool), textsafe.Escape(h.Lease.MAC), when(h.Lease.Expires))
 			}
 			fmt.Fprintln(e.stdout, "attestations:")
 			for _, a := range h.Attestations {
-				fmt.Fprintf(e.stdout, "  %d  %s  %s  %s\n", a.ID, when(a.Time), shown(a.Verdict), ruleList(a.Reasons))
+				fmt.Fprintf(e.stdout, "  %d  %s  %s  %s\n", a.ID, when(a.Time), textsafe.Escape(a.Verdict), ruleList(a.Reasons))
 			}
 			fmt.Fprintln(e.stdout, "incidents:")
 			for _, in := range h.Incidents {
-				fmt.Fprintf(e.stdout, "  %d  %s  %d failures  opened %s\n", in.ID, shown(in.State), in.Failures, when(in.Opened))
+				fmt.Fprintf(e.stdout, "  %d  %s  %d failures  opened %s\n", in.ID, textsafe.Escape(in.State), in.Failures, when(in.Opened))
 			}
 			return nil
 		})
@@ -200,14 +200,6 @@ func (e *env) hostCmd() *cobra.Command {
 }
 
 // ruleList names the failed rules of reasons, each once.
-// esc escapes text from the store for the terminal: it may have come from
-// a host (textsafe).
-func esc(s string) string { return textsafe.Escape(s) }
-
-// shown is esc for text from the admin API, which the appliance escaped
-// already (textsafe.Inert).
-func shown(s string) string { return textsafe.Escape(s) }
-
 func ruleList(reasons []wire.Reason) string {
 	var rules []string
 	for _, r := range reasons {
@@ -218,7 +210,7 @@ func ruleList(reasons []wire.Reason) string {
 	if len(rules) == 0 {
 		return "-"
 	}
-	return shown(strings.Join(rules, ", "))
+	return textsafe.Escape(strings.Join(rules, ", "))
 }
 
 func (e *env) quarantineCmd() *cobra.Command {
