@@ -72,22 +72,17 @@ type Blob struct {
 // bytes. rand supplies the object's obfuscation seed and the encapsulation
 // randomness (crypto/rand.Reader in production).
 func Seal(rand io.Reader, ekPublic []byte, pcrs map[int][]byte, secret []byte) (*Blob, error) {
-	return SealBank(rand, ekPublic, crypto.SHA256, pcrs, secret)
-}
-
-// SealBank is Seal to the PCRs of the bank h, crypto.SHA256 or crypto.SHA1:
-// pcrs holds values of that bank (20 bytes each for SHA-1).
-func SealBank(rand io.Reader, ekPublic []byte, h crypto.Hash, pcrs map[int][]byte, secret []byte) (*Blob, error) {
 	ek, err := parseEK(ekPublic)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	return SealTo(rand, ek, h, pcrs, secret)
+	return SealTo(rand, ek, crypto.SHA256, pcrs, secret)
 }
 
-// SealTo is SealBank for an EK whose TPMT_PUBLIC the caller has decoded
-// already (the verifier decodes it once per enrollment): ek must be an RSA
-// or ECC restricted decryption key, as Seal checks.
+// SealTo is Seal to the PCRs of the bank h (crypto.SHA256, or crypto.SHA1
+// with pcrs holding 20-byte values), for an EK whose TPMT_PUBLIC the caller
+// has decoded already (the verifier decodes it once per enrollment): ek
+// must be an RSA or ECC restricted decryption key, as Seal checks.
 func SealTo(rand io.Reader, ek *tpm2.TPMTPublic, h crypto.Hash, pcrs map[int][]byte, secret []byte) (*Blob, error) {
 	if rand == nil {
 		return nil, errors.New("seal: nil random source")
