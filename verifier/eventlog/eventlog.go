@@ -139,14 +139,23 @@ func ReplayBank(raw []byte, h crypto.Hash) (Bank, error) {
 	return replayBank(el, h)
 }
 
-// Banks returns the PCR banks whose digests raw carries, SHA-256 first
-// where it has it.
-func Banks(raw []byte) ([]crypto.Hash, error) {
-	el, _, err := parse(raw)
+// Offline is the boot state of a log read with no quote to compare with (a
+// policy reference, a file an operator checks): raw replayed against itself
+// in the bank h (0: as Replay chooses), then verified against that replay.
+// Errors: Replay's or ReplayBank's (a *BankError for a readable log without
+// digests of h), then Verify's.
+func Offline(raw []byte, h crypto.Hash) (*BootState, error) {
+	var bank Bank
+	var err error
+	if h == 0 {
+		bank, err = Replay(raw)
+	} else {
+		bank, err = ReplayBank(raw, h)
+	}
 	if err != nil {
 		return nil, err
 	}
-	return logBanks(el), nil
+	return Verify(raw, bank)
 }
 
 func logBanks(el *tcg.EventLog) []crypto.Hash {
