@@ -182,23 +182,45 @@ func readCertDir(dir string, optional bool) ([]*x509.Certificate, error) {
 	}
 	var certs []*x509.Certificate
 	for _, e := range entries {
-		ext := strings.ToLower(filepath.Ext(e.Name()))
-		if e.IsDir() || (ext != ".pem" && ext != ".crt" && ext != ".cer" && ext != ".der") {
+		if e.IsDir() || !IsCertFile(e.Name()) {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		cs, err := ReadCertFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			return nil, fmt.Errorf("read EK roots: %w", err)
-		}
-		cs, err := parseCerts(b)
-		if err != nil {
-			return nil, fmt.Errorf("read EK roots: %s: %w", e.Name(), err)
 		}
 		certs = append(certs, cs...)
 	}
 	return certs, nil
 }
 
+// IsCertFile reports whether a file name is one an EK roots directory's
+// certificates are read from: ending in .pem, .crt, .cer or .der, in any
+// case.
+func IsCertFile(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".pem", ".crt", ".cer", ".der":
+		return true
+	}
+	return false
+}
+
+// ReadCertFile reads the certificates of one file: PEM (any number of
+// CERTIFICATE blocks, other blocks skipped) or one DER certificate. Errors
+// name the file.
+func ReadCertFile(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := parseCerts(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cs, nil
+}
+
+// parseCerts parses PEM (every CERTIFICATE block) or one DER certificate.
 func parseCerts(b []byte) ([]*x509.Certificate, error) {
 	if !bytes.Contains(b, []byte("-----BEGIN")) {
 		c, err := x509.ParseCertificate(b)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,10 +19,6 @@ import (
 	"github.com/bootgate/bootgate/verifier/attest"
 	"github.com/bootgate/bootgate/verifier/pki"
 )
-
-// certExts are the file names attest.LoadRoots reads, and so the ones
-// `ek-roots import` reads from a directory.
-var certExts = map[string]bool{".pem": true, ".crt": true, ".cer": true, ".der": true}
 
 // fingerprint is the SHA-256 of a certificate's DER, in hex.
 func fingerprint(c *x509.Certificate) string {
@@ -230,41 +224,6 @@ type skippedCert struct {
 	Reason  string `json:"reason"` // "not a CA", "duplicate", "already present"
 }
 
-// readCertFile reads the certificates of one file: PEM (any number of
-// CERTIFICATE blocks) or one DER certificate.
-func readCertFile(path string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Contains(b, []byte("-----BEGIN")) {
-		c, err := x509.ParseCertificate(b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return []*x509.Certificate{c}, nil
-	}
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", path, len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no certificate in PEM data", path)
-	}
-	return out, nil
-}
-
 // sourceFiles lists the certificate files of a source: the file itself, or
 // the files of a directory tree named as attest.LoadRoots reads them.
 func sourceFiles(src string) ([]string, error) {
@@ -280,7 +239,7 @@ func sourceFiles(src string) ([]string, error) {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && certExts[strings.ToLower(filepath.Ext(p))] {
+		if !d.IsDir() && attest.IsCertFile(p) {
 			files = append(files, p)
 		}
 		return nil
@@ -300,10 +259,10 @@ func presentFingerprints(dir string) (map[string]bool, error) {
 		return nil, err
 	}
 	for _, en := range entries {
-		if en.IsDir() || !certExts[strings.ToLower(filepath.Ext(en.Name()))] {
+		if en.IsDir() || !attest.IsCertFile(en.Name()) {
 			continue
 		}
-		cs, err := readCertFile(filepath.Join(dir, en.Name()))
+		cs, err := attest.ReadCertFile(filepath.Join(dir, en.Name()))
 		if err != nil {
 			return nil, err
 		}
@@ -357,7 +316,7 @@ above it, such as STMicro's EK root CAs, which GlobalSign issued.`,
 					return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("read %s: no certificate files (.pem, .crt, .cer, .der)", src)}
 				}
 				for _, f := range files {
-					cs, err := readCertFile(f)
+					cs, err := attest.ReadCertFile(f)
 					if err != nil {
 						return &ExitError{Code: ExitBadInput, Err: fmt.Errorf("read %w", err)}
 					}
