@@ -327,9 +327,10 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	var req wire.EnrollRequest
-	if !decode(w, r, &req) || !checked(w, req.Check()) {
+	if !decode(w, r, &req) {
 		return
 	}
+	// Enroll checks the fields' sizes first (wire.ErrFieldTooLarge, below).
 	log := s.opt.Logger.With("remote", r.RemoteAddr)
 	now := s.opt.Now()
 	enr, err := s.opt.Roots.Enroll(&req, now)
