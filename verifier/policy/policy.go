@@ -265,7 +265,7 @@ func (p *Policy) validate() error {
 	if strings.TrimSpace(p.Name) == "" {
 		return errors.New("name: required")
 	}
-	var errs []error
+	errs := p.TPM.validate()
 	if p.PCRBank != "" && p.PCRBank != BankSHA256 && p.PCRBank != BankSHA1 {
 		errs = append(errs, fmt.Errorf("pcr_bank: %q is neither %q nor %q", p.PCRBank, BankSHA256, BankSHA1))
 	}

@@ -1,14 +1,11 @@
 package policy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-
-	"gopkg.in/yaml.v3"
 )
 
 // RuleTPMFirmware fails a TPM whose firmware version the policy refuses.
@@ -37,36 +34,24 @@ type RefusedFirmware struct {
 	Reason string `yaml:"reason,omitempty"`
 }
 
-// UnmarshalYAML decodes the tpm: section strictly (unknown fields are
-// errors, as everywhere in a policy) and validates it, so that an invalid
-// section never exists as a value.
-func (t *TPM) UnmarshalYAML(n *yaml.Node) error {
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		return err
-	}
-	type plain TPM
-	var p plain
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&p); err != nil {
-		return fmt.Errorf("tpm: %w", err)
-	}
-	for i, r := range p.RefusedFirmware {
+// validate checks the tpm: section (Policy.validate calls it; the policy's
+// decoder already refuses unknown fields, in this section as everywhere).
+func (t *TPM) validate() []error {
+	var errs []error
+	for i, r := range t.RefusedFirmware {
 		if strings.TrimSpace(r.Manufacturer) == "" || len(r.Manufacturer) > 4 {
-			return fmt.Errorf("tpm.refused_firmware[%d].manufacturer: %q is not a TCG vendor ID (1 to 4 characters)", i, r.Manufacturer)
+			errs = append(errs, fmt.Errorf("tpm.refused_firmware[%d].manufacturer: %q is not a TCG vendor ID (1 to 4 characters)", i, r.Manufacturer))
 		}
 		if len(r.Versions) == 0 {
-			return fmt.Errorf("tpm.refused_firmware[%d].versions: none given", i)
+			errs = append(errs, fmt.Errorf("tpm.refused_firmware[%d].versions: none given", i))
 		}
 		for j, v := range r.Versions {
 			if _, ok := parseVersion(v); !ok {
-				return fmt.Errorf("tpm.refused_firmware[%d].versions[%d]: %q is not 1 to 4 dotted numbers below 65536", i, j, v)
+				errs = append(errs, fmt.Errorf("tpm.refused_firmware[%d].versions[%d]: %q is not 1 to 4 dotted numbers below 65536", i, j, v))
 			}
 		}
 	}
-	*t = TPM(p)
-	return nil
+	return errs
 }
 
 // FormatFirmware writes a TPMS_ATTEST firmwareVersion (TPM 2.0 Part 2,
