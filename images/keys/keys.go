@@ -26,6 +26,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/bootgate/bootgate/internal/atomicfile"
 )
 
 // KeyBits is the RSA modulus size of every key: OVMF verifies RSA-2048 only.
@@ -239,7 +241,7 @@ func Write(dir string, s Spec, p *Pair) error {
 	if err != nil {
 		return fmt.Errorf("%s: encode key: %w", s.Name, err)
 	}
-	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return err
 	}
 	return writeCert(dir, s, p.Cert)
@@ -247,10 +249,10 @@ func Write(dir string, s Spec, p *Pair) error {
 
 func writeCert(dir string, s Spec, cert *x509.Certificate) error {
 	_, pemPath, derPath := s.Paths(dir)
-	if err := writeFileAtomic(pemPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+	if err := atomicfile.Write(pemPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
 		return err
 	}
-	return writeFileAtomic(derPath, cert.Raw, 0o644)
+	return atomicfile.Write(derPath, cert.Raw, 0o644)
 }
 
 // Load reads s's key pair from dir and checks that key and certificate belong
@@ -396,34 +398,4 @@ func exists(path string) (bool, error) {
 	default:
 		return false, fmt.Errorf("stat: %w", err)
 	}
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames it
-// into place, so that readers never see a partial file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

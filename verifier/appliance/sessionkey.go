@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bootgate/bootgate/internal/atomicfile"
 	"github.com/bootgate/bootgate/verifier/server"
 )
 
@@ -67,12 +68,8 @@ func createSessionKey(path string) error {
 	if err := os.Link(tmp.Name(), path); err != nil {
 		return fmt.Errorf("session key: %w", err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("session key %s: sync the directory: %w", path, err)
-		}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("session key %s: sync the directory: %w", path, err)
 	}
 	return nil
 }

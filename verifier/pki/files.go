@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootgate/bootgate/internal/atomicfile"
 )
 
 // newCert makes an ECDSA P-256 key and a certificate for it from tmpl,
@@ -134,49 +136,9 @@ func writePEM(dir string, files []pemFile) error {
 		} else {
 			blk.Bytes = f.cert.Raw
 		}
-		if err := writeFileAtomic(dir, f.name, pem.EncodeToMemory(blk), mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), pem.EncodeToMemory(blk), mode); err != nil {
 			return fmt.Errorf("write %s: %w", f.name, err)
 		}
 	}
-	return syncDir(dir)
-}
-
-// writeFileAtomic writes data to dir/name with mode: to a temporary file
-// in dir, synced, then renamed over name.
-func writeFileAtomic(dir, name string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
-// syncDir makes the renames in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return atomicfile.SyncDir(dir)
 }
