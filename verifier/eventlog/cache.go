@@ -61,13 +61,22 @@ func NewCache(capacity int, maxBytes int64) *Cache {
 // strings and PCR values: list element, map slots, the key, headers.
 const entryOverhead = 512
 
-// entrySize estimates the bytes an entry for a log of rawLen bytes holds,
-// with pcrs and the state's eventPCRs, without encoding the state: every
-// string and digest in a boot state is read from the log's bytes, hex
-// digests are twice their bytes and text is at most as long as its UTF-8 or
-// UTF-16 encoding, so twice the log bounds it.
+// entryElementBytes bounds what one element of a boot state's lists
+// (boot applications, authorities, actions, command lines, anomalies,
+// unverifiable events, quirk uses) holds beyond the log bytes it was read
+// from: its struct, its hex digest, and the fixed text of its detail.
+const entryElementBytes = 384
+
+// entrySize bounds the bytes an entry for a log of rawLen bytes holds, with
+// pcrs and st, without encoding the state: every string a boot state holds
+// is read from the log (its text at most three times its bytes once
+// escaped: a 2-byte UTF-16 character becomes \uNNNN) or is fixed text of
+// an element (entryElementBytes).
 func entrySize(rawLen int, st *BootState, pcrs map[int][]byte) int64 {
-	n := int64(entryOverhead) + 2*int64(rawLen)
+	n := int64(entryOverhead) + 3*int64(rawLen)
+	elems := len(st.BootApps) + len(st.Authorities) + len(st.Actions) + len(st.Cmdlines) +
+		len(st.Anomalies) + len(st.Unverifiable) + len(st.Quirks)
+	n += int64(elems) * entryElementBytes
 	for _, v := range pcrs {
 		n += int64(len(v)) + 16
 	}

@@ -8,15 +8,18 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/go-tpm/tpm2"
 
 	"github.com/bootgate/bootgate/internal/eventlogtest"
 )
@@ -214,5 +217,44 @@ func TestCacheBoundedInBytes(t *testing.T) {
 	}
 	if logs, used := small.Size(); logs != 0 || used != 0 {
 		t.Errorf("a log over the whole budget is kept: %d logs, %d bytes", logs, used)
+	}
+}
+
+// TestCacheEntrySizeBoundsTheState is the attack of a log whose events cost
+// the boot state more than their own bytes: thousands of tiny unexplained
+// events in PCR 8, each an Unverified entry with a hex digest and a detail,
+// and variable names of 2-byte characters that escaping triples. The
+// estimate an entry is charged must not be below what the state takes as
+// JSON (the measure it replaced), or the cache would exceed its budget.
+func TestCacheEntrySizeBoundsTheState(t *testing.T) {
+	base := realLogs(t)["rhel8-uefi.bin"]
+	l, err := eventlogtest.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = l.Only(tpm2.TPMAlgSHA256) // 50 bytes an event
+	const evIPL = 0x0d
+	for i := range 2000 {
+		l, _ = l.Insert(l.Event(8, evIPL, nil, []byte(fmt.Sprint(i))))
+	}
+	l, _ = l.Insert(l.ShimAuthority(strings.Repeat("\u202e", 500), eventlogtest.SelfSigned(t, "x")))
+	raw := l.Bytes()
+	bank, err := Replay(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Verify(raw, bank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Unverifiable) < 2000 {
+		t.Fatalf("%d unverifiable events, want the 2000 inserted", len(st.Unverifiable))
+	}
+	js, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if est := entrySize(len(raw), st, nil); est < int64(len(js)) {
+		t.Errorf("an entry of a %d-byte log is charged %d bytes, less than its state's %d bytes of JSON", len(raw), est, len(js))
 	}
 }
