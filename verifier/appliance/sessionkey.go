@@ -68,7 +68,9 @@ func createSessionKey(path string) error {
 	if err := os.Link(tmp.Name(), path); err != nil {
 		return fmt.Errorf("session key: %w", err)
 	}
-	if err := atomicfile.SyncDir(dir); err != nil {
+	// A directory this process may not open (mode -wx) cannot be synced;
+	// the key is in place all the same.
+	if err := atomicfile.SyncDir(dir); err != nil && !errors.Is(err, fs.ErrPermission) {
 		return fmt.Errorf("session key %s: sync the directory: %w", path, err)
 	}
 	return nil

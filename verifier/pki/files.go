@@ -137,7 +137,7 @@ func writePEM(dir string, files []pemFile) error {
 			blk.Bytes = f.cert.Raw
 		}
 		if err := atomicfile.Write(filepath.Join(dir, f.name), pem.EncodeToMemory(blk), mode); err != nil {
-			return fmt.Errorf("write %s: %w", f.name, err)
+			return err
 		}
 	}
 	return atomicfile.SyncDir(dir)
