@@ -16,7 +16,6 @@ import (
 	"github.com/bootgate/bootgate/verifier/wire"
 )
 
-// flip returns b with its last byte changed.
 // ekAndAK returns tp's first EK (with its certificate when tp was
 // manufactured) and a new ECC P-256 AK, closed when the test ends.
 func ekAndAK(tb testing.TB, tp *tpm.TPM) (tpm.EK, *tpm.AK) {
@@ -33,6 +32,7 @@ func ekAndAK(tb testing.TB, tp *tpm.TPM) (tpm.EK, *tpm.AK) {
 	return eks[0], ak
 }
 
+// flip returns b with its last byte changed.
 func flip(b []byte) []byte {
 	b = slices.Clone(b)
 	b[len(b)-1] ^= 1
