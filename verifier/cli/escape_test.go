@@ -8,9 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,30 +129,7 @@ func TestIncidentShowEscaped(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	adminAddr := freeAddr(t)
-	cfg := filepath.Join(dir, "appliance.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %q\ntls: {cert: tls/server.pem, key: tls/server-key.pem}\npolicy: %q\nstore: bootgate.db\nek: {roots: roots}\nadmin: {listen: %q, operators: operators}\n",
-		freeAddr(t), pol, adminAddr)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan int, 1)
-	go func() { served <- Run(ctx, []string{"serve", "--config", cfg}, os.Stderr, os.Stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.Dial("tcp", adminAddr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the admin API did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	cfg := serveAdmin(t, dir, pol)
 	profile := filepath.Join(dir, "alice.yaml")
 	if code, _, errOut := run(t, "operator", "add", "alice", "--config", cfg, "--out", profile); code != 0 {
 		t.Fatal(errOut)

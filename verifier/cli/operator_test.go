@@ -27,6 +27,49 @@ func freeAddr(t *testing.T) string {
 // TestOperatorCLI runs `bootgate serve` with the admin API and works an
 // incident with the CLI through it, as an operator with a profile from
 // `bootgate operator add`.
+// serveAdmin runs `bootgate serve` on the appliance files in dir (tls/,
+// roots/, bootgate.db) with policy pol and an admin API, until the test
+// ends, and waits until the admin API accepts connections. It returns the
+// configuration file.
+func serveAdmin(t *testing.T, dir, pol string) string {
+	t.Helper()
+	adminAddr := freeAddr(t)
+	cfg := filepath.Join(dir, "appliance.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %q
+tls: {cert: tls/server.pem, key: tls/server-key.pem}
+policy: %q
+store: bootgate.db
+ek: {roots: roots}
+admin: {listen: %q, operators: operators}
+`, freeAddr(t), pol, adminAddr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan int, 1)
+	go func() { served <- Run(ctx, []string{"serve", "--config", cfg}, os.Stderr, os.Stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		<-served
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.Dial("tcp", adminAddr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case code := <-served:
+			t.Fatalf("bootgate serve exited with %d", code)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the admin API did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return cfg
+}
+
 func TestOperatorCLI(t *testing.T) {
 	dir := t.TempDir()
 	if code, _, errOut := run(t, "tls", "init", "--dir", filepath.Join(dir, "tls"), "--host", "127.0.0.1"); code != 0 {
@@ -56,41 +99,7 @@ func TestOperatorCLI(t *testing.T) {
 		}
 	}
 	st.Close()
-	adminAddr := freeAddr(t)
-	cfg := filepath.Join(dir, "appliance.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %q
-tls: {cert: tls/server.pem, key: tls/server-key.pem}
-policy: %q
-store: bootgate.db
-ek: {roots: roots}
-admin: {listen: %q, operators: operators}
-`, freeAddr(t), pol, adminAddr)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan int, 1)
-	go func() { served <- Run(ctx, []string{"serve", "--config", cfg}, os.Stderr, os.Stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.Dial("tcp", adminAddr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case code := <-served:
-			t.Fatalf("bootgate serve exited with %d", code)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the admin API did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	cfg := serveAdmin(t, dir, pol)
 
 	// Without a profile, nothing is read.
 	if code, _, errOut := run(t, "hosts", "--operator", filepath.Join(dir, "nobody.yaml")); code != ExitBadInput || !strings.Contains(errOut, "operator profile") {
